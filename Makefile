@@ -1,0 +1,37 @@
+# The README's two commands: `make run` (the main job, local mode, generated data) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench check-java clean
+
+# (Re)create the venv only when it is missing or pyproject.toml changed.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required; found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+check-java:
+	@JAVA="$${JAVA_HOME:+$$JAVA_HOME/bin/}java"; \
+	v=$$($$JAVA -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p' | head -1); \
+	major=$${v%% *}; [ "$$major" = "1" ] && major=$${v##* }; \
+	if [ -z "$$major" ]; then echo "error: java not found; install Java 17+ (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"; exit 1; fi; \
+	if [ "$$major" -lt 17 ]; then echo "error: java $$major found; Spark 4 needs Java 17+: install it and set JAVA_HOME"; exit 1; fi
+
+run: check-java $(STAMP)
+	$(BIN)/recsys-spark run --config conf/local.yaml
+
+test: check-java $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: check-java $(STAMP)
+	$(BIN)/python -m pytest -m 'not slow'
+
+bench: check-java $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf output mlflow.db mlruns spark-warehouse .pytest_cache

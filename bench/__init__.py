@@ -1,0 +1,1 @@
+"""Benchmarks: print sizes, seconds and ratios against baselines run in the same invocation."""

@@ -1,0 +1,88 @@
+"""`recsys-spark` command line: one subcommand per job, plus `run` for the whole pipeline.
+
+The SparkSession is built here (the edge) and stopped on the way out. Errors a user can fix are
+printed as one line naming the bad value and the fix; the exit code is non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+from .errors import RecsysError
+
+log = logging.getLogger("recsys_spark")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recsys-spark", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML config (default: built-in local defaults, same as conf/local.yaml)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. ingest.max_bad_fraction=0.05")
+    sub.add_parser("generate", parents=[common], help="write synthetic raw events to input.path")
+    ing = sub.add_parser("ingest", parents=[common], help="validate raw events into clean events + quarantine")
+    ing.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)")
+    ing.add_argument("--to", dest="date_to", type=dt.date.fromisoformat, help="last event_date to read (YYYY-MM-DD)")
+    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, ...")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config, args.set)
+    if getattr(args, "date_from", None):
+        cfg.ingest.date_from = args.date_from
+    if getattr(args, "date_to", None):
+        cfg.ingest.date_to = args.date_to
+    return cfg
+
+
+def _stage(command: str) -> Callable[..., dict[str, Any]]:
+    from . import stages  # imports pyspark; kept out of `--help`
+
+    if command == "run":
+        return stages.run_pipeline
+    return lambda spark, cfg: stages.timed(command, stages.JOBS[command], spark, cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    args = _parser().parse_args(argv)
+    try:
+        cfg = _config(args)
+        from .session import build_session
+
+        spark = build_session(cfg)
+        try:
+            summary = _stage(args.command)(spark, cfg)
+        finally:
+            spark.stop()
+    except (ConfigError, RecsysError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = ["", "== recsys-spark summary =="]
+    if "rows_read" in summary:
+        lines.append(f"rows read {summary['rows_read']:,}  clean {summary['rows_clean']:,}  quarantined {summary['rows_quarantined']:,}")
+        for reason, n in summary.get("quarantined_by_reason", {}).items():
+            lines.append(f"  quarantined {reason}: {n:,}")
+    for name, path in summary.get("paths", {}).items():
+        lines.append(f"wrote {name}: {path}")
+    secs = {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")}
+    if secs:
+        lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

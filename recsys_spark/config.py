@@ -1,0 +1,264 @@
+"""Typed, validated configuration loaded from YAML with `--set key=value` overrides.
+
+Every section is a dataclass whose defaults are the local-mode defaults, so a run with no config
+file works out of the box. Unknown keys and wrong types are errors that name the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it and what was expected."""
+
+
+@dataclass
+class SparkConfig:
+    # Ignored under spark-submit: there the master comes from spark-submit's --master.
+    master: str | None = "local[*]"
+    app_name: str = "recsys-spark"
+    shuffle_partitions: int = 8
+    driver_memory: str | None = "4g"
+    checkpoint_dir: str | None = None  # default: <output.root>/checkpoints
+    log_level: str = "WARN"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OutputConfig:
+    root: str = "output"
+
+
+@dataclass
+class GenerateConfig:
+    """Synthetic event log: sizes, time window and the behaviour knobs of `generate.py`."""
+
+    events: int = 300_000
+    users: int = 15_000
+    items: int = 3_000
+    clusters: int = 12
+    start_date: dt.date = dt.date(2026, 1, 5)
+    days: int = 112
+    seed: int = 42
+    # Users per generator task; bounds the memory one task needs at any total size.
+    users_per_chunk: int = 5_000
+    # Fraction of rows deliberately broken (null ids, bad types, NaN values, duplicates), so
+    # ingest's quarantine is exercised on the demo data too.
+    bad_fraction: float = 0.002
+
+
+@dataclass
+class InputConfig:
+    """Where raw events are and how their columns map to the canonical event schema."""
+
+    path: str | None = None  # default: <output.root>/raw, generated when absent
+    format: Literal["parquet", "csv", "json"] = "parquet"
+    options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
+    # canonical column -> source column; event_type and value may be omitted.
+    columns: dict[str, str] = field(
+        default_factory=lambda: {
+            "user_id": "user_id",
+            "item_id": "item_id",
+            "event_type": "event_type",
+            "event_ts": "event_ts",
+            "value": "value",
+        }
+    )
+    event_type: str | None = None  # constant event type when the source has no such column
+    event_type_map: dict[str, str] = field(default_factory=dict)  # source value -> canonical
+    # null: cast; a Spark datetime pattern such as "M/d/yyyy H:mm"; or unix_seconds/unix_millis.
+    timestamp_format: str | None = None
+    timezone: str = "UTC"  # zone of timestamps written without one
+
+
+@dataclass
+class RowRule:
+    """A named quarantine rule: rows where the SQL condition `when` is true get `reason`."""
+
+    reason: str
+    when: str
+
+
+@dataclass
+class IngestConfig:
+    max_bad_fraction: float = 0.5
+    future_slack_hours: float = 24.0
+    rules: list[RowRule] = field(default_factory=list)
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+
+@dataclass
+class EventsConfig:
+    # The valid event types and their implicit-feedback weights.
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
+    )
+
+
+@dataclass
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+
+    def path(self, name: str) -> str:
+        """A table's location under the output root (events, quarantine, model, ...)."""
+        return f"{self.output.root.rstrip('/')}/{name}"
+
+    @property
+    def input_path(self) -> str:
+        return self.input.path or self.path("raw")
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.spark.checkpoint_dir or self.path("checkpoints")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read YAML (or the built-in defaults when `path` is None), apply `key=value` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (pass an existing YAML file to --config)")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return _build(Config, raw, "")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in the raw mapping; below a free-form mapping (spark.conf) the rest is one key."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r} has an empty key part")
+    node, cls = raw, Config
+    for i, part in enumerate(parts[:-1]):
+        tp = typing.get_type_hints(cls).get(part) if cls else None
+        if typing.get_origin(tp) is dict:
+            parts = parts[: i + 1] + [".".join(parts[i + 1 :])]
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        cls = tp if dataclasses.is_dataclass(tp) else None
+        if len(parts) == i + 2:
+            break
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key '{key}'; expected one of: {', '.join(sorted(names))}")
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for name in required:
+        if name not in data:
+            raise ConfigError(f"missing config key '{where}.{name}'" if where else f"missing config key '{name}'")
+    kwargs = {name: _coerce(hints[name], value, f"{where}.{name}" if where else name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if isinstance(value, bool):
+            return "true" if value else "false"  # as Spark and Java expect
+        return str(value)
+    if tp is dt.date:
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise ConfigError(f"{key}: expected a date like 2026-01-31, got {value!r}") from None
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")  # pragma: no cover
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return v

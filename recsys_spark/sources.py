@@ -1,0 +1,72 @@
+"""Reading raw event input (Parquet, CSV, JSON lines) without losing a row.
+
+CSV is read as strings with a `_corrupt_record` column, so a malformed line is kept (and later
+quarantined) instead of being dropped or failing the job. Every row carries its `_source` file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from . import schema as S
+from .config import InputConfig
+from .errors import RecsysError
+from .ingest import CORRUPT, parse_timestamp
+from .tables import path_exists
+
+
+def read_source(
+    spark: SparkSession,
+    inp: InputConfig,
+    path: str,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+) -> DataFrame:
+    """Raw rows with `_source`; with a date range, only those `event_date=` partitions."""
+    if not path_exists(spark, path):
+        raise RecsysError(f"input path not found: {path} (set input.path, or pass --set input.path=<dir>)")
+    options = {k: str(v) for k, v in inp.options.items()}
+    try:
+        if inp.format == "parquet":
+            df = spark.read.options(**options).parquet(path)
+        elif inp.format == "csv":
+            df = _read_csv(spark, path, options)
+        else:
+            df = spark.read.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, **options).json(path)
+    except AnalysisException as e:
+        first = str(e).strip().splitlines()[0]
+        raise RecsysError(
+            f"cannot read {path} as {inp.format}: {first}. Expected columns {sorted(inp.columns.values())}; "
+            "check input.format and input.options"
+        ) from None
+    df = df.withColumn(S.SOURCE, F.col("_metadata.file_path"))
+    if date_from or date_to:
+        df = _date_range(df, inp, date_from, date_to)
+    return df
+
+
+def _read_csv(spark: SparkSession, path: str, options: dict[str, str]) -> DataFrame:
+    opts = {"header": "true", **options, "inferSchema": "false"}
+    header = spark.read.options(**opts).csv(path).schema
+    schema = StructType([StructField(f.name, StringType()) for f in header] + [StructField(CORRUPT, StringType())])
+    return spark.read.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, **opts).schema(schema).csv(path)
+
+
+def _date_range(df: DataFrame, inp: InputConfig, date_from: dt.date | None, date_to: dt.date | None) -> DataFrame:
+    """Prune `event_date=` partitions when the source has them; else filter on the raw timestamp."""
+    if "event_date" in df.columns:
+        day = F.col("event_date").cast("date")
+    else:
+        day = F.to_date(parse_timestamp(df, inp.columns["event_ts"], inp))
+    cond = F.lit(True)
+    if date_from:
+        cond = cond & (day >= F.lit(date_from))
+    if date_to:
+        cond = cond & (day <= F.lit(date_to))
+    # Rows whose date cannot be parsed are kept, so ingest quarantines them instead of losing them.
+    return df.where(cond | day.isNull())

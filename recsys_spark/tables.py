@@ -1,0 +1,115 @@
+"""Reading and writing tables so that readers never see a half-written one.
+
+A table is written to a staging directory beside it, checked, then moved into place with the
+Hadoop FileSystem API (so it works on local disk and on cluster storage alike). Partitioned tables
+replace only the partitions this write produced; re-running a job overwrites, never duplicates.
+Readers refuse a table without the `_SUCCESS` marker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from .errors import RecsysError
+
+SUCCESS = "_SUCCESS"
+
+
+class _FS:
+    """Thin wrapper over org.apache.hadoop.fs.FileSystem for one path's filesystem."""
+
+    def __init__(self, spark: SparkSession, path: str):
+        jvm = spark._jvm  # noqa: SLF001 - the Hadoop FS API is only reachable through py4j
+        self._jvm = jvm
+        self.path = jvm.org.apache.hadoop.fs.Path(path)
+        self.fs = self.path.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
+
+    def p(self, path: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(path)
+
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(self.p(path)))
+
+    def delete(self, path: str) -> None:
+        if self.exists(path):
+            self.fs.delete(self.p(path), True)
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self.fs.rename(self.p(src), self.p(dst)):
+            raise RecsysError(f"could not move {src} to {dst}; check permissions on the output root")
+
+    def children(self, path: str) -> list[str]:
+        return [s.getPath().getName() for s in self.fs.listStatus(self.p(path)) if s.isDirectory()]
+
+    def touch(self, path: str) -> None:
+        self.fs.create(self.p(path), True).close()
+
+
+def path_exists(spark: SparkSession, path: str) -> bool:
+    return _FS(spark, path).exists(path)
+
+
+def write_table(
+    df: DataFrame,
+    path: str,
+    partition_by: str | None = None,
+    expected_rows: int | None = None,
+    whole_table: bool = False,
+) -> None:
+    """Write `df` as Parquet at `path`, replacing the partitions it holds (or the whole table).
+
+    `expected_rows` is checked against what was staged before anything is moved into place.
+    """
+    spark = df.sparkSession
+    fs = _FS(spark, path)
+    base = path.rstrip("/")
+    parent, _, name = base.rpartition("/")
+    staging = f"{parent or '.'}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+    try:
+        if partition_by:  # one file per partition value, not one per task and value
+            df = df.repartition(partition_by)
+        writer = df.write.mode("overwrite")
+        if partition_by:
+            writer = writer.partitionBy(partition_by)
+        writer.parquet(staging)
+        if expected_rows is not None:
+            staged = spark.read.schema(df.schema).parquet(staging).count()
+            if staged != expected_rows:
+                raise RecsysError(f"{base}: staged {staged} rows but expected {expected_rows}; nothing was moved into place")
+        if partition_by and not whole_table:
+            _replace_partitions(fs, staging, base)
+        else:
+            _replace_table(fs, staging, base)
+    finally:
+        fs.delete(staging)
+
+
+def _replace_table(fs: _FS, staging: str, target: str) -> None:
+    old = f"{target}.__old-{uuid.uuid4().hex[:8]}"
+    if fs.exists(target):
+        fs.rename(target, old)
+    fs.rename(staging, target)
+    fs.delete(old)
+
+
+def _replace_partitions(fs: _FS, staging: str, target: str) -> None:
+    if not fs.exists(target):
+        fs.fs.mkdirs(fs.p(target))
+    fs.delete(f"{target}/{SUCCESS}")
+    for part in fs.children(staging):
+        fs.delete(f"{target}/{part}")
+        fs.rename(f"{staging}/{part}", f"{target}/{part}")
+    fs.touch(f"{target}/{SUCCESS}")
+
+
+def read_table(spark: SparkSession, path: str) -> DataFrame:
+    """Read a table written by `write_table`; refuse one that is missing or was not completed."""
+    fs = _FS(spark, path)
+    if not fs.exists(path):
+        raise RecsysError(f"table not found: {path} (run the job that writes it first)")
+    if not fs.exists(f"{path.rstrip('/')}/{SUCCESS}"):
+        raise RecsysError(f"table {path} has no {SUCCESS} marker: it was not completely written; re-run the job that writes it")
+    return spark.read.parquet(path)

@@ -1,0 +1,43 @@
+"""One local[2] SparkSession for the whole test run, built by the project's own builder."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys_spark.config import Config
+from recsys_spark.session import build_session
+
+
+def small_config(root: str) -> Config:
+    """Config sized for tests: local[2], 2 shuffle partitions, no UI, outputs under `root`."""
+    cfg = Config()
+    cfg.spark.master = "local[2]"
+    cfg.spark.shuffle_partitions = 2
+    cfg.spark.driver_memory = "2g"
+    cfg.spark.log_level = "ERROR"
+    cfg.spark.conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.default.parallelism": "2"}
+    cfg.output.root = root
+    g = cfg.generate
+    g.events, g.users, g.items, g.clusters, g.days, g.users_per_chunk = 6000, 400, 120, 4, 56, 200
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    cfg = small_config(str(tmp_path_factory.mktemp("spark")))
+    session = build_session(cfg)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return small_config(str(tmp_path / "out"))
+
+
+# Collected and created timestamps are naive local times in PySpark: make local time UTC.
+import os as _os
+import time as _time
+
+_os.environ["TZ"] = "UTC"
+_time.tzset()

@@ -1,0 +1,38 @@
+"""The command line as a user runs it: a real process, its exit code and what it prints."""
+
+import subprocess
+import sys
+
+import pytest
+
+TINY = [
+    "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
+    "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80",
+    "--set", "generate.days=28", "--set", "spark.conf.spark.ui.enabled=false",
+]
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_run_generates_ingests_and_prints_summary(tmp_path):
+    out = cli("run", "--set", f"output.root={tmp_path}/out", *TINY, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "== recsys-spark summary ==" in out.stdout
+    assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
+    assert (tmp_path / "out" / "events" / "_SUCCESS").exists()
+
+
+def test_unknown_key_is_one_line_error_and_exit_2(tmp_path):
+    out = cli("ingest", "--set", "ingest.max_bad_fractoin=0.1", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'ingest.max_bad_fractoin'")
+
+
+@pytest.mark.slow
+def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
+    out = cli("ingest", "--set", f"input.path={tmp_path}/nope", *TINY, cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"error: input path not found: {tmp_path}/nope" in out.stderr

@@ -1,0 +1,113 @@
+import datetime as dt
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
+
+from recsys_spark import schema as S
+from recsys_spark.config import IngestConfig, InputConfig, RowRule
+from recsys_spark.errors import RecsysError
+from recsys_spark.ingest import check_source_columns, clean_events, quarantine_rows, validate_events
+
+NOW = dt.datetime(2026, 2, 1)
+WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
+MAPPED = InputConfig(
+    columns={"user_id": "uid", "item_id": "iid", "event_type": "kind", "event_ts": "ts", "value": "qty"},
+    event_type_map={"add_to_cart": "cart"},
+    timestamp_format="yyyy-MM-dd HH:mm:ss",
+)
+RULES = IngestConfig(rules=[RowRule(reason="negative_quantity", when="try_cast(qty AS DOUBLE) < 0")])
+RAW_COLS = ["uid", "iid", "kind", "ts", "qty"]
+RAW_ROWS = [
+    ("u1", "i1", "view", "2026-01-05 10:00:00", None),  # clean
+    (" u2 ", "i2", " Purchase ", "2026-01-06 12:00:00", "2"),  # clean after trim/lower
+    ("u4", "i4", "add_to_cart", "2026-01-07 09:00:00", "1"),  # clean, type mapped
+    ("u1", "i1", "view", "2026-01-05 10:00:00", None),  # duplicate of the first
+    (None, "i1", "view", "2026-01-05 10:00:00", None),
+    ("  ", "i1", "view", "2026-01-05 10:00:00", None),
+    ("u3", None, "view", "2026-01-05 10:00:00", None),
+    ("u3", "i3", "teleport", "2026-01-05 10:00:00", None),
+    ("u3", "i3", "view", "not a date", None),
+    ("u3", "i3", "view", "2099-01-01 00:00:00", None),
+    ("u3", "i3", "purchase", "2026-01-05 10:00:00", "abc"),
+    ("u3", "i3", "purchase", "2026-01-05 10:00:00", "NaN"),
+    ("u3", "i3", "purchase", "2026-01-05 10:00:00", "-1"),
+]
+EXPECTED_REASONS = [
+    ("u1", S.DUPLICATE),
+    (None, S.NULL_USER_ID),
+    ("  ", S.NULL_USER_ID),
+    ("u3", S.NULL_ITEM_ID),
+    ("u3", S.UNKNOWN_EVENT_TYPE),
+    ("u3", S.BAD_TIMESTAMP),
+    ("u3", S.FUTURE_TIMESTAMP),
+    ("u3", S.BAD_VALUE),
+    ("u3", S.NON_FINITE_VALUE),
+    ("u3", "negative_quantity"),
+]
+
+
+@pytest.fixture
+def raw(spark):
+    schema = StructType([StructField(c, StringType()) for c in RAW_COLS])
+    return spark.createDataFrame(RAW_ROWS, schema).withColumn(S.SOURCE, F.lit("memory"))
+
+
+def test_every_rule_gives_its_reason_and_clean_rows_are_canonical(spark, raw):
+    validated = validate_events(raw, MAPPED, RULES, WEIGHTS, NOW)
+    expected_clean = spark.createDataFrame(
+        [
+            ("u1", "i1", "view", dt.datetime(2026, 1, 5, 10), None, dt.date(2026, 1, 5)),
+            ("u2", "i2", "purchase", dt.datetime(2026, 1, 6, 12), 2.0, dt.date(2026, 1, 6)),
+            ("u4", "i4", "cart", dt.datetime(2026, 1, 7, 9), 1.0, dt.date(2026, 1, 7)),
+        ],
+        StructType([StructField(f.name, f.dataType) for f in S.CLEAN_EVENT_SCHEMA.fields]),
+    )
+    assert_df_equality(clean_events(validated), expected_clean, ignore_row_order=True, ignore_nullable=True)
+    expected_bad = spark.createDataFrame(EXPECTED_REASONS, "uid string, _reason string")
+    assert_df_equality(quarantine_rows(validated, raw.columns).select("uid", S.REASON), expected_bad, ignore_row_order=True)
+
+
+def test_clean_plus_quarantined_equals_input(raw):
+    validated = validate_events(raw, MAPPED, RULES, WEIGHTS, NOW)
+    assert clean_events(validated).count() + quarantine_rows(validated, raw.columns).count() == raw.count()
+
+
+def test_quarantine_keeps_raw_columns_source_and_date(raw):
+    q = quarantine_rows(validate_events(raw, MAPPED, RULES, WEIGHTS, NOW), raw.columns)
+    assert q.columns == RAW_COLS + [S.REASON, S.SOURCE, S.QUARANTINE_DATE]
+    row = q.where(F.col(S.REASON) == S.BAD_VALUE).first()
+    assert (row.qty, row._source, row._event_date) == ("abc", "memory", dt.date(2026, 1, 5))
+
+
+def test_timezone_and_unix_formats(spark):
+    df = spark.createDataFrame([("u", "i", "2026-01-15 01:30", "1768440600")], "u string, i string, t string, epoch string")
+    local = InputConfig(columns={"user_id": "u", "item_id": "i", "event_ts": "t"}, event_type="view",
+                        timestamp_format="yyyy-MM-dd HH:mm", timezone="America/New_York")
+    epoch = InputConfig(columns={"user_id": "u", "item_id": "i", "event_ts": "epoch"}, event_type="view",
+                        timestamp_format="unix_seconds")
+    got = [clean_events(validate_events(df.withColumn(S.SOURCE, F.lit("m")), inp, IngestConfig(), WEIGHTS, NOW)).first().event_ts
+           for inp in (local, epoch)]
+    # 01:30 in New York (EST, UTC-5) is 06:30 UTC; 1768440600 s is 2026-01-15 01:30 UTC.
+    assert got == [dt.datetime(2026, 1, 15, 6, 30), dt.datetime(2026, 1, 15, 1, 30)]
+
+
+def test_missing_source_column_names_it_and_lists_found(raw):
+    inp = InputConfig(columns={**MAPPED.columns, "user_id": "CustomerID"})
+    with pytest.raises(RecsysError) as e:
+        check_source_columns(raw, inp)
+    assert "missing column(s) CustomerID (for user_id)" in str(e.value)
+    assert "columns found: uid, iid, kind, ts, qty" in str(e.value)
+
+
+def test_event_type_needs_a_column_or_a_constant(raw):
+    cols = {k: v for k, v in MAPPED.columns.items() if k != "event_type"}
+    with pytest.raises(RecsysError, match="set input.event_type"):
+        check_source_columns(raw, InputConfig(columns=cols))
+
+
+def test_bad_rule_sql_fails_naming_the_rule(raw):
+    bad = IngestConfig(rules=[RowRule(reason="oops", when="no_such_col > 1")])
+    with pytest.raises(RecsysError, match=r"ingest.rules\[0\] \(oops\): invalid SQL condition"):
+        validate_events(raw, MAPPED, bad, WEIGHTS, NOW)
