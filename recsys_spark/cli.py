@@ -29,7 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", parents=[common], help="validate raw events into clean events + quarantine")
     ing.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)")
     ing.add_argument("--to", dest="date_to", type=dt.date.fromisoformat, help="last event_date to read (YYYY-MM-DD)")
-    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, ...")
+    sub.add_parser("train", parents=[common], help="fit (and tune) ALS on clean events; evaluate against popularity; save the model")
+    rec = sub.add_parser("recommend", parents=[common], help="write top-N recommendations per user from a saved model")
+    rec.add_argument("--model", help="model directory (default: <output.root>/model)")
+    rec.add_argument("--users", help="comma-separated user ids (default: every user the model knows)")
+    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend")
     return p
 
 
@@ -39,6 +43,10 @@ def _config(args: argparse.Namespace) -> Config:
         cfg.ingest.date_from = args.date_from
     if getattr(args, "date_to", None):
         cfg.ingest.date_to = args.date_to
+    if getattr(args, "model", None):
+        cfg.recommend.model = args.model
+    if getattr(args, "users", None):
+        cfg.recommend.users = [u.strip() for u in args.users.split(",") if u.strip()]
     return cfg
 
 
@@ -76,6 +84,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"rows read {summary['rows_read']:,}  clean {summary['rows_clean']:,}  quarantined {summary['rows_quarantined']:,}")
         for reason, n in summary.get("quarantined_by_reason", {}).items():
             lines.append(f"  quarantined {reason}: {n:,}")
+    if "metrics" in summary:
+        m = summary["metrics"]
+        lines.append(f"ALS vs popularity baseline on {m.get('users_evaluated', 0):,} test users ({summary.get('split')}):")
+        lines.append(f"  {'metric':<18}{'ALS':>8}{'baseline':>10}")
+        for name in (k for k in m if not k.startswith("baseline_") and k != "users_evaluated"):
+            lines.append(f"  {name:<18}{m[name]:>8.4f}{m['baseline_' + name]:>10.4f}")
+        lines.append(f"  chosen params: {summary.get('chosen_params')}")
+    if "recommendations" in summary:
+        lines.append("recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(summary["recommendations"].items())))
     for name, path in summary.get("paths", {}).items():
         lines.append(f"wrote {name}: {path}")
     secs = {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")}

@@ -106,6 +106,64 @@ class EventsConfig:
 
 
 @dataclass
+class InteractionsConfig:
+    """Events -> (user, item, confidence): implicit weights x decay, or the latest explicit rating."""
+
+    mode: Literal["implicit", "explicit"] = "implicit"
+    half_life_days: float | None = None  # exponential time decay; null: none
+    min_user_items: int = 1  # users with fewer distinct items are dropped
+    min_item_users: int = 1  # items with fewer distinct users are dropped
+
+
+@dataclass
+class SplitConfig:
+    method: Literal["temporal", "random"] = "temporal"
+    test_days: int = 14  # temporal: the test horizon right after the cutoff
+    cutoff: dt.date | None = None  # temporal: default last event date + 1 - test_days
+    test_fraction: float = 0.2  # random: share of each user's interactions held out
+    seed: int = 42
+
+
+@dataclass
+class ALSConfig:
+    rank: int = 32
+    max_iter: int = 10
+    reg_param: float = 0.05
+    alpha: float = 10.0
+    nonnegative: bool = False
+    seed: int = 42
+    checkpoint_interval: int = 5
+    num_user_blocks: int | None = None  # null: the session's default parallelism
+    num_item_blocks: int | None = None
+    cold_start_strategy: Literal["drop", "nan"] = "drop"
+
+
+@dataclass
+class TuneConfig:
+    """Grid search; each candidate is scored on a validation slice cut from the training period."""
+
+    enabled: bool = True
+    rank: list[int] = field(default_factory=lambda: [16, 48])
+    reg_param: list[float] = field(default_factory=lambda: [0.05])
+    alpha: list[float] = field(default_factory=lambda: [5.0, 20.0])
+    validation_days: int = 14  # temporal split; the random split holds out split.test_fraction
+    metric: Literal["ndcg", "recall", "precision", "map", "hit_rate"] = "ndcg"
+
+
+@dataclass
+class TrainConfig:
+    k: int = 10  # metrics @k
+    refit_on_all: bool = True  # serve a model refitted on all interactions
+
+
+@dataclass
+class RecommendConfig:
+    n: int = 10
+    users: list[str] | None = None  # null: every user the model knows
+    model: str | None = None  # null: <output.root>/model
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -113,6 +171,12 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    interactions: InteractionsConfig = field(default_factory=InteractionsConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    als: ALSConfig = field(default_factory=ALSConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
 
     def path(self, name: str) -> str:
         """A table's location under the output root (events, quarantine, model, ...)."""

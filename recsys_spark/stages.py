@@ -5,11 +5,15 @@ This is the I/O edge shared by the CLI and the spark-submit entry points in `job
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
+
+import pandas as pd
 
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
@@ -20,8 +24,13 @@ from .config import Config
 from .errors import RecsysError
 from .generate import generate_events
 from .ingest import check_source_columns, clean_events, quarantine_rows, validate_events
+from .interactions import build_id_map, build_interactions, index_interactions
+from .model import TrainedModel, fit_als, load_model, save_model
 from .sources import read_source
-from .tables import path_exists, write_table
+from .split import default_cutoff, random_split, temporal_split
+from .tables import path_exists, read_table, write_table, write_text
+from .topn import popularity
+from .training import als_top_n, evaluate, tune
 
 log = logging.getLogger("recsys_spark")
 
@@ -100,15 +109,127 @@ def _check_bad_fraction(validated, rows_read: int, clean: int, by_reason: dict[s
     )
 
 
-JOBS: dict[str, Callable[[SparkSession, Config], Summary]] = {"generate": generate, "ingest": ingest}
+def train(spark: SparkSession, cfg: Config) -> Summary:
+    """Clean events -> interactions -> (tuned) ALS, evaluated against popularity; model saved."""
+    events = read_table(spark, cfg.path("events")).select(*S.EVENT_COLUMNS)
+    last = events.agg(F.max("event_ts")).first()[0]
+    if last is None:
+        raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
+    ic, k, implicit = cfg.interactions, cfg.train.k, cfg.interactions.mode == "implicit"
+    weights = cfg.events.weights
+    keep = StorageLevel.MEMORY_AND_DISK
+    all_pairs = build_interactions(events, ic, weights, last).persist(keep)
+    users = build_id_map(all_pairs, "user_id", "user_idx").persist(keep)
+    items = build_id_map(all_pairs, "item_id", "item_idx").persist(keep)
+    indexed = index_interactions(all_pairs, users, items).persist(keep)
+    n_users, n_items, n_pairs = users.count(), items.count(), indexed.count()
+    log.info("[train] %d interactions, %d users, %d items (%s feedback)", n_pairs, n_users, n_items, ic.mode)
+    unfiltered = dataclasses.replace(ic, min_user_items=1, min_item_users=1)
+
+    def pairs(ev, as_of):
+        return index_interactions(build_interactions(ev, unfiltered, weights, as_of), users, items)
+
+    sp = cfg.split
+    if sp.method == "temporal":
+        cutoff = dt.datetime.combine(sp.cutoff, dt.time()) if sp.cutoff else default_cutoff(last, sp.test_days)
+        train_ev, test_ev = temporal_split(events, cutoff, sp.test_days)
+        train_i, test_i = pairs(train_ev, cutoff).persist(keep), pairs(test_ev, cutoff)
+        vcut = cutoff - dt.timedelta(days=cfg.tune.validation_days)
+        fit_ev, val_ev = temporal_split(train_ev, vcut, cfg.tune.validation_days)
+        tune_train, tune_val = pairs(fit_ev, vcut), pairs(val_ev, cutoff)
+        split_info = {"cutoff": cutoff.isoformat(), "test_end": (cutoff + dt.timedelta(days=sp.test_days)).isoformat()}
+    else:
+        train_i, test_i = random_split(indexed, sp.test_fraction, sp.seed)
+        train_i = train_i.persist(keep)
+        tune_train, tune_val = random_split(train_i, sp.test_fraction, sp.seed + 1)
+        split_info = {"test_fraction": sp.test_fraction}
+    params: dict[str, Any] = {}
+    tuning: list[dict] = []
+    if cfg.tune.enabled:
+        if tune_train.persist(keep).isEmpty():
+            raise RecsysError(
+                f"tuning has no training data before the validation slice ({cfg.tune.validation_days} days before the cutoff): "
+                "lower tune.validation_days or split.test_days, or set tune.enabled=false"
+            )
+        params, tuning = tune(tune_train, tune_val, cfg.als, cfg.tune, implicit, k)
+        log.info("[train] best candidate: %s", params)
+    t0 = time.perf_counter()
+    model = fit_als(train_i, cfg.als, implicit, **params)
+    seconds_fit = time.perf_counter() - t0
+    result = evaluate(model, train_i, test_i, k)
+    served, seen = (fit_als(indexed, cfg.als, implicit, **params), indexed) if cfg.train.refit_on_all else (model, train_i)
+    chosen = {"rank": cfg.als.rank, "reg_param": cfg.als.reg_param, "alpha": cfg.als.alpha, **params}
+    bundle = TrainedModel(served, users, items, seen.select("user_idx", "item_idx"), popularity(seen), {**cfg.to_dict(), "chosen": chosen})
+    save_model(bundle, cfg.path("model"))
+    _write_eval_tables(spark, cfg, result.metrics, tuning, result.per_user.join(users, "user_idx"))
+    return {
+        "interactions": n_pairs, "users": n_users, "items": n_items, "split": split_info, "chosen_params": chosen,
+        "metrics": result.metrics, "tuning": tuning, "seconds_als_fit": round(seconds_fit, 2),
+        "paths": {"model": cfg.path("model"), "eval": cfg.path("eval")},
+    }
+
+
+def _write_eval_tables(spark: SparkSession, cfg: Config, metrics: dict, tuning: list[dict], per_user) -> None:
+    """Metrics side by side (ALS | baseline), tuning candidates, per-user ALS metrics (for cohorts)."""
+    names = [m for m in metrics if not m.startswith("baseline_")]
+    table = pd.DataFrame({"metric": names, "als": [metrics[m] for m in names], "baseline": [metrics[f"baseline_{m}"] for m in names]})
+    write_table(spark.createDataFrame(table), cfg.path("eval/metrics"))
+    write_text(spark, cfg.path("eval/metrics.csv"), table.to_csv(index=False))
+    if tuning:
+        write_table(spark.createDataFrame(pd.DataFrame(tuning)), cfg.path("eval/tuning"))
+        write_text(spark, cfg.path("eval/tuning.csv"), pd.DataFrame(tuning).to_csv(index=False))
+    write_table(per_user, cfg.path("eval/per_user"))
+
+
+def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Summary:
+    """Top-N per user from a saved model (seen excluded); unknown users get popular items."""
+    n = cfg.recommend.n
+    if n <= 0:
+        raise RecsysError(f"recommend.n must be a positive integer, got {n}; try 10")
+    path = cfg.recommend.model or cfg.path("model")
+    m = load_model(spark, path)
+    with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
+    if cfg.recommend.users:
+        wanted = spark.createDataFrame([(u,) for u in cfg.recommend.users], "user_id string").distinct()
+        served = wanted.join(with_factors, "user_id")
+        fallback = wanted.join(with_factors, "user_id", "left_anti")
+    else:
+        served, fallback = with_factors, spark.createDataFrame([], "user_id string")
+    als = (
+        als_top_n(m.als, served.select("user_idx"), m.seen, n)
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select("user_id", "rank", "item_id", "score", F.lit("als").alias("source"))
+    )
+    best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
+    top = spark.createDataFrame(
+        [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)], "rank int, item_id string, score float"
+    )
+    popular = fallback.crossJoin(F.broadcast(top)).select("user_id", "rank", "item_id", "score", F.lit("popular").alias("source"))
+    run_id = run_id or uuid.uuid4().hex
+    today = dt.datetime.now(dt.timezone.utc).date()
+    out = als.unionByName(popular).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
+    write_table(out, cfg.path("recommendations"), "run_date")
+    written = read_table(spark, cfg.path("recommendations")).where(F.col("run_date") == F.lit(today))
+    counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
+    return {"recommendations": counts, "run_id": run_id, "paths": {"recommendations": cfg.path("recommendations")}}
+
+
+JOBS: dict[str, Callable[[SparkSession, Config], Summary]] = {
+    "generate": generate, "ingest": ingest, "train": train, "recommend": recommend,
+}
 PIPELINE: list[tuple[str, Callable[[SparkSession, Config], Summary]]] = [
     ("generate", generate_if_missing),
     ("ingest", ingest),
+    ("train", train),
+    ("recommend", recommend),
 ]
 
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> Summary:
-    summary: Summary = {}
+    summary: Summary = {"paths": {}}
     for name, fn in PIPELINE:
-        summary.update(timed(name, fn, spark, cfg))
+        out = timed(name, fn, spark, cfg)
+        summary["paths"].update(out.pop("paths", {}))
+        summary.update(out)
     return summary

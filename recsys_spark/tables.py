@@ -9,6 +9,8 @@ Readers refuse a table without the `_SUCCESS` marker.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -47,9 +49,50 @@ class _FS:
     def touch(self, path: str) -> None:
         self.fs.create(self.p(path), True).close()
 
+    def write_bytes(self, path: str, data: bytes) -> None:
+        out = self.fs.create(self.p(path), True)
+        try:
+            out.write(bytearray(data))
+        finally:
+            out.close()
+
+    def read_bytes(self, path: str) -> bytes:
+        stream = self.fs.open(self.p(path))
+        try:
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+
 
 def path_exists(spark: SparkSession, path: str) -> bool:
     return _FS(spark, path).exists(path)
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """A small text file (config YAML, a CSV of a few rows) on any Hadoop filesystem."""
+    _FS(spark, path).write_bytes(path, text.encode())
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    fs = _FS(spark, path)
+    if not fs.exists(path):
+        raise RecsysError(f"file not found: {path}")
+    return fs.read_bytes(path).decode()
+
+
+@contextmanager
+def staged_dir(spark: SparkSession, path: str) -> Iterator[str]:
+    """Yield a staging directory; on success it replaces `path` whole, with a `_SUCCESS` marker."""
+    base = path.rstrip("/")
+    parent, _, name = base.rpartition("/")
+    staging = f"{parent or '.'}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+    fs = _FS(spark, base)
+    try:
+        yield staging
+        fs.touch(f"{staging}/{SUCCESS}")
+        _replace_table(fs, staging, base)
+    finally:
+        fs.delete(staging)
 
 
 def write_table(

@@ -8,7 +8,9 @@ import pytest
 TINY = [
     "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
     "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80",
-    "--set", "generate.days=28", "--set", "spark.conf.spark.ui.enabled=false",
+    "--set", "generate.days=42", "--set", "spark.conf.spark.ui.enabled=false",
+    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.rank=[4]",
+    "--set", "tune.alpha=[5.0]", "--set", "als.max_iter=3",
 ]
 
 
@@ -22,7 +24,17 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "== recsys-spark summary ==" in out.stdout
     assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
-    assert (tmp_path / "out" / "events" / "_SUCCESS").exists()
+    assert "ALS vs popularity baseline" in out.stdout and "ndcg_at_10" in out.stdout
+    assert "rows from als" in out.stdout
+    for table in ("events", "quarantine", "model", "eval/metrics", "recommendations"):
+        assert (tmp_path / "out" / table / "_SUCCESS").exists(), table
+
+
+@pytest.mark.slow
+def test_tuning_without_room_before_the_validation_slice_is_a_clear_error(tmp_path):
+    out = cli("run", "--set", f"output.root={tmp_path}/out", *TINY, "--set", "tune.validation_days=60", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "error: tuning has no training data before the validation slice (60 days before the cutoff)" in out.stderr
 
 
 def test_unknown_key_is_one_line_error_and_exit_2(tmp_path):

@@ -1,0 +1,73 @@
+"""Offline ranking metrics at k, by definition, computed with DataFrame operations.
+
+For a user with relevant set R (test items not seen in training) and recommendations ranked
+1..k, with rel(i) = 1 when the item at rank i is in R:
+  precision@k = hits / k             recall@k = hits / |R|          hit_rate@k = [hits > 0]
+  NDCG@k = sum rel(i) / log2(i + 1) over the ideal sum_{i <= min(|R|, k)} 1 / log2(i + 1)
+  MAP@k  = mean over users of sum_i rel(i) * precision@i / min(|R|, k)
+  catalog coverage = distinct items recommended to evaluated users / items in the catalogue.
+Users are evaluated when they have a training interaction and at least one relevant test item.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+
+
+def relevant_items(train: DataFrame, test: DataFrame) -> DataFrame:
+    """(user_idx, item_idx): test pairs of users with training history, minus pairs seen in training."""
+    seen = train.select("user_idx", "item_idx")
+    return (
+        test.select("user_idx", "item_idx")
+        .distinct()
+        .join(seen.select("user_idx").distinct(), "user_idx")
+        .join(seen, ["user_idx", "item_idx"], "left_anti")
+    )
+
+
+def per_user_metrics(recs: DataFrame, relevant: DataFrame, k: int) -> DataFrame:
+    """One row per user with relevant items: n_relevant, hits, precision, recall, ndcg, map, hit_rate."""
+    rel = relevant.select("user_idx", "item_idx", F.lit(1).alias("_rel"))
+    topk = recs.where(F.col("rank") <= k).select("user_idx", "rank", "item_idx")
+    w = Window.partitionBy("user_idx").orderBy("rank").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    marked = (
+        topk.join(rel, ["user_idx", "item_idx"], "left")
+        .fillna(0, ["_rel"])
+        .withColumn("_cum", F.sum("_rel").over(w))
+    )
+    per_user = marked.groupBy("user_idx").agg(
+        F.sum("_rel").alias("hits"),
+        F.sum(F.col("_rel") / F.log2(F.col("rank") + 1)).alias("_dcg"),
+        F.sum(F.col("_rel") * F.col("_cum") / F.col("rank")).alias("_ap"),
+    )
+    counts = relevant.groupBy("user_idx").agg(F.count("*").cast("int").alias("n_relevant"))
+    ideal = F.aggregate(
+        F.sequence(F.lit(1), F.least(F.col("n_relevant"), F.lit(k))),
+        F.lit(0.0),
+        lambda acc, i: acc + 1.0 / F.log2(i + 1),
+    )
+    hits = F.coalesce(F.col("hits"), F.lit(0)).cast("int")
+    return counts.join(per_user, "user_idx", "left").select(
+        "user_idx",
+        "n_relevant",
+        hits.alias("hits"),
+        (hits / F.lit(k)).alias("precision"),
+        (hits / F.col("n_relevant")).alias("recall"),
+        (F.coalesce(F.col("_dcg"), F.lit(0.0)) / ideal).alias("ndcg"),
+        (F.coalesce(F.col("_ap"), F.lit(0.0)) / F.least(F.col("n_relevant"), F.lit(k))).alias("map"),
+        (hits > 0).cast("double").alias("hit_rate"),
+    )
+
+
+def summarize(per_user: DataFrame, recs: DataFrame, n_catalog: int, k: int, prefix: str = "") -> dict[str, float]:
+    """Mean metrics over evaluated users, named as logged: `precision_at_10`, ..., `catalog_coverage`."""
+    row = per_user.agg(F.count("*").alias("users"), *[F.avg(m).alias(m) for m in METRICS]).first()
+    users = per_user.select("user_idx")
+    shown = recs.where(F.col("rank") <= k).join(users, "user_idx").select("item_idx").distinct().count()
+    out = {f"{prefix}{m}_at_{k}": float(row[m] or 0.0) for m in METRICS}
+    out[f"{prefix}catalog_coverage"] = shown / n_catalog if n_catalog else 0.0
+    out[f"{prefix}users_evaluated"] = int(row["users"])
+    return out

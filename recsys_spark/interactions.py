@@ -1,0 +1,91 @@
+"""Clean events -> (user, item, confidence) interactions with the integer ids ALS needs.
+
+Implicit mode: confidence = sum over a pair's events of weight[event_type] x 0.5^(age / half-life).
+Explicit mode: confidence = the latest rating (`value`). Ids are mapped to contiguous ints by
+rank in sorted order: a distinct + sort + per-partition row number, with per-partition offsets
+(one small row per partition). That stays in the JVM and needs no global window or fitted
+StringIndexer; the same ids always get the same ints for the same input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from .config import InteractionsConfig
+
+
+def weight_events(events: DataFrame, weights: Mapping[str, float], half_life_days: float | None, as_of: dt.datetime) -> DataFrame:
+    """Add `weight`: the event type's weight, decayed by age relative to `as_of`."""
+    pairs = [F.lit(x) for k, v in weights.items() for x in (k, float(v))]
+    w = F.create_map(*pairs)[F.col("event_type")]
+    if half_life_days:
+        age_days = (F.lit(as_of).cast("double") - F.col("event_ts").cast("double")) / 86400.0
+        w = w * F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / half_life_days)
+    return events.withColumn("weight", w.cast("double"))
+
+
+def aggregate_interactions(weighted: DataFrame, mode: str) -> DataFrame:
+    """(user_id, item_id, confidence, n_events) per pair."""
+    if mode == "explicit":
+        rated = weighted.where(F.col("value").isNotNull())
+        conf = F.max_by("value", "event_ts")
+        return rated.groupBy("user_id", "item_id").agg(conf.cast("float").alias("confidence"), F.count("*").cast("int").alias("n_events"))
+    return weighted.groupBy("user_id", "item_id").agg(
+        F.sum("weight").cast("float").alias("confidence"), F.count("*").cast("int").alias("n_events")
+    )
+
+
+def filter_min_counts(interactions: DataFrame, min_user_items: int, min_item_users: int) -> DataFrame:
+    """Drop users with fewer than `min_user_items` items and items with fewer than `min_item_users` users (one pass)."""
+    if min_user_items <= 1 and min_item_users <= 1:
+        return interactions
+    u = Window.partitionBy("user_id")
+    i = Window.partitionBy("item_id")
+    return (
+        interactions.withColumn("_nu", F.count("*").over(u))
+        .withColumn("_ni", F.count("*").over(i))
+        .where((F.col("_nu") >= min_user_items) & (F.col("_ni") >= min_item_users))
+        .drop("_nu", "_ni")
+    )
+
+
+def build_interactions(events: DataFrame, cfg: InteractionsConfig, weights: Mapping[str, float], as_of: dt.datetime) -> DataFrame:
+    """Events -> filtered (user_id, item_id, confidence, n_events)."""
+    return (
+        events.transform(weight_events, weights, cfg.half_life_days, as_of)
+        .transform(aggregate_interactions, cfg.mode)
+        .transform(filter_min_counts, cfg.min_user_items, cfg.min_item_users)
+    )
+
+
+def build_id_map(df: DataFrame, id_col: str, idx_col: str) -> DataFrame:
+    """(id_col, idx_col): each distinct id numbered 0..n-1 in sorted order."""
+    ranked = (
+        df.select(id_col)
+        .distinct()
+        .orderBy(id_col)
+        .withColumn("_part", F.spark_partition_id())
+        .withColumn("_pos", F.row_number().over(Window.partitionBy("_part").orderBy(id_col)) - 1)
+        .persist(StorageLevel.MEMORY_AND_DISK)  # offsets and ids must come from the same partitioning
+    )
+    counts = sorted((r["_part"], r["count"]) for r in ranked.groupBy("_part").count().collect())
+    starts, total = [], 0
+    for part, n in counts:  # one row per partition, not per id
+        starts.append((part, total))
+        total += n
+    offsets = df.sparkSession.createDataFrame(starts, "_part int, _start long")
+    return ranked.join(F.broadcast(offsets), "_part").select(id_col, (F.col("_start") + F.col("_pos")).cast("int").alias(idx_col))
+
+
+def index_interactions(interactions: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:
+    """Replace string ids by the maps' ints; pairs whose user or item is not mapped are dropped."""
+    return (
+        interactions.join(user_map, "user_id")
+        .join(item_map, "item_id")
+        .select("user_idx", "item_idx", "confidence", "n_events")
+    )

@@ -1,0 +1,89 @@
+"""Spark MLlib ALS: build from config, fit, and save/load with everything serving needs.
+
+A saved model is a directory: `als/` (the ALSModel), `users/` and `items/` (string id <-> int
+maps), `seen/` (training pairs, excluded from recommendations), `popular/` (the fallback for
+unknown users) and `config.yaml` (the resolved config that made it). It is written through a
+staging directory, so a failed save never leaves a half model where the recommend job looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame, SparkSession
+
+from .config import ALSConfig
+from .errors import RecsysError
+from .tables import SUCCESS, path_exists, read_text, staged_dir, write_text
+
+
+def check_params(rank: int, reg_param: float, alpha: float, max_iter: int) -> None:
+    if rank <= 0:
+        raise RecsysError(f"als.rank must be a positive integer, got {rank}; try 32")
+    if reg_param < 0:
+        raise RecsysError(f"als.reg_param must be >= 0, got {reg_param}; try 0.05")
+    if alpha < 0:
+        raise RecsysError(f"als.alpha must be >= 0, got {alpha}; try 10")
+    if max_iter <= 0:
+        raise RecsysError(f"als.max_iter must be a positive integer, got {max_iter}; try 10")
+
+
+def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: Any) -> ALSModel:
+    """Fit ALS on (user_idx, item_idx, confidence); `params` override rank/reg_param/alpha."""
+    p = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha, **params}
+    check_params(p["rank"], p["reg_param"], p["alpha"], cfg.max_iter)
+    if interactions.isEmpty():
+        raise RecsysError("no training interactions: the training period is empty (check split.cutoff/test_days and the events table)")
+    blocks = interactions.sparkSession.sparkContext.defaultParallelism
+    als = ALS(
+        userCol="user_idx",
+        itemCol="item_idx",
+        ratingCol="confidence",
+        implicitPrefs=implicit,
+        rank=p["rank"],
+        regParam=p["reg_param"],
+        alpha=p["alpha"],
+        maxIter=cfg.max_iter,
+        seed=cfg.seed,
+        nonnegative=cfg.nonnegative,
+        checkpointInterval=cfg.checkpoint_interval,
+        numUserBlocks=cfg.num_user_blocks or blocks,
+        numItemBlocks=cfg.num_item_blocks or blocks,
+        coldStartStrategy=cfg.cold_start_strategy,
+    )
+    return als.fit(interactions)
+
+
+@dataclass
+class TrainedModel:
+    als: ALSModel
+    users: DataFrame  # user_id, user_idx
+    items: DataFrame  # item_id, item_idx
+    seen: DataFrame  # user_idx, item_idx
+    popular: DataFrame  # item_idx, popularity
+    config: dict[str, Any]
+
+
+def save_model(model: TrainedModel, path: str) -> None:
+    spark = model.users.sparkSession
+    with staged_dir(spark, path) as tmp:
+        model.als.write().overwrite().save(f"{tmp}/als")
+        for name in ("users", "items", "seen", "popular"):
+            getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
+        write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
+
+
+def load_model(spark: SparkSession, path: str) -> TrainedModel:
+    if not path_exists(spark, f"{path.rstrip('/')}/{SUCCESS}"):
+        raise RecsysError(f"no saved model at {path}: run `recsys-spark train` first, or set recommend.model to a model directory")
+    return TrainedModel(
+        als=ALSModel.load(f"{path}/als"),
+        users=spark.read.parquet(f"{path}/users"),
+        items=spark.read.parquet(f"{path}/items"),
+        seen=spark.read.parquet(f"{path}/seen"),
+        popular=spark.read.parquet(f"{path}/popular"),
+        config=yaml.safe_load(read_text(spark, f"{path}/config.yaml")),
+    )

@@ -1,0 +1,102 @@
+"""Top-N items per user with the user's seen items excluded.
+
+Item factors are small (items x rank) and broadcast to every task; user factors stream through
+`mapInPandas` in Arrow batches, are scored in blocks by one matrix product, have their seen items
+masked to -inf, and keep their best N by `argpartition`. One implementation serves evaluation,
+the popularity baseline (a rank-1 model: every user [1], item [popularity]) and the recommend job.
+`top_n_naive` is the plain Spark way, kept as the reference the tests and benchmarks compare to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"
+BLOCK = 1024  # users scored per matrix product: BLOCK x items floats in memory
+
+
+def top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """(user_idx, rank 1..n, item_idx, score) for every row of `user_factors` (id, features).
+
+    `item_factors` (id, features) is collected and broadcast: it grows with the catalogue, not
+    with users or events. `seen` (user_idx, item_idx) pairs are never recommended.
+    """
+    items = item_factors.select("id", "features").toPandas()
+    ids = items["id"].to_numpy(dtype=np.int64)
+    vt = np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T) if len(items) else np.zeros((1, 0), np.float32)
+    spark = user_factors.sparkSession
+    bc = spark.sparkContext.broadcast((ids, vt))
+    seen_lists = seen.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
+    users = user_factors.select(F.col("id").alias("user_idx"), "features").join(seen_lists, "user_idx", "left")
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        item_ids, v = bc.value
+        pos = np.full(int(item_ids.max()) + 1 if item_ids.size else 1, -1, dtype=np.int64)
+        pos[item_ids] = np.arange(item_ids.size)
+        for pdf in batches:
+            for start in range(0, len(pdf), BLOCK):
+                yield _score_block(pdf.iloc[start : start + BLOCK], item_ids, v, pos, n)
+
+    return users.mapInPandas(score, TOPN_SCHEMA)
+
+
+def _score_block(block: pd.DataFrame, item_ids: np.ndarray, vt: np.ndarray, pos: np.ndarray, n: int) -> pd.DataFrame:
+    k = min(n, item_ids.size)
+    if k == 0 or block.empty:
+        return pd.DataFrame({"user_idx": [], "rank": [], "item_idx": [], "score": []}).astype({"user_idx": "int32", "rank": "int32", "item_idx": "int32", "score": "float32"})
+    u = np.vstack(block["features"].to_numpy()).astype(np.float32)
+    scores = u @ vt
+    seen = block["seen"].map(lambda s: s if s is not None else np.empty(0, np.int64))
+    lens = seen.map(len).to_numpy()
+    if lens.sum():
+        flat = np.concatenate(seen.to_numpy()).astype(np.int64)
+        rows = np.repeat(np.arange(len(block)), lens)
+        inside = flat < pos.size
+        cols = np.full(flat.size, -1)
+        cols[inside] = pos[flat[inside]]
+        ok = cols >= 0
+        scores[rows[ok], cols[ok]] = -np.inf
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < item_ids.size else np.tile(np.arange(k), (len(block), 1))
+    top = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((item_ids[part], -top), axis=1)  # score desc, then item id for ties
+    part, top = np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
+    keep = np.isfinite(top).ravel()
+    return pd.DataFrame(
+        {
+            "user_idx": np.repeat(block["user_idx"].to_numpy(), k)[keep].astype(np.int32),
+            "rank": np.tile(np.arange(1, k + 1), len(block))[keep].astype(np.int32),
+            "item_idx": item_ids[part].ravel()[keep].astype(np.int32),
+            "score": top.ravel()[keep].astype(np.float32),
+        }
+    )
+
+
+def popularity(interactions: DataFrame) -> DataFrame:
+    """(item_idx, popularity): distinct users per item in `interactions`."""
+    return interactions.groupBy("item_idx").agg(F.countDistinct("user_idx").cast("float").alias("popularity"))
+
+
+def top_n_popular(users: DataFrame, pop: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """The most popular items each user in `users` (user_idx) has not seen."""
+    user_factors = users.select(F.col("user_idx").alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
+    item_factors = pop.select(F.col("item_idx").alias("id"), F.array(F.col("popularity").cast("float")).alias("features"))
+    return top_n(user_factors, item_factors, seen, n)
+
+
+def top_n_naive(als_model, seen: DataFrame, n: int) -> DataFrame:
+    """Reference: recommendForAllUsers(n + max seen), anti-join seen pairs, re-rank."""
+    max_seen = seen.groupBy("user_idx").count().agg(F.max("count")).first()[0] or 0
+    recs = als_model.recommendForAllUsers(n + max_seen)
+    flat = recs.select(F.col("user_idx"), F.posexplode("recommendations").alias("_p", "rec")).select(
+        "user_idx", F.col("rec.item_idx").alias("item_idx"), F.col("rec.rating").alias("score")
+    )
+    kept = flat.join(seen.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti")
+    w = Window.partitionBy("user_idx").orderBy(F.desc("score"), "item_idx")
+    return kept.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= n).select(
+        "user_idx", F.col("rank").cast("int"), "item_idx", F.col("score").cast("float")
+    )

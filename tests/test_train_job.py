@@ -1,0 +1,122 @@
+"""train and recommend as jobs on small generated data: outputs, fallback, round trip, bad input."""
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
+
+from recsys_spark import stages
+from recsys_spark.config import ALSConfig
+from recsys_spark.errors import RecsysError
+from recsys_spark.model import fit_als, load_model, save_model
+from recsys_spark.tables import read_table
+from recsys_spark.training import evaluate
+from tests.conftest import small_config
+
+
+def tiny_training(cfg):
+    cfg.als.max_iter = 5
+    cfg.tune.rank, cfg.tune.reg_param, cfg.tune.alpha = [4, 8], [0.05], [5.0]
+    cfg.split.test_days, cfg.tune.validation_days = 7, 7
+    cfg.recommend.n = 5
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    cfg = tiny_training(small_config(str(tmp_path_factory.mktemp("train"))))
+    stages.generate(spark, cfg)
+    stages.ingest(spark, cfg)
+    summary = stages.train(spark, cfg)
+    return cfg, summary
+
+
+def test_train_writes_model_metrics_tuning_and_per_user_tables(spark, trained):
+    cfg, summary = trained
+    assert summary["split"] == {"cutoff": "2026-02-23T00:00:00", "test_end": "2026-03-02T00:00:00"}
+    metrics = read_table(spark, cfg.path("eval/metrics"))
+    assert sorted(r.metric for r in metrics.collect()) == sorted([
+        "precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "hit_rate_at_10", "catalog_coverage", "users_evaluated"])
+    assert metrics.columns == ["metric", "als", "baseline"]
+    tuning = read_table(spark, cfg.path("eval/tuning")).orderBy("candidate").collect()
+    assert [(r["rank"], r.alpha) for r in tuning] == [(4, 5.0), (8, 5.0)]
+    assert summary["chosen_params"]["rank"] == max(tuning, key=lambda r: r.ndcg_at_10)["rank"]
+    per_user = read_table(spark, cfg.path("eval/per_user"))
+    assert per_user.count() == summary["metrics"]["users_evaluated"] > 0
+    assert {"user_id", "ndcg", "hit_rate"} <= set(per_user.columns)
+    assert (tmp := cfg.path("eval/metrics.csv")) and open(tmp).readline().strip() == "metric,als,baseline"
+
+
+def test_recommendations_exclude_seen_and_follow_the_contract(spark, trained):
+    cfg, _ = trained
+    out = stages.recommend(spark, cfg, run_id="r1")
+    recs = read_table(spark, cfg.path("recommendations"))
+    assert recs.columns == ["user_id", "rank", "item_id", "score", "source", "run_id", "run_date"]
+    assert out["recommendations"] == {"als": recs.count()}
+    events = read_table(spark, cfg.path("events")).select("user_id", "item_id").distinct()
+    assert recs.join(events, ["user_id", "item_id"]).count() == 0  # refit on all: every seen pair excluded
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.max("rank").alias("hi"))
+    assert per_user.where((F.col("n") != 5) | (F.col("hi") != 5)).count() == 0
+    assert {r.run_id for r in recs.select("run_id").distinct().collect()} == {"r1"}
+
+
+def test_unknown_users_get_the_popular_fallback(spark, trained):
+    cfg, _ = trained
+    c = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, users=["nobody", "u0000001"]))
+    stages.recommend(spark, c, run_id="r2")
+    recs = read_table(spark, cfg.path("recommendations")).where(F.col("run_id") == "r2")
+    model = load_model(spark, cfg.path("model"))
+    top = model.popular.join(model.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(5).collect()
+    expected = spark.createDataFrame([("nobody", i, r.item_id, "popular") for i, r in enumerate(top, 1)], "user_id string, rank int, item_id string, source string")
+    assert_df_equality(recs.where(F.col("user_id") == "nobody").select("user_id", "rank", "item_id", "source"), expected,
+                       ignore_row_order=True, ignore_nullable=True)
+    assert {r.source for r in recs.where(F.col("user_id") == "u0000001").collect()} == {"als"}
+
+
+def test_saved_model_round_trips(spark, trained, tmp_path):
+    cfg, _ = trained
+    m = load_model(spark, cfg.path("model"))
+    save_model(m, str(tmp_path / "copy"))
+    back = load_model(spark, str(tmp_path / "copy"))
+    assert back.config == m.config and back.config["chosen"]["rank"] in (4, 8)
+    for name in ("users", "items", "seen", "popular"):
+        assert_df_equality(getattr(back, name), getattr(m, name), ignore_row_order=True)
+    assert_approx_df_equality(back.als.userFactors, m.als.userFactors, 0.0, ignore_row_order=True)
+    pred = lambda model: model.transform(m.seen.limit(50)).select("user_idx", "item_idx", "prediction")
+    assert_approx_df_equality(pred(back.als), pred(m.als), 1e-6, ignore_row_order=True)
+
+
+def test_bad_input_errors_name_the_value(spark, trained, tmp_path):
+    cfg, _ = trained
+    model = load_model(spark, cfg.path("model"))
+    pairs = model.seen.withColumn("confidence", F.lit(1.0))
+    for field, value, msg in [("rank", 0, "als.rank must be a positive integer, got 0"),
+                              ("reg_param", -0.1, "als.reg_param must be >= 0, got -0.1")]:
+        with pytest.raises(RecsysError, match=msg):
+            fit_als(pairs, dataclasses.replace(ALSConfig(), **{field: value}), implicit=True)
+    with pytest.raises(RecsysError, match="no training interactions"):
+        fit_als(pairs.limit(0), ALSConfig(), implicit=True)
+    with pytest.raises(RecsysError, match="train.k must be a positive integer, got 0"):
+        evaluate(model.als, pairs, pairs, 0)
+    with pytest.raises(RecsysError, match="the test period has no users"):
+        evaluate(model.als, pairs, pairs.limit(0), 10)
+    with pytest.raises(RecsysError, match=f"no saved model at {tmp_path}/none"):
+        stages.recommend(spark, dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, model=str(tmp_path / "none"))))
+    with pytest.raises(RecsysError, match="recommend.n must be a positive integer, got 0"):
+        stages.recommend(spark, dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, n=0)))
+
+
+def test_random_split_and_explicit_mode_train(spark, trained, tmp_path):
+    cfg, _ = trained
+    c = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, root=str(tmp_path)))
+    c.split = dataclasses.replace(cfg.split, method="random")
+    c.tune = dataclasses.replace(cfg.tune, enabled=False)
+    c.interactions = dataclasses.replace(cfg.interactions, mode="explicit")  # purchases carry a quantity
+    import shutil
+    shutil.copytree(cfg.path("events"), c.path("events"))
+    out = stages.train(spark, c)
+    assert out["split"] == {"test_fraction": 0.2}
+    assert out["metrics"]["users_evaluated"] > 0
+    assert not out["tuning"]
