@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", parents=[common], help="write top-N recommendations per user from a saved model")
     rec.add_argument("--model", help="model directory (default: <output.root>/model)")
     rec.add_argument("--users", help="comma-separated user ids (default: every user the model knows)")
-    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend")
+    sub.add_parser("retention", parents=[common], help="cohort retention, stickiness (DAU/MAU), quality by cohort")
+    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend, retention")
     return p
 
 
@@ -86,19 +87,35 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"  quarantined {reason}: {n:,}")
     if "metrics" in summary:
         m = summary["metrics"]
-        lines.append(f"ALS vs popularity baseline on {m.get('users_evaluated', 0):,} test users ({summary.get('split')}):")
+        sp = summary.get("split", {})
+        how = (f"train before {sp['cutoff'][:10]}, test to {sp['test_end'][:10]}" if "cutoff" in sp
+               else f"random {sp.get('test_fraction')} of each user's items held out")
+        lines.append(f"ALS vs popularity baseline on {m.get('users_evaluated', 0):,} test users ({how}):")
         lines.append(f"  {'metric':<18}{'ALS':>8}{'baseline':>10}")
         for name in (k for k in m if not k.startswith("baseline_") and k != "users_evaluated"):
             lines.append(f"  {name:<18}{m[name]:>8.4f}{m['baseline_' + name]:>10.4f}")
         lines.append(f"  chosen params: {summary.get('chosen_params')}")
     if "recommendations" in summary:
         lines.append("recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(summary["recommendations"].items())))
+    if "retention_headline" in summary:
+        unit = summary.get("retention_granularity", "period")
+        lines.append(f"retention of the three largest cohorts ({unit} 1 / {unit} 4, bounded):")
+        for c in summary["retention_headline"]:
+            lines.append(f"  cohort {c['cohort']} ({c['size']:,} users): {_pct(c['period_1'])} / {_pct(c['period_4'])}")
+        lines.append(f"DAU/MAU, mean over the last 30 days: {summary['dau_mau_last_30_days']:.3f}")
+    for q in summary.get("quality_by_cohort", [])[-3:]:
+        lines.append(f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, hit rate {q['hit_rate']:.2f}, "
+                     f"came back after the test: {_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without")
     for name, path in summary.get("paths", {}).items():
         lines.append(f"wrote {name}: {path}")
     secs = {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")}
     if secs:
         lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
 
 
 if __name__ == "__main__":

@@ -119,7 +119,10 @@ class InteractionsConfig:
 class SplitConfig:
     method: Literal["temporal", "random"] = "temporal"
     test_days: int = 14  # temporal: the test horizon right after the cutoff
-    cutoff: dt.date | None = None  # temporal: default last event date + 1 - test_days
+    cutoff: dt.date | None = None  # temporal: default last event date + 1 - followup_days - test_days
+    # temporal: days after the test horizon kept out of evaluation, so retention can observe
+    # whether evaluated users came back (recommendation quality by cohort).
+    followup_days: int = 7
     test_fraction: float = 0.2  # random: share of each user's interactions held out
     seed: int = 42
 
@@ -164,6 +167,12 @@ class RecommendConfig:
 
 
 @dataclass
+class RetentionConfig:
+    granularity: Literal["day", "week", "month"] = "week"  # weeks start on Monday, UTC
+    event_types: list[str] | None = None  # null: any event is activity; e.g. [purchase]
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -177,6 +186,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def path(self, name: str) -> str:
         """A table's location under the output root (events, quarantine, model, ...)."""

@@ -28,7 +28,7 @@ def random_split(interactions: DataFrame, test_fraction: float, seed: int) -> tu
     return marked.where(~held).drop("_n", "_r"), marked.where(held).drop("_n", "_r")
 
 
-def default_cutoff(last_event: dt.datetime, test_days: int) -> dt.datetime:
-    """Midnight starting the last `test_days` days of data."""
-    day = last_event.date() + dt.timedelta(days=1 - test_days)
+def default_cutoff(last_event: dt.datetime, test_days: int, followup_days: int = 0) -> dt.datetime:
+    """Midnight starting the test horizon: the last `test_days` days before the follow-up days."""
+    day = last_event.date() + dt.timedelta(days=1 - test_days - followup_days)
     return dt.datetime.combine(day, dt.time())

@@ -28,7 +28,9 @@ from .interactions import build_id_map, build_interactions, index_interactions
 from .model import TrainedModel, fit_als, load_model, save_model
 from .sources import read_source
 from .split import default_cutoff, random_split, temporal_split
-from .tables import path_exists, read_table, write_table, write_text
+from .plots import curves_png, heatmap_png, retention_matrix
+from .retention import check_granularity, cohort_retention, quality_by_cohort, stickiness, user_activity
+from .tables import path_exists, read_table, write_bytes, write_table, write_text
 from .topn import popularity
 from .training import als_top_n, evaluate, tune
 
@@ -131,13 +133,15 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
 
     sp = cfg.split
     if sp.method == "temporal":
-        cutoff = dt.datetime.combine(sp.cutoff, dt.time()) if sp.cutoff else default_cutoff(last, sp.test_days)
+        cutoff = dt.datetime.combine(sp.cutoff, dt.time()) if sp.cutoff else default_cutoff(last, sp.test_days, sp.followup_days)
         train_ev, test_ev = temporal_split(events, cutoff, sp.test_days)
         train_i, test_i = pairs(train_ev, cutoff).persist(keep), pairs(test_ev, cutoff)
         vcut = cutoff - dt.timedelta(days=cfg.tune.validation_days)
         fit_ev, val_ev = temporal_split(train_ev, vcut, cfg.tune.validation_days)
         tune_train, tune_val = pairs(fit_ev, vcut), pairs(val_ev, cutoff)
-        split_info = {"cutoff": cutoff.isoformat(), "test_end": (cutoff + dt.timedelta(days=sp.test_days)).isoformat()}
+        test_end = cutoff + dt.timedelta(days=sp.test_days)
+        split_info = {"cutoff": cutoff.isoformat(), "test_end": test_end.isoformat(),
+                      "followup_end": (test_end + dt.timedelta(days=sp.followup_days)).isoformat()}
     else:
         train_i, test_i = random_split(indexed, sp.test_fraction, sp.seed)
         train_i = train_i.persist(keep)
@@ -161,7 +165,9 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
     chosen = {"rank": cfg.als.rank, "reg_param": cfg.als.reg_param, "alpha": cfg.als.alpha, **params}
     bundle = TrainedModel(served, users, items, seen.select("user_idx", "item_idx"), popularity(seen), {**cfg.to_dict(), "chosen": chosen})
     save_model(bundle, cfg.path("model"))
-    _write_eval_tables(spark, cfg, result.metrics, tuning, result.per_user.join(users, "user_idx"))
+    follow = [F.lit(dt.datetime.fromisoformat(split_info[k]) if k in split_info else None).cast("timestamp").alias(a)
+              for k, a in (("test_end", "followup_start"), ("followup_end", "followup_end"))]
+    _write_eval_tables(spark, cfg, result.metrics, tuning, result.per_user.join(users, "user_idx").select("*", *follow))
     return {
         "interactions": n_pairs, "users": n_users, "items": n_items, "split": split_info, "chosen_params": chosen,
         "metrics": result.metrics, "tuning": tuning, "seconds_als_fit": round(seconds_fit, 2),
@@ -215,14 +221,64 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Su
     return {"recommendations": counts, "run_id": run_id, "paths": {"recommendations": cfg.path("recommendations")}}
 
 
+def retention(spark: SparkSession, cfg: Config) -> Summary:
+    """Cohort retention (both kinds), stickiness, and, when an evaluation exists, quality by cohort."""
+    rc = cfg.retention
+    check_granularity(rc.granularity)
+    unknown = sorted(set(rc.event_types or []) - set(cfg.events.weights))
+    if unknown:
+        raise RecsysError(f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}")
+    events = read_table(spark, cfg.path("events")).select(*S.EVENT_COLUMNS)
+    if rc.event_types:
+        events = events.where(F.col("event_type").isin(rc.event_types))
+    data_end = events.agg(F.max("event_date")).first()[0]
+    if data_end is None:
+        raise RecsysError(f"no events for retention in {cfg.path('events')}" + (f" of types {rc.event_types}" if rc.event_types else "")
+                          + ": run `recsys-spark ingest` first, or widen retention.event_types")
+    keep = StorageLevel.MEMORY_AND_DISK
+    activity = user_activity(events, rc.granularity).persist(keep)
+    base = cfg.path("retention")
+    write_table(cohort_retention(activity, F.lit(data_end), rc.granularity), f"{base}/cohorts")
+    write_table(stickiness(events), f"{base}/stickiness")
+    table = read_table(spark, f"{base}/cohorts").toPandas()  # cohorts x periods: small
+    g = rc.granularity
+    write_bytes(spark, f"{base}/retention_heatmap.png", heatmap_png(table, g))
+    write_bytes(spark, f"{base}/retention_curves.png", curves_png(table, g))
+    write_text(spark, f"{base}/retention_matrix.csv", retention_matrix(table).to_csv())
+    out: Summary = {"retention_headline": _headline(table), "retention_granularity": g, "paths": {"retention": base}}
+    stick = read_table(spark, f"{base}/stickiness")
+    last30 = stick.where(F.col("date") > F.date_sub(F.lit(data_end), 30)).agg(F.avg("dau_mau")).first()[0]
+    out["dau_mau_last_30_days"] = float(last30 or 0.0)
+    if path_exists(spark, cfg.path("eval/per_user")):
+        cohorts = activity.where(F.col("period") == 0).select("user_id", "cohort")
+        quality = quality_by_cohort(read_table(spark, cfg.path("eval/per_user")), events, cohorts)
+        write_table(quality, f"{base}/quality_by_cohort")
+        out["quality_by_cohort"] = [r.asDict() for r in read_table(spark, f"{base}/quality_by_cohort").orderBy("cohort").collect()]
+    activity.unpersist()
+    return out
+
+
+def _headline(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Period 1 and 4 bounded retention of the three largest cohorts (None where not observable)."""
+    b = table[table["kind"] == "bounded"]
+    largest = b[b["period"] == 0].nlargest(3, "cohort_size")
+    rows = []
+    for _, c in largest.iterrows():
+        r = b[b["cohort"] == c["cohort"]].set_index("period")["retention"]
+        rows.append({"cohort": str(c["cohort"]), "size": int(c["cohort_size"]),
+                     "period_1": float(r[1]) if 1 in r else None, "period_4": float(r[4]) if 4 in r else None})
+    return rows
+
+
 JOBS: dict[str, Callable[[SparkSession, Config], Summary]] = {
-    "generate": generate, "ingest": ingest, "train": train, "recommend": recommend,
+    "generate": generate, "ingest": ingest, "train": train, "recommend": recommend, "retention": retention,
 }
 PIPELINE: list[tuple[str, Callable[[SparkSession, Config], Summary]]] = [
     ("generate", generate_if_missing),
     ("ingest", ingest),
     ("train", train),
     ("recommend", recommend),
+    ("retention", retention),
 ]
 
 

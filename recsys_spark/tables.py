@@ -68,9 +68,13 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return _FS(spark, path).exists(path)
 
 
+def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
+    """A small file (config YAML, a CSV of a few rows, a PNG) on any Hadoop filesystem."""
+    _FS(spark, path).write_bytes(path, data)
+
+
 def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """A small text file (config YAML, a CSV of a few rows) on any Hadoop filesystem."""
-    _FS(spark, path).write_bytes(path, text.encode())
+    write_bytes(spark, path, text.encode())
 
 
 def read_text(spark: SparkSession, path: str) -> str:

@@ -30,6 +30,26 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+def tiny_training(cfg):
+    cfg.als.max_iter = 5
+    cfg.tune.rank, cfg.tune.reg_param, cfg.tune.alpha = [4, 8], [0.05], [5.0]
+    cfg.split.test_days, cfg.tune.validation_days = 7, 7
+    cfg.recommend.n = 5
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def trained(spark, tmp_path_factory):
+    """generate -> ingest -> train once on tiny data; shared by the job tests."""
+    cfg = tiny_training(small_config(str(tmp_path_factory.mktemp("train"))))
+    from recsys_spark import stages
+
+    stages.generate(spark, cfg)
+    stages.ingest(spark, cfg)
+    summary = stages.train(spark, cfg)
+    return cfg, summary
+
+
 @pytest.fixture
 def cfg(tmp_path) -> Config:
     return small_config(str(tmp_path / "out"))

@@ -26,7 +26,10 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
     assert "ALS vs popularity baseline" in out.stdout and "ndcg_at_10" in out.stdout
     assert "rows from als" in out.stdout
-    for table in ("events", "quarantine", "model", "eval/metrics", "recommendations"):
+    assert "retention of the three largest cohorts (week 1 / week 4, bounded)" in out.stdout
+    assert "DAU/MAU, mean over the last 30 days" in out.stdout
+    assert (tmp_path / "out" / "retention" / "retention_heatmap.png").exists()
+    for table in ("events", "quarantine", "model", "eval/metrics", "recommendations", "retention/cohorts"):
         assert (tmp_path / "out" / table / "_SUCCESS").exists(), table
 
 

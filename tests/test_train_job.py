@@ -13,29 +13,12 @@ from recsys_spark.errors import RecsysError
 from recsys_spark.model import fit_als, load_model, save_model
 from recsys_spark.tables import read_table
 from recsys_spark.training import evaluate
-from tests.conftest import small_config
-
-
-def tiny_training(cfg):
-    cfg.als.max_iter = 5
-    cfg.tune.rank, cfg.tune.reg_param, cfg.tune.alpha = [4, 8], [0.05], [5.0]
-    cfg.split.test_days, cfg.tune.validation_days = 7, 7
-    cfg.recommend.n = 5
-    return cfg
-
-
-@pytest.fixture(scope="module")
-def trained(spark, tmp_path_factory):
-    cfg = tiny_training(small_config(str(tmp_path_factory.mktemp("train"))))
-    stages.generate(spark, cfg)
-    stages.ingest(spark, cfg)
-    summary = stages.train(spark, cfg)
-    return cfg, summary
 
 
 def test_train_writes_model_metrics_tuning_and_per_user_tables(spark, trained):
     cfg, summary = trained
-    assert summary["split"] == {"cutoff": "2026-02-23T00:00:00", "test_end": "2026-03-02T00:00:00"}
+    # 56 days from Jan 5: data ends Mar 1; 7 follow-up days, then the 7-day test horizon before them.
+    assert summary["split"] == {"cutoff": "2026-02-16T00:00:00", "test_end": "2026-02-23T00:00:00", "followup_end": "2026-03-02T00:00:00"}
     metrics = read_table(spark, cfg.path("eval/metrics"))
     assert sorted(r.metric for r in metrics.collect()) == sorted([
         "precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "hit_rate_at_10", "catalog_coverage", "users_evaluated"])
