@@ -31,6 +31,7 @@ test-fast: check-java $(STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
 
 bench: check-java $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:
