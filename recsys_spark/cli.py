@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="YAML config (default: built-in local defaults, same as conf/local.yaml)")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. ingest.max_bad_fraction=0.05")
+    common.add_argument("--parent-run-id", help="attach this job's MLflow run to a parent run started elsewhere")
     sub.add_parser("generate", parents=[common], help="write synthetic raw events to input.path")
     ing = sub.add_parser("ingest", parents=[common], help="validate raw events into clean events + quarantine")
     ing.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)")
@@ -35,6 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--users", help="comma-separated user ids (default: every user the model knows)")
     sub.add_parser("retention", parents=[common], help="cohort retention, stickiness (DAU/MAU), quality by cohort")
     sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend, retention")
+    cmp = sub.add_parser("compare", help="compare MLflow runs: chosen params and metrics as a table")
+    cmp.add_argument("--config", help="YAML config (for tracking.uri and tracking.experiment)")
+    cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cmp.add_argument("--runs", help="comma-separated run ids (default: the last --last runs of the experiment)")
+    cmp.add_argument("--last", type=int, default=10, help="how many recent runs (default 10)")
+    cmp.add_argument("--job", default="pipeline", help="job tag to list (default pipeline; 'all' for every run)")
+    cmp.add_argument("--params", default="chosen.rank,chosen.reg_param,chosen.alpha,split.method", help="comma-separated params")
+    cmp.add_argument("--metrics", default="ndcg_at_10,baseline_ndcg_at_10,recall_at_10,rows_clean,seconds_train", help="comma-separated metrics")
+    cmp.add_argument("--sort-by", default="ndcg_at_10", help="metric to sort by, descending")
+    cmp.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     return p
 
 
@@ -56,7 +67,7 @@ def _stage(command: str) -> Callable[..., dict[str, Any]]:
 
     if command == "run":
         return stages.run_pipeline
-    return lambda spark, cfg: stages.timed(command, stages.JOBS[command], spark, cfg)
+    return lambda spark, cfg: stages.run_job(command, spark, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = _config(args)
+        from . import tracking
+
+        tracking.start(cfg)  # a wrong tracking URI fails here, before any Spark work
+        if args.command == "compare":
+            from .compare import compare_runs
+
+            print(compare_runs(cfg, args))
+            return 0
         from .session import build_session
 
         spark = build_session(cfg)
         try:
-            summary = _stage(args.command)(spark, cfg)
+            name = "pipeline" if args.command == "run" else args.command
+            with tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
+                tracking.log_config(cfg, spark.sparkContext.master)
+                summary = _stage(args.command)(spark, cfg)
         finally:
             spark.stop()
     except (ConfigError, RecsysError) as e:

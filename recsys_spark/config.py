@@ -173,6 +173,13 @@ class RetentionConfig:
 
 
 @dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None  # null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    experiment: str = "recsys-spark"
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -187,6 +194,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def path(self, name: str) -> str:
         """A table's location under the output root (events, quarantine, model, ...)."""

@@ -20,6 +20,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from . import schema as S
+from . import tracking
 from .config import Config
 from .errors import RecsysError
 from .generate import generate_events
@@ -30,7 +31,7 @@ from .sources import read_source
 from .split import default_cutoff, random_split, temporal_split
 from .plots import curves_png, heatmap_png, retention_matrix
 from .retention import check_granularity, cohort_retention, quality_by_cohort, stickiness, user_activity
-from .tables import path_exists, read_table, write_bytes, write_table, write_text
+from .tables import list_names, local_dir, path_exists, read_table, write_bytes, write_table, write_text
 from .topn import popularity
 from .training import als_top_n, evaluate, tune
 
@@ -86,6 +87,11 @@ def ingest(spark: SparkSession, cfg: Config) -> Summary:
         write_table(quarantine_rows(validated, raw.columns), cfg.path("quarantine"), S.QUARANTINE_DATE, expected_rows=bad)
     finally:
         validated.unpersist()
+    written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()
+    tracking.log_tags({"dataset_path": cfg.input_path, "dataset_format": cfg.input.format,
+                       **tracking.fingerprint(rows_read, written[0], written[1], list_names(spark, cfg.input_path))})
+    reasons = pd.DataFrame(sorted(by_reason.items()), columns=["reason", "rows"])
+    tracking.log_bytes(reasons.to_csv(index=False).encode(), "quarantine/summary.csv")
     return {
         "rows_read": rows_read,
         "rows_clean": clean,
@@ -117,6 +123,7 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
     last = events.agg(F.max("event_ts")).first()[0]
     if last is None:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
+    _tag_events(spark, cfg, events)
     ic, k, implicit = cfg.interactions, cfg.train.k, cfg.interactions.mode == "implicit"
     weights = cfg.events.weights
     keep = StorageLevel.MEMORY_AND_DISK
@@ -156,6 +163,7 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
                 "lower tune.validation_days or split.test_days, or set tune.enabled=false"
             )
         params, tuning = tune(tune_train, tune_val, cfg.als, cfg.tune, implicit, k)
+        tracking.log_candidates(tuning, f"{cfg.tune.metric}_at_{k}")
         log.info("[train] best candidate: %s", params)
     t0 = time.perf_counter()
     model = fit_als(train_i, cfg.als, implicit, **params)
@@ -165,6 +173,8 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
     chosen = {"rank": cfg.als.rank, "reg_param": cfg.als.reg_param, "alpha": cfg.als.alpha, **params}
     bundle = TrainedModel(served, users, items, seen.select("user_idx", "item_idx"), popularity(seen), {**cfg.to_dict(), "chosen": chosen})
     save_model(bundle, cfg.path("model"))
+    tracking.log_dir(local_dir(spark, cfg.path("model")), "model")
+    tracking.log_params({f"chosen.{k}": v for k, v in chosen.items()})
     follow = [F.lit(dt.datetime.fromisoformat(split_info[k]) if k in split_info else None).cast("timestamp").alias(a)
               for k, a in (("test_end", "followup_start"), ("followup_end", "followup_end"))]
     _write_eval_tables(spark, cfg, result.metrics, tuning, result.per_user.join(users, "user_idx").select("*", *follow))
@@ -181,9 +191,11 @@ def _write_eval_tables(spark: SparkSession, cfg: Config, metrics: dict, tuning: 
     table = pd.DataFrame({"metric": names, "als": [metrics[m] for m in names], "baseline": [metrics[f"baseline_{m}"] for m in names]})
     write_table(spark.createDataFrame(table), cfg.path("eval/metrics"))
     write_text(spark, cfg.path("eval/metrics.csv"), table.to_csv(index=False))
+    tracking.log_bytes(table.to_csv(index=False).encode(), "eval/metrics.csv")
     if tuning:
         write_table(spark.createDataFrame(pd.DataFrame(tuning)), cfg.path("eval/tuning"))
         write_text(spark, cfg.path("eval/tuning.csv"), pd.DataFrame(tuning).to_csv(index=False))
+        tracking.log_bytes(pd.DataFrame(tuning).to_csv(index=False).encode(), "eval/tuning.csv")
     write_table(per_user, cfg.path("eval/per_user"))
 
 
@@ -193,6 +205,8 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Su
     if n <= 0:
         raise RecsysError(f"recommend.n must be a positive integer, got {n}; try 10")
     path = cfg.recommend.model or cfg.path("model")
+    if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        path = tracking.download_model(path)
     m = load_model(spark, path)
     with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
     if cfg.recommend.users:
@@ -212,7 +226,7 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Su
         [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)], "rank int, item_id string, score float"
     )
     popular = fallback.crossJoin(F.broadcast(top)).select("user_id", "rank", "item_id", "score", F.lit("popular").alias("source"))
-    run_id = run_id or uuid.uuid4().hex
+    run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     today = dt.datetime.now(dt.timezone.utc).date()
     out = als.unionByName(popular).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
     write_table(out, cfg.path("recommendations"), "run_date")
@@ -242,10 +256,14 @@ def retention(spark: SparkSession, cfg: Config) -> Summary:
     write_table(stickiness(events), f"{base}/stickiness")
     table = read_table(spark, f"{base}/cohorts").toPandas()  # cohorts x periods: small
     g = rc.granularity
-    write_bytes(spark, f"{base}/retention_heatmap.png", heatmap_png(table, g))
-    write_bytes(spark, f"{base}/retention_curves.png", curves_png(table, g))
-    write_text(spark, f"{base}/retention_matrix.csv", retention_matrix(table).to_csv())
-    out: Summary = {"retention_headline": _headline(table), "retention_granularity": g, "paths": {"retention": base}}
+    files = {"retention_heatmap.png": heatmap_png(table, g), "retention_curves.png": curves_png(table, g),
+             "retention_matrix.csv": retention_matrix(table).to_csv().encode(), "retention_table.csv": table.to_csv(index=False).encode()}
+    for name, data in files.items():
+        write_bytes(spark, f"{base}/{name}", data)
+        tracking.log_bytes(data, f"retention/{name}")
+    _tag_events(spark, cfg, events)
+    out: Summary = {"retention_headline": _headline(table), "retention_granularity": g, "paths": {"retention": base},
+                    **_weighted(table)}
     stick = read_table(spark, f"{base}/stickiness")
     last30 = stick.where(F.col("date") > F.date_sub(F.lit(data_end), 30)).agg(F.avg("dau_mau")).first()[0]
     out["dau_mau_last_30_days"] = float(last30 or 0.0)
@@ -256,6 +274,23 @@ def retention(spark: SparkSession, cfg: Config) -> Summary:
         out["quality_by_cohort"] = [r.asDict() for r in read_table(spark, f"{base}/quality_by_cohort").orderBy("cohort").collect()]
     activity.unpersist()
     return out
+
+
+def _weighted(table: pd.DataFrame) -> dict[str, float | None]:
+    """Cohort-size-weighted bounded retention in periods 1 and 4 (over cohorts that observe them)."""
+    b = table[table["kind"] == "bounded"]
+    out: dict[str, float | None] = {}
+    for p in (1, 4):
+        cells = b[b["period"] == p]
+        out[f"retention_period{p}_weighted"] = float(cells["active_users"].sum() / cells["cohort_size"].sum()) if len(cells) else None
+    return out
+
+
+def _tag_events(spark: SparkSession, cfg: Config, events) -> None:
+    """Tag the active run with the clean-events table it read: path, rows, dates, partitions."""
+    row = events.agg(F.count("*"), F.min("event_date"), F.max("event_date")).first()
+    tracking.log_tags({"dataset_path": cfg.path("events"),
+                       **tracking.fingerprint(row[0], row[1], row[2], list_names(spark, cfg.path("events")))})
 
 
 def _headline(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -282,10 +317,36 @@ PIPELINE: list[tuple[str, Callable[[SparkSession, Config], Summary]]] = [
 ]
 
 
+def summary_metrics(summary: Summary) -> dict[str, float]:
+    """The numbers in a stage summary, under the stable metric names runs are compared by."""
+    out: dict[str, float] = {}
+    for key in ("rows_read", "rows_clean", "rows_quarantined", "interactions", "users", "items", "dau_mau_last_30_days",
+                "retention_period1_weighted", "retention_period4_weighted"):
+        if summary.get(key) is not None:
+            out[key] = summary[key]
+    out |= {f"quarantined_{r}": n for r, n in summary.get("quarantined_by_reason", {}).items()}
+    out |= {k: v for k, v in summary.get("metrics", {}).items()}
+    out |= {f"recommendations_{src}": n for src, n in summary.get("recommendations", {}).items()}
+    out |= {k: v for k, v in summary.items() if k.startswith("seconds_")}
+    return out
+
+
+def run_job(name: str, spark: SparkSession, cfg: Config) -> Summary:
+    """One job, timed, its metrics logged to the active MLflow run."""
+    out = timed(name, JOBS[name], spark, cfg)
+    tracking.log_metrics(summary_metrics(out))
+    return out
+
+
 def run_pipeline(spark: SparkSession, cfg: Config) -> Summary:
+    """Every stage in order, each in a nested MLflow run; the parent gets all metrics too."""
     summary: Summary = {"paths": {}}
     for name, fn in PIPELINE:
-        out = timed(name, fn, spark, cfg)
+        with tracking.tracked_run(cfg, name, nested=True):
+            out = timed(name, fn, spark, cfg)
+            tracking.log_metrics(summary_metrics(out))
         summary["paths"].update(out.pop("paths", {}))
         summary.update(out)
+    tracking.log_metrics(summary_metrics(summary))
+    tracking.log_params({f"chosen.{k}": v for k, v in summary.get("chosen_params", {}).items()})
     return summary

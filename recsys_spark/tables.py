@@ -8,6 +8,7 @@ Readers refuse a table without the `_SUCCESS` marker.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,24 @@ class _FS:
             return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
         finally:
             stream.close()
+
+
+def list_names(spark: SparkSession, path: str) -> list[str]:
+    """Names directly under `path` (partition dirs, files), without markers and hidden entries."""
+    fs = _FS(spark, path)
+    if not fs.exists(path):
+        return []
+    return sorted(n for n in (s.getPath().getName() for s in fs.fs.listStatus(fs.p(path))) if not n.startswith(("_", ".")))
+
+
+def local_dir(spark: SparkSession, path: str) -> str:
+    """`path` as a local directory: itself when local, else a copy in a temporary directory."""
+    fs = _FS(spark, path)
+    if fs.fs.getUri().getScheme() in (None, "file"):
+        return path.removeprefix("file:")
+    dst = tempfile.mkdtemp(prefix="recsys-")
+    fs.fs.copyToLocalFile(False, fs.p(path), fs.p(dst), True)
+    return f"{dst}/{path.rstrip('/').rsplit('/', 1)[-1]}"
 
 
 def path_exists(spark: SparkSession, path: str) -> bool:

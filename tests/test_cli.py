@@ -1,8 +1,10 @@
 """The command line as a user runs it: a real process, its exit code and what it prints."""
 
+import os
 import subprocess
 import sys
 
+import mlflow
 import pytest
 
 TINY = [
@@ -15,12 +17,21 @@ TINY = [
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a user's shell would not have it.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(autouse=True)
+def restore_tracking_uri():
+    before = mlflow.get_tracking_uri()
+    yield
+    mlflow.set_tracking_uri(before)
 
 
 @pytest.mark.slow
 def test_run_generates_ingests_and_prints_summary(tmp_path):
-    out = cli("run", "--set", f"output.root={tmp_path}/out", *TINY, cwd=tmp_path)
+    out = cli("run", "--set", f"output.root={tmp_path}/out", "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2", *TINY, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "== recsys-spark summary ==" in out.stdout
     assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
@@ -31,6 +42,37 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert (tmp_path / "out" / "retention" / "retention_heatmap.png").exists()
     for table in ("events", "quarantine", "model", "eval/metrics", "recommendations", "retention/cohorts"):
         assert (tmp_path / "out" / table / "_SUCCESS").exists(), table
+
+    # MLflow: the default store is sqlite:///mlflow.db in the working directory.
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["recsys-spark"])
+    by_name = runs.set_index("tags.mlflow.runName")
+    parent = by_name.loc["pipeline"]
+    assert parent.status == "FINISHED"
+    stages = {"generate", "ingest", "train", "recommend", "retention"}
+    assert stages <= set(by_name.index)
+    for stage in stages:
+        assert by_name.loc[stage, "tags.mlflow.parentRunId"] == parent.run_id
+        assert by_name.loc[stage, "metrics.seconds_" + stage] >= 0
+    assert set(runs[runs["tags.job"] == "tune_candidate"]["tags.mlflow.parentRunId"]) == {by_name.loc["train", "run_id"]}
+    assert parent["params.spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
+    assert parent["params.spark_master"] == "local[2]" and parent["params.version_pyspark"].startswith("4.")
+    assert parent["metrics.ndcg_at_10"] > 0 and parent["metrics.baseline_ndcg_at_10"] > 0
+    assert parent["metrics.rows_read"] == parent["metrics.rows_clean"] + parent["metrics.rows_quarantined"]
+    assert by_name.loc["ingest", "tags.data_rows"] == str(int(parent["metrics.rows_read"]))
+    client = mlflow.MlflowClient()
+    art = lambda run, path=None: {a.path for a in client.list_artifacts(run, path)}
+    assert "retention/retention_heatmap.png" in art(by_name.loc["retention", "run_id"], "retention")
+    assert {"eval/metrics.csv", "eval/tuning.csv"} <= art(by_name.loc["train", "run_id"], "eval")
+    assert "model/als" in art(by_name.loc["train", "run_id"], "model")
+    assert "hunter2" not in mlflow.artifacts.load_text(f"runs:/{parent.run_id}/config/resolved.yaml")
+
+    # The recommend job loads the model logged to MLflow, by run id.
+    train_run = by_name.loc["train", "run_id"]
+    rec = cli("recommend", "--model", f"runs:/{train_run}/model", "--users", "u0000001,nobody",
+              "--set", f"output.root={tmp_path}/out2", *TINY, cwd=tmp_path)
+    assert rec.returncode == 0, rec.stderr[-3000:]
+    assert "rows from als" in rec.stdout and "rows from popular" in rec.stdout
 
 
 @pytest.mark.slow
@@ -51,3 +93,7 @@ def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
     out = cli("ingest", "--set", f"input.path={tmp_path}/nope", *TINY, cwd=tmp_path)
     assert out.returncode == 2
     assert f"error: input path not found: {tmp_path}/nope" in out.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    run = mlflow.search_runs(experiment_names=["recsys-spark"]).iloc[0]
+    assert (run.status, run["tags.job"]) == ("FAILED", "ingest")
+    assert run["tags.error"].startswith("RecsysError: input path not found")

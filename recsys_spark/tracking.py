@@ -1,0 +1,214 @@
+"""MLflow tracking for every job: one parent run per pipeline, one nested run per stage.
+
+The tracking URI comes from config, else MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the
+working directory. A remote server is checked before any Spark work, so a wrong URI fails in
+seconds with the URI in the message. A job that raises marks its run (and the parent) FAILED
+with the error as a tag and an artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+
+from .config import Config, flatten
+from .errors import RecsysError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+SECRET_WORDS = ("password", "token", "secret", "key", "credential")
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri(cfg: Config) -> str:
+    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            problem = f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as e:
+        problem = str(getattr(e, "reason", e))
+    raise RecsysError(
+        f"MLflow tracking server {uri} is not reachable ({problem}): start it, or point tracking.uri / "
+        "MLFLOW_TRACKING_URI at a running server, or set tracking.enabled=false"
+    )
+
+
+def redact(params: dict[str, Any]) -> dict[str, Any]:
+    """Hide values whose key's last part looks like a secret (password, token, secret, key)."""
+    out = {}
+    for k, v in params.items():
+        last = k.rsplit(".", 1)[-1].lower()
+        out[k] = "***" if any(w in last for w in SECRET_WORDS) else v
+    return out
+
+
+def config_params(cfg: Config) -> dict[str, str]:
+    """The flattened resolved config, redacted, as MLflow param strings."""
+    return {k: _short(v) for k, v in redact(flatten(cfg.to_dict())).items()}
+
+
+def environment_params(master: str | None) -> dict[str, str]:
+    out = {"spark_master": str(master), "python_version": platform.python_version()}
+    for pkg in ("pyspark", "mlflow", "pandas", "pyarrow", "numpy", "recsys-spark"):
+        try:
+            out[f"version_{pkg.replace('-', '_')}"] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    commit = _git_commit()
+    if commit:
+        out["git_commit"] = commit
+    return out
+
+
+@contextmanager
+def tracked_run(cfg: Config, name: str, nested: bool = False, parent_run_id: str | None = None) -> Iterator[str | None]:
+    """An MLflow run for job `name`; yields its id (None when tracking is off).
+
+    `nested` puts it under the active run; `parent_run_id` attaches a top-level job to a parent
+    started elsewhere (e.g. by an orchestrator).
+    """
+    if not cfg.tracking.enabled:
+        yield None
+        return
+    tags = {"job": name}
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
+    run = mlflow.start_run(run_name=name, nested=nested, tags=tags)
+    try:
+        yield run.info.run_id
+    except BaseException as e:
+        mlflow.set_tag("error", f"{type(e).__name__}: {e}"[:5000])
+        mlflow.log_text(f"{type(e).__name__}: {e}\n", "error.txt")
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def start(cfg: Config) -> None:
+    """Point MLflow at the configured store and experiment (checking a server is up)."""
+    if not cfg.tracking.enabled:
+        return
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.tracking.experiment)
+
+
+def log_config(cfg: Config, master: str | None) -> None:
+    if mlflow.active_run() is None:
+        return
+    mlflow.log_params({**config_params(cfg), **environment_params(master)})
+    mlflow.log_text(yaml.safe_dump(redact_nested(cfg.to_dict()), sort_keys=False), "config/resolved.yaml")
+
+
+def redact_nested(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out[k] = redact_nested(v, key + ".") if isinstance(v, dict) else redact({key: v})[key]
+    return out
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    if mlflow.active_run() is not None and metrics:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+
+def log_params(params: dict[str, Any]) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.log_params({k: _short(v) for k, v in params.items()})
+
+
+def log_tags(tags: dict[str, Any]) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_file(local_path: str | Path, artifact_path: str | None = None) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.log_artifact(str(local_path), artifact_path)
+
+
+def log_dir(local_dir: str | Path, artifact_path: str) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.log_artifacts(str(local_dir), artifact_path)
+
+
+def log_bytes(data: bytes, artifact_file: str) -> None:
+    """Log in-memory content (a PNG, a CSV) as an artifact file."""
+    if mlflow.active_run() is None:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(data)
+        mlflow.log_artifact(str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
+
+
+def log_candidates(rows: list[dict[str, Any]], metric: str) -> None:
+    """One nested run per tuning candidate, so the MLflow compare view shows the search."""
+    if mlflow.active_run() is None:
+        return
+    for row in rows:
+        with mlflow.start_run(run_name=f"candidate-{row['candidate']}", nested=True, tags={"job": "tune_candidate"}):
+            mlflow.log_params({k: row[k] for k in ("rank", "reg_param", "alpha")})
+            mlflow.log_metrics({f"validation_{metric}": row[metric], "seconds_fit_and_score": row["seconds"]})
+
+
+def current_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+def fingerprint(count: int, first: Any, last: Any, partitions: list[str]) -> dict[str, str]:
+    """Tags that identify a dataset: rows, date range, and a hash of its partition list."""
+    digest = hashlib.sha1("\n".join(sorted(partitions)).encode()).hexdigest()[:12]
+    return {"data_rows": str(count), "data_first_date": str(first), "data_last_date": str(last),
+            "data_partitions": str(len(partitions)), "data_partitions_sha1": digest}
+
+
+def download_model(uri: str) -> str:
+    """`runs:/<id>/model` -> a local directory holding the model's artifacts."""
+    dst = tempfile.mkdtemp(prefix="recsys-model-")
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a bad URI
+        raise RecsysError(f"cannot download model {uri} from MLflow ({tracking_uri_now()}): {str(e).splitlines()[0]}") from None
+
+
+def tracking_uri_now() -> str:
+    return mlflow.get_tracking_uri()
+
+
+def _short(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 500 else s[:497] + "..."
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+

@@ -1,0 +1,155 @@
+"""MLflow tracking against real stores: a temporary SQLite file and a real `mlflow server`."""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from recsys_spark import tracking
+from recsys_spark.compare import compare_runs
+from recsys_spark.config import Config, load_config
+from recsys_spark.errors import RecsysError
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite tracking store; the global MLflow state is restored afterwards."""
+    before = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(before)
+
+
+def test_secret_looking_keys_are_redacted():
+    cfg = load_config(None, ["spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2", "spark.conf.spark.hadoop.fs.s3a.access.key=AKIA1",
+                             "spark.conf.spark.sql.shuffle.partitions=4"])
+    params = tracking.config_params(cfg)
+    assert params["spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
+    assert params["spark.conf.spark.hadoop.fs.s3a.access.key"] == "***"
+    assert params["spark.conf.spark.sql.shuffle.partitions"] == "4"
+    assert params["als.rank"] == "32"
+    assert "hunter2" not in str(tracking.redact_nested(cfg.to_dict()))
+
+
+def test_uri_precedence(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri(Config()) == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
+    assert tracking.tracking_uri(Config()) == "http://example.invalid:5000"
+    assert tracking.tracking_uri(load_config(None, ["tracking.uri=sqlite:///x.db"])) == "sqlite:///x.db"
+
+
+def test_failed_job_marks_its_run_and_parent_failed(store):
+    cfg = load_config(None, [f"tracking.uri={store}", "tracking.experiment=fail"])
+    tracking.start(cfg)
+    with pytest.raises(RecsysError):
+        with tracking.tracked_run(cfg, "pipeline") as parent:
+            with tracking.tracked_run(cfg, "ingest", nested=True):
+                raise RecsysError("input path not found: /nowhere")
+    runs = mlflow.search_runs(experiment_names=["fail"]).set_index("tags.mlflow.runName")
+    assert runs.loc["pipeline", "status"] == runs.loc["ingest", "status"] == "FAILED"
+    assert runs.loc["ingest", "tags.mlflow.parentRunId"] == parent
+    assert runs.loc["ingest", "tags.error"] == "RecsysError: input path not found: /nowhere"
+
+
+def _run(name: str, rank: str, ndcg: float) -> str:
+    with mlflow.start_run(run_name=name, tags={"job": "pipeline"}) as r:
+        mlflow.log_params({"chosen.rank": rank, "split.method": "temporal"})
+        mlflow.log_metrics({"ndcg_at_10": ndcg, "rows_clean": 1000.0})
+        return r.info.run_id
+
+
+def test_compare_lists_runs_sorted_by_a_metric(store):
+    cfg = load_config(None, [f"tracking.uri={store}", "tracking.experiment=cmp"])
+    tracking.start(cfg)
+    a, b = _run("a", "8", 0.1), _run("b", "16", 0.25)
+    args = argparse.Namespace(runs=None, last=10, job="pipeline", params="chosen.rank", metrics="ndcg_at_10,rows_clean",
+                              sort_by="ndcg_at_10", format="csv")
+    lines = compare_runs(cfg, args).splitlines()
+    assert lines[0] == "run_id,run_name,status,start_time,chosen.rank,ndcg_at_10,rows_clean"
+    assert lines[1].startswith(f"{b},b,FINISHED,") and lines[1].endswith(",16,0.25,1000.0")
+    assert lines[2].startswith(f"{a},a,FINISHED,") and lines[2].endswith(",8,0.1,1000.0")
+    args.format, args.runs = "markdown", a
+    md = compare_runs(cfg, args).splitlines()
+    assert md[0] == "| run_id | run_name | status | start_time | chosen.rank | ndcg_at_10 | rows_clean |"
+    assert len(md) == 3 and md[2].endswith("| 8 | 0.1000 | 1000 |")
+    args.runs = "nope"
+    with pytest.raises(RecsysError, match="run\\(s\\) not found in experiment 'cmp': nope"):
+        compare_runs(cfg, args)
+
+
+def test_unreachable_server_fails_fast_naming_the_uri():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        t0 = time.perf_counter()
+        with pytest.raises(RecsysError, match=f"MLflow tracking server http://127.0.0.1:{port} is not reachable"):
+            tracking.check_reachable(f"http://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_cli_fails_before_spark_when_the_server_is_unreachable(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "recsys_spark.cli", "ingest", "--set", "tracking.uri=http://127.0.0.1:9"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "error: MLflow tracking server http://127.0.0.1:9 is not reachable" in out.stderr
+    assert "log4j" not in out.stderr  # no JVM was started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts"),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+    before = mlflow.get_tracking_uri()
+    yield uri
+    mlflow.set_tracking_uri(before)
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_run_over_http_reads_back(mlflow_server):
+    cfg = load_config(None, [f"tracking.uri={mlflow_server}", "tracking.experiment=http", "spark.conf.spark.x.password=pw"])
+    tracking.start(cfg)
+    with tracking.tracked_run(cfg, "pipeline") as parent:
+        tracking.log_config(cfg, "local[2]")
+        with tracking.tracked_run(cfg, "train", nested=True):
+            tracking.log_metrics({"ndcg_at_10": 0.2, "baseline_ndcg_at_10": 0.1})
+            tracking.log_bytes(b"metric,als,baseline\n", "eval/metrics.csv")
+    runs = mlflow.search_runs(experiment_names=["http"]).set_index("tags.mlflow.runName")
+    assert runs.loc["train", "metrics.ndcg_at_10"] == 0.2
+    assert runs.loc["train", "tags.mlflow.parentRunId"] == parent
+    assert runs.loc["pipeline", "params.spark_master"] == "local[2]"
+    assert runs.loc["pipeline", "params.spark.conf.spark.x.password"] == "***"
+    client = mlflow.MlflowClient()
+    assert [a.path for a in client.list_artifacts(runs.loc["train", "run_id"], "eval")] == ["eval/metrics.csv"]
+    resolved = mlflow.artifacts.load_text(f"runs:/{parent}/config/resolved.yaml")
+    assert "experiment: http" in resolved and "pw" not in resolved
