@@ -111,6 +111,8 @@ class InteractionsConfig:
 
     mode: Literal["implicit", "explicit"] = "implicit"
     half_life_days: float | None = None  # exponential time decay; null: none
+    use_value: bool = False  # implicit: weight x value (a rating, a quantity) instead of weight
+    min_value: float | None = None  # drop events whose value is below this (e.g. ratings < 3.5)
     min_user_items: int = 1  # users with fewer distinct items are dropped
     min_item_users: int = 1  # items with fewer distinct users are dropped
 

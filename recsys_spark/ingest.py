@@ -26,7 +26,7 @@ _C = {name: f"__{name}" for name in ("user_id", "item_id", "event_type", "event_
 CANONICAL_KEYS = {"user_id", "item_id", "event_type", "event_ts", "value"}
 
 
-def check_source_columns(df: DataFrame, inp: InputConfig) -> None:
+def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -> None:
     """Fail before any work when the mapping names a column the source does not have."""
     unknown = sorted(set(inp.columns) - CANONICAL_KEYS)
     if unknown:
@@ -39,8 +39,9 @@ def check_source_columns(df: DataFrame, inp: InputConfig) -> None:
     missing = [f"{src} (for {key})" for key, src in inp.columns.items() if src not in df.columns]
     if missing:
         raise RecsysError(
-            f"input is missing column(s) {', '.join(missing)}; columns found: {', '.join(df.columns)}. "
-            "Fix input.columns (canonical -> source column) in the config"
+            f"{path} is missing column(s) {', '.join(missing)}; columns found: {', '.join(c for c in df.columns if not c.startswith('_'))}. "
+            f"Expected {inp.format} with columns {sorted(inp.columns.values())}: check input.path, input.format, "
+            "input.options and input.columns (canonical -> source column)"
         )
 
 

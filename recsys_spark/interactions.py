@@ -19,10 +19,14 @@ from pyspark.sql import functions as F
 from .config import InteractionsConfig
 
 
-def weight_events(events: DataFrame, weights: Mapping[str, float], half_life_days: float | None, as_of: dt.datetime) -> DataFrame:
-    """Add `weight`: the event type's weight, decayed by age relative to `as_of`."""
+def weight_events(
+    events: DataFrame, weights: Mapping[str, float], half_life_days: float | None, as_of: dt.datetime, use_value: bool = False
+) -> DataFrame:
+    """Add `weight`: the event type's weight (x value if `use_value`), decayed by age relative to `as_of`."""
     pairs = [F.lit(x) for k, v in weights.items() for x in (k, float(v))]
     w = F.create_map(*pairs)[F.col("event_type")]
+    if use_value:
+        w = w * F.coalesce(F.col("value"), F.lit(1.0))
     if half_life_days:
         age_days = (F.lit(as_of).cast("double") - F.col("event_ts").cast("double")) / 86400.0
         w = w * F.pow(F.lit(0.5), F.greatest(age_days, F.lit(0.0)) / half_life_days)
@@ -56,8 +60,10 @@ def filter_min_counts(interactions: DataFrame, min_user_items: int, min_item_use
 
 def build_interactions(events: DataFrame, cfg: InteractionsConfig, weights: Mapping[str, float], as_of: dt.datetime) -> DataFrame:
     """Events -> filtered (user_id, item_id, confidence, n_events)."""
+    if cfg.min_value is not None:
+        events = events.where(F.col("value") >= cfg.min_value)
     return (
-        events.transform(weight_events, weights, cfg.half_life_days, as_of)
+        events.transform(weight_events, weights, cfg.half_life_days, as_of, cfg.use_value)
         .transform(aggregate_interactions, cfg.mode)
         .transform(filter_min_counts, cfg.min_user_items, cfg.min_item_users)
     )

@@ -70,7 +70,7 @@ def generate_if_missing(spark: SparkSession, cfg: Config) -> Summary:
 def ingest(spark: SparkSession, cfg: Config) -> Summary:
     """Raw input -> clean events + quarantine; fails (writing nothing) on too many bad rows."""
     raw = read_source(spark, cfg.input, cfg.input_path, cfg.ingest.date_from, cfg.ingest.date_to)
-    check_source_columns(raw, cfg.input)
+    check_source_columns(raw, cfg.input, cfg.input_path)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     validated = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now).persist(StorageLevel.MEMORY_AND_DISK)
     try:

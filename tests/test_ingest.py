@@ -97,7 +97,7 @@ def test_missing_source_column_names_it_and_lists_found(raw):
     inp = InputConfig(columns={**MAPPED.columns, "user_id": "CustomerID"})
     with pytest.raises(RecsysError) as e:
         check_source_columns(raw, inp)
-    assert "missing column(s) CustomerID (for user_id)" in str(e.value)
+    assert "input is missing column(s) CustomerID (for user_id)" in str(e.value)
     assert "columns found: uid, iid, kind, ts, qty" in str(e.value)
 
 

@@ -96,7 +96,7 @@ def test_no_valid_row_fails(spark, retail_cfg):
 
 def test_missing_column_fails_before_work(spark, retail_cfg):
     retail_cfg.input.columns["user_id"] = "Customer ID"
-    with pytest.raises(RecsysError, match=r"missing column\(s\) Customer ID \(for user_id\); columns found: InvoiceNo, StockCode"):
+    with pytest.raises(RecsysError, match=r"retail is missing column\(s\) Customer ID \(for user_id\); columns found: InvoiceNo, StockCode"):
         stages.ingest(spark, retail_cfg)
 
 
