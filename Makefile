@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench check-java clean
+.PHONY: run test test-fast bench dist check-java clean
 
 # (Re)create the venv only when it is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -33,6 +33,13 @@ test-fast: check-java $(STAMP)
 bench: check-java $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
+
+# What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
+dist: $(STAMP)
+	rm -rf dist && mkdir dist
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
+	$(BIN)/python -c "import shutil; shutil.make_archive('dist/recsys_spark', 'zip', '.', 'recsys_spark')"
+	@ls dist
 
 clean:
 	rm -rf output mlflow.db mlruns spark-warehouse .pytest_cache

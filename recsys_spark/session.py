@@ -68,5 +68,26 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    try:
+        check_shared_paths(spark.sparkContext.master, cfg)
+    except RecsysError:
+        spark.stop()
+        raise
     spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
     return spark
+
+
+def check_shared_paths(master: str, cfg: Config) -> None:
+    """On a cluster, executors must reach the checkpoint dir and output root: no bare local paths.
+
+    A URI with a scheme (hdfs://, s3a://, gs://, or file:// for a mount every node shares) is
+    accepted; a plain path like `output` would land on each executor's own disk.
+    """
+    if master.startswith("local"):
+        return
+    for key, path in (("spark.checkpoint_dir", cfg.checkpoint_dir), ("output.root", cfg.output.root)):
+        if "://" not in path:
+            raise RecsysError(
+                f"{key} is the local path {path!r} but the master is {master}: executors cannot share it. "
+                f"Use shared storage, e.g. --set {key}=hdfs:///tmp/recsys-spark (or file:///mnt/shared/... on a shared mount)"
+            )
