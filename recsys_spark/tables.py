@@ -106,9 +106,7 @@ def read_text(spark: SparkSession, path: str) -> str:
 @contextmanager
 def staged_dir(spark: SparkSession, path: str) -> Iterator[str]:
     """Yield a staging directory; on success it replaces `path` whole, with a `_SUCCESS` marker."""
-    base = path.rstrip("/")
-    parent, _, name = base.rpartition("/")
-    staging = f"{parent or '.'}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+    base, staging = _staging(path)
     fs = _FS(spark, base)
     try:
         yield staging
@@ -131,9 +129,7 @@ def write_table(
     """
     spark = df.sparkSession
     fs = _FS(spark, path)
-    base = path.rstrip("/")
-    parent, _, name = base.rpartition("/")
-    staging = f"{parent or '.'}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+    base, staging = _staging(path)
     try:
         if partition_by:  # one file per partition value, not one per task and value
             df = df.repartition(partition_by)
@@ -151,6 +147,13 @@ def write_table(
             _replace_table(fs, staging, base)
     finally:
         fs.delete(staging)
+
+
+def _staging(path: str) -> tuple[str, str]:
+    """(the table path, a fresh staging dir beside it under `_staging/`, on the same filesystem)."""
+    base = path.rstrip("/")
+    parent, _, name = base.rpartition("/")
+    return base, f"{parent or '.'}/_staging/{name}-{uuid.uuid4().hex[:12]}"
 
 
 def _replace_table(fs: _FS, staging: str, target: str) -> None:
