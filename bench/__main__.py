@@ -88,17 +88,64 @@ def bench_train(spark, cfg) -> list[dict]:
     te = index_interactions(build_interactions(te_ev, cfg.interactions, cfg.events.weights, cutoff), users, items)
     m2 = fit_als(tr, cfg.als, implicit=True)
     t_eval, ev = timed(lambda: evaluate(m2, tr, te, cfg.train.k))
+    t_impl_fit, t_impl_rec = implicit_baselines(cfg, inter, model)
     row = lambda stage, secs, base_name, base: {"stage": stage, "rows": n_pairs, "seconds": round(secs, 2),
         "rows_per_s": round(n_pairs / secs), "baseline": base_name, "baseline_seconds": round(base, 2) if base else 0.0,
         "ratio": round(secs / base, 2) if base else 0.0}
     print(f"{n_events:,} events -> {n_pairs:,} interactions; rank {cfg.als.rank}, {cfg.als.max_iter} iterations")
     print("quality (temporal split):", {k: round(v, 4) for k, v in ev.metrics.items()})
+    print(f"id mapping + aggregation is {t_idx / t_fit:.0%} of the ALS fit time")
     return [
         row("id_mapping", t_idx, "StringIndexer x2", t_si),
-        row("als_fit", t_fit, "", 0),
+        row("als_fit", t_fit, "implicit fit", t_impl_fit),
         row("top10_all", t_fast, "naive Spark", t_naive),
+        row("top10_all", t_fast, "implicit recommend", t_impl_rec),
         row("evaluate", t_eval, "", 0),
     ]
+
+
+def implicit_baselines(cfg, inter, model) -> tuple[float, float]:
+    """`implicit` (CPU, 2 threads) on the same interactions: its own fit, and its recommend on Spark's factors."""
+    import numpy as np
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    pdf = inter.select("user_idx", "item_idx", "confidence").toPandas()  # benchmark only
+    n_users, n_items = int(pdf.user_idx.max()) + 1, int(pdf.item_idx.max()) + 1
+    ui = sp.csr_matrix((pdf.confidence.to_numpy(np.float32), (pdf.user_idx, pdf.item_idx)), shape=(n_users, n_items))
+    a = cfg.als
+    als = AlternatingLeastSquares(factors=a.rank, regularization=a.reg_param, alpha=a.alpha, iterations=a.max_iter,
+                                  num_threads=2, random_state=a.seed, calculate_training_loss=False)
+    t_fit, _ = timed(lambda: als.fit(ui, show_progress=False))
+    uf = model.userFactors.toPandas()
+    itf = model.itemFactors.toPandas()
+    U = np.zeros((n_users, a.rank), np.float32)
+    V = np.zeros((n_items, a.rank), np.float32)
+    U[uf.id.to_numpy()] = np.vstack(uf.features.to_numpy())
+    V[itf.id.to_numpy()] = np.vstack(itf.features.to_numpy())
+    spark_factors = AlternatingLeastSquares(factors=a.rank, num_threads=2)
+    spark_factors.user_factors, spark_factors.item_factors = U, V
+    users = np.arange(n_users)
+    t_rec, _ = timed(lambda: spark_factors.recommend(users, ui[users], N=10, filter_already_liked_items=True))
+    return t_fit, t_rec
+
+
+def peak_memory() -> str:
+    """Peak resident memory of this Python process and of the Spark driver JVM (local mode: all of Spark)."""
+    import resource
+
+    py = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    jvm = "?"
+    try:
+        from pyspark import SparkContext
+
+        pid = SparkContext._jvm.java.lang.ProcessHandle.current().pid()
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM"):
+                jvm = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except Exception:  # noqa: BLE001 - best effort on non-Linux
+        pass
+    return f"python {py:.1f} GiB, JVM {jvm}"
 
 
 DUCKDB_RETENTION = """
@@ -147,7 +194,7 @@ BENCHES = {"ingest": bench_ingest, "train": bench_train, "retention": bench_rete
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--events", type=int, default=1_000_000)  # make bench: about 6 minutes on 2 cores
     p.add_argument("--stages", default=",".join(BENCHES))
     p.add_argument("--master", default="local[2]")
     p.add_argument("--rank", type=int, default=64)
@@ -166,16 +213,33 @@ def main() -> None:
     rows = []
     for name in args.stages.split(","):
         rows += BENCHES[name](spark, cfg)
+    memory = peak_memory()
     spark.stop()
-    print(f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested")
+    print(f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested; peak memory: {memory}")
     print(f"{'stage':<12}{'rows':>12}{'seconds':>10}{'rows/s':>12}  {'baseline':<19}{'b.seconds':>10}{'ratio':>8}")
     for r in rows:
         base = f"{r['baseline_seconds']:>10.1f}{r['ratio']:>7.2f}x" if r["baseline"] else f"{'-':>10}{'-':>8}"
         print(f"{r['stage']:<12}{r['rows']:>12,}{r['seconds']:>10.1f}{r['rows_per_s']:>12,}  {r['baseline']:<19}{base}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": machine(), "events": args.events, "master": args.master, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"machine": machine(), "events": args.events, "master": args.master, "peak_memory": memory, "rows": rows}, indent=2))
     print(f"wrote {out}")
+    log_to_mlflow(args, rows, memory, out)
+
+
+def log_to_mlflow(args, rows: list[dict], memory: str, result_file: Path) -> None:
+    """One MLflow run per benchmark invocation, in the experiment `recsys-spark-bench`."""
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    mlflow.set_experiment("recsys-spark-bench")
+    with mlflow.start_run(run_name=f"bench-{args.events}", tags={"job": "bench"}):
+        mlflow.log_params({"events": args.events, "master": args.master, "stages": args.stages, "rank": args.rank,
+                           "machine": machine(), "peak_memory": memory})
+        for r in rows:
+            name = f"{r['stage']}_vs_{r['baseline'].split()[0].lower()}" if r["baseline"] else r["stage"]
+            mlflow.log_metrics({f"seconds_{r['stage']}": r["seconds"], **({f"ratio_{name}": r["ratio"]} if r["baseline"] else {})})
+        mlflow.log_artifact(str(result_file))
 
 
 if __name__ == "__main__":
