@@ -178,6 +178,8 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
     follow = [F.lit(dt.datetime.fromisoformat(split_info[k]) if k in split_info else None).cast("timestamp").alias(a)
               for k, a in (("test_end", "followup_start"), ("followup_end", "followup_end"))]
     _write_eval_tables(spark, cfg, result.metrics, tuning, result.per_user.join(users, "user_idx").select("*", *follow))
+    for cached in (result.per_user, train_i, tune_train, indexed, items, users, all_pairs):
+        cached.unpersist()  # free executor memory for the stages that follow
     return {
         "interactions": n_pairs, "users": n_users, "items": n_items, "split": split_info, "chosen_params": chosen,
         "metrics": result.metrics, "tuning": tuning, "seconds_als_fit": round(seconds_fit, 2),

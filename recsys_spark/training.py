@@ -53,8 +53,10 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int) -> Eval
     recs = als_top_n(model, users, seen, k).persist(StorageLevel.MEMORY_AND_DISK)
     base = top_n_popular(users, popularity(train), seen, k)
     per_user = per_user_metrics(recs, relevant, k).persist(StorageLevel.MEMORY_AND_DISK)
-    metrics = summarize(per_user, recs, n_catalog, k)
+    metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
     metrics |= summarize(per_user_metrics(base, relevant, k), base, n_catalog, k, prefix="baseline_")
+    recs.unpersist()
+    relevant.unpersist()
     return Evaluation(metrics, per_user)
 
 
