@@ -43,7 +43,7 @@ def curves_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") -> 
     t = table[table["kind"] == kind]
     m = retention_matrix(table, kind)
     fig, ax = plt.subplots(figsize=(8, 5))
-    for cohort, row in m.iterrows():
+    for _, row in m.iterrows():
         ax.plot(row.index, row.to_numpy(dtype=float), color="tab:blue", alpha=0.25, linewidth=1)
     weighted = t.assign(w=t["retention"] * t["cohort_size"]).groupby("period")[["w", "cohort_size"]].sum()
     ax.plot(weighted.index, weighted["w"] / weighted["cohort_size"], color="black", linewidth=2.5, label="size-weighted mean")

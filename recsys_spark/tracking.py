@@ -144,11 +144,6 @@ def log_tags(tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def log_file(local_path: str | Path, artifact_path: str | None = None) -> None:
-    if mlflow.active_run() is not None:
-        mlflow.log_artifact(str(local_path), artifact_path)
-
-
 def log_dir(local_dir: str | Path, artifact_path: str) -> None:
     if mlflow.active_run() is not None:
         mlflow.log_artifacts(str(local_dir), artifact_path)
