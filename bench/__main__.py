@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -18,18 +17,8 @@ from recsys_spark.config import load_config
 from recsys_spark.session import build_session
 from recsys_spark.tables import path_exists
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> str:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.machine()}, Python {platform.python_version()}"
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
+from .als_settings import print_sweep, sweep
+from .common import RESULTS, data_overrides, machine, timed
 
 
 def bench_ingest(spark, cfg) -> list[dict]:
@@ -75,7 +64,7 @@ def bench_train(spark, cfg) -> list[dict]:
 
     t_idx, (n_pairs, inter) = timed(ours)
     t_si, _ = timed(indexer)
-    t_fit, model = timed(lambda: fit_als(inter, cfg.als, implicit=True))
+    model, t_fit, settings = sweep(inter, cfg.als)
     seen = inter.select("user_idx", "item_idx").cache()
     seen.count()
     t_fast, _ = timed(lambda: top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save())
@@ -95,12 +84,16 @@ def bench_train(spark, cfg) -> list[dict]:
     print(f"{n_events:,} events -> {n_pairs:,} interactions; rank {cfg.als.rank}, {cfg.als.max_iter} iterations")
     print("quality (temporal split):", {k: round(v, 4) for k, v in ev.metrics.items()})
     print(f"id mapping + aggregation is {t_idx / t_fit:.0%} of the ALS fit time")
+    print_sweep(settings)
+    spark_defaults = next(r for r in settings if r["setting"].startswith("Spark's own"))
     return [
         row("id_mapping", t_idx, "StringIndexer x2", t_si),
         row("als_fit", t_fit, "implicit fit", t_impl_fit),
+        row("als_fit", t_fit, "Spark ALS defaults", spark_defaults["seconds"]),
         row("top10_all", t_fast, "naive Spark", t_naive),
         row("top10_all", t_fast, "implicit recommend", t_impl_rec),
         row("evaluate", t_eval, "", 0),
+        *({"stage": "als_fit_setting", "rows": n_pairs, **r} for r in settings),
     ]
 
 
@@ -198,12 +191,10 @@ def main() -> None:
     p.add_argument("--stages", default=",".join(BENCHES))
     p.add_argument("--master", default="local[2]")
     p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--json", type=Path, help="results file (default: bench/results/<time>.json)")
     args = p.parse_args()
-    users = max(200, args.events // 20)
-    root = RESULTS / f"data-{args.events}"
     cfg = load_config(None, [
-        f"spark.master={args.master}", "spark.log_level=ERROR", f"output.root={root}",
-        f"generate.events={args.events}", f"generate.users={users}", f"generate.items={max(100, users // 5)}",
+        f"spark.master={args.master}", "spark.log_level=ERROR", *data_overrides(args.events),
         "spark.driver_memory=8g", f"als.rank={args.rank}", "spark.conf.spark.ui.showConsoleProgress=false",
     ])
     spark = build_session(cfg)
@@ -217,11 +208,11 @@ def main() -> None:
     spark.stop()
     print(f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested; peak memory: {memory}")
     print(f"{'stage':<12}{'rows':>12}{'seconds':>10}{'rows/s':>12}  {'baseline':<19}{'b.seconds':>10}{'ratio':>8}")
-    for r in rows:
+    for r in (r for r in rows if "setting" not in r):  # the settings sweep printed its own table
         base = f"{r['baseline_seconds']:>10.1f}{r['ratio']:>7.2f}x" if r["baseline"] else f"{'-':>10}{'-':>8}"
         print(f"{r['stage']:<12}{r['rows']:>12,}{r['seconds']:>10.1f}{r['rows_per_s']:>12,}  {r['baseline']:<19}{base}")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.json or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"machine": machine(), "events": args.events, "master": args.master, "peak_memory": memory, "rows": rows}, indent=2))
     print(f"wrote {out}")
     log_to_mlflow(args, rows, memory, out)
@@ -236,7 +227,9 @@ def log_to_mlflow(args, rows: list[dict], memory: str, result_file: Path) -> Non
     with mlflow.start_run(run_name=f"bench-{args.events}", tags={"job": "bench"}):
         mlflow.log_params({"events": args.events, "master": args.master, "stages": args.stages, "rank": args.rank,
                            "machine": machine(), "peak_memory": memory})
-        for r in rows:
+        for i, r in enumerate(r for r in rows if "setting" in r):
+            mlflow.log_metrics({f"seconds_als_fit_setting_{i}": r["seconds"], f"ratio_als_fit_setting_{i}": r["ratio"]})
+        for r in (r for r in rows if "setting" not in r):
             name = f"{r['stage']}_vs_{r['baseline'].split()[0].lower()}" if r["baseline"] else r["stage"]
             mlflow.log_metrics({f"seconds_{r['stage']}": r["seconds"], **({f"ratio_{name}": r["ratio"]} if r["baseline"] else {})})
         mlflow.log_artifact(str(result_file))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", help="YAML config (default: built-in local defaults, same as conf/local.yaml)")
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. ingest.max_bad_fraction=0.05")
     common.add_argument("--parent-run-id", help="attach this job's MLflow run to a parent run started elsewhere")
+    common.add_argument("--summary-json", metavar="PATH", help="also write the summary printed at the end as JSON, for scripts")
     sub.add_parser("generate", parents=[common], help="write synthetic raw events to input.path")
     ing = sub.add_parser("ingest", parents=[common], help="validate raw events into clean events + quarantine")
     ing.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)")
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))
+    if getattr(args, "summary_json", None):
+        with open(args.summary_json, "w") as f:
+            json.dump(summary, f, indent=2, default=str)
     return 0
 
 
@@ -131,8 +136,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, path in summary.get("paths", {}).items():
         lines.append(f"wrote {name}: {path}")
     secs = {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")}
+    stages = [k for k in secs if k in ("generate", "ingest", "train", "recommend", "retention")]
     if secs:
-        lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+        lines.append("seconds: " + "  ".join(f"{k} {secs[k]:.1f}" for k in stages or secs))
+    steps = [k for k in secs if k not in stages]
+    if stages and steps:
+        lines.append("  of which train: " + "  ".join(f"{k} {secs[k]:.1f}" for k in steps))
     return "\n".join(lines)
 
 

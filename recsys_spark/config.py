@@ -129,6 +129,9 @@ class SplitConfig:
     seed: int = 42
 
 
+StorageLevelName = Literal["MEMORY_AND_DISK", "MEMORY_ONLY", "MEMORY_AND_DISK_SER", "MEMORY_ONLY_SER", "DISK_ONLY"]
+
+
 @dataclass
 class ALSConfig:
     rank: int = 32
@@ -141,6 +144,10 @@ class ALSConfig:
     num_user_blocks: int | None = None  # null: the session's default parallelism
     num_item_blocks: int | None = None
     cold_start_strategy: Literal["drop", "nan"] = "drop"
+    # Where ALS keeps its in/out blocks and factors between iterations (Spark's default for both
+    # is MEMORY_AND_DISK; `make bench` compares the alternatives on this machine).
+    intermediate_storage_level: StorageLevelName = "MEMORY_AND_DISK"
+    final_storage_level: StorageLevelName = "MEMORY_AND_DISK"
 
 
 @dataclass

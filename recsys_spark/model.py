@@ -53,6 +53,8 @@ def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: A
         numUserBlocks=cfg.num_user_blocks or blocks,
         numItemBlocks=cfg.num_item_blocks or blocks,
         coldStartStrategy=cfg.cold_start_strategy,
+        intermediateStorageLevel=cfg.intermediate_storage_level,
+        finalStorageLevel=cfg.final_storage_level,
     )
     return als.fit(interactions)
 

@@ -50,6 +50,25 @@ def timed(name: str, fn: Callable[[SparkSession, Config], Summary], spark: Spark
     return out
 
 
+class Stopwatch:
+    """Seconds per step of a stage, each logged as it ends: `seconds_<step>` in the summary and in MLflow."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage, self.seconds, self._step, self._t0 = stage, {}, None, 0.0
+
+    def start(self, step: str) -> None:
+        """End the running step (if any) and start `step`."""
+        now = time.perf_counter()
+        if self._step:
+            self.seconds[f"seconds_{self._step}"] = round(now - self._t0, 2)
+            log.info("[%s] %s done in %.1f s", self.stage, self._step, now - self._t0)
+        self._step, self._t0 = step, now
+
+    def stop(self) -> dict[str, float]:
+        self.start("")
+        return self.seconds
+
+
 def generate(spark: SparkSession, cfg: Config) -> Summary:
     g = cfg.generate
     log.info("[generate] about %d events for %d users, %d items -> %s", g.events, g.users, g.items, cfg.input_path)
@@ -127,6 +146,8 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
     ic, k, implicit = cfg.interactions, cfg.train.k, cfg.interactions.mode == "implicit"
     weights = cfg.events.weights
     keep = StorageLevel.MEMORY_AND_DISK
+    clock = Stopwatch("train")
+    clock.start("prepare")
     all_pairs = build_interactions(events, ic, weights, last).persist(keep)
     users = build_id_map(all_pairs, "user_id", "user_idx").persist(keep)
     items = build_id_map(all_pairs, "item_id", "item_idx").persist(keep)
@@ -154,9 +175,11 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
         train_i = train_i.persist(keep)
         tune_train, tune_val = random_split(train_i, sp.test_fraction, sp.seed + 1)
         split_info = {"test_fraction": sp.test_fraction}
+    log.info("[train] %d training interactions", train_i.count())  # cached here, so the fit's seconds are the fit's
     params: dict[str, Any] = {}
     tuning: list[dict] = []
     if cfg.tune.enabled:
+        clock.start("tune")
         if tune_train.persist(keep).isEmpty():
             raise RecsysError(
                 f"tuning has no training data before the validation slice ({cfg.tune.validation_days} days before the cutoff): "
@@ -165,11 +188,14 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
         params, tuning = tune(tune_train, tune_val, cfg.als, cfg.tune, implicit, k)
         tracking.log_candidates(tuning, f"{cfg.tune.metric}_at_{k}")
         log.info("[train] best candidate: %s", params)
-    t0 = time.perf_counter()
+    clock.start("als_fit")
     model = fit_als(train_i, cfg.als, implicit, **params)
-    seconds_fit = time.perf_counter() - t0
+    clock.start("evaluate")
     result = evaluate(model, train_i, test_i, k)
+    if cfg.train.refit_on_all:
+        clock.start("refit")
     served, seen = (fit_als(indexed, cfg.als, implicit, **params), indexed) if cfg.train.refit_on_all else (model, train_i)
+    clock.start("save")
     chosen = {"rank": cfg.als.rank, "reg_param": cfg.als.reg_param, "alpha": cfg.als.alpha, **params}
     bundle = TrainedModel(served, users, items, seen.select("user_idx", "item_idx"), popularity(seen), {**cfg.to_dict(), "chosen": chosen})
     save_model(bundle, cfg.path("model"))
@@ -182,7 +208,7 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
         cached.unpersist()  # free executor memory for the stages that follow
     return {
         "interactions": n_pairs, "users": n_users, "items": n_items, "split": split_info, "chosen_params": chosen,
-        "metrics": result.metrics, "tuning": tuning, "seconds_als_fit": round(seconds_fit, 2),
+        "metrics": result.metrics, "tuning": tuning, **clock.stop(),
         "paths": {"model": cfg.path("model"), "eval": cfg.path("eval")},
     }
 

@@ -37,8 +37,8 @@ def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int) -> Dat
     return top_n(factors, model.itemFactors, seen, n)
 
 
-def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int) -> Evaluation:
-    """Metrics@k of `model` and of the popularity baseline on the same users and relevant items."""
+def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True) -> Evaluation:
+    """Metrics@k of `model` and (unless `baseline` is false, as in tuning) of the popularity baseline on the same users."""
     if k <= 0:
         raise RecsysError(f"train.k must be a positive integer, got {k}; try 10")
     relevant = relevant_items(train, test).persist(StorageLevel.MEMORY_AND_DISK)
@@ -51,10 +51,11 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int) -> Eval
     seen = train.select("user_idx", "item_idx")
     n_catalog = train.select("item_idx").distinct().count()
     recs = als_top_n(model, users, seen, k).persist(StorageLevel.MEMORY_AND_DISK)
-    base = top_n_popular(users, popularity(train), seen, k)
     per_user = per_user_metrics(recs, relevant, k).persist(StorageLevel.MEMORY_AND_DISK)
     metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
-    metrics |= summarize(per_user_metrics(base, relevant, k), base, n_catalog, k, prefix="baseline_")
+    if baseline:
+        base = top_n_popular(users, popularity(train), seen, k)
+        metrics |= summarize(per_user_metrics(base, relevant, k), base, n_catalog, k, prefix="baseline_")
     recs.unpersist()
     relevant.unpersist()
     return Evaluation(metrics, per_user)
@@ -70,7 +71,7 @@ def tune(train: DataFrame, validation: DataFrame, als: ALSConfig, grid: TuneConf
     for i, (rank, reg, alpha) in enumerate(candidates, 1):
         t0 = time.perf_counter()
         model = fit_als(train, als, implicit, rank=rank, reg_param=reg, alpha=alpha)
-        result = evaluate(model, train, validation, k)
+        result = evaluate(model, train, validation, k, baseline=False)  # only the ALS metric picks a candidate
         rows.append({"candidate": i, "rank": rank, "reg_param": reg, "alpha": alpha, key: result.metrics[key],
                      "seconds": round(time.perf_counter() - t0, 2)})
         log.info("[train] tuning %d/%d: rank=%d reg_param=%g alpha=%g -> %s=%.4f", i, len(candidates), rank, reg, alpha, key, result.metrics[key])

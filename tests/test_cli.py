@@ -1,5 +1,6 @@
 """The command line as a user runs it: a real process, its exit code and what it prints."""
 
+import json
 import os
 import subprocess
 import sys
@@ -31,8 +32,14 @@ def restore_tracking_uri():
 
 @pytest.mark.slow
 def test_run_generates_ingests_and_prints_summary(tmp_path):
-    out = cli("run", "--set", f"output.root={tmp_path}/out", "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2", *TINY, cwd=tmp_path)
+    out = cli("run", "--set", f"output.root={tmp_path}/out", "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2",
+              "--summary-json", "summary.json", *TINY, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
+    assert [k.removeprefix("seconds_") for k in summary if k.startswith("seconds_")] == ["generate", "ingest", *steps, "train", "recommend", "retention"]
+    assert sum(summary[f"seconds_{s}"] for s in steps) <= summary["seconds_train"]
+    assert "  of which train: prepare " in out.stdout
     assert "== recsys-spark summary ==" in out.stdout
     assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
     assert "ALS vs popularity baseline" in out.stdout and "ndcg_at_10" in out.stdout
@@ -54,6 +61,7 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     for stage in stages:
         assert by_name.loc[stage, "tags.mlflow.parentRunId"] == parent.run_id
         assert by_name.loc[stage, "metrics.seconds_" + stage] >= 0
+    assert all(by_name.loc["train", f"metrics.seconds_{s}"] > 0 for s in steps)
     assert set(runs[runs["tags.job"] == "tune_candidate"]["tags.mlflow.parentRunId"]) == {by_name.loc["train", "run_id"]}
     assert parent["params.spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
     assert parent["params.spark_master"] == "local[2]" and parent["params.version_pyspark"].startswith("4.")

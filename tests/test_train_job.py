@@ -103,3 +103,25 @@ def test_random_split_and_explicit_mode_train(spark, trained, tmp_path):
     assert out["split"] == {"test_fraction": 0.2}
     assert out["metrics"]["users_evaluated"] > 0
     assert not out["tuning"]
+
+
+def test_evaluation_without_baseline_gives_the_same_als_metrics(spark, trained):
+    cfg, _ = trained
+    m = load_model(spark, cfg.path("model"))
+    pairs = m.seen.withColumn("confidence", F.lit(1.0))
+    train, test = pairs.where(F.col("item_idx") % 3 != 0), pairs.where(F.col("item_idx") % 3 == 0)
+    full = evaluate(m.als, train, test, 5).metrics
+    als_only = evaluate(m.als, train, test, 5, baseline=False).metrics
+    assert als_only == {k: v for k, v in full.items() if not k.startswith("baseline_")}
+    assert "baseline_ndcg_at_5" in full and full["users_evaluated"] > 0
+
+
+def test_als_storage_levels_are_config_keys_checked_by_name(spark, trained):
+    from recsys_spark.config import ConfigError, load_config
+
+    cfg, _ = trained
+    c = load_config(None, ["als.intermediate_storage_level=MEMORY_ONLY", "als.final_storage_level=MEMORY_ONLY", "als.max_iter=2"])
+    model = fit_als(load_model(spark, cfg.path("model")).seen.withColumn("confidence", F.lit(1.0)), c.als, implicit=True)
+    assert model.userFactors.count() > 0
+    with pytest.raises(ConfigError, match=r"als.final_storage_level: expected one of \[.*'MEMORY_ONLY'.*\], got 'RAM'"):
+        load_config(None, ["als.final_storage_level=RAM"])
