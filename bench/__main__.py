@@ -21,7 +21,7 @@ from .als_settings import print_sweep, sweep
 from .common import RESULTS, data_overrides, machine, timed
 
 
-def bench_ingest(spark, cfg) -> list[dict]:
+def bench_ingest(spark, cfg, args) -> list[dict]:
     """Ingest (validate, dedupe, write clean + quarantine) vs a plain Parquet read-and-write."""
     secs, out = timed(lambda: stages.ingest(spark, cfg))
     rows = out["rows_read"]
@@ -32,7 +32,7 @@ def bench_ingest(spark, cfg) -> list[dict]:
     ]
 
 
-def bench_train(spark, cfg) -> list[dict]:
+def bench_train(spark, cfg, args) -> list[dict]:
     """Id mapping vs StringIndexer x2, ALS fit, evaluation, and fast vs naive top-N, on one data set."""
     from pyspark import StorageLevel
     from pyspark.ml.feature import StringIndexer
@@ -64,7 +64,7 @@ def bench_train(spark, cfg) -> list[dict]:
 
     t_idx, (n_pairs, inter) = timed(ours)
     t_si, _ = timed(indexer)
-    model, t_fit, settings = sweep(inter, cfg.als)
+    model, t_fit, settings = sweep(inter, cfg.als, args.rounds)
     seen = inter.select("user_idx", "item_idx").cache()
     seen.count()
     t_fast, _ = timed(lambda: top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save())
@@ -155,7 +155,7 @@ UNION ALL SELECT g.cohort, g.cohort_size, g.period, u.n, 'unbounded' FROM grid g
 """
 
 
-def bench_retention(spark, cfg) -> list[dict]:
+def bench_retention(spark, cfg, args) -> list[dict]:
     """Weekly cohort retention (both kinds) in Spark vs the same query in DuckDB on the same Parquet."""
     import duckdb
     from pyspark.sql import functions as F
@@ -191,6 +191,7 @@ def main() -> None:
     p.add_argument("--stages", default=",".join(BENCHES))
     p.add_argument("--master", default="local[2]")
     p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=1, help="rounds of the ALS settings sweep (train stage)")
     p.add_argument("--json", type=Path, help="results file (default: bench/results/<time>.json)")
     args = p.parse_args()
     cfg = load_config(None, [
@@ -203,7 +204,7 @@ def main() -> None:
         print(f"generated {args.events:,} events in {secs:.1f} s")
     rows = []
     for name in args.stages.split(","):
-        rows += BENCHES[name](spark, cfg)
+        rows += BENCHES[name](spark, cfg, args)
     memory = peak_memory()
     spark.stop()
     print(f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested; peak memory: {memory}")

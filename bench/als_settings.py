@@ -1,13 +1,14 @@
 """ALS fit seconds under other Spark settings, on the same cached interactions, in one run.
 
-The configured settings are fitted first and again last, so the spread of two identical fits
-shows the noise the other ratios sit in. A short warm-up fit first keeps JIT compilation out of
-the first measurement.
+Every round fits the configured settings, then each variant; the configured fit runs once more
+at the end, so even one round shows the spread of identical fits, the noise the ratios sit in.
+A short warm-up fit first keeps JIT compilation out of the first measurement.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
@@ -26,28 +27,25 @@ VARIANTS: list[tuple[str, dict]] = [
 ]
 
 
-def describe(als: ALSConfig, parallelism: int) -> str:
-    blocks = als.num_user_blocks or parallelism
-    return f"{blocks} blocks, checkpoint {als.checkpoint_interval}, {als.intermediate_storage_level}"
-
-
-def sweep(inter: DataFrame, als: ALSConfig) -> tuple[ALSModel, float, list[dict]]:
-    """Fit the configured ALS (twice) and each variant; rows of seconds and ratio to the configured fit."""
-    fit_als(inter, dataclasses.replace(als, max_iter=2), implicit=True)  # warm-up
-    t_first, model = timed(lambda: fit_als(inter, als, implicit=True))
-    rows = [{"setting": name, "seconds": timed(lambda: fit_als(inter, dataclasses.replace(als, **change), implicit=True))[0]}
-            for name, change in VARIANTS]
-    t_last, _ = timed(lambda: fit_als(inter, als, implicit=True))
-    ours = (t_first + t_last) / 2
-    configured = f"configured ({describe(als, inter.sparkSession.sparkContext.defaultParallelism)})"
-    rows = [{"setting": configured, "seconds": t_first}, *rows, {"setting": configured + ", again", "seconds": t_last}]
-    for r in rows:
-        r["ratio"] = round(r["seconds"] / ours, 2)
-        r["seconds"] = round(r["seconds"], 2)
+def sweep(inter: DataFrame, als: ALSConfig, rounds: int = 1) -> tuple[ALSModel, float, list[dict]]:
+    """The configured ALS's model and median fit seconds, and a row per setting: median, range, ratio."""
+    blocks = als.num_user_blocks or inter.sparkSession.sparkContext.defaultParallelism
+    configured = f"configured ({blocks} blocks, checkpoint {als.checkpoint_interval}, {als.intermediate_storage_level})"
+    fit = lambda change: timed(lambda: fit_als(inter, dataclasses.replace(als, **change), implicit=True))
+    fit({"max_iter": 2})  # warm-up
+    secs, model = fit({})
+    seconds: dict[str, list[float]] = {configured: [secs]}
+    for _ in range(rounds):
+        for name, change in VARIANTS:
+            seconds.setdefault(name, []).append(fit(change)[0])
+        seconds[configured].append(fit({})[0])
+    ours = statistics.median(seconds[configured])
+    rows = [{"setting": name, "seconds": round(statistics.median(s), 2), "min": round(min(s), 2), "max": round(max(s), 2),
+             "fits": len(s), "ratio": round(statistics.median(s) / ours, 2)} for name, s in seconds.items()]
     return model, ours, rows
 
 
 def print_sweep(rows: list[dict]) -> None:
-    print(f"\nALS fit by setting (same interactions, same run; ratio to the configured fit's mean):")
+    print("\nALS fit by setting (same interactions, same run; median seconds, range, ratio to the configured median):")
     for r in rows:
-        print(f"  {r['setting']:<58}{r['seconds']:>8.1f} s{r['ratio']:>7.2f}x")
+        print(f"  {r['setting']:<52}{r['seconds']:>7.1f} s  ({r['min']:.1f}-{r['max']:.1f}, {r['fits']} fits){r['ratio']:>7.2f}x")

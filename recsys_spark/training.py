@@ -37,28 +37,56 @@ def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int) -> Dat
     return top_n(factors, model.itemFactors, seen, n)
 
 
-def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True) -> Evaluation:
-    """Metrics@k of `model` and (unless `baseline` is false, as in tuning) of the popularity baseline on the same users."""
+@dataclass
+class EvaluationSet:
+    """What scoring any model on one (train, test) pair needs, computed once: tuning scores every
+    candidate against the same set."""
+
+    train: DataFrame
+    relevant: DataFrame  # user_idx, item_idx (persisted; `release` frees it)
+    users: DataFrame  # user_idx of the evaluated users
+    n_catalog: int
+
+    def release(self) -> None:
+        self.relevant.unpersist()
+
+
+def evaluation_set(train: DataFrame, test: DataFrame, k: int) -> EvaluationSet:
     if k <= 0:
         raise RecsysError(f"train.k must be a positive integer, got {k}; try 10")
     relevant = relevant_items(train, test).persist(StorageLevel.MEMORY_AND_DISK)
     users = relevant.select("user_idx").distinct()
     if users.isEmpty():
+        relevant.unpersist()
         raise RecsysError(
             "the test period has no users with training history and a new item: "
             "widen split.test_days or move split.cutoff earlier"
         )
-    seen = train.select("user_idx", "item_idx")
-    n_catalog = train.select("item_idx").distinct().count()
-    recs = als_top_n(model, users, seen, k).persist(StorageLevel.MEMORY_AND_DISK)
-    per_user = per_user_metrics(recs, relevant, k).persist(StorageLevel.MEMORY_AND_DISK)
-    metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
-    if baseline:
-        base = top_n_popular(users, popularity(train), seen, k)
-        metrics |= summarize(per_user_metrics(base, relevant, k), base, n_catalog, k, prefix="baseline_")
+    return EvaluationSet(train, relevant, users, train.select("item_idx").distinct().count())
+
+
+def score(model: ALSModel, es: EvaluationSet, k: int, baseline: bool = True) -> Evaluation:
+    """Metrics@k of `model` and (unless `baseline` is false, as in tuning) of the popularity baseline on `es`."""
+    seen = es.train.select("user_idx", "item_idx")
+    keep = StorageLevel.MEMORY_AND_DISK
+    recs = als_top_n(model, es.users, seen, k).persist(keep)
+    per_user = per_user_metrics(recs, es.relevant, k).persist(keep)
+    metrics = summarize(per_user, recs, es.n_catalog, k)  # materialises the cached per_user
     recs.unpersist()
-    relevant.unpersist()
+    if baseline:
+        base = top_n_popular(es.users, popularity(es.train), seen, k).persist(keep)  # read twice by summarize
+        metrics |= summarize(per_user_metrics(base, es.relevant, k), base, es.n_catalog, k, prefix="baseline_")
+        base.unpersist()
     return Evaluation(metrics, per_user)
+
+
+def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True) -> Evaluation:
+    """Metrics@k of `model` (and the popularity baseline) on the users with training history and a new test item."""
+    es = evaluation_set(train, test, k)
+    try:
+        return score(model, es, k, baseline)
+    finally:
+        es.release()
 
 
 def tune(train: DataFrame, validation: DataFrame, als: ALSConfig, grid: TuneConfig, implicit: bool, k: int) -> tuple[dict, list[dict]]:
@@ -68,13 +96,15 @@ def tune(train: DataFrame, validation: DataFrame, als: ALSConfig, grid: TuneConf
         raise RecsysError("tune: the grid is empty; give tune.rank, tune.reg_param and tune.alpha at least one value each")
     key = f"{grid.metric}_at_{k}"
     rows = []
+    es = evaluation_set(train, validation, k)
     for i, (rank, reg, alpha) in enumerate(candidates, 1):
         t0 = time.perf_counter()
         model = fit_als(train, als, implicit, rank=rank, reg_param=reg, alpha=alpha)
-        result = evaluate(model, train, validation, k, baseline=False)  # only the ALS metric picks a candidate
+        result = score(model, es, k, baseline=False)  # only the ALS metric picks a candidate
         rows.append({"candidate": i, "rank": rank, "reg_param": reg, "alpha": alpha, key: result.metrics[key],
                      "seconds": round(time.perf_counter() - t0, 2)})
         log.info("[train] tuning %d/%d: rank=%d reg_param=%g alpha=%g -> %s=%.4f", i, len(candidates), rank, reg, alpha, key, result.metrics[key])
         result.per_user.unpersist()
+    es.release()
     best = max(rows, key=lambda r: (r[key], -r["candidate"]))
     return {"rank": best["rank"], "reg_param": best["reg_param"], "alpha": best["alpha"]}, rows
