@@ -69,6 +69,7 @@ def bench_train(spark, cfg, args) -> list[dict]:
     seen.count()
     t_fast, _ = timed(lambda: top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save())
     t_naive, _ = timed(lambda: top_n_naive(model, seen, 10).write.format("noop").mode("overwrite").save())
+    t_1024, _ = timed(lambda: top_n(model.userFactors, model.itemFactors, seen, 10, block=1024).write.format("noop").mode("overwrite").save())
     cutoff = default_cutoff(last, cfg.split.test_days)
     tr_ev, te_ev = temporal_split(events, cutoff, cfg.split.test_days)
     users = build_id_map(tr_ev, "user_id", "user_idx")
@@ -92,6 +93,7 @@ def bench_train(spark, cfg, args) -> list[dict]:
         row("als_fit", t_fit, "Spark ALS defaults", spark_defaults["seconds"]),
         row("top10_all", t_fast, "naive Spark", t_naive),
         row("top10_all", t_fast, "implicit recommend", t_impl_rec),
+        row("top10_all", t_fast, "1024-user blocks", t_1024),
         row("evaluate", t_eval, "", 0),
         *({"stage": "als_fit_setting", "rows": n_pairs, **r} for r in settings),
     ]

@@ -26,7 +26,8 @@ TRAIN_STEPS = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
 
 
 class Sampler(threading.Thread):
-    """Peak resident memory of a process and its descendants, and peak disk used, sampled every second."""
+    """Peak memory (PSS: shared pages split among the processes sharing them, so forked Python
+    workers are not counted twice) of a process and its descendants, and peak disk used, sampled every second."""
 
     def __init__(self, pid: int, disk_path: Path) -> None:
         super().__init__(daemon=True)
@@ -36,7 +37,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(1.0):
-            self.peak_rss = max(self.peak_rss, sum(_rss(p) for p in _tree(self.pid)))
+            self.peak_rss = max(self.peak_rss, sum(_pss(p) for p in _tree(self.pid)))
             self.peak_disk = max(self.peak_disk, self.free0 - shutil.disk_usage(self.disk_path).free)
 
 
@@ -57,10 +58,10 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def _rss(pid: int) -> int:
+def _pss(pid: int) -> int:
     try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS"):
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -114,7 +115,7 @@ def report(results: list[dict]) -> str:
         lines.append(f"{name:<22}" + "".join(fmt(r) for r in results))
     for key in [*STAGES, *TRAIN_STEPS]:
         secs = [r["seconds"].get(key) for r in results]
-        if None in secs:
+        if None in secs or 0.0 in secs:  # a step that did not run (generate: the data already existed)
             continue
         per_m = "  ".join(f"{s / (r['events'] / 1e6):.1f}" for s, r in zip(secs, results))
         growth = "  ".join(f"{s / secs[0] / (r['events'] / first['events']):.2f}" if secs[0] else "-" for s, r in zip(secs[1:], results[1:]))

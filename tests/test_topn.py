@@ -6,7 +6,7 @@ from recsys_spark.config import ALSConfig, InteractionsConfig
 from recsys_spark.generate import generate_events
 from recsys_spark.interactions import build_id_map, build_interactions, index_interactions
 from recsys_spark.model import fit_als
-from recsys_spark.topn import popularity, top_n, top_n_naive, top_n_popular
+from recsys_spark.topn import block_rows, popularity, top_n, top_n_naive, top_n_popular
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,11 @@ def fitted(spark, tmp_path_factory):
     return model, inter
 
 
-def test_fast_top_n_equals_the_naive_spark_way(fitted):
+@pytest.mark.parametrize("block", [None, 7])  # one block per Arrow batch, and many blocks (seen pairs sliced per block)
+def test_fast_top_n_equals_the_naive_spark_way(fitted, block):
     model, inter = fitted
     seen = inter.select("user_idx", "item_idx")
-    fast = top_n(model.userFactors, model.itemFactors, seen, 10)
+    fast = top_n(model.userFactors, model.itemFactors, seen, 10, block=block)
     naive = top_n_naive(model, seen, 10)
     assert fast.count() == naive.count() > 0
     assert_approx_df_equality(fast, naive, 1e-4, ignore_row_order=True, ignore_nullable=True)
@@ -38,6 +39,10 @@ def test_seen_items_are_never_recommended(fitted):
     assert recs.join(seen, ["user_idx", "item_idx"]).count() == 0
     ranks = recs.groupBy("user_idx").agg(F.min("rank").alias("lo"), F.max("rank").alias("hi"), F.count("*").alias("n"))
     assert ranks.where((F.col("lo") != 1) | (F.col("hi") != F.col("n"))).count() == 0
+
+
+def test_block_rows_keep_a_block_near_cache_size():
+    assert [block_rows(n) for n in (0, 120, 3_000, 10_000, 50_000, 1_000_000)] == [1024, 1024, 1000, 300, 60, 32]
 
 
 def test_popularity_baseline_ranks_by_distinct_users_excluding_seen(spark):
