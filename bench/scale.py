@@ -96,7 +96,9 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
     return {
         "events": events, "rows_clean": summary["rows_clean"], "interactions": summary["interactions"],
         "users": summary["users"], "items": summary["items"], "shuffle_partitions": partitions, "wall_seconds": round(wall, 1),
-        "seconds": {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")},
+        # generate runs only when the size's data are new
+        "seconds": {k.removeprefix("seconds_"): v for k, v in summary.items()
+                    if k.startswith("seconds_") and (k != "seconds_generate" or "generated_path" in summary)},
         "peak_rss_gib": round(sampler.peak_rss / 2**30, 1), "peak_disk_gib": round(sampler.peak_disk / 2**30, 2),
         "output_gib": round(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**30, 2),
         "ndcg_at_10": summary["metrics"]["ndcg_at_10"], "baseline_ndcg_at_10": summary["metrics"]["baseline_ndcg_at_10"],
@@ -115,7 +117,7 @@ def report(results: list[dict]) -> str:
         lines.append(f"{name:<22}" + "".join(fmt(r) for r in results))
     for key in [*STAGES, *TRAIN_STEPS]:
         secs = [r["seconds"].get(key) for r in results]
-        if None in secs or 0.0 in secs:  # a step that did not run (generate: the data already existed)
+        if None in secs:  # a step that did not run at every size
             continue
         per_m = "  ".join(f"{s / (r['events'] / 1e6):.1f}" for s, r in zip(secs, results))
         growth = "  ".join(f"{s / secs[0] / (r['events'] / first['events']):.2f}" if secs[0] else "-" for s, r in zip(secs[1:], results[1:]))
