@@ -19,10 +19,11 @@ import threading
 import time
 from pathlib import Path
 
+from recsys_spark.stages import PIPELINE
+
 from .common import RESULTS, data_overrides, machine
 
-STAGES = ["generate", "ingest", "train", "recommend", "retention"]
-TRAIN_STEPS = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
+STAGES = [name for name, _ in PIPELINE]
 
 
 class Sampler(threading.Thread):
@@ -115,13 +116,14 @@ def report(results: list[dict]) -> str:
             ("users / items", lambda r: f"{r['users'] // 1000:>8}k/{r['items'] // 1000}k")]
     for name, fmt in rows:
         lines.append(f"{name:<22}" + "".join(fmt(r) for r in results))
-    for key in [*STAGES, *TRAIN_STEPS]:
+    train_steps = [k for k in first["seconds"] if k not in STAGES]  # in the order the train stage ran them
+    for key in [*STAGES, *train_steps]:
         secs = [r["seconds"].get(key) for r in results]
         if None in secs:  # a step that did not run at every size
             continue
         per_m = "  ".join(f"{s / (r['events'] / 1e6):.1f}" for s, r in zip(secs, results))
         growth = "  ".join(f"{s / secs[0] / (r['events'] / first['events']):.2f}" if secs[0] else "-" for s, r in zip(secs[1:], results[1:]))
-        name = f"  train: {key}" if key in TRAIN_STEPS else key
+        name = key if key in STAGES else f"  train: {key}"
         lines.append(f"{name:<22}" + "".join(f"{s:>13.1f}" for s in secs) + f"   {per_m}   {growth}")
     for name, key in (("whole run (wall)", "wall_seconds"), ("retention: Spark", "retention_spark_seconds"),
                       ("retention: DuckDB", "retention_duckdb_seconds")):

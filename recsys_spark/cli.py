@@ -135,8 +135,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"came back after the test: {_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without")
     for name, path in summary.get("paths", {}).items():
         lines.append(f"wrote {name}: {path}")
+    from .stages import PIPELINE  # already imported by the run that made `summary`
+
     secs = {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")}
-    stages = [k for k in secs if k in ("generate", "ingest", "train", "recommend", "retention")]
+    stages = [k for k in secs if k in {name for name, _ in PIPELINE}]
     if secs:
         lines.append("seconds: " + "  ".join(f"{k} {secs[k]:.1f}" for k in stages or secs))
     steps = [k for k in secs if k not in stages]

@@ -192,9 +192,10 @@ def train(spark: SparkSession, cfg: Config) -> Summary:
     model = fit_als(train_i, cfg.als, implicit, **params)
     clock.start("evaluate")
     result = evaluate(model, train_i, test_i, k)
+    served, seen = model, train_i
     if cfg.train.refit_on_all:
         clock.start("refit")
-    served, seen = (fit_als(indexed, cfg.als, implicit, **params), indexed) if cfg.train.refit_on_all else (model, train_i)
+        served, seen = fit_als(indexed, cfg.als, implicit, **params), indexed
     clock.start("save")
     chosen = {"rank": cfg.als.rank, "reg_param": cfg.als.reg_param, "alpha": cfg.als.alpha, **params}
     bundle = TrainedModel(served, users, items, seen.select("user_idx", "item_idx"), popularity(seen), {**cfg.to_dict(), "chosen": chosen})
