@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
-from recsys_spark import stages
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import load_config
 from recsys_spark.session import build_session
 from recsys_spark.tables import path_exists
@@ -23,9 +24,9 @@ from .common import RESULTS, data_overrides, machine, timed
 
 def bench_ingest(spark, cfg, args) -> list[dict]:
     """Ingest (validate, dedupe, write clean + quarantine) vs a plain Parquet read-and-write."""
-    secs, out = timed(lambda: stages.ingest(spark, cfg))
-    rows = out["rows_read"]
-    base, _ = timed(lambda: spark.read.parquet(cfg.input_path).write.mode("overwrite").partitionBy("event_date").parquet(cfg.path("bench_copy")))
+    secs, out = timed(lambda: JOBS["ingest"](spark, cfg), "ingest job")
+    rows = out.rows_read
+    base, _ = timed(lambda: spark.read.parquet(cfg.input_path).write.mode("overwrite").partitionBy("event_date").parquet(cfg.path("bench_copy")), "baseline: plain Parquet copy")
     return [
         {"stage": "ingest", "rows": rows, "seconds": round(secs, 2), "rows_per_s": round(rows / secs), "baseline": "parquet copy",
          "baseline_seconds": round(base, 2), "ratio": round(secs / base, 2)},
@@ -46,7 +47,7 @@ def bench_train(spark, cfg, args) -> list[dict]:
     from recsys_spark.training import evaluate
 
     if not path_exists(spark, cfg.path("events")):
-        stages.ingest(spark, cfg)
+        JOBS["ingest"](spark, cfg)
     events = read_table(spark, cfg.path("events")).cache()
     n_events = events.count()
     last = events.agg(F.max("event_ts")).first()[0]
@@ -62,16 +63,16 @@ def bench_train(spark, cfg, args) -> list[dict]:
             pairs = StringIndexer(inputCol=f"{col}_id", outputCol=f"{col}_idx").fit(pairs).transform(pairs)
         return pairs.select("user_idx", "item_idx", "confidence").persist(StorageLevel.MEMORY_AND_DISK).count()
 
-    t_idx, (n_pairs, inter) = timed(ours)
-    t_si, _ = timed(indexer)
+    t_idx, (n_pairs, inter) = timed(ours, "id mapping + aggregation")
+    t_si, _ = timed(indexer, "baseline: StringIndexer x2")
     model, t_fit, settings = sweep(inter, cfg.als, args.rounds)
     seen = inter.select("user_idx", "item_idx").cache()
     seen.count()
     fast = lambda block=None: top_n(model.userFactors, model.itemFactors, seen, 10, block=block).write.format("noop").mode("overwrite").save()
     fast()  # warm-up: Python workers and Arrow, so the first timed top-N is not the one that pays for them
-    t_fast, _ = timed(fast)
-    t_naive, _ = timed(lambda: top_n_naive(model, seen, 10).write.format("noop").mode("overwrite").save())
-    t_1024, _ = timed(lambda: fast(1024))
+    t_fast, _ = timed(fast, "top-10 for all users")
+    t_naive, _ = timed(lambda: top_n_naive(model, seen, 10).write.format("noop").mode("overwrite").save(), "baseline: recommendForAllUsers + anti-join")
+    t_1024, _ = timed(lambda: fast(1024), "top-10 with 1024-user blocks")
     cutoff = default_cutoff(last, cfg.split.test_days)
     tr_ev, te_ev = temporal_split(events, cutoff, cfg.split.test_days)
     users = build_id_map(tr_ev, "user_id", "user_idx")
@@ -79,7 +80,7 @@ def bench_train(spark, cfg, args) -> list[dict]:
     tr = index_interactions(build_interactions(tr_ev, cfg.interactions, cfg.events.weights, cutoff), users, items).cache()
     te = index_interactions(build_interactions(te_ev, cfg.interactions, cfg.events.weights, cutoff), users, items)
     m2 = fit_als(tr, cfg.als, implicit=True)
-    t_eval, ev = timed(lambda: evaluate(m2, tr, te, cfg.train.k))
+    t_eval, ev = timed(lambda: evaluate(m2, tr, te, cfg.train.k), "evaluation")
     t_impl_fit, t_impl_rec = implicit_baselines(cfg, inter, model)
     row = lambda stage, secs, base_name, base: {"stage": stage, "rows": n_pairs, "seconds": round(secs, 2),
         "rows_per_s": round(n_pairs / secs), "baseline": base_name, "baseline_seconds": round(base, 2) if base else 0.0,
@@ -113,7 +114,7 @@ def implicit_baselines(cfg, inter, model) -> tuple[float, float]:
     a = cfg.als
     als = AlternatingLeastSquares(factors=a.rank, regularization=a.reg_param, alpha=a.alpha, iterations=a.max_iter,
                                   num_threads=2, random_state=a.seed, calculate_training_loss=False)
-    t_fit, _ = timed(lambda: als.fit(ui, show_progress=False))
+    t_fit, _ = timed(lambda: als.fit(ui, show_progress=False), "baseline: implicit fit")
     uf = model.userFactors.toPandas()
     itf = model.itemFactors.toPandas()
     U = np.zeros((n_users, a.rank), np.float32)
@@ -123,7 +124,7 @@ def implicit_baselines(cfg, inter, model) -> tuple[float, float]:
     spark_factors = AlternatingLeastSquares(factors=a.rank, num_threads=2)
     spark_factors.user_factors, spark_factors.item_factors = U, V
     users = np.arange(n_users)
-    t_rec, _ = timed(lambda: spark_factors.recommend(users, ui[users], N=10, filter_already_liked_items=True))
+    t_rec, _ = timed(lambda: spark_factors.recommend(users, ui[users], N=10, filter_already_liked_items=True), "baseline: implicit recommend")
     return t_fit, t_rec
 
 
@@ -168,15 +169,15 @@ def bench_retention(spark, cfg, args) -> list[dict]:
     from recsys_spark.tables import read_table
 
     if not path_exists(spark, cfg.path("events")):
-        stages.ingest(spark, cfg)
+        JOBS["ingest"](spark, cfg)
     events = read_table(spark, cfg.path("events"))
     rows = events.count()
     end = events.agg(F.max("event_date")).first()[0]
-    t_spark, ours = timed(lambda: cohort_retention(user_activity(events, "week"), F.lit(end), "week").toPandas())
+    t_spark, ours = timed(lambda: cohort_retention(user_activity(events, "week"), F.lit(end), "week").toPandas(), "weekly retention (Spark)")
     path = cfg.path("events").replace("file:", "")
     con = duckdb.connect()
     con.execute("SET threads TO 2")
-    t_duck, theirs = timed(lambda: con.execute(DUCKDB_RETENTION.format(path=path, end=end)).df())
+    t_duck, theirs = timed(lambda: con.execute(DUCKDB_RETENTION.format(path=path, end=end)).df(), "baseline: weekly retention (DuckDB)")
     key = ["cohort", "period", "kind"]
     a = ours.sort_values(key).reset_index(drop=True)[key + ["active_users"]]
     b = theirs.assign(cohort=theirs.cohort.astype("object")).sort_values(key).reset_index(drop=True)[key + ["active_users"]]
@@ -190,6 +191,8 @@ BENCHES = {"ingest": bench_ingest, "train": bench_train, "retention": bench_rete
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # the jobs' progress lines
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--events", type=int, default=1_000_000)  # make bench: about 6 minutes on 2 cores
     p.add_argument("--stages", default=",".join(BENCHES))
@@ -204,7 +207,7 @@ def main() -> None:
     ])
     spark = build_session(cfg)
     if not path_exists(spark, cfg.input_path):
-        secs, _ = timed(lambda: stages.generate(spark, cfg))
+        secs, _ = timed(lambda: JOBS["generate"](spark, cfg), "generate")
         print(f"generated {args.events:,} events in {secs:.1f} s")
     rows = []
     for name in args.stages.split(","):

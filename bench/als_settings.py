@@ -31,7 +31,7 @@ def sweep(inter: DataFrame, als: ALSConfig, rounds: int = 1) -> tuple[ALSModel, 
     """The configured ALS's model and median fit seconds, and a row per setting: median, range, ratio."""
     blocks = als.num_user_blocks or inter.sparkSession.sparkContext.defaultParallelism
     configured = f"configured ({blocks} blocks, checkpoint {als.checkpoint_interval}, {als.intermediate_storage_level})"
-    fit = lambda change: timed(lambda: fit_als(inter, dataclasses.replace(als, **change), implicit=True))
+    fit = lambda change: timed(lambda: fit_als(inter, dataclasses.replace(als, **change), implicit=True), f"ALS fit {change or 'configured'}")
     fit({"max_iter": 2})  # warm-up
     secs, model = fit({})
     seconds: dict[str, list[float]] = {configured: [secs]}

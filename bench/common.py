@@ -18,10 +18,14 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.machine()}, Python {platform.python_version()}"
 
 
-def timed(fn: Callable[[], T]) -> tuple[float, T]:
+def timed(fn: Callable[[], T], label: str) -> tuple[float, T]:
+    """Seconds and result of `fn()`, with a progress line before and after (benchmarks run for minutes)."""
+    print(f"[bench] {label} ...", flush=True)
     t0 = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t0, out
+    secs = time.perf_counter() - t0
+    print(f"[bench] {label}: {secs:.1f} s", flush=True)
+    return secs, out
 
 
 def data_overrides(events: int) -> list[str]:

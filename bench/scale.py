@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from recsys_spark.stages import PIPELINE
+from recsys_spark.jobs.runner import PIPELINE
 
 from .common import RESULTS, data_overrides, machine
 
@@ -90,19 +90,19 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
     wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"recsys-spark run at {events:,} events failed with exit code {code}")
-    summary = json.loads(summary_file.read_text())
+    stages = json.loads(summary_file.read_text())["stages"]  # results.RunResult.to_json
+    train = stages["train"]
     ret_file = RESULTS / f"scale-{events}-retention.json"
     subprocess.run([sys.executable, "-m", "bench", "--events", str(events), "--stages", "retention", "--json", str(ret_file)], check=True)
     retention = json.loads(ret_file.read_text())["rows"][0]
     return {
-        "events": events, "rows_clean": summary["rows_clean"], "interactions": summary["interactions"],
-        "users": summary["users"], "items": summary["items"], "shuffle_partitions": partitions, "wall_seconds": round(wall, 1),
+        "events": events, "rows_clean": stages["ingest"]["rows_clean"], "interactions": train["interactions"],
+        "users": train["users"], "items": train["items"], "shuffle_partitions": partitions, "wall_seconds": round(wall, 1),
         # generate runs only when the size's data are new
-        "seconds": {k.removeprefix("seconds_"): v for k, v in summary.items()
-                    if k.startswith("seconds_") and (k != "seconds_generate" or "generated_path" in summary)},
+        "seconds": {**{name: s["seconds"] for name, s in stages.items() if name != "generate" or s["generated"]}, **train["steps"]},
         "peak_rss_gib": round(sampler.peak_rss / 2**30, 1), "peak_disk_gib": round(sampler.peak_disk / 2**30, 2),
         "output_gib": round(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**30, 2),
-        "ndcg_at_10": summary["metrics"]["ndcg_at_10"], "baseline_ndcg_at_10": summary["metrics"]["baseline_ndcg_at_10"],
+        "ndcg_at_10": train["quality"]["ndcg_at_10"], "baseline_ndcg_at_10": train["quality"]["baseline_ndcg_at_10"],
         "retention_spark_seconds": retention["seconds"], "retention_duckdb_seconds": retention["baseline_seconds"],
     }
 

@@ -11,10 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
-
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, validate
 from .errors import RecsysError
 
 log = logging.getLogger("recsys_spark")
@@ -59,17 +56,9 @@ def _config(args: argparse.Namespace) -> Config:
         cfg.ingest.date_to = args.date_to
     if getattr(args, "model", None):
         cfg.recommend.model = args.model
-    if getattr(args, "users", None):
+    if getattr(args, "users", None) is not None:
         cfg.recommend.users = [u.strip() for u in args.users.split(",") if u.strip()]
-    return cfg
-
-
-def _stage(command: str) -> Callable[..., dict[str, Any]]:
-    from . import stages  # imports pyspark; kept out of `--help`
-
-    if command == "run":
-        return stages.run_pipeline
-    return lambda spark, cfg: stages.run_job(command, spark, cfg)
+    return validate(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,69 +75,29 @@ def main(argv: list[str] | None = None) -> int:
 
             print(compare_runs(cfg, args))
             return 0
-        from .session import build_session
+        from .jobs.runner import run_job, run_pipeline
+        from .session import build_session, remove_checkpoints
+        from .sources import check_local_input
 
-        spark = build_session(cfg)
-        try:
-            name = "pipeline" if args.command == "run" else args.command
-            with tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
+        name = "pipeline" if args.command == "run" else args.command
+        with tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
+            if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
+                check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
+            spark = build_session(cfg)
+            try:
                 tracking.log_config(cfg, spark.sparkContext.master)
-                summary = _stage(args.command)(spark, cfg)
-        finally:
-            spark.stop()
+                result = run_pipeline(spark, cfg) if args.command == "run" else run_job(args.command, spark, cfg)
+                remove_checkpoints(spark, cfg)
+            finally:
+                spark.stop()
     except (ConfigError, RecsysError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_summary(summary))
+    print(result.format())
     if getattr(args, "summary_json", None):
         with open(args.summary_json, "w") as f:
-            json.dump(summary, f, indent=2, default=str)
+            json.dump(result.to_json(), f, indent=2, default=str)
     return 0
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    lines = ["", "== recsys-spark summary =="]
-    if "rows_read" in summary:
-        lines.append(f"rows read {summary['rows_read']:,}  clean {summary['rows_clean']:,}  quarantined {summary['rows_quarantined']:,}")
-        for reason, n in summary.get("quarantined_by_reason", {}).items():
-            lines.append(f"  quarantined {reason}: {n:,}")
-    if "metrics" in summary:
-        m = summary["metrics"]
-        sp = summary.get("split", {})
-        how = (f"train before {sp['cutoff'][:10]}, test to {sp['test_end'][:10]}" if "cutoff" in sp
-               else f"random {sp.get('test_fraction')} of each user's items held out")
-        lines.append(f"ALS vs popularity baseline on {m.get('users_evaluated', 0):,} test users ({how}):")
-        lines.append(f"  {'metric':<18}{'ALS':>8}{'baseline':>10}")
-        for name in (k for k in m if not k.startswith("baseline_") and k != "users_evaluated"):
-            lines.append(f"  {name:<18}{m[name]:>8.4f}{m['baseline_' + name]:>10.4f}")
-        lines.append(f"  chosen params: {summary.get('chosen_params')}")
-    if "recommendations" in summary:
-        lines.append("recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(summary["recommendations"].items())))
-    if "retention_headline" in summary:
-        unit = summary.get("retention_granularity", "period")
-        lines.append(f"retention of the three largest cohorts ({unit} 1 / {unit} 4, bounded):")
-        for c in summary["retention_headline"]:
-            lines.append(f"  cohort {c['cohort']} ({c['size']:,} users): {_pct(c['period_1'])} / {_pct(c['period_4'])}")
-        lines.append(f"DAU/MAU, mean over the last 30 days: {summary['dau_mau_last_30_days']:.3f}")
-    for q in summary.get("quality_by_cohort", [])[-3:]:
-        lines.append(f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, hit rate {q['hit_rate']:.2f}, "
-                     f"came back after the test: {_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without")
-    for name, path in summary.get("paths", {}).items():
-        lines.append(f"wrote {name}: {path}")
-    from .stages import PIPELINE  # already imported by the run that made `summary`
-
-    secs = {k.removeprefix("seconds_"): v for k, v in summary.items() if k.startswith("seconds_")}
-    stages = [k for k in secs if k in {name for name, _ in PIPELINE}]
-    if secs:
-        lines.append("seconds: " + "  ".join(f"{k} {secs[k]:.1f}" for k in stages or secs))
-    steps = [k for k in secs if k not in stages]
-    if stages and steps:
-        lines.append("  of which train: " + "  ".join(f"{k} {secs[k]:.1f}" for k in steps))
-    return "\n".join(lines)
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.0%}"
 
 
 if __name__ == "__main__":

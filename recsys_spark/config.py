@@ -1,13 +1,16 @@
 """Typed, validated configuration loaded from YAML with `--set key=value` overrides.
 
 Every section is a dataclass whose defaults are the local-mode defaults, so a run with no config
-file works out of the box. Unknown keys and wrong types are errors that name the dotted key.
+file works out of the box. Unknown keys, wrong types, values out of range and inconsistent
+combinations are errors that name the dotted key, raised by `load_config` before any JVM starts
+(`validate` holds every value check, once).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -236,7 +239,100 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} must hold a mapping at the top, got {type(raw).__name__}")
     for item in overrides or []:
         _apply_override(raw, item)
-    return _build(Config, raw, "")
+    return validate(_build(Config, raw, ""))
+
+
+CANONICAL_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "value")
+REQUIRED_COLUMNS = ("user_id", "item_id", "event_ts")  # event_type may be a constant, value is optional
+
+# (dotted key, rule, hint): the range checks. Rules: "positive" (int >= 1 / number > 0),
+# "non_negative" (>= 0), "fraction" (0..1), "open_fraction" (strictly between 0 and 1).
+_RANGES: list[tuple[str, str, str]] = [
+    ("spark.shuffle_partitions", "positive", "try 8"),
+    ("generate.events", "positive", ""), ("generate.users", "positive", ""), ("generate.items", "positive", ""),
+    ("generate.clusters", "positive", ""), ("generate.days", "positive", ""), ("generate.users_per_chunk", "positive", ""),
+    ("generate.bad_fraction", "fraction", "try 0.002"),
+    ("ingest.max_bad_fraction", "fraction", "try 0.5"),
+    ("ingest.future_slack_hours", "non_negative", "try 24"),
+    ("interactions.half_life_days", "positive", "try 30, or null for no decay"),
+    ("interactions.min_user_items", "positive", "try 1"), ("interactions.min_item_users", "positive", "try 1"),
+    ("split.test_days", "positive", "try 14"), ("split.followup_days", "non_negative", "try 7"),
+    ("split.test_fraction", "open_fraction", "try 0.2"),
+    ("als.rank", "positive", "try 32"), ("als.max_iter", "positive", "try 10"),
+    ("als.reg_param", "non_negative", "try 0.05"), ("als.alpha", "non_negative", "try 10"),
+    ("als.num_user_blocks", "positive", "or null for the default parallelism"),
+    ("als.num_item_blocks", "positive", "or null for the default parallelism"),
+    ("tune.rank", "positive", "try [16, 48]"), ("tune.reg_param", "non_negative", "try [0.05]"),
+    ("tune.alpha", "non_negative", "try [5.0, 20.0]"), ("tune.validation_days", "positive", "try 14"),
+    ("train.k", "positive", "try 10"), ("recommend.n", "positive", "try 10"),
+]
+
+
+def _lookup(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _check_range(key: str, value: Any, rule: str, hint: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_range(f"{key}[{i}]", v, rule, hint)
+        return
+    ok, expected = {
+        "positive": (value >= 1 if isinstance(value, int) else value > 0, "a positive integer" if isinstance(value, int) else "> 0"),
+        "non_negative": (value >= 0, ">= 0"),
+        "fraction": (0 <= value <= 1, "between 0 and 1"),
+        "open_fraction": (0 < value < 1, "strictly between 0 and 1"),
+    }[rule]
+    if not ok:
+        raise ConfigError(f"{key} must be {expected}, got {value!r}" + (f"; {hint}" if hint else ""))
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and cross-field rules; raise ConfigError naming the key, the value and a fix."""
+    for key, rule, hint in _RANGES:
+        _check_range(key, _lookup(cfg, key), rule, hint)
+    master = cfg.spark.master
+    if master is not None and not re.fullmatch(r"local(\[(\d+|\*)(,\d+)?\])?|local-cluster\[.+\]|(spark|k8s|mesos)://.+|yarn", master):
+        raise ConfigError(f"spark.master {master!r} is not a Spark master URL: use local[*], local[2], spark://HOST:PORT, yarn or "
+                          "k8s://..., or null to take it from spark-submit --master")
+    if cfg.als.checkpoint_interval < 1 and cfg.als.checkpoint_interval != -1:
+        raise ConfigError(f"als.checkpoint_interval must be a positive integer or -1 (never), got {cfg.als.checkpoint_interval}")
+    if not cfg.output.root.strip() or cfg.output.root.strip().rstrip("/").removeprefix("file:") in ("", "/", "."):
+        raise ConfigError(f"output.root {cfg.output.root!r} is not a folder of its own: tables would land in it directly or at the "
+                          "filesystem root; use a dedicated folder such as output")
+    inp = cfg.input
+    unknown = sorted(set(inp.columns) - set(CANONICAL_COLUMNS))
+    if unknown:
+        raise ConfigError(f"input.columns has unknown canonical column(s) {unknown}; expected keys among {sorted(CANONICAL_COLUMNS)}")
+    for key in REQUIRED_COLUMNS:
+        if key not in inp.columns:
+            raise ConfigError(f"input.columns must map '{key}' to a source column")
+    if "event_type" not in inp.columns and not inp.event_type:
+        raise ConfigError("input.columns has no 'event_type' source column: map one, or set input.event_type to a constant such as purchase")
+    ing = cfg.ingest
+    if ing.date_from and ing.date_to and ing.date_from > ing.date_to:
+        raise ConfigError(f"ingest.date_from {ing.date_from} is after ingest.date_to {ing.date_to}: swap them (--from is the first day)")
+    if not cfg.events.weights:
+        raise ConfigError("events.weights is empty: give at least one event type and its weight, e.g. {view: 1.0, purchase: 8.0}")
+    _check_range("events.weights", list(cfg.events.weights.values()), "non_negative", "")
+    if cfg.tune.enabled:
+        for name in ("rank", "reg_param", "alpha"):
+            if not getattr(cfg.tune, name):
+                raise ConfigError(f"tune.{name} is empty: give at least one value, or set tune.enabled=false")
+    if cfg.recommend.users is not None and not cfg.recommend.users:
+        raise ConfigError("recommend.users is an empty list: give user ids, or null (leave it out) for every user the model knows")
+    rc = cfg.retention
+    if rc.event_types is not None:
+        unknown = sorted(set(rc.event_types) - set(cfg.events.weights))
+        if unknown or not rc.event_types:
+            raise ConfigError(f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
+                              if unknown else "retention.event_types is an empty list: give event types, or null for any event")
+    return cfg
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

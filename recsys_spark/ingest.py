@@ -23,19 +23,10 @@ from .errors import RecsysError
 
 CORRUPT = "_corrupt_record"
 _C = {name: f"__{name}" for name in ("user_id", "item_id", "event_type", "event_ts", "value", "value_raw")}
-CANONICAL_KEYS = {"user_id", "item_id", "event_type", "event_ts", "value"}
 
 
 def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -> None:
     """Fail before any work when the mapping names a column the source does not have."""
-    unknown = sorted(set(inp.columns) - CANONICAL_KEYS)
-    if unknown:
-        raise RecsysError(f"input.columns has unknown canonical column(s) {unknown}; expected keys among {sorted(CANONICAL_KEYS)}")
-    for key in S.REQUIRED_SOURCE:
-        if key not in inp.columns:
-            raise RecsysError(f"input.columns must map '{key}' to a source column")
-    if "event_type" not in inp.columns and not inp.event_type:
-        raise RecsysError("input.columns has no 'event_type' source column: map one, or set input.event_type to a constant such as purchase")
     missing = [f"{src} (for {key})" for key, src in inp.columns.items() if src not in df.columns]
     if missing:
         raise RecsysError(
@@ -129,10 +120,11 @@ def clean_events(validated: DataFrame) -> DataFrame:
 
 
 def quarantine_rows(validated: DataFrame, raw_columns: list[str]) -> DataFrame:
-    """The bad rows as they came in, with `_reason`, `_source` and the parsed date if any."""
+    """The bad rows as they came in, with `_reason`, `_source` and the parsed date as a string
+    (`unparsed` where there is none: a null partition value is unreadable to pyarrow)."""
     keep = [c for c in raw_columns if c not in (S.REASON, S.SOURCE)]
     return validated.where(F.col(S.REASON).isNotNull()).select(
-        *keep, S.REASON, S.SOURCE, F.to_date(_C["event_ts"]).alias(S.QUARANTINE_DATE)
+        *keep, S.REASON, S.SOURCE, F.coalesce(F.to_date(_C["event_ts"]).cast("string"), F.lit(S.UNPARSED)).alias(S.QUARANTINE_DATE)
     )
 
 

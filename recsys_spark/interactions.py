@@ -9,8 +9,10 @@ StringIndexer; the same ids always get the same ints for the same input.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
@@ -95,3 +97,38 @@ def index_interactions(interactions: DataFrame, user_map: DataFrame, item_map: D
         .join(item_map, "item_id")
         .select("user_idx", "item_idx", "confidence", "n_events")
     )
+
+
+@dataclass
+class IndexedInteractions:
+    """Every interaction with its id maps (all persisted); `pairs_for` indexes any slice of the
+    events with the same maps, so train, test and validation pairs share one id space."""
+
+    pairs: DataFrame  # user_idx, item_idx, confidence, n_events
+    users: DataFrame  # user_id, user_idx
+    items: DataFrame  # item_id, item_idx
+    cfg: InteractionsConfig
+    weights: Mapping[str, float]
+
+    def pairs_for(self, events: DataFrame, as_of: dt.datetime) -> DataFrame:
+        """Indexed pairs of `events` (no min-count filter: a slice keeps every mapped pair)."""
+        unfiltered = dataclasses.replace(self.cfg, min_user_items=1, min_item_users=1)
+        return index_interactions(build_interactions(events, unfiltered, self.weights, as_of), self.users, self.items)
+
+    def release(self) -> None:
+        for df in (self.pairs, self.users, self.items):
+            df.unpersist()
+
+
+def prepare_interactions(
+    events: DataFrame, cfg: InteractionsConfig, weights: Mapping[str, float], as_of: dt.datetime
+) -> IndexedInteractions:
+    """Events -> filtered interactions, id maps built from them, and the indexed pairs (all persisted)."""
+    keep = StorageLevel.MEMORY_AND_DISK
+    named = build_interactions(events, cfg, weights, as_of).persist(keep)
+    users = build_id_map(named, "user_id", "user_idx").persist(keep)
+    items = build_id_map(named, "item_id", "item_idx").persist(keep)
+    pairs = index_interactions(named, users, items).persist(keep)
+    pairs.count()  # materialise the indexed pairs, so `named` can go
+    named.unpersist()
+    return IndexedInteractions(pairs, users, items, cfg, weights)

@@ -20,21 +20,9 @@ from .errors import RecsysError
 from .tables import SUCCESS, path_exists, read_text, staged_dir, write_text
 
 
-def check_params(rank: int, reg_param: float, alpha: float, max_iter: int) -> None:
-    if rank <= 0:
-        raise RecsysError(f"als.rank must be a positive integer, got {rank}; try 32")
-    if reg_param < 0:
-        raise RecsysError(f"als.reg_param must be >= 0, got {reg_param}; try 0.05")
-    if alpha < 0:
-        raise RecsysError(f"als.alpha must be >= 0, got {alpha}; try 10")
-    if max_iter <= 0:
-        raise RecsysError(f"als.max_iter must be a positive integer, got {max_iter}; try 10")
-
-
 def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: Any) -> ALSModel:
     """Fit ALS on (user_idx, item_idx, confidence); `params` override rank/reg_param/alpha."""
-    p = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha, **params}
-    check_params(p["rank"], p["reg_param"], p["alpha"], cfg.max_iter)
+    p = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha, **params}  # checked by config.validate
     if interactions.isEmpty():
         raise RecsysError("no training interactions: the training period is empty (check split.cutoff/test_days and the events table)")
     blocks = interactions.sparkSession.sparkContext.defaultParallelism

@@ -4,7 +4,8 @@ A user's cohort is the period (day, week starting Monday, or month; UTC) of thei
 period N is N whole periods after the cohort's start. `bounded` retention counts users active in
 period N; `unbounded` counts users active in period N or later. Every (cohort, period) whose
 period has started by the data's last day has a row (0 when nobody came back); later periods
-have none, because unknown is not zero.
+have none, because unknown is not zero. The period holding the data's last day is observed only
+in part unless that day ends it: its rows have `complete` false, so nobody reads a false dip.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pyspark.sql import functions as F
 from .errors import RecsysError
 
 GRANULARITIES = ("day", "week", "month")
-RETENTION_COLUMNS = ["granularity", "cohort", "cohort_size", "period", "active_users", "retention", "kind"]
+RETENTION_COLUMNS = ["granularity", "cohort", "cohort_size", "period", "active_users", "retention", "kind", "complete"]
 
 
 def check_granularity(granularity: str) -> None:
@@ -55,7 +56,10 @@ def cohort_retention(activity: DataFrame, data_end: Column, granularity: str) ->
     """
     sizes = activity.where(F.col("period") == 0).groupBy("cohort").agg(F.count("*").alias("cohort_size"))
     last = periods_between(F.col("cohort"), period_start(data_end, granularity), granularity)
-    grid = sizes.withColumn("period", F.explode(F.sequence(F.lit(0), last)))
+    # The last period is complete only when the day after the data's end starts a new period.
+    ends_period = period_start(F.date_add(data_end, 1), granularity) > period_start(data_end, granularity)
+    grid = sizes.withColumn("period", F.explode(F.sequence(F.lit(0), last))).withColumn(
+        "complete", (F.col("period") < last) | ends_period)
     bounded = activity.groupBy("cohort", "period").agg(F.count("*").alias("_n"))
     last_seen = activity.groupBy("user_id", "cohort").agg(F.max("period").alias("period"))
     leaving = last_seen.groupBy("cohort", "period").agg(F.count("*").alias("_last"))
@@ -74,6 +78,7 @@ def cohort_retention(activity: DataFrame, data_end: Column, granularity: str) ->
             active.alias("active_users"),
             (active / F.col("cohort_size")).alias("retention"),
             F.lit(kind).alias("kind"),
+            "complete",
         )
 
     return table(bounded, "bounded").unionByName(table(unbounded, "unbounded"))

@@ -13,7 +13,6 @@ CLEAN_EVENT_SCHEMA = StructType(
     ]
 )
 EVENT_COLUMNS = [f.name for f in CLEAN_EVENT_SCHEMA.fields]
-REQUIRED_SOURCE = ("user_id", "item_id", "event_ts")  # event_type may be a constant, value optional
 
 # Quarantine reasons, in the order rules are checked: a row gets the first that applies.
 MALFORMED_ROW = "malformed_row"
@@ -28,4 +27,7 @@ DUPLICATE = "duplicate"
 
 REASON = "_reason"
 SOURCE = "_source"
-QUARANTINE_DATE = "_event_date"
+# The quarantine's partition column: no leading underscore (pyarrow and pandas skip such folders),
+# never null (pyarrow cannot read a null partition value beside others).
+QUARANTINE_DATE = "parsed_event_date"
+UNPARSED = "unparsed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -43,6 +44,22 @@ def check_java() -> None:
         raise RecsysError(f"java {version} found, Spark 4 needs Java {MIN_JAVA}+: install it and set JAVA_HOME")
 
 
+def check_master(master: str) -> None:
+    """Fail in seconds, naming the master and the fix, where Spark would hang or print traces."""
+    fix = "fix spark.master (e.g. local[*]), or run under spark-submit --master"
+    if master == "yarn" or master.startswith("yarn"):
+        if not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+            raise RecsysError(f"spark.master is {master!r} but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set: "
+                              f"point one at your cluster's Hadoop config, or {fix}")
+    elif master.startswith("spark://"):
+        for hostport in master.removeprefix("spark://").split(","):
+            host, _, port = hostport.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as e:
+                raise RecsysError(f"spark.master {master!r}: cannot reach {hostport} ({e}): start the master, or {fix}") from None
+
+
 def build_session(cfg: Config) -> SparkSession:
     """SparkSession for `cfg`: UTC everywhere, Kryo, checkpoint dir set; master only outside spark-submit."""
     if not under_spark_submit():
@@ -51,6 +68,7 @@ def build_session(cfg: Config) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(cfg.spark.app_name)
     if cfg.spark.master and not under_spark_submit():
+        check_master(cfg.spark.master)
         builder = builder.master(cfg.spark.master)
     conf = {
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
@@ -66,7 +84,12 @@ def build_session(cfg: Config) -> SparkSession:
     conf.update(cfg.spark.conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as e:  # noqa: BLE001 - Py4J and PySpark raise several types for a bad master or conf
+        cause = str(getattr(e, "java_exception", e)).strip().splitlines()
+        raise RecsysError(f"cannot start Spark (master {cfg.spark.master!r}): {cause[0] if cause else type(e).__name__}; "
+                          "check spark.master and spark.conf") from None
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     try:
         check_shared_paths(spark.sparkContext.master, cfg)
@@ -75,6 +98,16 @@ def build_session(cfg: Config) -> SparkSession:
         raise
     spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
     return spark
+
+
+def remove_checkpoints(spark: SparkSession, cfg: Config) -> None:
+    """After a successful run: delete its checkpoint folder (Spark makes one per session), and the
+    checkpoint root when that leaves it empty. A failed run keeps them for inspection."""
+    from .tables import remove_dir
+
+    run_dir = spark.sparkContext.getCheckpointDir()
+    if run_dir:
+        remove_dir(spark, run_dir, cfg.checkpoint_dir)
 
 
 def check_shared_paths(master: str, cfg: Config) -> None:

@@ -7,6 +7,7 @@ quarantined) instead of being dropped or failing the job. Every row carries its 
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -29,7 +30,7 @@ def read_source(
 ) -> DataFrame:
     """Raw rows with `_source`; with a date range, only those `event_date=` partitions."""
     if not path_exists(spark, path):
-        raise RecsysError(f"input path not found: {path} (set input.path, or pass --set input.path=<dir>)")
+        raise missing_input(path)
     options = {k: str(v) for k, v in inp.options.items()}
     try:
         if inp.format == "parquet":
@@ -48,6 +49,19 @@ def read_source(
     if date_from or date_to:
         df = _date_range(df, inp, date_from, date_to)
     return df
+
+
+def missing_input(path: str) -> RecsysError:
+    return RecsysError(f"input path not found: {path} (set input.path, or pass --set input.path=<dir>; "
+                       "without input.path, `recsys-spark run` generates demo data there)")
+
+
+def check_local_input(path: str) -> None:
+    """A missing local input path, caught before Spark starts (paths on other filesystems are checked by `read_source`)."""
+    if "://" in path and not path.startswith("file:"):
+        return
+    if not os.path.exists(path.removeprefix("file://").removeprefix("file:")):
+        raise missing_input(path)
 
 
 def _read_csv(spark: SparkSession, path: str, options: dict[str, str]) -> DataFrame:

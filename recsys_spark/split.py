@@ -1,11 +1,18 @@
-"""Train/test splits: temporal (default, no leakage from the future) and random per user."""
+"""Train/test splits: temporal (default, no leakage from the future) and random per user, and the
+validation slice tuning scores candidates on, cut from the training side only."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
+from .config import SplitConfig
+from .interactions import IndexedInteractions
+from .results import SplitInfo
 
 
 def temporal_split(events: DataFrame, cutoff: dt.datetime, test_days: int) -> tuple[DataFrame, DataFrame]:
@@ -32,3 +39,38 @@ def default_cutoff(last_event: dt.datetime, test_days: int, followup_days: int =
     """Midnight starting the test horizon: the last `test_days` days before the follow-up days."""
     day = last_event.date() + dt.timedelta(days=1 - test_days - followup_days)
     return dt.datetime.combine(day, dt.time())
+
+
+@dataclass
+class Splits:
+    """Indexed pairs for evaluation (train, test) and for tuning (tune_train, tune_val)."""
+
+    train: DataFrame  # persisted; `release` frees it
+    test: DataFrame
+    tune_train: DataFrame
+    tune_val: DataFrame
+    info: SplitInfo
+
+    def release(self) -> None:
+        for df in (self.train, self.tune_train):
+            df.unpersist()
+
+
+def make_splits(events: DataFrame, data: IndexedInteractions, sp: SplitConfig, validation_days: int, last: dt.datetime) -> Splits:
+    """Temporal: train before the cutoff, test in [cutoff, cutoff + test_days), tuning validates on
+    the last `validation_days` before the cutoff. Random: per-user holdout of the indexed pairs,
+    and the same again inside the training side for tuning."""
+    keep = StorageLevel.MEMORY_AND_DISK
+    if sp.method == "temporal":
+        cutoff = dt.datetime.combine(sp.cutoff, dt.time()) if sp.cutoff else default_cutoff(last, sp.test_days, sp.followup_days)
+        train_ev, test_ev = temporal_split(events, cutoff, sp.test_days)
+        vcut = cutoff - dt.timedelta(days=validation_days)
+        fit_ev, val_ev = temporal_split(train_ev, vcut, validation_days)
+        test_end = cutoff + dt.timedelta(days=sp.test_days)
+        info = SplitInfo("temporal", cutoff=cutoff, test_end=test_end, followup_end=test_end + dt.timedelta(days=sp.followup_days))
+        return Splits(data.pairs_for(train_ev, cutoff).persist(keep), data.pairs_for(test_ev, cutoff),
+                      data.pairs_for(fit_ev, vcut), data.pairs_for(val_ev, cutoff), info)
+    train, test = random_split(data.pairs, sp.test_fraction, sp.seed)
+    train = train.persist(keep)
+    tune_train, tune_val = random_split(train, sp.test_fraction, sp.seed + 1)
+    return Splits(train, test, tune_train, tune_val, SplitInfo("random", test_fraction=sp.test_fraction))

@@ -87,6 +87,14 @@ def path_exists(spark: SparkSession, path: str) -> bool:
     return _FS(spark, path).exists(path)
 
 
+def remove_dir(spark: SparkSession, path: str, parent_if_empty: str | None = None) -> None:
+    """Delete `path` (a folder, recursively); then `parent_if_empty` too when nothing else is left in it."""
+    fs = _FS(spark, path)
+    fs.delete(path)
+    if parent_if_empty and fs.exists(parent_if_empty) and not list(fs.fs.listStatus(fs.p(parent_if_empty))):
+        fs.delete(parent_if_empty)
+
+
 def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
     """A small file (config YAML, a CSV of a few rows, a PNG) on any Hadoop filesystem."""
     _FS(spark, path).write_bytes(path, data)

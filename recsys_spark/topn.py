@@ -3,7 +3,8 @@
 Item factors are small (items x rank) and broadcast to every task; user factors stream through
 `mapInPandas` in Arrow batches, are scored in blocks by one matrix product, have their seen items
 masked to -inf, and keep their best N by `argpartition`. One implementation serves evaluation,
-the popularity baseline (a rank-1 model: every user [1], item [popularity]) and the recommend job.
+the popularity baseline (a rank-1 model: every user [1], item [popularity]) and the recommend job,
+whose popular fallback for users the model cannot score lives here too (`recommend_users`).
 `top_n_naive` is the plain Spark way, kept as the reference the tests and benchmarks compare to.
 """
 
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
+from .model import TrainedModel
 
 TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"
 # Users scored per matrix product: as many as keep a block's scores near this many floats (12 MB),
@@ -102,6 +106,39 @@ def top_n_popular(users: DataFrame, pop: DataFrame, seen: DataFrame, n: int) -> 
     user_factors = users.select(F.col("user_idx").alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
     item_factors = pop.select(F.col("item_idx").alias("id"), F.array(F.col("popularity").cast("float")).alias("features"))
     return top_n(user_factors, item_factors, seen, n)
+
+
+def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """Top-n for `users` (user_idx) from a fitted model, seen pairs excluded."""
+    factors = model.userFactors.join(users.select(F.col("user_idx").alias("id")), "id")
+    return top_n(factors, model.itemFactors, seen, n)
+
+
+def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int) -> DataFrame:
+    """(user_id, rank, item_id, score, source) for `wanted` (user_id), or every user the model knows.
+
+    Users with ALS factors get their top-n, seen items excluded (`source` als); wanted users the
+    model cannot score get the n most popular items, ties broken by item index (`source` popular).
+    """
+    spark = m.users.sparkSession
+    with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
+    if wanted is not None:
+        served = wanted.join(with_factors, "user_id")
+        fallback = wanted.join(with_factors, "user_id", "left_anti")
+    else:
+        served, fallback = with_factors, spark.createDataFrame([], "user_id string")
+    als = (
+        als_top_n(m.als, served.select("user_idx"), m.seen, n)
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select("user_id", "rank", "item_id", "score", F.lit("als").alias("source"))
+    )
+    best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
+    top = spark.createDataFrame(
+        [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)], "rank int, item_id string, score float"
+    )
+    popular = fallback.crossJoin(F.broadcast(top)).select("user_id", "rank", "item_id", "score", F.lit("popular").alias("source"))
+    return als.unionByName(popular)
 
 
 def top_n_naive(als_model, seen: DataFrame, n: int) -> DataFrame:

@@ -23,9 +23,12 @@ from typing import Any
 
 import mlflow
 import yaml
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from .config import Config, flatten
 from .errors import RecsysError
+from .tables import list_names
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 SECRET_WORDS = ("password", "token", "secret", "key", "credential")
@@ -179,6 +182,14 @@ def fingerprint(count: int, first: Any, last: Any, partitions: list[str]) -> dic
     digest = hashlib.sha1("\n".join(sorted(partitions)).encode()).hexdigest()[:12]
     return {"data_rows": str(count), "data_first_date": str(first), "data_last_date": str(last),
             "data_partitions": str(len(partitions)), "data_partitions_sha1": digest}
+
+
+def log_table_tags(spark: SparkSession, path: str, events: DataFrame) -> None:
+    """Tag the active run with the clean-events table it read: path, rows, dates, partitions."""
+    if mlflow.active_run() is None:
+        return
+    row = events.agg(F.count("*"), F.min("event_date"), F.max("event_date")).first()
+    log_tags({"dataset_path": path, **fingerprint(row[0], row[1], row[2], list_names(spark, path))})
 
 
 def download_model(uri: str) -> str:

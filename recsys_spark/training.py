@@ -1,4 +1,4 @@
-"""Evaluate ALS beside the popularity baseline, and tune ALS on a validation slice.
+"""Fit, tune and evaluate ALS beside the popularity baseline, and decide what model serves.
 
 Everything here takes DataFrames of indexed interactions (user_idx, item_idx, confidence); what
 comes back to the driver is one row of means per model and one row per tuning candidate.
@@ -10,17 +10,20 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
-from .config import ALSConfig, TuneConfig
+from .config import ALSConfig, Config, TuneConfig
 from .errors import RecsysError
 from .evaluation import per_user_metrics, relevant_items, summarize
+from .interactions import IndexedInteractions
 from .model import fit_als
-from .topn import popularity, top_n, top_n_popular
+from .split import Splits
+from .timing import Stopwatch
+from .topn import als_top_n, popularity, top_n_popular
 
 log = logging.getLogger("recsys_spark")
 
@@ -29,12 +32,6 @@ log = logging.getLogger("recsys_spark")
 class Evaluation:
     metrics: dict[str, float]  # ALS metrics, then the same with `baseline_`
     per_user: DataFrame  # user_idx, n_relevant, hits, precision, recall, ndcg, map, hit_rate (ALS)
-
-
-def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
-    """Top-n for `users` (user_idx) from a fitted model, seen pairs excluded."""
-    factors = model.userFactors.join(users.select(F.col("user_idx").alias("id")), "id")
-    return top_n(factors, model.itemFactors, seen, n)
 
 
 @dataclass
@@ -52,8 +49,6 @@ class EvaluationSet:
 
 
 def evaluation_set(train: DataFrame, test: DataFrame, k: int) -> EvaluationSet:
-    if k <= 0:
-        raise RecsysError(f"train.k must be a positive integer, got {k}; try 10")
     relevant = relevant_items(train, test).persist(StorageLevel.MEMORY_AND_DISK)
     users = relevant.select("user_idx").distinct()
     if users.isEmpty():
@@ -92,8 +87,6 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baselin
 def tune(train: DataFrame, validation: DataFrame, als: ALSConfig, grid: TuneConfig, implicit: bool, k: int) -> tuple[dict, list[dict]]:
     """Fit every grid candidate on `train`, score it on `validation`; return the best and all rows."""
     candidates = list(itertools.product(grid.rank, grid.reg_param, grid.alpha if implicit else [als.alpha]))
-    if not candidates:
-        raise RecsysError("tune: the grid is empty; give tune.rank, tune.reg_param and tune.alpha at least one value each")
     key = f"{grid.metric}_at_{k}"
     rows = []
     es = evaluation_set(train, validation, k)
@@ -108,3 +101,49 @@ def tune(train: DataFrame, validation: DataFrame, als: ALSConfig, grid: TuneConf
     es.release()
     best = max(rows, key=lambda r: (r[key], -r["candidate"]))
     return {"rank": best["rank"], "reg_param": best["reg_param"], "alpha": best["alpha"]}, rows
+
+
+@dataclass
+class Trained:
+    """What training produced: the evaluation of the model fitted before the cutoff, the chosen
+    parameters, the tuning rows, and the model that serves with the pairs it must not recommend."""
+
+    evaluation: Evaluation
+    chosen: dict[str, Any]
+    tuning: list[dict[str, Any]]
+    served: ALSModel
+    seen: DataFrame  # user_idx, item_idx, ... of the pairs `served` was fitted on
+
+
+def serving_pairs(splits: Splits, data: IndexedInteractions, refit_on_all: bool) -> DataFrame:
+    """The pairs the served model is fitted on: all interactions (refit), or the training side."""
+    return data.pairs if refit_on_all else splits.train
+
+
+def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clock: Stopwatch | None = None) -> Trained:
+    """Tune (if enabled) on the validation slice, fit on the training side, evaluate on the test
+    side beside popularity, then refit on everything when `train.refit_on_all` says so."""
+    clock = clock or Stopwatch("train")
+    implicit, k = cfg.interactions.mode == "implicit", cfg.train.k
+    params: dict[str, Any] = {}
+    tuning: list[dict[str, Any]] = []
+    if cfg.tune.enabled:
+        clock.start("tune")
+        if splits.tune_train.persist(StorageLevel.MEMORY_AND_DISK).isEmpty():
+            raise RecsysError(
+                f"tuning has no training data before the validation slice ({cfg.tune.validation_days} days before the cutoff): "
+                "lower tune.validation_days or split.test_days, or set tune.enabled=false"
+            )
+        params, tuning = tune(splits.tune_train, splits.tune_val, cfg.als, cfg.tune, implicit, k)
+        log.info("[train] best candidate: %s", params)
+    clock.start("als_fit")
+    model = fit_als(splits.train, cfg.als, implicit, **params)
+    clock.start("evaluate")
+    evaluation = evaluate(model, splits.train, splits.test, k)
+    seen = serving_pairs(splits, data, cfg.train.refit_on_all)
+    served = model
+    if cfg.train.refit_on_all:
+        clock.start("refit")
+        served = fit_als(seen, cfg.als, implicit, **params)
+    chosen = {"rank": cfg.als.rank, "reg_param": cfg.als.reg_param, "alpha": cfg.als.alpha, **params}
+    return Trained(evaluation, chosen, tuning, served, seen)

@@ -42,12 +42,11 @@ def tiny_training(cfg):
 def trained(spark, tmp_path_factory):
     """generate -> ingest -> train once on tiny data; shared by the job tests."""
     cfg = tiny_training(small_config(str(tmp_path_factory.mktemp("train"))))
-    from recsys_spark import stages
+    from recsys_spark.jobs.runner import JOBS
 
-    stages.generate(spark, cfg)
-    stages.ingest(spark, cfg)
-    summary = stages.train(spark, cfg)
-    return cfg, summary
+    JOBS["generate"](spark, cfg)
+    JOBS["ingest"](spark, cfg)
+    return cfg, JOBS["train"](spark, cfg)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ TINY = [
 
 def cli(*args, cwd):
     # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a user's shell would not have it.
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HADOOP_CONF_DIR", "YARN_CONF_DIR")}
     return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -35,10 +35,12 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     out = cli("run", "--set", f"output.root={tmp_path}/out", "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2",
               "--summary-json", "summary.json", *TINY, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
     steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
-    assert [k.removeprefix("seconds_") for k in summary if k.startswith("seconds_")] == ["generate", "ingest", *steps, "train", "recommend", "retention"]
-    assert sum(summary[f"seconds_{s}"] for s in steps) <= summary["seconds_train"]
+    assert list(summary) == ["generate", "ingest", "train", "recommend", "retention"]
+    assert list(summary["train"]["steps"]) == steps
+    assert sum(summary["train"]["steps"].values()) <= summary["train"]["seconds"]
+    assert summary["ingest"]["rows_read"] == summary["ingest"]["rows_clean"] + summary["ingest"]["rows_quarantined"]
     assert "  of which train: prepare " in out.stdout
     assert "== recsys-spark summary ==" in out.stdout
     assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
@@ -49,6 +51,8 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert (tmp_path / "out" / "retention" / "retention_heatmap.png").exists()
     for table in ("events", "quarantine", "model", "eval/metrics", "recommendations", "retention/cohorts"):
         assert (tmp_path / "out" / table / "_SUCCESS").exists(), table
+    assert not (tmp_path / "out" / "checkpoints").exists()  # removed after the successful run
+    assert out.stdout.count("generated ") == 1 and f"raw events: {tmp_path}/out/raw" in out.stdout
 
     # MLflow: the default store is sqlite:///mlflow.db in the working directory.
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
@@ -96,7 +100,6 @@ def test_unknown_key_is_one_line_error_and_exit_2(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'ingest.max_bad_fractoin'")
 
 
-@pytest.mark.slow
 def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
     out = cli("ingest", "--set", f"input.path={tmp_path}/nope", *TINY, cwd=tmp_path)
     assert out.returncode == 2
@@ -105,3 +108,15 @@ def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
     run = mlflow.search_runs(experiment_names=["recsys-spark"]).iloc[0]
     assert (run.status, run["tags.job"]) == ("FAILED", "ingest")
     assert run["tags.error"].startswith("RecsysError: input path not found")
+    assert "log4j" not in out.stderr  # caught before Spark started
+
+
+@pytest.mark.parametrize("master, message", [
+    ("yarn", "error: spark.master is 'yarn' but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set"),
+    ("spark://127.0.0.1:1", "error: spark.master 'spark://127.0.0.1:1': cannot reach 127.0.0.1:1"),
+    ("local[x]", "error: spark.master 'local[x]' is not a Spark master URL"),
+])
+def test_a_master_spark_cannot_use_is_one_line_error(tmp_path, master, message):
+    out = cli("train", "--set", f"spark.master={master}", "--set", "tracking.enabled=false", cwd=tmp_path)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(message), out.stderr[-2000:]

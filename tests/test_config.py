@@ -44,12 +44,45 @@ def test_rules_are_parsed_into_objects():
         ("generate.start_date=yesterday", "generate.start_date: expected a date like 2026-01-31"),
         ("ingest.rules=[{reason: x}]", "missing config key 'ingest.rules[0].when'"),
         ("noequals", "must look like section.key=value"),
+        # value checks at load (config.validate), before any JVM starts
+        ("als.rank=0", "als.rank must be a positive integer, got 0; try 32"),
+        ("als.reg_param=-0.1", "als.reg_param must be >= 0, got -0.1; try 0.05"),
+        ("train.k=0", "train.k must be a positive integer, got 0; try 10"),
+        ("recommend.n=-1", "recommend.n must be a positive integer, got -1; try 10"),
+        ("spark.shuffle_partitions=0", "spark.shuffle_partitions must be a positive integer, got 0"),
+        ("ingest.max_bad_fraction=1.5", "ingest.max_bad_fraction must be between 0 and 1, got 1.5"),
+        ("split.test_fraction=1", "split.test_fraction must be strictly between 0 and 1, got 1.0"),
+        ("tune.rank=[16, 0]", "tune.rank[1] must be a positive integer, got 0"),
+        ("tune.alpha=[]", "tune.alpha is empty: give at least one value, or set tune.enabled=false"),
+        ("als.checkpoint_interval=0", "als.checkpoint_interval must be a positive integer or -1 (never), got 0"),
+        ("interactions.half_life_days=0", "interactions.half_life_days must be > 0, got 0.0"),
+        ("recommend.users=[]", "recommend.users is an empty list"),
+        ("retention.event_types=[refund]", "retention.event_types has unknown event type(s) ['refund']; known: ['cart', 'click', 'purchase', 'view']"),
+        ("input.columns={user_id: a, item_id: b, event_ts: c}", "input.columns has no 'event_type' source column: map one, or set input.event_type"),
+        ("input.columns={user_id: a, event_type: e, event_ts: c}", "input.columns must map 'item_id' to a source column"),
+        ("input.columns={user_id: a, item_id: b, event_type: e, event_ts: c, rating: r}", "input.columns has unknown canonical column(s) ['rating']"),
+        ("output.root=/", "output.root '/' is not a folder of its own"),
+        ("output.root=", "output.root: expected a string"),
+        ("events.weights={}", "events.weights is empty"),
+        ("spark.master=local[x]", "spark.master 'local[x]' is not a Spark master URL: use local[*]"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
     assert message in str(e.value)
+
+
+def test_date_range_must_be_ordered():
+    with pytest.raises(ConfigError, match="ingest.date_from 2026-02-02 is after ingest.date_to 2026-02-01"):
+        load_config(None, ["ingest.date_from=2026-02-02", "ingest.date_to=2026-02-01"])
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    for path in sorted(Path("conf").glob("*.yaml")):
+        load_config(path)  # raises on any bad value
 
 
 def test_missing_file_names_the_path(tmp_path):

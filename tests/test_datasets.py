@@ -5,9 +5,10 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from recsys_spark import stages
+from recsys_spark.jobs.runner import JOBS, run_pipeline
 from recsys_spark.config import load_config
 from recsys_spark.errors import RecsysError
+from recsys_spark.results import TrainResult
 from recsys_spark.tables import read_table
 
 T0 = 964_000_000  # 2000-07-19, MovieLens-era unix seconds
@@ -25,8 +26,8 @@ def config(name, tmp_path, path):
 
 
 def run_all(spark, cfg):
-    out = stages.run_pipeline(spark, cfg)
-    assert out["metrics"]["users_evaluated"] > 0
+    out = run_pipeline(spark, cfg)
+    assert out.get(TrainResult).quality["users_evaluated"] > 0
     assert read_table(spark, cfg.path("recommendations")).count() > 0
     assert read_table(spark, cfg.path("retention/cohorts")).count() > 0
     return out
@@ -39,27 +40,34 @@ def test_movielens_ratings_csv(spark, tmp_path):
     lines += [",5,4.0,964982703", "7,31,abc,964982224", "7,32,4.0,notatime", "8,33,4.0", lines[1]]
     (tmp_path / "ratings.csv").write_text("\n".join(lines) + "\n")
     cfg = config("movielens", tmp_path, tmp_path / "ratings.csv")
-    out = stages.ingest(spark, cfg)
-    assert (out["rows_read"], out["rows_clean"]) == (len(good) + 5, len(good))
-    assert out["quarantined_by_reason"] == {"bad_timestamp": 1, "bad_value": 1, "duplicate": 1, "malformed_row": 1, "null_user_id": 1}
+    out = JOBS["ingest"](spark, cfg)
+    assert (out.rows_read, out.rows_clean) == (len(good) + 5, len(good))
+    assert out.quarantined_by_reason == {"bad_timestamp": 1, "bad_value": 1, "duplicate": 1, "malformed_row": 1, "null_user_id": 1}
     u, m, r, t = good[0]
     first = read_table(spark, cfg.path("events")).where(f"user_id = '{u}' and item_id = '{m}'")
     ts = dt.datetime.fromtimestamp(t, dt.timezone.utc).replace(tzinfo=None)
     expected = spark.createDataFrame([(str(u), str(m), "rating", ts, r, ts.date())], first.schema)
     assert_df_equality(first, expected)
-    run_all(spark, cfg)
+    cfg.interactions.min_value = 3.0
+    out = run_all(spark, cfg).get(TrainResult)
+    assert out.events_below_min_value == sum(r < 3.0 for _, _, r, _ in good)
 
 
 @pytest.mark.slow
 def test_movielens_100k_u_data_explicit_with_random_split(spark, tmp_path):
     good = ratings()
     lines = [f"{u}\t{m}\t{int(r + 0.5)}\t{t}" for u, m, r, t in good] + ["\t5\t4\t964982703", "7\t31\t4"]
-    (tmp_path / "u.data").write_text("\n".join(lines) + "\n")
-    cfg = config("movielens-100k", tmp_path, tmp_path / "u.data")
-    cfg.interactions.mode, cfg.split.method = "explicit", "random"
-    out = stages.ingest(spark, cfg)
-    assert out["quarantined_by_reason"] == {"malformed_row": 1, "null_user_id": 1}
-    assert run_all(spark, cfg)["split"] == {"test_fraction": 0.2}
+    folder = tmp_path / "ml-100k"  # the folder as unpacked: u.data beside files of other layouts
+    folder.mkdir()
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    (folder / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|0|0|0|1|1|1|0\n")
+    (folder / "u.info").write_text("943 users\n1682 items\n100000 ratings\n")
+    cfg = config("movielens-100k", tmp_path, folder)
+    assert cfg.split.method == "random"  # the default for MovieLens, as in published tables
+    cfg.interactions.mode = "explicit"
+    out = JOBS["ingest"](spark, cfg)
+    assert out.quarantined_by_reason == {"malformed_row": 1, "null_user_id": 1}
+    assert run_all(spark, cfg).get(TrainResult).split.test_fraction == 0.2
 
 
 RETAIL_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -90,9 +98,9 @@ def test_online_retail_rules_quarantine_with_their_own_reasons(spark, tmp_path):
     ]
     (tmp_path / "online_retail.csv").write_text("\n".join([RETAIL_HEADER, *good, *bad]) + "\n")
     cfg = config("online_retail", tmp_path, tmp_path / "online_retail.csv")
-    out = stages.ingest(spark, cfg)
-    assert out["rows_clean"] == len(good)
-    assert out["quarantined_by_reason"] == {"bad_timestamp": 1, "cancelled": 1, "malformed_row": 1, "missing_customer": 2, "non_positive_quantity": 1}
+    out = JOBS["ingest"](spark, cfg)
+    assert out.rows_clean == len(good)
+    assert out.quarantined_by_reason == {"bad_timestamp": 1, "cancelled": 1, "malformed_row": 1, "missing_customer": 2, "non_positive_quantity": 1}
     events = read_table(spark, cfg.path("events"))
     first = events.where("user_id = '17850.0' and item_id = '20000'").first()
     # 8:26 in London in December is 8:26 UTC (GMT); the quantity is the value.
@@ -109,10 +117,10 @@ def test_a_file_in_another_format_names_the_path_and_expected_columns(spark, tmp
     (tmp_path / "online_retail.csv").write_text("\n".join([RETAIL_HEADER, *retail_rows()[:3]]) + "\n")
     cfg = config("movielens", tmp_path, tmp_path / "online_retail.csv")
     with pytest.raises(RecsysError) as e:
-        stages.ingest(spark, cfg)
+        JOBS["ingest"](spark, cfg)
     msg = str(e.value)
     assert f"{tmp_path}/online_retail.csv is missing column(s) userId (for user_id)" in msg
     assert "Expected csv with columns ['movieId', 'rating', 'timestamp', 'userId']" in msg
     cfg = config("online_retail", tmp_path, tmp_path / "nothing.csv")
     with pytest.raises(RecsysError, match=f"input path not found: {tmp_path}/nothing.csv"):
-        stages.ingest(spark, cfg)
+        JOBS["ingest"](spark, cfg)

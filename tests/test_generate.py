@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 from chispa import assert_df_equality
 
-from recsys_spark import stages
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import GenerateConfig
 from recsys_spark.generate import RAW_SCHEMA, generate_chunk, generate_events, make_catalog
 from recsys_spark.tables import read_table
@@ -27,7 +27,7 @@ def test_schema_size_and_event_mix(spark, cfg):
 
 
 def test_written_hive_partitioned_by_event_date(spark, cfg, tmp_path):
-    stages.generate(spark, cfg)
+    JOBS["generate"](spark, cfg)
     parts = sorted(p.name for p in (tmp_path / "out" / "raw").iterdir() if p.is_dir())
     assert parts[0] == "event_date=2026-01-05"
     assert (tmp_path / "out" / "raw" / "_SUCCESS").exists()

@@ -78,7 +78,7 @@ def test_quarantine_keeps_raw_columns_source_and_date(raw):
     q = quarantine_rows(validate_events(raw, MAPPED, RULES, WEIGHTS, NOW), raw.columns)
     assert q.columns == RAW_COLS + [S.REASON, S.SOURCE, S.QUARANTINE_DATE]
     row = q.where(F.col(S.REASON) == S.BAD_VALUE).first()
-    assert (row.qty, row._source, row._event_date) == ("abc", "memory", dt.date(2026, 1, 5))
+    assert (row.qty, row._source, row.parsed_event_date) == ("abc", "memory", "2026-01-05")
 
 
 def test_timezone_and_unix_formats(spark):
@@ -99,12 +99,6 @@ def test_missing_source_column_names_it_and_lists_found(raw):
         check_source_columns(raw, inp)
     assert "input is missing column(s) CustomerID (for user_id)" in str(e.value)
     assert "columns found: uid, iid, kind, ts, qty" in str(e.value)
-
-
-def test_event_type_needs_a_column_or_a_constant(raw):
-    cols = {k: v for k, v in MAPPED.columns.items() if k != "event_type"}
-    with pytest.raises(RecsysError, match="set input.event_type"):
-        check_source_columns(raw, InputConfig(columns=cols))
 
 
 def test_bad_rule_sql_fails_naming_the_rule(raw):

@@ -1,13 +1,14 @@
 """The ingest job end to end on real files: counts per reason, reruns, failures, date ranges."""
 
 import datetime as dt
+import re
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark import schema as S
-from recsys_spark import stages
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import RowRule
 from recsys_spark.errors import RecsysError
 from recsys_spark.tables import path_exists, read_table, write_table
@@ -47,10 +48,12 @@ def retail_cfg(cfg, tmp_path):
 
 
 def test_csv_quarantine_counts_match_the_file(spark, retail_cfg):
-    out = stages.ingest(spark, retail_cfg)
-    assert out["rows_read"] == 10
-    assert out["rows_clean"] == 3
-    assert out["quarantined_by_reason"] == dict(sorted(RETAIL_COUNTS.items()))
+    retail_cfg.ingest.rules.append(RowRule(reason="from_mars", when="Country = 'Mars'"))
+    out = JOBS["ingest"](spark, retail_cfg)
+    assert out.rows_read == 10
+    assert out.rows_clean == 3
+    assert out.quarantined_by_reason == dict(sorted({**RETAIL_COUNTS, "from_mars": 0}.items()))  # a rule matching nothing shows 0
+    assert "  quarantined from_mars: 0" in out.lines()
     events = read_table(spark, retail_cfg.path("events"))
     expected = spark.createDataFrame(
         [
@@ -65,11 +68,15 @@ def test_csv_quarantine_counts_match_the_file(spark, retail_cfg):
     malformed = q.where(F.col(S.REASON) == "malformed_row").first()
     assert malformed["_corrupt_record"] == "536372,22726,ALARM CLOCK GREEN,1,12/3/2010 8:45"
     assert malformed[S.SOURCE].endswith("online_retail.csv")
+    # Every common reader sees the quarantine's partitions (pyarrow skips folders starting with "_").
+    import pandas as pd
+
+    assert pd.read_parquet(retail_cfg.path("quarantine")).shape[0] == 7
 
 
 def test_rerun_overwrites_without_duplicates(spark, retail_cfg):
-    stages.ingest(spark, retail_cfg)
-    stages.ingest(spark, retail_cfg)
+    JOBS["ingest"](spark, retail_cfg)
+    JOBS["ingest"](spark, retail_cfg)
     assert read_table(spark, retail_cfg.path("events")).count() == 3
     assert read_table(spark, retail_cfg.path("quarantine")).count() == 7
 
@@ -77,12 +84,22 @@ def test_rerun_overwrites_without_duplicates(spark, retail_cfg):
 def test_too_many_bad_rows_fails_naming_reasons_and_writes_nothing(spark, retail_cfg):
     retail_cfg.ingest.max_bad_fraction = 0.5
     with pytest.raises(RecsysError) as e:
-        stages.ingest(spark, retail_cfg)
+        JOBS["ingest"](spark, retail_cfg)
     msg = str(e.value)
     assert "70.0% of rows are bad, above ingest.max_bad_fraction=0.5 (7 of 10)" in msg
     assert "top reasons: null_user_id=2" in msg
     assert "example row: {'InvoiceNo': '53636" in msg and "'_reason': 'null_user_id'}" in msg
     assert not path_exists(spark, retail_cfg.path("events"))
+
+
+def test_timestamp_mismatch_names_the_value_and_the_pattern(spark, retail_cfg):
+    retail_cfg.input.timestamp_format = "yyyy-MM-dd HH:mm:ss"
+    with pytest.raises(RecsysError) as e:
+        JOBS["ingest"](spark, retail_cfg)
+    msg = str(e.value)
+    assert "top reasons: bad_timestamp=6" in msg
+    assert re.search(r"InvoiceDate='1\d/\d+/2010 \d+:\d\d' does not parse with input.timestamp_format='yyyy-MM-dd HH:mm:ss': "
+                     r"set input.timestamp_format", msg), msg
 
 
 def test_no_valid_row_fails(spark, retail_cfg):
@@ -91,24 +108,24 @@ def test_no_valid_row_fails(spark, retail_cfg):
     retail_cfg.input.columns["item_id"] = "Description"
     retail_cfg.input.event_type = "nonsense"
     with pytest.raises(RecsysError, match="no row is valid"):
-        stages.ingest(spark, retail_cfg)
+        JOBS["ingest"](spark, retail_cfg)
 
 
 def test_missing_column_fails_before_work(spark, retail_cfg):
     retail_cfg.input.columns["user_id"] = "Customer ID"
     with pytest.raises(RecsysError, match=r"retail is missing column\(s\) Customer ID \(for user_id\); columns found: InvoiceNo, StockCode"):
-        stages.ingest(spark, retail_cfg)
+        JOBS["ingest"](spark, retail_cfg)
 
 
 def test_date_range_reads_only_those_partitions(spark, cfg):
-    stages.generate(spark, cfg)
+    JOBS["generate"](spark, cfg)
     cfg.ingest.date_from, cfg.ingest.date_to = dt.date(2026, 1, 10), dt.date(2026, 1, 12)
-    stages.ingest(spark, cfg)
+    JOBS["ingest"](spark, cfg)
     dates = {r.event_date for r in read_table(spark, cfg.path("events")).select("event_date").distinct().collect()}
     assert dates == {dt.date(2026, 1, 10), dt.date(2026, 1, 11), dt.date(2026, 1, 12)}
     # A second range adds its partitions and keeps the first ones.
     cfg.ingest.date_from, cfg.ingest.date_to = dt.date(2026, 1, 20), dt.date(2026, 1, 20)
-    stages.ingest(spark, cfg)
+    JOBS["ingest"](spark, cfg)
     assert read_table(spark, cfg.path("events")).select("event_date").distinct().count() == 4
 
 

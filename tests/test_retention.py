@@ -10,7 +10,7 @@ from recsys_spark.generate import generate_events
 from recsys_spark.retention import RETENTION_COLUMNS, cohort_retention, quality_by_cohort, stickiness, user_activity
 
 D = dt.datetime
-SCHEMA = "granularity string, cohort date, cohort_size long, period int, active_users long, retention double, kind string"
+SCHEMA = "granularity string, cohort date, cohort_size long, period int, active_users long, retention double, kind string, complete boolean"
 # Weeks start Monday: w0 = Jan 5-11, w1 = Jan 12-18, w2 = Jan 19-25, w3 = Jan 26 - Feb 1 (2026).
 TOY = [
     ("A", D(2026, 1, 5, 10), "view"),  # week 0 only
@@ -28,8 +28,15 @@ def toy_events(spark, rows=TOY):
     return spark.createDataFrame(rows, "user_id string, event_ts timestamp, event_type string")
 
 
-def table(spark, granularity, rows):
-    return spark.createDataFrame([(granularity, dt.date.fromisoformat(c), s, p, a, a / s, k) for c, s, p, a, k in rows], SCHEMA)
+def table(spark, granularity, rows, partial=None):
+    """Expected rows; the cells of period start `partial` (the data ends inside it) are incomplete."""
+    def start(cohort, p):
+        d = dt.date.fromisoformat(cohort)
+        if granularity == "month":
+            return dt.date(d.year + (d.month - 1 + p) // 12, (d.month - 1 + p) % 12 + 1, 1)
+        return d + dt.timedelta(days=p * (7 if granularity == "week" else 1))
+    return spark.createDataFrame([(granularity, dt.date.fromisoformat(c), s, p, a, a / s, k, str(start(c, p)) != partial)
+                                  for c, s, p, a, k in rows], SCHEMA)
 
 
 def run(spark, events, granularity, end, types=None):
@@ -47,7 +54,7 @@ def test_weekly_bounded_and_unbounded_by_hand(spark):
         ("2026-01-12", 2, 0, 2, "unbounded"), ("2026-01-12", 2, 1, 1, "unbounded"), ("2026-01-12", 2, 2, 1, "unbounded"),
         ("2026-01-19", 1, 0, 1, "unbounded"), ("2026-01-19", 1, 1, 1, "unbounded"),
         ("2026-01-26", 1, 0, 1, "unbounded"),
-    ])
+    ], partial="2026-01-26")  # data ends Friday Jan 30: the week of Jan 26 is seen in part
     assert got.columns == RETENTION_COLUMNS
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -59,7 +66,7 @@ def test_activity_restricted_to_purchases(spark):
         ("2026-01-05", 1, 0, 1, "bounded"), ("2026-01-05", 1, 1, 0, "bounded"), ("2026-01-05", 1, 2, 0, "bounded"), ("2026-01-05", 1, 3, 0, "bounded"),
         ("2026-01-12", 1, 0, 1, "bounded"), ("2026-01-12", 1, 1, 0, "bounded"), ("2026-01-12", 1, 2, 0, "bounded"),
         ("2026-01-26", 1, 0, 1, "bounded"),
-    ])
+    ], partial="2026-01-26")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -76,7 +83,7 @@ def test_monthly(spark):
                             ("M3", D(2026, 1, 10), "view"), ("M3", D(2026, 2, 1), "view")])
     got = run(spark, ev, "month", dt.date(2026, 3, 1)).where(F.col("kind") == "bounded")
     expected = table(spark, "month", [("2026-01-01", 2, 0, 2, "bounded"), ("2026-01-01", 2, 1, 1, "bounded"), ("2026-01-01", 2, 2, 1, "bounded"),
-                                      ("2026-02-01", 1, 0, 1, "bounded"), ("2026-02-01", 1, 1, 0, "bounded")])
+                                      ("2026-02-01", 1, 0, 1, "bounded"), ("2026-02-01", 1, 1, 0, "bounded")], partial="2026-03-01")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -93,14 +100,17 @@ def _pandas_retention(ev: pd.DataFrame, end: dt.date) -> pd.DataFrame:
     act = ev[["user_id", "week"]].drop_duplicates().join(first, on="user_id")
     act["period"] = (act.week - act.cohort).dt.days // 7
     end_week = pd.Timestamp(end) - pd.Timedelta(days=pd.Timestamp(end).weekday())
+    sunday = pd.Timestamp(end).weekday() == 6
     rows = []
     for cohort, users in act[act.period == 0].groupby("cohort").user_id:
         size, sub = len(users), act[act.cohort == cohort]
         last = sub.groupby("user_id").period.max()
-        for p in range((end_week - cohort).days // 7 + 1):
-            rows.append(("week", cohort.date(), size, p, int((sub.period == p).sum()), "bounded"))
-            rows.append(("week", cohort.date(), size, p, int((last >= p).sum()), "unbounded"))
-    out = pd.DataFrame(rows, columns=["granularity", "cohort", "cohort_size", "period", "active_users", "kind"])
+        n = (end_week - cohort).days // 7 + 1
+        for p in range(n):
+            done = p < n - 1 or sunday
+            rows.append(("week", cohort.date(), size, p, int((sub.period == p).sum()), "bounded", done))
+            rows.append(("week", cohort.date(), size, p, int((last >= p).sum()), "unbounded", done))
+    out = pd.DataFrame(rows, columns=["granularity", "cohort", "cohort_size", "period", "active_users", "kind", "complete"])
     out["retention"] = out.active_users / out.cohort_size
     return out[RETENTION_COLUMNS]
 

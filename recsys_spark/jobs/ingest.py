@@ -1,0 +1,74 @@
+"""ingest: raw input -> clean events + quarantine; fails (writing nothing) on too many bad rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .. import schema as S
+from .. import tracking
+from ..config import Config
+from ..errors import RecsysError
+from ..ingest import check_source_columns, clean_events, quarantine_rows, validate_events
+from ..results import IngestResult
+from ..sources import read_source
+from ..tables import list_names, read_table, write_table
+
+log = logging.getLogger("recsys_spark")
+
+
+def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
+    raw = read_source(spark, cfg.input, cfg.input_path, cfg.ingest.date_from, cfg.ingest.date_to)
+    check_source_columns(raw, cfg.input, cfg.input_path)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    validated = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows_read = raw.count()
+        counts = {r[S.REASON]: r["count"] for r in validated.groupBy(S.REASON).count().collect()}
+        clean = counts.pop(None, 0)
+        by_reason = {rule.reason: 0 for rule in cfg.ingest.rules} | counts  # a rule that matched nothing shows as 0
+        bad = sum(by_reason.values())
+        if clean + bad != rows_read:
+            raise RecsysError(f"ingest lost rows: read {rows_read}, classified {clean + bad}")
+        check_bad_fraction(validated, rows_read, clean, by_reason, cfg)
+        for reason, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+            log.info("[ingest] quarantined %d rows: %s", n, reason)
+        write_table(clean_events(validated), cfg.path("events"), "event_date", expected_rows=clean)
+        write_table(quarantine_rows(validated, raw.columns), cfg.path("quarantine"), S.QUARANTINE_DATE, expected_rows=bad)
+    finally:
+        validated.unpersist()
+    written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()
+    tracking.log_tags({"dataset_path": cfg.input_path, "dataset_format": cfg.input.format,
+                       **tracking.fingerprint(rows_read, written[0], written[1], list_names(spark, cfg.input_path))})
+    reasons = pd.DataFrame(sorted(by_reason.items()), columns=["reason", "rows"])
+    tracking.log_bytes(reasons.to_csv(index=False).encode(), "quarantine/summary.csv")
+    return IngestResult(rows_read=rows_read, rows_clean=clean, rows_quarantined=bad, quarantined_by_reason=dict(sorted(by_reason.items())),
+                        paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")})
+
+
+def check_bad_fraction(validated: DataFrame, rows_read: int, clean: int, by_reason: dict[str, int], cfg: Config) -> None:
+    """Refuse the input when nothing is valid or too much is bad, with the top reasons and one example row."""
+    bad, limit = rows_read - clean, cfg.ingest.max_bad_fraction
+    if rows_read == 0:
+        raise RecsysError("ingest read 0 rows: the input is empty (check input.path and the --from/--to range)")
+    if clean > 0 and bad / rows_read <= limit:
+        return
+    top = sorted(((r, n) for r, n in by_reason.items() if n), key=lambda kv: (-kv[1], kv[0]))
+    example = validated.where(F.col(S.REASON) == top[0][0]).drop(*[c for c in validated.columns if c.startswith("__")]).first()
+    head = "no row is valid" if clean == 0 else f"{bad / rows_read:.1%} of rows are bad, above ingest.max_bad_fraction={limit}"
+    reasons = ", ".join(f"{r}={n}" for r, n in top[:3])
+    hint = ""
+    if top[0][0] == S.BAD_TIMESTAMP:
+        col, fmt = cfg.input.columns["event_ts"], cfg.input.timestamp_format
+        hint = (f" {col}={example[col]!r} does not parse " + (f"with input.timestamp_format={fmt!r}" if fmt else "as a timestamp (input.timestamp_format is not set)")
+                + ": set input.timestamp_format to this value's Spark datetime pattern (e.g. 'yyyy-MM-dd HH:mm:ss' or 'M/d/yyyy H:mm'), "
+                "or to unix_seconds / unix_millis.")
+    raise RecsysError(
+        f"ingest: {head} ({bad} of {rows_read}); top reasons: {reasons}; example row: {example.asDict()}.{hint} "
+        "Fix the input, input.columns or input.timestamp_format, or raise ingest.max_bad_fraction; nothing was written"
+    )

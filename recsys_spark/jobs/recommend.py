@@ -1,0 +1,33 @@
+"""recommend: top-N per user from a saved model (seen excluded) to the recommendations table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from .. import tracking
+from ..config import Config
+from ..model import load_model
+from ..results import RecommendResult
+from ..tables import read_table, write_table
+from ..topn import recommend_users
+
+
+def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> RecommendResult:
+    path = cfg.recommend.model or cfg.path("model")
+    if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        path = tracking.download_model(path)
+    model = load_model(spark, path)
+    wanted = None
+    if cfg.recommend.users:
+        wanted = spark.createDataFrame([(u,) for u in cfg.recommend.users], "user_id string").distinct()
+    run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
+    today = dt.datetime.now(dt.timezone.utc).date()
+    out = recommend_users(model, wanted, cfg.recommend.n).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
+    write_table(out, cfg.path("recommendations"), "run_date")
+    written = read_table(spark, cfg.path("recommendations")).where(F.col("run_date") == F.lit(today))
+    counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
+    return RecommendResult(run_id=run_id, rows_by_source=counts, paths={"recommendations": cfg.path("recommendations")})

@@ -1,0 +1,60 @@
+"""The stage plumbing shared by the CLI and the spark-submit entry points: the job registry, the
+pipeline order, timing, and logging each stage's metrics to its MLflow run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from pyspark.sql import SparkSession
+
+from .. import tracking
+from ..config import Config, validate
+from ..results import RunResult, StageResult, TrainResult
+from .generate import generate, generate_if_missing
+from .ingest import ingest
+from .recommend import recommend
+from .retention import retention
+from .train import train
+
+log = logging.getLogger("recsys_spark")
+
+Job = Callable[[SparkSession, Config], StageResult]
+JOBS: dict[str, Job] = {"generate": generate, "ingest": ingest, "train": train, "recommend": recommend, "retention": retention}
+# `run`: the stages in order; generate only when there is no input yet.
+PIPELINE: list[tuple[str, Job]] = [("generate", generate_if_missing), ("ingest", ingest), ("train", train),
+                                   ("recommend", recommend), ("retention", retention)]
+
+
+def timed(name: str, job: Job, spark: SparkSession, cfg: Config) -> StageResult:
+    """Run one stage with start/end log lines; its seconds go into its result."""
+    log.info("[%s] started", name)
+    t0 = time.perf_counter()
+    result = job(spark, cfg)
+    result.seconds = round(time.perf_counter() - t0, 2)
+    log.info("[%s] done in %.1f s", name, result.seconds)
+    return result
+
+
+def run_job(name: str, spark: SparkSession, cfg: Config) -> RunResult:
+    """One job, timed, its metrics logged to the active MLflow run."""
+    validate(cfg)
+    run = RunResult({name: timed(name, JOBS[name], spark, cfg)})
+    tracking.log_metrics(run.metrics())
+    return run
+
+
+def run_pipeline(spark: SparkSession, cfg: Config) -> RunResult:
+    """Every stage in order, each in a nested MLflow run; the parent gets all metrics too."""
+    validate(cfg)
+    run = RunResult()
+    for name, job in PIPELINE:
+        with tracking.tracked_run(cfg, name, nested=True):
+            run.stages[name] = timed(name, job, spark, cfg)
+            tracking.log_metrics(RunResult({name: run.stages[name]}).metrics())
+    tracking.log_metrics(run.metrics())
+    train_result = run.get(TrainResult)
+    if train_result:
+        tracking.log_params({f"chosen.{k}": v for k, v in train_result.chosen_params.items()})
+    return run

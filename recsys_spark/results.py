@@ -1,0 +1,190 @@
+"""Typed stage results: what each job returns, and the one source of the CLI summary, the MLflow
+metrics and `--summary-json`.
+
+Each result knows its stage name, the metrics it logs under the stable names runs are compared
+by, and its lines of the printed summary. `RunResult` holds the stages a command ran, in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+@dataclass(kw_only=True)
+class StageResult:
+    stage: ClassVar[str] = ""
+    seconds: float = 0.0  # set by the runner when the stage ends
+    paths: dict[str, str] = field(default_factory=dict)  # tables written: name -> path
+
+    def metrics(self) -> dict[str, float]:
+        """Numbers to log to MLflow, under stable names."""
+        return {}
+
+    def lines(self) -> list[str]:
+        """This stage's lines of the printed summary."""
+        return []
+
+
+@dataclass(kw_only=True)
+class GenerateResult(StageResult):
+    stage: ClassVar[str] = "generate"
+    generated: bool = False  # False when existing input was reused
+    path: str = ""  # where the raw events are
+    rows: int | None = None  # rows written (None when nothing was generated)
+
+    def lines(self) -> list[str]:
+        return [f"generated {self.rows:,} raw events: {self.path}"] if self.generated else []
+
+
+@dataclass(kw_only=True)
+class IngestResult(StageResult):
+    stage: ClassVar[str] = "ingest"
+    rows_read: int
+    rows_clean: int
+    rows_quarantined: int
+    quarantined_by_reason: dict[str, int]  # reason -> rows, sorted by reason
+
+    def metrics(self) -> dict[str, float]:
+        return {"rows_read": self.rows_read, "rows_clean": self.rows_clean, "rows_quarantined": self.rows_quarantined,
+                **{f"quarantined_{r}": n for r, n in self.quarantined_by_reason.items()}}
+
+    def lines(self) -> list[str]:
+        out = [f"rows read {self.rows_read:,}  clean {self.rows_clean:,}  quarantined {self.rows_quarantined:,}"]
+        out += [f"  quarantined {r}: {n:,}" for r, n in self.quarantined_by_reason.items()]
+        return out
+
+
+@dataclass
+class SplitInfo:
+    """Where the evaluation split fell: temporal (cutoff, test end, follow-up end) or random (fraction)."""
+
+    method: str
+    cutoff: dt.datetime | None = None
+    test_end: dt.datetime | None = None
+    followup_end: dt.datetime | None = None
+    test_fraction: float | None = None
+
+    def describe(self) -> str:
+        if self.method == "temporal":
+            return f"train before {self.cutoff:%Y-%m-%d}, test to {self.test_end:%Y-%m-%d}"
+        return f"random {self.test_fraction} of each user's items held out"
+
+
+@dataclass(kw_only=True)
+class TrainResult(StageResult):
+    stage: ClassVar[str] = "train"
+    interactions: int
+    users: int
+    items: int
+    split: SplitInfo
+    chosen_params: dict[str, Any]
+    quality: dict[str, float]  # ALS metrics@k, the same with `baseline_`, and users_evaluated
+    tuning: list[dict[str, Any]]  # one row per tuning candidate
+    steps: dict[str, float]  # seconds per train step, in the order they ran
+    events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
+
+    def metrics(self) -> dict[str, float]:
+        return {"interactions": self.interactions, "users": self.users, "items": self.items, **self.quality,
+                **{f"seconds_{s}": v for s, v in self.steps.items()}}
+
+    def lines(self) -> list[str]:
+        q = self.quality
+        out = [f"interactions.min_value left out {self.events_below_min_value:,} events"] if self.events_below_min_value is not None else []
+        out += [f"ALS vs popularity baseline on {q.get('users_evaluated', 0):,} test users ({self.split.describe()}):",
+               f"  {'metric':<18}{'ALS':>8}{'baseline':>10}"]
+        out += [f"  {m:<18}{q[m]:>8.4f}{q['baseline_' + m]:>10.4f}" for m in q if not m.startswith("baseline_") and m != "users_evaluated"]
+        out.append(f"  chosen params: {self.chosen_params}")
+        return out
+
+
+@dataclass(kw_only=True)
+class RecommendResult(StageResult):
+    stage: ClassVar[str] = "recommend"
+    run_id: str
+    rows_by_source: dict[str, int]  # als / popular -> rows written
+
+    def metrics(self) -> dict[str, float]:
+        return {f"recommendations_{src}": n for src, n in self.rows_by_source.items()}
+
+    def lines(self) -> list[str]:
+        return ["recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(self.rows_by_source.items()))]
+
+
+@dataclass
+class CohortHeadline:
+    cohort: str
+    size: int
+    period_1: float | None
+    period_4: float | None
+    partial_periods: list[int] = field(default_factory=list)  # of 1 and 4, those the data ends inside
+
+
+@dataclass(kw_only=True)
+class RetentionResult(StageResult):
+    stage: ClassVar[str] = "retention"
+    granularity: str
+    headline: list[CohortHeadline]  # the three largest cohorts
+    dau_mau_last_30_days: float
+    retention_period1_weighted: float | None
+    retention_period4_weighted: float | None
+    quality_by_cohort: list[dict[str, Any]] = field(default_factory=list)  # empty without an evaluation
+
+    def metrics(self) -> dict[str, float]:
+        out = {"dau_mau_last_30_days": self.dau_mau_last_30_days, "retention_period1_weighted": self.retention_period1_weighted,
+               "retention_period4_weighted": self.retention_period4_weighted}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def lines(self) -> list[str]:
+        g = self.granularity
+        out = [f"retention of the three largest cohorts ({g} 1 / {g} 4, bounded):"]
+        mark = lambda c, p, v: _pct(v) + ("*" if p in c.partial_periods else "")
+        out += [f"  cohort {c.cohort} ({c.size:,} users): {mark(c, 1, c.period_1)} / {mark(c, 4, c.period_4)}" for c in self.headline]
+        if any(c.partial_periods for c in self.headline):
+            out.append(f"  * {g} only partly observed: the data ends inside it")
+        out.append(f"DAU/MAU, mean over the last 30 days: {self.dau_mau_last_30_days:.3f}")
+        out += [f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, hit rate {q['hit_rate']:.2f}, "
+                f"came back after the test: {_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without"
+                for q in self.quality_by_cohort[-3:]]
+        return out
+
+
+@dataclass
+class RunResult:
+    """The stages one command ran, in order (one for a single job, all of them for `run`)."""
+
+    stages: dict[str, StageResult] = field(default_factory=dict)
+
+    def get(self, cls: type[StageResult]) -> Any:
+        """The stage result of type `cls` (e.g. `TrainResult`), or None when that stage did not run."""
+        r = self.stages.get(cls.stage)
+        return r if isinstance(r, cls) else None
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, r in self.stages.items():
+            out |= r.metrics()
+            out[f"seconds_{name}"] = r.seconds
+        return out
+
+    def format(self) -> str:
+        lines = ["", "== recsys-spark summary =="]
+        for r in self.stages.values():
+            lines += r.lines()
+        lines += [f"wrote {name}: {path}" for r in self.stages.values() for name, path in r.paths.items()]
+        if self.stages:
+            lines.append("seconds: " + "  ".join(f"{name} {r.seconds:.1f}" for name, r in self.stages.items()))
+        train = self.get(TrainResult)
+        if train and train.steps:
+            lines.append("  of which train: " + "  ".join(f"{k} {v:.1f}" for k, v in train.steps.items()))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """{"stages": {name: {field: value}}}: what `--summary-json` writes."""
+        return {"stages": {name: dataclasses.asdict(r) for name, r in self.stages.items()}}
