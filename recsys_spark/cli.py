@@ -76,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_runs(cfg, args))
             return 0
         from .jobs.runner import run_job, run_pipeline
+        from .lock import check_output_root, output_lock
         from .session import build_session, remove_checkpoints
         from .sources import check_local_input
 
         name = "pipeline" if args.command == "run" else args.command
-        with tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
+        check_output_root(cfg.output.root)
+        with output_lock(cfg.output.root, name), tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
             if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
                 check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
             spark = build_session(cfg)

@@ -95,6 +95,9 @@ class RowRule:
 class IngestConfig:
     max_bad_fraction: float = 0.5
     future_slack_hours: float = 24.0
+    # Events before this date are quarantined as `too_old` (a year 1500 or 1900 is a bad default
+    # value, not an event); lower it for older data.
+    min_event_date: dt.date = dt.date(1970, 1, 1)
     rules: list[RowRule] = field(default_factory=list)
     date_from: dt.date | None = None
     date_to: dt.date | None = None
@@ -315,6 +318,13 @@ def validate(cfg: Config) -> Config:
     if "event_type" not in inp.columns and not inp.event_type:
         raise ConfigError("input.columns has no 'event_type' source column: map one, or set input.event_type to a constant such as purchase")
     ing = cfg.ingest
+    for i, rule in enumerate(ing.rules):
+        if not rule.reason.strip():
+            raise ConfigError(f"ingest.rules[{i}].reason is empty: name the reason rows matching {rule.when!r} are quarantined with")
+        call = re.search(r"\b(java_method|try_reflect|reflect)\s*\(", rule.when, re.IGNORECASE)
+        if call:
+            raise ConfigError(f"ingest.rules[{i}] ({rule.reason}): {call.group(1)}() is not allowed in a rule: it calls arbitrary "
+                              "JVM methods; write the condition with SQL on the row's columns")
     if ing.date_from and ing.date_to and ing.date_from > ing.date_to:
         raise ConfigError(f"ingest.date_from {ing.date_from} is after ingest.date_to {ing.date_to}: swap them (--from is the first day)")
     if not cfg.events.weights:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, NumericType, TimestampNTZType, TimestampType
+from pyspark.sql.types import ArrayType, DateType, MapType, NumericType, StructType, TimestampNTZType, TimestampType
 
 from . import schema as S
 from .config import IngestConfig, InputConfig
@@ -26,7 +26,13 @@ _C = {name: f"__{name}" for name in ("user_id", "item_id", "event_type", "event_
 
 
 def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -> None:
-    """Fail before any work when the mapping names a column the source does not have."""
+    """Fail before any work when the mapping names a column the source does not have, or an id
+    column holds structured values (a struct would turn into ids like `{21, x21}`)."""
+    for key in ("user_id", "item_id"):
+        src = inp.columns.get(key)
+        if src in df.columns and isinstance(df.schema[src].dataType, (StructType, ArrayType, MapType)):
+            raise RecsysError(f"{path}: column {src} (for {key}) is of type {df.schema[src].dataType.simpleString()}; ids must be "
+                              f"strings or numbers: map input.columns.{key} to a plain column (e.g. flatten it first)")
     missing = [f"{src} (for {key})" for key, src in inp.columns.items() if src not in df.columns]
     if missing:
         raise RecsysError(
@@ -77,6 +83,7 @@ def assign_reasons(
         (F.col(_C["item_id"]).isNull(), S.NULL_ITEM_ID),
         (ts.isNull(), S.BAD_TIMESTAMP),
         (ts > F.lit(horizon), S.FUTURE_TIMESTAMP),
+        (F.to_date(ts) < F.lit(ingest.min_event_date), S.TOO_OLD),
         (~F.coalesce(F.col(_C["event_type"]).isin(list(event_types)), F.lit(False)), S.UNKNOWN_EVENT_TYPE),
         (F.col(_C["value_raw"]).isNotNull() & value.isNull(), S.BAD_VALUE),
         (F.isnan(value) | value.isin(float("inf"), float("-inf")), S.NON_FINITE_VALUE),

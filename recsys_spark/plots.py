@@ -33,7 +33,7 @@ def heatmap_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") ->
     im = ax.imshow(m.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     partial = retention_matrix(table, kind, "complete").reindex_like(m).eq(False).to_numpy()
     for i, j in zip(*np.nonzero(partial)):
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="white", linewidth=0))
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor=(1, 1, 1, 0.45), linewidth=0))
     labelled = m.size <= MAX_LABELLED_CELLS
     if labelled:
         for (i, j), v in np.ndenumerate(m.to_numpy(dtype=float)):

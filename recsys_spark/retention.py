@@ -85,7 +85,8 @@ def cohort_retention(activity: DataFrame, data_end: Column, granularity: str) ->
 
 
 def stickiness(events: DataFrame) -> DataFrame:
-    """(date, dau, wau, mau, dau_mau) for every calendar day of the data; trailing 1/7/30 days.
+    """(date, dau, wau, mau, dau_mau) for every calendar day of the data; trailing 1/7/30 days
+    (dau_mau is null where mau is 0: after 30 days with no activity).
 
     A user counts in the W-day active users of day d when active in [d - W + 1, d]. Each active
     day a covers [a, min(next active day - 1, a + W - 1)]: disjoint intervals per user, summed
@@ -109,7 +110,7 @@ def stickiness(events: DataFrame) -> DataFrame:
         out = out.join(running, "date", "left")
     return out.select(
         "date", *[F.coalesce(c, F.lit(0)).cast("long").alias(c) for c in ("dau", "wau", "mau")]
-    ).withColumn("dau_mau", F.col("dau") / F.col("mau"))
+    ).withColumn("dau_mau", F.try_divide("dau", "mau"))  # null on a day nobody was active in the last 30 days
 
 
 def quality_by_cohort(per_user: DataFrame, activity_events: DataFrame, cohorts: DataFrame) -> DataFrame:

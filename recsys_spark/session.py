@@ -8,11 +8,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 from pyspark.sql import SparkSession
 
 from .config import Config
-from .errors import RecsysError
+from .errors import RecsysError, first_line
 
 MIN_JAVA = 17
 
@@ -60,8 +61,18 @@ def check_master(master: str) -> None:
                 raise RecsysError(f"spark.master {master!r}: cannot reach {hostport} ({e}): start the master, or {fix}") from None
 
 
+def use_utc() -> None:
+    """Make this process's local time UTC. PySpark turns naive Python datetimes (cutoffs, `now`, the
+    data's last day) into instants with the process's zone and collects timestamps back in it, so
+    on a machine in Tokyo a cutoff would move by 9 hours. Set before the JVM starts, so the Python
+    workers it forks inherit it too."""
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
 def build_session(cfg: Config) -> SparkSession:
     """SparkSession for `cfg`: UTC everywhere, Kryo, checkpoint dir set; master only outside spark-submit."""
+    use_utc()
     if not under_spark_submit():
         check_java()
         # Workers must run the driver's interpreter (the venv with pandas/pyarrow), not `python3`.
@@ -87,8 +98,7 @@ def build_session(cfg: Config) -> SparkSession:
     try:
         spark = builder.getOrCreate()
     except Exception as e:  # noqa: BLE001 - Py4J and PySpark raise several types for a bad master or conf
-        cause = str(getattr(e, "java_exception", e)).strip().splitlines()
-        raise RecsysError(f"cannot start Spark (master {cfg.spark.master!r}): {cause[0] if cause else type(e).__name__}; "
+        raise RecsysError(f"cannot start Spark (master {cfg.spark.master!r}): {first_line(e)}; "
                           "check spark.master and spark.conf") from None
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     try:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from . import schema as S
 from .config import InputConfig
-from .errors import RecsysError
+from .errors import RecsysError, first_line
 from .ingest import CORRUPT, parse_timestamp
 from .tables import path_exists
 
@@ -39,10 +38,9 @@ def read_source(
             df = _read_csv(spark, path, options)
         else:
             df = spark.read.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, **options).json(path)
-    except AnalysisException as e:
-        first = str(e).strip().splitlines()[0]
+    except Exception as e:  # noqa: BLE001 - AnalysisException for a wrong layout; a Spark error for a file that is not what it claims
         raise RecsysError(
-            f"cannot read {path} as {inp.format}: {first}. Expected columns {sorted(inp.columns.values())}; "
+            f"cannot read {path} as {inp.format}: {first_line(e)}. Expected columns {sorted(inp.columns.values())}; "
             "check input.format and input.options"
         ) from None
     df = df.withColumn(S.SOURCE, F.col("_metadata.file_path"))
@@ -64,8 +62,14 @@ def check_local_input(path: str) -> None:
         raise missing_input(path)
 
 
+# CSV as Python's `csv` module, pandas and spreadsheets write it (RFC 4180): a quote inside a
+# quoted field is doubled, and a quoted field may hold a newline. Spark's defaults (escape `\`,
+# one record per line) would keep `""` in ids and split a record in two. `input.options` overrides.
+CSV_DEFAULTS = {"header": "true", "escape": '"', "multiLine": "true"}
+
+
 def _read_csv(spark: SparkSession, path: str, options: dict[str, str]) -> DataFrame:
-    opts = {"header": "true", **options, "inferSchema": "false"}
+    opts = {**CSV_DEFAULTS, **options, "inferSchema": "false"}
     header = spark.read.options(**opts).csv(path).schema
     schema = StructType([StructField(f.name, StringType()) for f in header] + [StructField(CORRUPT, StringType())])
     return spark.read.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, **opts).schema(schema).csv(path)
@@ -82,5 +86,5 @@ def _date_range(df: DataFrame, inp: InputConfig, date_from: dt.date | None, date
         cond = cond & (day >= F.lit(date_from))
     if date_to:
         cond = cond & (day <= F.lit(date_to))
-    # Rows whose date cannot be parsed are kept, so ingest quarantines them instead of losing them.
-    return df.where(cond | day.isNull())
+    # A row whose date cannot be parsed belongs to no range: a full run quarantines it (`unparsed`).
+    return df.where(cond)

@@ -89,7 +89,10 @@ def path_exists(spark: SparkSession, path: str) -> bool:
 
 def remove_dir(spark: SparkSession, path: str, parent_if_empty: str | None = None) -> None:
     """Delete `path` (a folder, recursively); then `parent_if_empty` too when nothing else is left in it."""
-    fs = _FS(spark, path)
+    _delete(_FS(spark, path), path, parent_if_empty)
+
+
+def _delete(fs: _FS, path: str, parent_if_empty: str | None) -> None:
     fs.delete(path)
     if parent_if_empty and fs.exists(parent_if_empty) and not list(fs.fs.listStatus(fs.p(parent_if_empty))):
         fs.delete(parent_if_empty)
@@ -121,7 +124,7 @@ def staged_dir(spark: SparkSession, path: str) -> Iterator[str]:
         fs.touch(f"{staging}/{SUCCESS}")
         _replace_table(fs, staging, base)
     finally:
-        fs.delete(staging)
+        _drop_staging(fs, staging)
 
 
 def write_table(
@@ -154,7 +157,7 @@ def write_table(
         else:
             _replace_table(fs, staging, base)
     finally:
-        fs.delete(staging)
+        _drop_staging(fs, staging)
 
 
 def _staging(path: str) -> tuple[str, str]:
@@ -162,6 +165,11 @@ def _staging(path: str) -> tuple[str, str]:
     base = path.rstrip("/")
     parent, _, name = base.rpartition("/")
     return base, f"{parent or '.'}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+
+
+def _drop_staging(fs: _FS, staging: str) -> None:
+    """Delete a staging dir, and `_staging/` itself once no other write is using it."""
+    _delete(fs, staging, staging.rsplit("/", 1)[0])
 
 
 def _replace_table(fs: _FS, staging: str, target: str) -> None:

@@ -78,13 +78,10 @@ def _score_batch(batch: pd.DataFrame, item_ids: np.ndarray, vt: np.ndarray, pos:
         scores = u[start : start + rows] @ vt
         lo, hi = np.searchsorted(seen_rows, [start, start + rows])
         scores[seen_rows[lo:hi] - start, cols[lo:hi]] = -np.inf
-        # kth from the end: measured faster than partitioning the negated scores.
-        part = np.argpartition(scores, item_ids.size - k, axis=1)[:, -k:] if k < item_ids.size else np.tile(np.arange(k), (len(scores), 1))
+        part, top = _top_k_rows(scores, item_ids, k)
         parts.append(part)
-        tops.append(np.take_along_axis(scores, part, axis=1))
+        tops.append(top)
     part, top = np.concatenate(parts), np.concatenate(tops)
-    order = np.lexsort((item_ids[part], -top), axis=1)  # score desc, then item id for ties
-    part, top = np.take_along_axis(part, order, axis=1), np.take_along_axis(top, order, axis=1)
     keep = np.isfinite(top).ravel()
     return pd.DataFrame(
         {
@@ -94,6 +91,22 @@ def _score_batch(batch: pd.DataFrame, item_ids: np.ndarray, vt: np.ndarray, pos:
             "score": top.ravel()[keep].astype(np.float32),
         }
     )
+
+
+def _top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, scores) of each row's k best, by score descending then item id: every item tied
+    with the k-th score is a candidate, so which of them is kept never depends on argpartition's
+    arbitrary choice (the evaluated baseline and the served fallback agree on ties)."""
+    n = scores.shape[1]
+    # kth from the end: measured faster than partitioning the negated scores.
+    kth = np.partition(scores, n - k, axis=1)[:, n - k] if k < n else np.full(len(scores), -np.inf, np.float32)
+    r, c = np.nonzero(scores >= kth[:, None])  # >= k per row; more only where there are ties at the k-th
+    s = scores[r, c]
+    order = np.lexsort((item_ids[c], -s, r))
+    r, c, s = r[order], c[order], s[order]
+    first = np.searchsorted(r, np.arange(len(scores)))
+    take = np.arange(r.size) - first[r] < k
+    return c[take].reshape(-1, k), s[take].reshape(-1, k)
 
 
 def popularity(interactions: DataFrame) -> DataFrame:
@@ -117,8 +130,10 @@ def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int) -> Dat
 def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int) -> DataFrame:
     """(user_id, rank, item_id, score, source) for `wanted` (user_id), or every user the model knows.
 
-    Users with ALS factors get their top-n, seen items excluded (`source` als); wanted users the
-    model cannot score get the n most popular items, ties broken by item index (`source` popular).
+    Users with ALS factors get their top-n, seen items excluded (`source` als). Users the model
+    cannot score get the most popular items (`source` popular), ties broken by item index: those
+    in the id maps without factors (a model not refitted on all data) with their seen items
+    excluded, unknown users the n most popular of all.
     """
     spark = m.users.sparkSession
     with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
@@ -126,19 +141,18 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int) -> DataFr
         served = wanted.join(with_factors, "user_id")
         fallback = wanted.join(with_factors, "user_id", "left_anti")
     else:
-        served, fallback = with_factors, spark.createDataFrame([], "user_id string")
-    als = (
-        als_top_n(m.als, served.select("user_idx"), m.seen, n)
-        .join(m.users, "user_idx")
-        .join(m.items, "item_idx")
-        .select("user_id", "rank", "item_id", "score", F.lit("als").alias("source"))
-    )
+        served, fallback = with_factors, m.users.join(with_factors, "user_id", "left_anti").select("user_id")
+    named = lambda recs, source: recs.join(m.users, "user_idx").join(m.items, "item_idx").select(
+        "user_id", "rank", "item_id", "score", F.lit(source).alias("source"))
+    als = named(als_top_n(m.als, served.select("user_idx"), m.seen, n), "als")
+    known = named(top_n_popular(fallback.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n), "popular")
     best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
     top = spark.createDataFrame(
         [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)], "rank int, item_id string, score float"
     )
-    popular = fallback.crossJoin(F.broadcast(top)).select("user_id", "rank", "item_id", "score", F.lit("popular").alias("source"))
-    return als.unionByName(popular)
+    unknown = fallback.join(m.users, "user_id", "left_anti").crossJoin(F.broadcast(top)).select(
+        "user_id", "rank", "item_id", "score", F.lit("popular").alias("source"))
+    return als.unionByName(known).unionByName(unknown)
 
 
 def top_n_naive(als_model, seen: DataFrame, n: int) -> DataFrame:

@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import urllib.error
@@ -51,17 +52,23 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as e:
         problem = str(getattr(e, "reason", e))
     raise RecsysError(
-        f"MLflow tracking server {uri} is not reachable ({problem}): start it, or point tracking.uri / "
+        f"MLflow tracking server {redact_uri(uri)} is not reachable ({redact_uri(problem)}): start it, or point tracking.uri / "
         "MLFLOW_TRACKING_URI at a running server, or set tracking.enabled=false"
     )
 
 
+def redact_uri(text: str) -> str:
+    """Hide the credentials of any URI in `text`: https://user:pw@host -> https://***@host."""
+    return re.sub(r"([A-Za-z][\w+.-]*://)[^/@\s]+@", r"\1***@", text)
+
+
 def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Hide values whose key's last part looks like a secret (password, token, secret, key)."""
+    """Hide values whose key's last part looks like a secret (password, token, secret, key), and
+    the credentials inside any URI."""
     out = {}
     for k, v in params.items():
         last = k.rsplit(".", 1)[-1].lower()
-        out[k] = "***" if any(w in last for w in SECRET_WORDS) else v
+        out[k] = "***" if any(w in last for w in SECRET_WORDS) else redact_uri(v) if isinstance(v, str) else v
     return out
 
 
@@ -198,7 +205,8 @@ def download_model(uri: str) -> str:
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
     except Exception as e:  # noqa: BLE001 - MLflow raises several types for a bad URI
-        raise RecsysError(f"cannot download model {uri} from MLflow ({tracking_uri_now()}): {str(e).splitlines()[0]}") from None
+        raise RecsysError(f"cannot download model {uri} from MLflow ({redact_uri(tracking_uri_now())}): "
+                          f"{redact_uri(str(e).splitlines()[0])}") from None
 
 
 def tracking_uri_now() -> str:

@@ -77,7 +77,7 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, p
 def test_a_local_checkpoint_path_on_a_cluster_is_refused(cluster, pyfiles, tmp_path):
     # (file:// URIs pass: the test above runs the cluster with them.)
     bad = subprocess.run(
-        [str(SPARK_SUBMIT), "--master", cluster, "--py-files", pyfiles, str(REPO / "jobs" / "ingest.py"),
+        [str(SPARK_SUBMIT), "--master", cluster, "--py-files", pyfiles, str(REPO / "jobs" / "train.py"),
          "--set", "spark.checkpoint_dir=checkpoints", "--set", f"output.root=file://{tmp_path}/o", "--set", "tracking.enabled=false"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},

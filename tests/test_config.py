@@ -64,6 +64,8 @@ def test_rules_are_parsed_into_objects():
         ("output.root=/", "output.root '/' is not a folder of its own"),
         ("output.root=", "output.root: expected a string"),
         ("events.weights={}", "events.weights is empty"),
+        ("ingest.rules=[{reason: x, when: \"reflect('java.lang.System', 'exit', 1) = 1\"}]", "ingest.rules[0] (x): reflect() is not allowed in a rule"),
+        ("ingest.rules=[{reason: x, when: \"JAVA_METHOD ('java.lang.Runtime', 'x') IS NULL\"}]", "ingest.rules[0] (x): JAVA_METHOD() is not allowed"),
         ("spark.master=local[x]", "spark.master 'local[x]' is not a Spark master URL: use local[*]"),
     ],
 )

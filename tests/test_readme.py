@@ -79,6 +79,7 @@ def test_quickstart_make_run(clone):
     assert "== recsys-spark summary ==" in out.stdout and "rows from als" in out.stdout
     assert "DAU/MAU, mean over the last 30 days" in out.stdout
     assert not (clone / "output" / "checkpoints").exists()  # cleaned after a successful run
+    assert not list((clone / "output").rglob("_staging")) and not (clone / "output" / "_recsys.lock").exists()
 
 
 @pytest.mark.slow

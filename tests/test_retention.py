@@ -152,3 +152,12 @@ def test_quality_by_cohort_by_hand(spark):
         "cohort date, users_evaluated long, mean_ndcg double, hit_rate double, users_with_hit long, retained_with_hit double, retained_without_hit double",
     )
     assert_approx_df_equality(quality_by_cohort(per_user, ev, cohorts), expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_stickiness_over_a_30_day_gap_has_no_ratio_instead_of_failing(spark):
+    ev = toy_events(spark, [("a", D(2026, 1, 1), "view"), ("a", D(2026, 2, 15), "view")])
+    rows = {r.date: r for r in stickiness(ev).collect()}
+    assert len(rows) == 46 and rows[dt.date(2026, 1, 30)].mau == 1 and rows[dt.date(2026, 1, 30)].dau_mau == 0.0
+    gap = sorted(d for d, r in rows.items() if r.mau == 0)
+    assert gap == [dt.date(2026, 1, 31) + dt.timedelta(days=i) for i in range(15)]  # Jan 31 .. Feb 14
+    assert all(rows[d].dau_mau is None for d in gap) and rows[dt.date(2026, 2, 15)].dau_mau == 1.0

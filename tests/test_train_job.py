@@ -57,6 +57,9 @@ def test_unknown_users_get_the_popular_fallback(spark, trained):
     assert_df_equality(recs.where(F.col("user_id") == "nobody").select("user_id", "rank", "item_id", "source"), expected,
                        ignore_row_order=True, ignore_nullable=True)
     assert {r.source for r in recs.where(F.col("user_id") == "u0000001").collect()} == {"als"}
+    # Recommending for two users rewrote today's partition without losing everyone else's rows.
+    today = read_table(spark, cfg.path("recommendations"))
+    assert today.where(F.col("run_id") == "r1").count() > 0 and today.where(F.col("user_id") == "u0000001").count() == 5
 
 
 def test_saved_model_round_trips(spark, trained, tmp_path):

@@ -95,12 +95,14 @@ def test_users_without_factors_get_the_most_popular_items_ties_by_index(spark):
     # Popularity (distinct users): a 3, b 2, c 2, d 1; b and c tie and b has the lower index.
     seen_rows = [("u1", "a"), ("u2", "a"), ("u3", "a"), ("u1", "b"), ("u2", "c"), ("u3", "b"), ("u1", "c"), ("u3", "d")]
     named_pairs = spark.createDataFrame([(u, i, 1.0) for u, i in seen_rows], "user_id string, item_id string, confidence float")
-    users = spark.createDataFrame([(f"u{k}", k - 1) for k in (1, 2, 3)], "user_id string, user_idx int")
+    users = spark.createDataFrame([(f"u{k}", k - 1) for k in (1, 2, 3, 4)], "user_id string, user_idx int")
     items = spark.createDataFrame([(c, k) for k, c in enumerate("abcd")], "item_id string, item_idx int")
     seen = named_pairs.join(users, "user_id").join(items, "item_id").select("user_idx", "item_idx", "confidence")
     cfg = Config().als
     cfg.rank, cfg.max_iter = 2, 2
-    model = TrainedModel(fit_als(seen, cfg, implicit=True), users, items, seen.select("user_idx", "item_idx"), popularity(seen), {})
+    # u4 is in the id maps and saw b, but the model has no factors for u4 (as when not refitted on all data).
+    seen_all = seen.unionByName(spark.createDataFrame([(3, 1, 1.0)], "user_idx int, item_idx int, confidence float"))
+    model = TrainedModel(fit_als(seen, cfg, implicit=True), users, items, seen_all.select("user_idx", "item_idx"), popularity(seen), {})
     wanted = spark.createDataFrame([("nobody",), ("u2",)], "user_id string")
     recs = recommend_users(model, wanted, 3)
     expected = spark.createDataFrame([("nobody", 1, "a", 3.0, "popular"), ("nobody", 2, "b", 2.0, "popular"), ("nobody", 3, "c", 2.0, "popular")],
@@ -108,3 +110,8 @@ def test_users_without_factors_get_the_most_popular_items_ties_by_index(spark):
     assert_df_equality(recs.where(F.col("user_id") == "nobody"), expected, ignore_row_order=True, ignore_nullable=True)
     known = recs.where(F.col("user_id") == "u2").collect()  # u2 saw a and c: ALS ranks the other two
     assert sorted(r.item_id for r in known) == ["b", "d"] and {r.source for r in known} == {"als"}
+    everyone = recommend_users(model, None, 3)  # every user the model knows: u4 too, without what u4 saw
+    u4 = spark.createDataFrame([("u4", 1, "a", 3.0, "popular"), ("u4", 2, "c", 2.0, "popular"), ("u4", 3, "d", 1.0, "popular")],
+                               "user_id string, rank int, item_id string, score float, source string")
+    assert_df_equality(everyone.where(F.col("user_id") == "u4"), u4, ignore_row_order=True, ignore_nullable=True)
+    assert everyone.select("user_id").distinct().count() == 4

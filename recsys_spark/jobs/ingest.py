@@ -1,4 +1,10 @@
-"""ingest: raw input -> clean events + quarantine; fails (writing nothing) on too many bad rows."""
+"""ingest: raw input -> clean events + quarantine; fails (writing nothing) on too many bad rows.
+
+A full run replaces both tables whole, so nothing of an earlier, different input survives. A
+`--from/--to` run replaces the partitions of its dates; rows it read that are dated outside them
+(a late event in raw partition D dated D+1, quarantined rows without a date) are merged into
+their partitions instead of replacing them, so no other day's rows are lost.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import logging
 
 import pandas as pd
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import schema as S
@@ -17,7 +25,7 @@ from ..errors import RecsysError
 from ..ingest import check_source_columns, clean_events, quarantine_rows, validate_events
 from ..results import IngestResult
 from ..sources import read_source
-from ..tables import list_names, read_table, write_table
+from ..tables import list_names, path_exists, read_table, write_table
 
 log = logging.getLogger("recsys_spark")
 
@@ -38,8 +46,20 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
         check_bad_fraction(validated, rows_read, clean, by_reason, cfg)
         for reason, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             log.info("[ingest] quarantined %d rows: %s", n, reason)
-        write_table(clean_events(validated), cfg.path("events"), "event_date", expected_rows=clean)
-        write_table(quarantine_rows(validated, raw.columns), cfg.path("quarantine"), S.QUARANTINE_DATE, expected_rows=bad)
+        events, quarantine = clean_events(validated), quarantine_rows(validated, raw.columns)
+        partial = bool(cfg.ingest.date_from or cfg.ingest.date_to)
+        if partial:
+            inside = lambda day: _in_range(day, cfg.ingest.date_from, cfg.ingest.date_to)
+            # Events: clean events hold no exact repeats (ingest quarantines them), so a repeat is this run's copy.
+            events = merge_outside(events, cfg.path("events"), "event_date", inside(F.col("event_date")),
+                                   lambda old, extra: old.unionByName(extra).dropDuplicates())
+            # Quarantine: the rows these files gave last time are superseded by this run's.
+            sources = raw.select(S.SOURCE).distinct()
+            quarantine = merge_outside(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE, inside(F.col(S.QUARANTINE_DATE).try_cast("date")),
+                                       lambda old, extra: old.join(sources, S.SOURCE, "left_anti").unionByName(extra, allowMissingColumns=True))
+        write_table(events, cfg.path("events"), "event_date", expected_rows=events.count() if partial else clean, whole_table=not partial)
+        write_table(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE, expected_rows=quarantine.count() if partial else bad,
+                    whole_table=not partial)
     finally:
         validated.unpersist()
     written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()
@@ -49,6 +69,27 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     tracking.log_bytes(reasons.to_csv(index=False).encode(), "quarantine/summary.csv")
     return IngestResult(rows_read=rows_read, rows_clean=clean, rows_quarantined=bad, quarantined_by_reason=dict(sorted(by_reason.items())),
                         paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")})
+
+
+def _in_range(day: Column, date_from: dt.date | None, date_to: dt.date | None) -> Column:
+    cond = F.lit(True)
+    if date_from:
+        cond = cond & (day >= F.lit(date_from))
+    if date_to:
+        cond = cond & (day <= F.lit(date_to))
+    return F.coalesce(cond, F.lit(False))  # no date: outside every range
+
+
+def merge_outside(new: DataFrame, table: str, part: str, inside: Column, merge: Callable[[DataFrame, DataFrame], DataFrame]) -> DataFrame:
+    """`new`, where each partition it touches outside this run's range holds `merge(rows already
+    there, new rows there)`: such a partition is rewritten whole, with nothing of it lost."""
+    spark = new.sparkSession
+    outside = [r[0] for r in new.where(~inside).select(F.col(part).cast("string")).distinct().collect()]  # dates: few
+    if not outside or not path_exists(spark, table):
+        return new
+    old = read_table(spark, table).where(F.col(part).cast("string").isin(outside))
+    old = old.withColumn(part, F.col(part).cast(new.schema[part].dataType))  # Spark infers partition types on read
+    return new.where(inside).unionByName(merge(old, new.where(~inside)).select(*new.columns))
 
 
 def check_bad_fraction(validated: DataFrame, rows_read: int, clean: int, by_reason: dict[str, int], cfg: Config) -> None:

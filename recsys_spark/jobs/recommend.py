@@ -12,7 +12,7 @@ from .. import tracking
 from ..config import Config
 from ..model import load_model
 from ..results import RecommendResult
-from ..tables import read_table, write_table
+from ..tables import path_exists, read_table, write_table
 from ..topn import recommend_users
 
 
@@ -27,7 +27,12 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     today = dt.datetime.now(dt.timezone.utc).date()
     out = recommend_users(model, wanted, cfg.recommend.n).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
-    write_table(out, cfg.path("recommendations"), "run_date")
+    table = cfg.path("recommendations")
+    if wanted is not None and path_exists(spark, f"{table}/run_date={today}"):
+        # Some users only: today's rows of everyone else stay (the partition is rewritten whole).
+        others = read_table(spark, table).where(F.col("run_date") == F.lit(today)).join(wanted, "user_id", "left_anti")
+        out = others.select(*out.columns).unionByName(out)
+    write_table(out, table, "run_date")
     written = read_table(spark, cfg.path("recommendations")).where(F.col("run_date") == F.lit(today))
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
     return RecommendResult(run_id=run_id, rows_by_source=counts, paths={"recommendations": cfg.path("recommendations")})

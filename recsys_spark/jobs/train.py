@@ -46,7 +46,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     clock.start("save")
     seen = trained.seen
     bundle = TrainedModel(trained.served, data.users, data.items, seen.select("user_idx", "item_idx"), popularity(seen),
-                          {**cfg.to_dict(), "chosen": trained.chosen})
+                          {**tracking.redact_nested(cfg.to_dict()), "chosen": trained.chosen})  # no secret in the model
     save_model(bundle, cfg.path("model"))
     tracking.log_dir(local_dir(spark, cfg.path("model")), "model")
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})

@@ -1,0 +1,209 @@
+"""Data safety (issue 13): the same answer in any time zone, guards before any work, and
+deterministic ties. Real subprocesses where the process environment is what is tested."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+
+TINY = [
+    "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2", "--set", "spark.conf.spark.ui.enabled=false",
+    "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80", "--set", "generate.days=42",
+    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.rank=[4]", "--set", "tune.alpha=[5.0]",
+    "--set", "als.max_iter=3", "--set", "tracking.enabled=false",
+]
+
+
+def cli(*args, cwd, env=None):
+    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TZ")}
+    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env={**base, **(env or {})},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_same_tables_in_any_time_zone(spark, tmp_path):
+    roots = {}
+    for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+        root = tmp_path / tz.replace("/", "_")
+        out = cli("run", "--set", f"output.root={root}", "--summary-json", str(root) + ".json", *TINY, cwd=tmp_path, env={"TZ": tz})
+        assert out.returncode == 0, out.stderr[-3000:]
+        roots[tz] = root
+    split = {tz: json.loads(open(f"{r}.json").read())["stages"]["train"]["split"] for tz, r in roots.items()}
+    assert split["Asia/Tokyo"] == split["America/Los_Angeles"] == split["UTC"]
+    read = lambda tz, table: spark.read.parquet(f"{roots[tz]}/{table}")
+    for tz in ("Asia/Tokyo", "America/Los_Angeles"):
+        for table in ("events", "retention/cohorts", "retention/stickiness", "eval/per_user"):
+            assert_df_equality(read(tz, table), read("UTC", table), ignore_row_order=True)
+        recs = lambda t: read(t, "recommendations").drop("run_id", "run_date")
+        assert_approx_df_equality(recs(tz), recs("UTC"), 1e-4, ignore_row_order=True)
+
+
+def test_csv_written_by_python_keeps_quotes_and_newlines_inside_fields(spark, cfg, tmp_path):
+    import csv
+
+    from recsys_spark.jobs.runner import JOBS
+    from recsys_spark.tables import read_table
+
+    src = tmp_path / "csv"
+    src.mkdir()
+    with open(src / "events.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "iid", "kind", "ts", "note"])
+        w.writerow(['u"quote', "i1", "view", "2026-01-05 10:00:00", "plain"])
+        w.writerow(["u2", "i2", "view", "2026-01-05 11:00:00", "two\nlines, with a comma"])
+        w.writerow(["u3", "i3", "view", "2026-01-05 12:00:00", 'say "hi"'])
+    cfg.input.path, cfg.input.format = str(src), "csv"
+    cfg.input.columns = {"user_id": "uid", "item_id": "iid", "event_type": "kind", "event_ts": "ts"}
+    out = JOBS["ingest"](spark, cfg)
+    assert (out.rows_read, out.rows_clean, out.rows_quarantined) == (3, 3, 0)
+    users = sorted(r.user_id for r in read_table(spark, cfg.path("events")).collect())
+    assert users == ['u"quote', "u2", "u3"]
+
+
+def csv_cfg(cfg, src):
+    cfg.input.path, cfg.input.format = str(src), "csv"
+    cfg.input.columns = {"user_id": "uid", "item_id": "iid", "event_type": "kind", "event_ts": "ts"}
+    return cfg
+
+
+def test_years_before_min_event_date_are_quarantined_as_too_old(spark, cfg, tmp_path):
+    from recsys_spark.jobs.runner import JOBS
+    from recsys_spark.tables import read_table
+
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "e.csv").write_text("uid,iid,kind,ts\nu1,i1,view,1500-01-01 00:00:00\nu2,i1,view,1900-06-01 00:00:00\n"
+                                             "u3,i1,view,1970-01-01 00:00:00\nu4,i1,view,2026-01-05 10:00:00\n")
+    out = JOBS["ingest"](spark, csv_cfg(cfg, tmp_path / "csv"))
+    assert out.quarantined_by_reason == {"too_old": 2} and out.rows_clean == 2
+    # (Spark infers the partition as a date when no row is `unparsed`, pandas reads the string.)
+    q = sorted((r.uid, r._reason, str(r.parsed_event_date)) for r in read_table(spark, cfg.path("quarantine")).collect())
+    assert q == [("u1", "too_old", "1500-01-01"), ("u2", "too_old", "1900-06-01")]
+
+
+def test_a_struct_id_column_is_refused_naming_it(spark, cfg, tmp_path):
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.jobs.runner import JOBS
+
+    df = spark.createDataFrame([((21, "x21"), "i1", "view", "2026-01-05 10:00:00")],
+                               "user_id struct<n:int,s:string>, item_id string, event_type string, event_ts string")
+    df.write.parquet(str(tmp_path / "structs"))
+    cfg.input.path = str(tmp_path / "structs")
+    with pytest.raises(RecsysError, match=r"column user_id \(for user_id\) is of type struct<n:int,s:string>; ids must be strings or numbers"):
+        JOBS["ingest"](spark, cfg)
+
+
+def test_a_file_that_is_not_parquet_is_one_clear_error(spark, cfg, tmp_path):
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.jobs.runner import JOBS
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "events.parquet").write_bytes(bytes(range(256)) * 8)
+    cfg.input.path = str(tmp_path / "bad")
+    with pytest.raises(RecsysError) as e:
+        JOBS["ingest"](spark, cfg)
+    assert str(e.value).startswith(f"cannot read {tmp_path}/bad as parquet: ") and "events.parquet" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_second_run_on_one_output_root_fails_at_once_naming_the_holder(tmp_path):
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        root = tmp_path / "out"
+        root.mkdir()
+        (root / "_recsys.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "command": "run",
+                                                       "started": "2026-11-25T10:00:00+00:00"}))
+        out = cli("ingest", "--set", f"output.root={root}", *TINY, cwd=tmp_path)
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines() == [
+            f"error: output.root {root} is in use by pid {holder.pid} on {os.uname().nodename} (run, started 2026-11-25T10:00:00+00:00): "
+            f"wait for it, or use another output.root; if that run is gone, delete {root}/_recsys.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone now: its lock is stale, reported and taken over; the run then fails only
+    # for its own reason (no input), and leaves no lock behind.
+    out = cli("ingest", "--set", f"output.root={root}", *TINY, cwd=tmp_path)
+    assert f"removing a stale lock on {root}: pid {holder.pid} (run, started 2026-11-25T10:00:00+00:00) is gone" in out.stderr
+    assert "error: input path not found" in out.stderr and not (root / "_recsys.lock").exists()
+
+
+def test_an_output_root_that_is_a_file_is_refused_before_spark(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    out = cli("ingest", "--set", f"output.root={tmp_path}/afile/out", *TINY, cwd=tmp_path)
+    assert out.returncode == 2 and "log4j" not in out.stderr
+    assert out.stderr.strip() == f"error: output.root '{tmp_path}/afile/out': {tmp_path}/afile is a file, not a folder: point output.root at a folder (e.g. output)"
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_output_store_artifact_or_log(tmp_path):
+    root = tmp_path / "out"
+    out = cli("run", "--set", f"output.root={root}", "--set", "input.options.password=hunter2-planted",
+              "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2-s3", *TINY[:-2],  # TINY with tracking on
+              "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
+    assert not leaks and "hunter2" not in out.stdout + out.stderr
+    assert (root / "model" / "config.yaml").exists()
+    # Credentials in a tracking URI are never printed, not even in the error for an unreachable server.
+    bad = cli("ingest", "--set", "tracking.uri=http://alice:hunter3@127.0.0.1:1", cwd=tmp_path)
+    assert bad.returncode == 2 and "hunter3" not in bad.stdout + bad.stderr
+    assert "error: MLflow tracking server http://***@127.0.0.1:1 is not reachable" in bad.stderr
+
+
+RAW_D = [("u1", "i1", "2026-01-10 10:00:00"), ("u2", "i1", "2026-01-10 11:00:00"),
+         ("u3", "i2", "2026-01-11 09:00:00"),  # in raw partition D but dated D+1: a late event
+         ("u4", "i3", "not a time"), (None, "i1", "2026-01-11 12:00:00")]
+RAW_D1 = [("u5", "i1", "2026-01-11 10:00:00"), ("u6", "i2", "2026-01-11 11:00:00"), ("u7", "i3", "2026-01-11 12:00:00"),
+          ("u8", "i1", "bad")]
+
+
+def write_raw(spark, path, parts):
+    rows = [(u, i, "view", ts, None, day) for day, rs in parts.items() for u, i, ts in rs]
+    df = spark.createDataFrame(rows, "user_id string, item_id string, event_type string, event_ts string, value double, event_date string")
+    df.write.mode("overwrite").partitionBy("event_date").parquet(str(path))
+
+
+def tables(spark, cfg):
+    from recsys_spark.tables import read_table
+
+    events = sorted((str(r.event_date), r.user_id) for r in read_table(spark, cfg.path("events")).collect())
+    quarantine = sorted((str(r.parsed_event_date), r.user_id, r._reason) for r in read_table(spark, cfg.path("quarantine")).collect())
+    return events, quarantine
+
+
+FULL_EVENTS = [("2026-01-10", "u1"), ("2026-01-10", "u2"), ("2026-01-11", "u3"), ("2026-01-11", "u5"), ("2026-01-11", "u6"), ("2026-01-11", "u7")]
+FULL_QUARANTINE = [("2026-01-11", None, "null_user_id"), ("unparsed", "u4", "bad_timestamp"), ("unparsed", "u8", "bad_timestamp")]
+
+
+def test_a_partial_run_touches_only_its_dates_and_merges_what_falls_outside(spark, cfg, tmp_path):
+    import datetime as dt
+
+    from recsys_spark.jobs.runner import JOBS
+
+    write_raw(spark, tmp_path / "raw", {"2026-01-10": RAW_D, "2026-01-11": RAW_D1})
+    cfg.input.path = str(tmp_path / "raw")
+    full = JOBS["ingest"](spark, cfg)
+    assert (full.rows_read, full.rows_clean) == (9, 6)
+    assert tables(spark, cfg) == (FULL_EVENTS, FULL_QUARANTINE)
+    cfg.ingest.date_from = cfg.ingest.date_to = dt.date(2026, 1, 10)
+    part = JOBS["ingest"](spark, cfg)
+    assert (part.rows_read, part.rows_clean) == (5, 3)  # raw partition D only
+    # D+1 keeps its 4 events (the late u3 once, not alone); the unparsed and D+1 quarantine rows of raw D are
+    # replaced by this run's copies, raw D+1's stay.
+    assert tables(spark, cfg) == (FULL_EVENTS, FULL_QUARANTINE)
+
+
+def test_a_full_run_leaves_nothing_of_an_earlier_different_input(spark, cfg, tmp_path):
+    from recsys_spark.jobs.runner import JOBS
+
+    write_raw(spark, tmp_path / "a", {"2026-01-10": RAW_D, "2026-01-11": RAW_D1})
+    write_raw(spark, tmp_path / "b", {"2026-01-12": [("u9", "i1", "2026-01-12 10:00:00"), ("u9", "i2", "junk")]})
+    cfg.input.path = str(tmp_path / "a")
+    JOBS["ingest"](spark, cfg)
+    cfg.input.path = str(tmp_path / "b")
+    out = JOBS["ingest"](spark, cfg)
+    assert tables(spark, cfg) == ([("2026-01-12", "u9")], [("unparsed", "u9", "bad_timestamp")])
+    assert (out.rows_clean, out.rows_quarantined) == (1, 1)
