@@ -79,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         from .lock import check_output_root, output_lock
         from .session import build_session, remove_checkpoints
         from .sources import check_local_input
+        from .tables import recover
 
         name = "pipeline" if args.command == "run" else args.command
         check_output_root(cfg.output.root)
         with output_lock(cfg.output.root, name), tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
+            for done in recover(cfg.output.root):  # what a killed run left half done
+                log.warning("[recover] %s", done)
             if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
                 check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
             spark = build_session(cfg)

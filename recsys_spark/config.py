@@ -39,6 +39,7 @@ class SparkConfig:
 @dataclass
 class OutputConfig:
     root: str = "output"
+    keep_versions: int = 1  # previous versions kept per table (local disk), besides the current one
 
 
 @dataclass
@@ -254,7 +255,7 @@ _RANGES: list[tuple[str, str, str]] = [
     ("spark.shuffle_partitions", "positive", "try 8"),
     ("generate.events", "positive", ""), ("generate.users", "positive", ""), ("generate.items", "positive", ""),
     ("generate.clusters", "positive", ""), ("generate.days", "positive", ""), ("generate.users_per_chunk", "positive", ""),
-    ("generate.bad_fraction", "fraction", "try 0.002"),
+    ("generate.bad_fraction", "fraction", "try 0.002"), ("output.keep_versions", "non_negative", "try 1"),
     ("ingest.max_bad_fraction", "fraction", "try 0.5"),
     ("ingest.future_slack_hours", "non_negative", "try 24"),
     ("interactions.half_life_days", "positive", "try 30, or null for no decay"),

@@ -15,24 +15,17 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from .errors import RecsysError
+from .tables import local_path
 
 log = logging.getLogger("recsys_spark")
 LOCK_NAME = "_recsys.lock"
 
 
-def local_root(root: str) -> Path | None:
-    """The output root as a local path, or None when it lives on another filesystem."""
-    if "://" in root and not root.startswith("file:"):
-        return None
-    return Path(root.removeprefix("file://").removeprefix("file:"))
-
-
 def check_output_root(root: str) -> None:
     """Refuse an output root that is a file, or under one, before any work."""
-    path = local_root(root)
+    path = local_path(root)
     if path is None:
         return
     for p in (path, *path.parents):
@@ -57,7 +50,7 @@ def _alive(pid: int) -> bool:
 @contextmanager
 def output_lock(root: str, command: str) -> Iterator[None]:
     """Hold the output root's lock for the duration of one command."""
-    path = local_root(root)
+    path = local_path(root)
     if path is None:
         yield
         return

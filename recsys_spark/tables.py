@@ -1,17 +1,32 @@
-"""Reading and writing tables so that readers never see a half-written one.
+"""The table layer: reading and writing tables so that readers never see a half-written one.
 
-A table is written to a staging directory beside it, checked, then moved into place with the
-Hadoop FileSystem API (so it works on local disk and on cluster storage alike). Partitioned tables
-replace only the partitions this write produced; re-running a job overwrites, never duplicates.
+On a local filesystem (a plain path or `file://`) a table's path is a symbolic link to a complete
+version directory kept beside it, `<parent>/.versions/<name>/v<time>-<id>`. A write builds a new
+version (for a partial write, the partitions it does not touch are hard-linked in from the
+current version, so nothing is copied), checks its row count, then switches the link with one
+`rename`, which POSIX makes atomic: any reader, ours or pandas, sees the whole previous version
+or the whole new one. Several tables that must change together (ingest's events and quarantine)
+commit through a journal that names every switch; a run killed between two switches leaves the
+journal, and `recover` (run at the start of every command) completes it. The previous
+`output.keep_versions` versions stay, older and orphaned ones are removed on success.
+
+On other filesystems (hdfs://, s3a://) tables are staged and moved into place with the Hadoop
+FileSystem API: a failure before the move changes nothing, but the move itself is not atomic.
+Delta Lake or Iceberg would fit behind this module where their jars can be had.
 Readers refuse a table without the `_SUCCESS` marker.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -19,6 +34,22 @@ from pyspark.sql import DataFrame, SparkSession
 from .errors import RecsysError
 
 SUCCESS = "_SUCCESS"
+VERSIONS = ".versions"
+JOURNAL = "_commit-"
+KEEP_VERSIONS = 1  # previous versions kept per table; set from output.keep_versions by the CLI
+
+
+def local_path(path: str) -> Path | None:
+    """`path` on the local disk, or None when it lives on another filesystem (hdfs://, s3a://)."""
+    if "://" in path and not path.startswith("file:"):
+        return None
+    return Path(path.removeprefix("file://").removeprefix("file:"))
+
+
+def _kill_point(name: str) -> None:
+    """Die here, as `kill -9` would, when the tests ask for it (RECSYS_TEST_KILL_AT=<name>)."""
+    if os.environ.get("RECSYS_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _FS:
@@ -77,7 +108,7 @@ def local_dir(spark: SparkSession, path: str) -> str:
     """`path` as a local directory: itself when local, else a copy in a temporary directory."""
     fs = _FS(spark, path)
     if fs.fs.getUri().getScheme() in (None, "file"):
-        return path.removeprefix("file:")
+        return os.path.realpath(path.removeprefix("file://").removeprefix("file:"))  # the current version of a versioned table
     dst = tempfile.mkdtemp(prefix="recsys-")
     fs.fs.copyToLocalFile(False, fs.p(path), fs.p(dst), True)
     return f"{dst}/{path.rstrip('/').rsplit('/', 1)[-1]}"
@@ -114,17 +145,91 @@ def read_text(spark: SparkSession, path: str) -> str:
     return fs.read_bytes(path).decode()
 
 
+class Transaction:
+    """Tables staged as new versions, switched in together by `commit` (local disk), or moved into
+    place one by one (other filesystems). Leaving the `transaction` block by an error drops what
+    was staged and changes nothing."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+        self.staged: list[tuple[Path, Path]] = []  # (table link, new version dir)
+
+    @contextmanager
+    def staged_dir(self, path: str) -> Iterator[str]:
+        """A fresh directory to write a whole table into; `commit` makes it the table at `path`."""
+        local = local_path(path.rstrip("/"))
+        if local is None:
+            base, staging = _staging(path)
+            fs = _FS(self.spark, base)
+            try:
+                yield staging
+                fs.touch(f"{staging}/{SUCCESS}")
+                _replace_table(fs, staging, base)
+            finally:
+                _drop_staging(fs, staging)
+            return
+        version = _new_version(local)
+        try:
+            yield str(version)
+            (version / SUCCESS).touch()
+        except BaseException:
+            _remove(version)
+            raise
+        self.staged.append((local, version))
+
+    def write_table(self, df: DataFrame, path: str, partition_by: str | None = None, expected_rows: int | None = None,
+                    whole_table: bool = False) -> None:
+        """Stage `df` as Parquet for `path`: the partitions it holds replace theirs (or the whole table).
+
+        `expected_rows` is checked against what was staged before anything is switched in.
+        """
+        local = local_path(path.rstrip("/"))
+        if local is None:
+            return _write_moved(df, path, partition_by, expected_rows, whole_table)
+        with self.staged_dir(path) as version:
+            _write_parquet(df, version, partition_by, expected_rows, path)
+            if partition_by and not whole_table:
+                _link_untouched_partitions(local, Path(version))
+
+    def commit(self) -> None:
+        """Switch every staged table in: one atomic rename per table, under a journal when there are several."""
+        if not self.staged:
+            return
+        journal = None
+        if len(self.staged) > 1:
+            journal = self.staged[0][0].parent / VERSIONS / f"{JOURNAL}{uuid.uuid4().hex[:12]}.json"
+            _write_atomically(journal, json.dumps([[str(link), str(v)] for link, v in self.staged]))
+            _kill_point("journal")
+        for i, (link, version) in enumerate(self.staged):
+            _switch(link, version)
+            if i == 0:
+                _kill_point("switched_one")
+        if journal:
+            journal.unlink()
+        _kill_point("committed")
+        for link, _ in self.staged:
+            _prune(link)
+        self.staged = []
+
+
+@contextmanager
+def transaction(spark: SparkSession) -> Iterator[Transaction]:
+    tx = Transaction(spark)
+    try:
+        yield tx
+        _kill_point("staged")
+        tx.commit()
+    except BaseException:
+        for _, version in tx.staged:
+            _remove(version)
+        raise
+
+
 @contextmanager
 def staged_dir(spark: SparkSession, path: str) -> Iterator[str]:
-    """Yield a staging directory; on success it replaces `path` whole, with a `_SUCCESS` marker."""
-    base, staging = _staging(path)
-    fs = _FS(spark, base)
-    try:
-        yield staging
-        fs.touch(f"{staging}/{SUCCESS}")
-        _replace_table(fs, staging, base)
-    finally:
-        _drop_staging(fs, staging)
+    """Yield a directory to write a whole table into; on success it becomes the table at `path`."""
+    with transaction(spark) as tx, tx.staged_dir(path) as tmp:
+        yield tmp
 
 
 def write_table(
@@ -134,30 +239,137 @@ def write_table(
     expected_rows: int | None = None,
     whole_table: bool = False,
 ) -> None:
-    """Write `df` as Parquet at `path`, replacing the partitions it holds (or the whole table).
+    """Write `df` as Parquet at `path` (one table, one transaction); see `Transaction.write_table`."""
+    with transaction(df.sparkSession) as tx:
+        tx.write_table(df, path, partition_by, expected_rows, whole_table)
 
-    `expected_rows` is checked against what was staged before anything is moved into place.
-    """
+
+def _write_parquet(df: DataFrame, out: str, partition_by: str | None, expected_rows: int | None, table: str) -> None:
     spark = df.sparkSession
-    fs = _FS(spark, path)
+    if partition_by:  # one file per partition value, not one per task and value
+        df = df.repartition(partition_by)
+    writer = df.write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(partition_by)
+    writer.parquet(out)
+    if expected_rows is not None:
+        staged = spark.read.schema(df.schema).parquet(out).count()
+        if staged != expected_rows:
+            raise RecsysError(f"{table.rstrip('/')}: staged {staged} rows but expected {expected_rows}; nothing was moved into place")
+
+
+def _write_moved(df: DataFrame, path: str, partition_by: str | None, expected_rows: int | None, whole_table: bool) -> None:
+    """Other filesystems: stage beside the table, then move into place (not atomic)."""
+    fs = _FS(df.sparkSession, path)
     base, staging = _staging(path)
     try:
-        if partition_by:  # one file per partition value, not one per task and value
-            df = df.repartition(partition_by)
-        writer = df.write.mode("overwrite")
-        if partition_by:
-            writer = writer.partitionBy(partition_by)
-        writer.parquet(staging)
-        if expected_rows is not None:
-            staged = spark.read.schema(df.schema).parquet(staging).count()
-            if staged != expected_rows:
-                raise RecsysError(f"{base}: staged {staged} rows but expected {expected_rows}; nothing was moved into place")
+        _write_parquet(df, staging, partition_by, expected_rows, path)
         if partition_by and not whole_table:
             _replace_partitions(fs, staging, base)
         else:
             _replace_table(fs, staging, base)
     finally:
         _drop_staging(fs, staging)
+
+
+def _versions_dir(link: Path) -> Path:
+    return link.parent / VERSIONS / link.name
+
+
+def _new_version(link: Path) -> Path:
+    """A new, empty version directory for the table at `link`; names sort by creation time."""
+    d = _versions_dir(link) / f"v{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    d.parent.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _current(link: Path) -> Path | None:
+    """The version directory `link` points to (None when absent or not one of ours)."""
+    if not link.is_symlink():
+        return None
+    return (link.parent / os.readlink(link)).resolve()
+
+
+def _link_untouched_partitions(link: Path, version: Path) -> None:
+    """Hard-link into `version` every partition of the current table it did not write."""
+    current = _current(link) if link.is_symlink() else (link if link.is_dir() else None)
+    if current is None or not current.is_dir():
+        return
+    written = {p.name for p in version.iterdir() if p.is_dir()}
+    for part in (p for p in current.iterdir() if p.is_dir() and "=" in p.name and p.name not in written):
+        for f in part.rglob("*"):
+            dst = version / part.name / f.relative_to(part)
+            if f.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, dst)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    with open(tmp) as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _switch(link: Path, version: Path) -> None:
+    """Point `link` at `version` with one atomic rename (a table still written the old way, as a
+    real directory, is first kept as a version of its own)."""
+    if link.exists() and not link.is_symlink():
+        legacy = _versions_dir(link) / f"v{0:020d}-legacy-{uuid.uuid4().hex[:8]}"
+        legacy.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(link, legacy)
+    tmp = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:8]}")
+    os.symlink(os.path.relpath(version, link.parent), tmp)
+    os.replace(tmp, link)
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _prune(link: Path) -> None:
+    """Keep the current version and the KEEP_VERSIONS before it; drop older ones and unfinished ones."""
+    current = _current(link)
+    versions = _versions_dir(link)
+    if current is None or not versions.is_dir():
+        return
+    older = sorted((v for v in versions.iterdir() if v.is_dir() and v.name < current.name), reverse=True)
+    newer = [v for v in versions.iterdir() if v.is_dir() and v.name > current.name]  # left by a killed run
+    for v in older[KEEP_VERSIONS:] + newer:
+        _remove(v)
+
+
+def recover(root: str) -> list[str]:
+    """Complete the commits a killed run left half done, drop what killed runs staged, and remove
+    their leftovers (`_staging/`, `*.__old-*`, link temporaries). Call it holding the root's lock.
+    Returns what it did, one line per action."""
+    base = local_path(root)
+    if base is None or not base.is_dir():
+        return []
+    done = []
+    for journal in sorted(base.rglob(f"{VERSIONS}/{JOURNAL}*.json")):
+        for link, version in json.loads(journal.read_text()):
+            if Path(version).is_dir() and _current(Path(link)) != Path(version).resolve():
+                _switch(Path(link), Path(version))
+                done.append(f"completed the interrupted switch of {link}")
+        journal.unlink()
+    for versions in base.rglob(VERSIONS):
+        for table in (d for d in versions.iterdir() if d.is_dir()):
+            link = versions.parent / table.name
+            if link.is_symlink():
+                _prune(link)
+    for leftover in [*base.rglob("_staging"), *base.rglob("*.__old-*"), *base.rglob(".*.link-*"), *base.rglob(f".{JOURNAL}*.tmp")]:
+        if leftover.is_dir() and not leftover.is_symlink():
+            _remove(leftover)
+        else:
+            leftover.unlink(missing_ok=True)
+        done.append(f"removed {leftover}")
+    return done
 
 
 def _staging(path: str) -> tuple[str, str]:
@@ -191,10 +403,15 @@ def _replace_partitions(fs: _FS, staging: str, target: str) -> None:
 
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:
-    """Read a table written by `write_table`; refuse one that is missing or was not completed."""
+    """Read a table written by `write_table`; refuse one that is missing or was not completed.
+
+    A versioned table is read from the version its link points to now, so a switch during a
+    long read cannot mix two versions."""
     fs = _FS(spark, path)
     if not fs.exists(path):
         raise RecsysError(f"table not found: {path} (run the job that writes it first)")
     if not fs.exists(f"{path.rstrip('/')}/{SUCCESS}"):
         raise RecsysError(f"table {path} has no {SUCCESS} marker: it was not completely written; re-run the job that writes it")
-    return spark.read.parquet(path)
+    local = local_path(path.rstrip("/"))
+    version = _current(local) if local is not None else None
+    return spark.read.parquet(str(version) if version else path)

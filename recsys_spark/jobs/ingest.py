@@ -25,7 +25,7 @@ from ..errors import RecsysError
 from ..ingest import check_source_columns, clean_events, quarantine_rows, validate_events
 from ..results import IngestResult
 from ..sources import read_source
-from ..tables import list_names, path_exists, read_table, write_table
+from ..tables import list_names, path_exists, read_table, transaction
 
 log = logging.getLogger("recsys_spark")
 
@@ -57,9 +57,11 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
             sources = raw.select(S.SOURCE).distinct()
             quarantine = merge_outside(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE, inside(F.col(S.QUARANTINE_DATE).try_cast("date")),
                                        lambda old, extra: old.join(sources, S.SOURCE, "left_anti").unionByName(extra, allowMissingColumns=True))
-        write_table(events, cfg.path("events"), "event_date", expected_rows=events.count() if partial else clean, whole_table=not partial)
-        write_table(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE, expected_rows=quarantine.count() if partial else bad,
-                    whole_table=not partial)
+        with transaction(spark) as tx:  # events and quarantine change together
+            tx.write_table(events, cfg.path("events"), "event_date", expected_rows=events.count() if partial else clean,
+                           whole_table=not partial)
+            tx.write_table(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE,
+                           expected_rows=quarantine.count() if partial else bad, whole_table=not partial)
     finally:
         validated.unpersist()
     written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()

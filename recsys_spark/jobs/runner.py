@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from .. import tracking
+from .. import tables, tracking
 from ..config import Config, validate
 from ..results import RunResult, StageResult, TrainResult
 from .generate import generate, generate_if_missing
@@ -40,6 +40,7 @@ def timed(name: str, job: Job, spark: SparkSession, cfg: Config) -> StageResult:
 def run_job(name: str, spark: SparkSession, cfg: Config) -> RunResult:
     """One job, timed, its metrics logged to the active MLflow run."""
     validate(cfg)
+    tables.KEEP_VERSIONS = cfg.output.keep_versions
     run = RunResult({name: timed(name, JOBS[name], spark, cfg)})
     tracking.log_metrics(run.metrics())
     return run
@@ -48,6 +49,7 @@ def run_job(name: str, spark: SparkSession, cfg: Config) -> RunResult:
 def run_pipeline(spark: SparkSession, cfg: Config) -> RunResult:
     """Every stage in order, each in a nested MLflow run; the parent gets all metrics too."""
     validate(cfg)
+    tables.KEEP_VERSIONS = cfg.output.keep_versions
     run = RunResult()
     for name, job in PIPELINE:
         with tracking.tracked_run(cfg, name, nested=True):
