@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         with output_lock(cfg.output.root, name), tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
             for done in recover(cfg.output.root):  # what a killed run left half done
                 log.warning("[recover] %s", done)
+            for run_id in tracking.end_orphaned_runs(cfg):
+                log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
             if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
                 check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
             spark = build_session(cfg)

@@ -37,7 +37,8 @@ def check_output_root(root: str) -> None:
             return
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +67,7 @@ def output_lock(root: str, command: str) -> Iterator[None]:
                 holder = json.loads(lock.read_text() or "{}")
             except (OSError, ValueError):
                 holder = {}
-            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not process_alive(holder["pid"]):
                 log.warning("removing a stale lock on %s: pid %s (%s, started %s) is gone", root, holder["pid"],
                             holder.get("command"), holder.get("started"))
                 lock.unlink(missing_ok=True)

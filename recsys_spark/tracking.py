@@ -8,11 +8,13 @@ with the error as a tag and an artifact.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
 import platform
 import re
+import socket
 import subprocess
 import tempfile
 import urllib.error
@@ -29,6 +31,7 @@ from pyspark.sql import functions as F
 
 from .config import Config, flatten
 from .errors import RecsysError
+from .lock import process_alive
 from .tables import list_names
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -100,7 +103,7 @@ def tracked_run(cfg: Config, name: str, nested: bool = False, parent_run_id: str
     if not cfg.tracking.enabled:
         yield None
         return
-    tags = {"job": name}
+    tags = {"job": name, "host": socket.gethostname(), "pid": str(os.getpid())}  # so a killed run can be told apart
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
     run = mlflow.start_run(run_name=name, nested=nested, tags=tags)
@@ -120,8 +123,44 @@ def start(cfg: Config) -> None:
         return
     uri = tracking_uri(cfg)
     check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.tracking.experiment)
+    with _store_init_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(cfg.tracking.experiment)
+
+
+@contextmanager
+def _store_init_lock(uri: str) -> Iterator[None]:
+    """MLflow creates (and migrates) a SQLite store's tables on first use; two processes doing that
+    at once fail ("table ... already exists"). A file lock beside the store makes them take turns."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(f"{uri.removeprefix('sqlite:///')}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def end_orphaned_runs(cfg: Config) -> list[str]:
+    """Mark KILLED the runs of this experiment still RUNNING whose process, on this host, is gone
+    (a run killed with -9 cannot end itself). Returns their ids."""
+    if not cfg.tracking.enabled:
+        return []
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return []
+    ended = []
+    host = socket.gethostname()
+    for run in client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        pid = run.data.tags.get("pid", "")
+        if run.data.tags.get("host") == host and pid.isdigit() and not process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
+
+    return True
 
 
 def log_config(cfg: Config, master: str | None) -> None:

@@ -26,7 +26,8 @@ def cli(root, *args, kill_at=None):
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RECSYS_TEST_KILL_AT")}
     if kill_at:
         env["RECSYS_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args, "--set", f"output.root={root}", *TINY],
+    command, *rest = args
+    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", command, "--set", f"output.root={root}", *TINY, *rest],
                           cwd=root.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -79,16 +80,24 @@ def test_ingest_killed_before_any_switch_leaves_the_previous_tables(spark, befor
 
 def test_ingest_killed_between_its_two_switches_is_completed_by_the_next_run(spark, before, undisturbed):
     root = copy(before, before.parent / "kill-between")
-    out = cli(root, "ingest", *DROP_U1, kill_at="switched_one")
+    tracked = ["--set", "tracking.enabled=true", "--set", f"tracking.uri=sqlite:///{before.parent}/between.db"]
+    out = cli(root, "ingest", *DROP_U1, *tracked, kill_at="switched_one")
     assert out.returncode == -signal.SIGKILL
     # Each table is whole: events already the new version, quarantine still the previous one.
     same(spark, root, undisturbed, "events")
     same(spark, root, before, "quarantine")
     assert len(list(root.rglob("_commit-*.json"))) == 1
     # The next command on the root completes the journal first: both tables are the new version.
-    nxt = cli(root, "retention")
+    nxt = cli(root, "retention", *tracked)
     assert nxt.returncode == 0, nxt.stderr[-3000:]
     assert "[recover] completed the interrupted switch of" in nxt.stderr
+    # The killed ingest's MLflow run could not end itself: the next run marked it KILLED.
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{before.parent}/between.db")
+    runs = mlflow.search_runs(experiment_names=["recsys-spark"]).set_index("tags.job")
+    assert runs.loc["ingest", "status"] == "KILLED" and runs.loc["retention", "status"] == "FINISHED"
+    assert f"[recover] MLflow run {runs.loc['ingest', 'run_id']} was left RUNNING by a killed process: marked KILLED" in nxt.stderr
     for table in ("events", "quarantine"):
         same(spark, root, undisturbed, table)
 

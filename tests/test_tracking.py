@@ -153,3 +153,15 @@ def test_a_run_over_http_reads_back(mlflow_server):
     assert [a.path for a in client.list_artifacts(runs.loc["train", "run_id"], "eval")] == ["eval/metrics.csv"]
     resolved = mlflow.artifacts.load_text(f"runs:/{parent}/config/resolved.yaml")
     assert "experiment: http" in resolved and "pw" not in resolved
+
+
+def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
+    """MLflow creates a new store's tables on first use; without the lock two processes at once failed (3 of 3 tries)."""
+    code = ("import sys; from recsys_spark import tracking; from recsys_spark.config import load_config; "
+            "tracking.start(load_config(None, ['tracking.uri=sqlite:///' + sys.argv[1]]))")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for i in range(3):
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"new{i}.db")], stderr=subprocess.PIPE, text=True, env=env)
+                 for _ in range(2)]
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
