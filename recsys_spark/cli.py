@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         name = "pipeline" if args.command == "run" else args.command
         check_output_root(cfg.output.root)
         with output_lock(cfg.output.root, name), tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
-            for done in recover(cfg.output.root):  # what a killed run left half done
+            for done in recover(cfg.output.root, cfg.checkpoint_dir):  # what a killed run left half done
                 log.warning("[recover] %s", done)
             for run_id in tracking.end_orphaned_runs(cfg):
                 log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)

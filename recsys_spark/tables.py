@@ -344,14 +344,20 @@ def _prune(link: Path) -> None:
         _remove(v)
 
 
-def recover(root: str) -> list[str]:
+def recover(root: str, checkpoint_dir: str | None = None) -> list[str]:
     """Complete the commits a killed run left half done, drop what killed runs staged, and remove
-    their leftovers (`_staging/`, `*.__old-*`, link temporaries). Call it holding the root's lock.
+    their leftovers (`_staging/`, `*.__old-*`, link temporaries, and their checkpoint folders when
+    the checkpoint dir is inside the root). Call it holding the root's lock, before Spark starts.
     Returns what it did, one line per action."""
     base = local_path(root)
     if base is None or not base.is_dir():
         return []
     done = []
+    ckpt = local_path(checkpoint_dir) if checkpoint_dir else None
+    if ckpt is not None and ckpt.is_dir() and ckpt.resolve().is_relative_to(base.resolve()):
+        for run_dir in (d for d in ckpt.iterdir() if d.is_dir()):  # a successful run removes its own
+            _remove(run_dir)
+            done.append(f"removed {run_dir}")
     for journal in sorted(base.rglob(f"{VERSIONS}/{JOURNAL}*.json")):
         for link, version in json.loads(journal.read_text()):
             if Path(version).is_dir() and _current(Path(link)) != Path(version).resolve():

@@ -113,5 +113,6 @@ def test_train_and_recommend_killed_before_their_switch_keep_the_previous_model_
     again = cli(root, "recommend")  # the previous model still serves; leftovers of both kills are gone
     assert again.returncode == 0, again.stderr[-3000:]
     assert "rows from als" in again.stdout
+    assert not (root / "checkpoints").exists()  # the killed runs' checkpoint folders went with their leftovers
     versions = lambda r: sorted(v.name for v in (r / ".versions" / "model").iterdir())
     assert versions(root) == versions(before)  # what the killed train staged was dropped by the next run

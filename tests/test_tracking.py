@@ -165,3 +165,11 @@ def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
                  for _ in range(2)]
         errors = [p.communicate(timeout=300)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], errors
+
+
+def test_credentials_in_uris_are_hidden_in_params():
+    from recsys_spark.config import load_config
+
+    params = tracking.config_params(load_config(None, ["tracking.uri=https://alice:s3cret@mlflow.example.com",
+                                                       "input.path=s3a://KEY:SECRET@bucket/raw"]))
+    assert params["tracking.uri"] == "https://***@mlflow.example.com" and params["input.path"] == "s3a://***@bucket/raw"
