@@ -7,9 +7,8 @@ quarantined) instead of being dropped or failing the job. Every row carries its 
 from __future__ import annotations
 
 import datetime as dt
-import os
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
@@ -17,7 +16,7 @@ from . import schema as S
 from .config import InputConfig
 from .errors import RecsysError, first_line
 from .ingest import CORRUPT, parse_timestamp
-from .tables import path_exists
+from .tables import local_path, path_exists
 
 
 def read_source(
@@ -56,9 +55,8 @@ def missing_input(path: str) -> RecsysError:
 
 def check_local_input(path: str) -> None:
     """A missing local input path, caught before Spark starts (paths on other filesystems are checked by `read_source`)."""
-    if "://" in path and not path.startswith("file:"):
-        return
-    if not os.path.exists(path.removeprefix("file://").removeprefix("file:")):
+    local = local_path(path)
+    if local is not None and not local.exists():
         raise missing_input(path)
 
 
@@ -81,10 +79,15 @@ def _date_range(df: DataFrame, inp: InputConfig, date_from: dt.date | None, date
         day = F.col("event_date").cast("date")
     else:
         day = F.to_date(parse_timestamp(df, inp.columns["event_ts"], inp))
+    # A row whose date cannot be parsed belongs to no range: a full run quarantines it (`unparsed`).
+    return df.where(in_date_range(day, date_from, date_to))
+
+
+def in_date_range(day: Column, date_from: dt.date | None, date_to: dt.date | None) -> Column:
+    """True where `day` lies in [date_from, date_to] (either bound optional); false where it is null."""
     cond = F.lit(True)
     if date_from:
         cond = cond & (day >= F.lit(date_from))
     if date_to:
         cond = cond & (day <= F.lit(date_to))
-    # A row whose date cannot be parsed belongs to no range: a full run quarantines it (`unparsed`).
-    return df.where(cond)
+    return F.coalesce(cond, F.lit(False))

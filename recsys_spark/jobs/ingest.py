@@ -24,7 +24,7 @@ from ..config import Config
 from ..errors import RecsysError
 from ..ingest import check_source_columns, clean_events, quarantine_rows, validate_events
 from ..results import IngestResult
-from ..sources import read_source
+from ..sources import in_date_range, read_source
 from ..tables import list_names, path_exists, read_table, transaction
 
 log = logging.getLogger("recsys_spark")
@@ -49,7 +49,7 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
         events, quarantine = clean_events(validated), quarantine_rows(validated, raw.columns)
         partial = bool(cfg.ingest.date_from or cfg.ingest.date_to)
         if partial:
-            inside = lambda day: _in_range(day, cfg.ingest.date_from, cfg.ingest.date_to)
+            inside = lambda day: in_date_range(day, cfg.ingest.date_from, cfg.ingest.date_to)
             # Events: clean events hold no exact repeats (ingest quarantines them), so a repeat is this run's copy.
             events = merge_outside(events, cfg.path("events"), "event_date", inside(F.col("event_date")),
                                    lambda old, extra: old.unionByName(extra).dropDuplicates())
@@ -71,15 +71,6 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     tracking.log_bytes(reasons.to_csv(index=False).encode(), "quarantine/summary.csv")
     return IngestResult(rows_read=rows_read, rows_clean=clean, rows_quarantined=bad, quarantined_by_reason=dict(sorted(by_reason.items())),
                         paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")})
-
-
-def _in_range(day: Column, date_from: dt.date | None, date_to: dt.date | None) -> Column:
-    cond = F.lit(True)
-    if date_from:
-        cond = cond & (day >= F.lit(date_from))
-    if date_to:
-        cond = cond & (day <= F.lit(date_to))
-    return F.coalesce(cond, F.lit(False))  # no date: outside every range
 
 
 def merge_outside(new: DataFrame, table: str, part: str, inside: Column, merge: Callable[[DataFrame, DataFrame], DataFrame]) -> DataFrame:
