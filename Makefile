@@ -33,6 +33,7 @@ test-fast: check-java $(STAMP)
 bench: check-java $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.tuning
 
 # What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
 dist: $(STAMP)

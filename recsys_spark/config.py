@@ -79,9 +79,16 @@ class InputConfig:
     )
     event_type: str | None = None  # constant event type when the source has no such column
     event_type_map: dict[str, str] = field(default_factory=dict)  # source value -> canonical
-    # null: cast; a Spark datetime pattern such as "M/d/yyyy H:mm"; or unix_seconds/unix_millis.
-    timestamp_format: str | None = None
+    # null: cast; a Spark datetime pattern such as "M/d/yyyy H:mm", or a list of them tried in
+    # order (the first that parses wins); or unix_seconds/unix_millis.
+    timestamp_format: str | list[str] | None = None
     timezone: str = "UTC"  # zone of timestamps written without one
+
+    @property
+    def timestamp_formats(self) -> list[str]:
+        """`timestamp_format` as a list (empty: cast the column)."""
+        fmt = self.timestamp_format
+        return [fmt] if isinstance(fmt, str) else list(fmt or [])
 
 
 @dataclass
@@ -155,16 +162,47 @@ class ALSConfig:
     # is MEMORY_AND_DISK; `make bench` compares the alternatives on this machine).
     intermediate_storage_level: StorageLevelName = "MEMORY_AND_DISK"
     final_storage_level: StorageLevelName = "MEMORY_AND_DISK"
+    # Implicit feedback: what ALS's confidence 1 + alpha * x is computed from. linear: x = r (the
+    # pair's aggregated weight); log: x = log(1 + r / epsilon), which damps heavy repeat pairs.
+    confidence: Literal["linear", "log"] = "linear"
+    epsilon: float = 1.0
+    # Fit only on pairs whose highest event value (e.g. the rating) is at least this; unlike
+    # interactions.min_value, the left-out pairs still count as seen and as relevant in evaluation.
+    min_value: float | None = None
+
+
+@dataclass
+class SearchSpace:
+    """What the tuner samples. Numeric keys are [low, high], searched on a log scale (one value:
+    fixed); `confidence` and `min_value` are lists of choices (null: no threshold). The defaults
+    keep the demo short; the dataset configs search wider (rank 8-128, reg_param 1e-3-1, ...)."""
+
+    rank: list[int] = field(default_factory=lambda: [8, 64])
+    reg_param: list[float] = field(default_factory=lambda: [0.01, 0.5])
+    alpha: list[float] = field(default_factory=lambda: [1.0, 50.0])  # implicit feedback only
+    max_iter: list[int] = field(default_factory=lambda: [5, 10])
+    confidence: list[Literal["linear", "log"]] = field(default_factory=lambda: ["linear", "log"])  # implicit only
+    min_value: list[float | None] = field(default_factory=lambda: [None])  # e.g. [null, 3.0, 3.5] for ratings
 
 
 @dataclass
 class TuneConfig:
-    """Grid search; each candidate is scored on a validation slice cut from the training period."""
+    """Optuna TPE search; each trial is scored on a validation slice cut from the training period.
+
+    Trials are cheap on purpose: the validation metric is computed on a fixed sample of validation
+    users, and a first rung fits on `rung_fraction` of the users for that fraction of the
+    iterations; successive halving keeps the best 1/`reduction_factor` of first-rung scores for
+    the full fit (rung_fraction 1: no rung).
+    """
 
     enabled: bool = True
-    rank: list[int] = field(default_factory=lambda: [16, 48])
-    reg_param: list[float] = field(default_factory=lambda: [0.05])
-    alpha: list[float] = field(default_factory=lambda: [5.0, 20.0])
+    trials: int = 8
+    timeout_s: float | None = None  # stop starting trials after this many seconds (null: trials decide)
+    seed: int = 42  # sampler seed: the same seed and data give the same trials
+    space: SearchSpace = field(default_factory=SearchSpace)
+    validation_users: int = 1000
+    rung_fraction: float = 0.3
+    reduction_factor: int = 3
     validation_days: int = 14  # temporal split; the random split holds out split.test_fraction
     metric: Literal["ndcg", "recall", "precision", "map", "hit_rate"] = "ndcg"
 
@@ -266,8 +304,12 @@ _RANGES: list[tuple[str, str, str]] = [
     ("als.reg_param", "non_negative", "try 0.05"), ("als.alpha", "non_negative", "try 10"),
     ("als.num_user_blocks", "positive", "or null for the default parallelism"),
     ("als.num_item_blocks", "positive", "or null for the default parallelism"),
-    ("tune.rank", "positive", "try [16, 48]"), ("tune.reg_param", "non_negative", "try [0.05]"),
-    ("tune.alpha", "non_negative", "try [5.0, 20.0]"), ("tune.validation_days", "positive", "try 14"),
+    ("als.epsilon", "positive", "try 1.0"),
+    ("tune.space.rank", "positive", "try [8, 128]"), ("tune.space.reg_param", "positive", "try [0.001, 1.0]"),
+    ("tune.space.alpha", "positive", "try [0.1, 50.0]"), ("tune.space.max_iter", "positive", "try [5, 20]"),
+    ("tune.trials", "positive", "try 12"), ("tune.timeout_s", "positive", "or null for no time limit"),
+    ("tune.validation_users", "positive", "try 2000"), ("tune.rung_fraction", "fraction", "try 0.3, or 1 for no first rung"),
+    ("tune.validation_days", "positive", "try 14"),
     ("train.k", "positive", "try 10"), ("recommend.n", "positive", "try 10"),
 ]
 
@@ -316,6 +358,12 @@ def validate(cfg: Config) -> Config:
     for key in REQUIRED_COLUMNS:
         if key not in inp.columns:
             raise ConfigError(f"input.columns must map '{key}' to a source column")
+    fmts = inp.timestamp_formats
+    if len(fmts) > 1 and set(fmts) & {"unix_seconds", "unix_millis"}:
+        raise ConfigError(f"input.timestamp_format {fmts} mixes unix_seconds/unix_millis with datetime patterns: a column holds "
+                          "one or the other; give unix_seconds alone, or a list of patterns such as ['yyyy-MM-dd HH:mm:ss', 'M/d/yyyy H:mm']")
+    if isinstance(inp.timestamp_format, list) and not fmts:
+        raise ConfigError("input.timestamp_format is an empty list: give one or more Spark datetime patterns, or null to cast")
     if "event_type" not in inp.columns and not inp.event_type:
         raise ConfigError("input.columns has no 'event_type' source column: map one, or set input.event_type to a constant such as purchase")
     ing = cfg.ingest
@@ -331,10 +379,21 @@ def validate(cfg: Config) -> Config:
     if not cfg.events.weights:
         raise ConfigError("events.weights is empty: give at least one event type and its weight, e.g. {view: 1.0, purchase: 8.0}")
     _check_range("events.weights", list(cfg.events.weights.values()), "non_negative", "")
-    if cfg.tune.enabled:
-        for name in ("rank", "reg_param", "alpha"):
-            if not getattr(cfg.tune, name):
-                raise ConfigError(f"tune.{name} is empty: give at least one value, or set tune.enabled=false")
+    tune = cfg.tune
+    for name in ("rank", "reg_param", "alpha", "max_iter"):
+        bounds = getattr(tune.space, name)
+        if not 1 <= len(bounds) <= 2 or bounds[0] > bounds[-1]:
+            raise ConfigError(f"tune.space.{name} must be [low, high] with low <= high, or [value] to fix it; got {bounds}")
+    for name in ("confidence", "min_value"):
+        if not getattr(tune.space, name):
+            raise ConfigError(f"tune.space.{name} is empty: give at least one choice, e.g. {[None] if name == 'min_value' else ['linear']}")
+    if tune.reduction_factor < 2:
+        raise ConfigError(f"tune.reduction_factor must be an integer >= 2, got {tune.reduction_factor}; try 3")
+    if tune.rung_fraction == 0:
+        raise ConfigError("tune.rung_fraction must be above 0: it is the share of users the first rung fits on; try 0.3, or 1 for no first rung")
+    if any(v is not None for v in [cfg.als.min_value, *tune.space.min_value]) and "value" not in cfg.input.columns:
+        raise ConfigError("als.min_value / tune.space.min_value need event values, but input.columns maps no 'value' column: "
+                          "map one (e.g. value: rating) or leave them null")
     if cfg.recommend.users is not None and not cfg.recommend.users:
         raise ConfigError("recommend.users is an empty list: give user ids, or null (leave it out) for every user the model knows")
     rc = cfg.retention
@@ -380,6 +439,12 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
 
 
+# Keys of earlier versions, and where their meaning lives now.
+_MOVED = {"tune.rank": "tune.space.rank ([low, high])", "tune.reg_param": "tune.space.reg_param ([low, high])",
+          "tune.alpha": "tune.space.alpha ([low, high])"}
+_MOVED_WHY = "tuning samples ranges with Optuna instead of trying a grid; give [value] to fix a parameter"
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
@@ -388,6 +453,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
+        if key in _MOVED:
+            raise ConfigError(f"config key '{key}' is now {_MOVED[key]}: {_MOVED_WHY}")
         raise ConfigError(f"unknown config key '{key}'; expected one of: {', '.join(sorted(names))}")
     required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for name in required:

@@ -7,14 +7,17 @@ For a user with relevant set R (test items not seen in training) and recommendat
   MAP@k  = mean over users of sum_i rel(i) * precision@i / min(|R|, k)
   catalog coverage = distinct items recommended to evaluated users / items in the catalogue.
 Users are evaluated when they have a training interaction and at least one relevant test item.
+`by_history` gives the same means per cohort of history length (distinct training items: 1-5,
+6-20, 21+), which shows where the model helps: usually not on the users with little history.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
+HISTORY_COHORTS = ("1-5", "6-20", "21+")  # distinct training items per user
 
 
 def relevant_items(train: DataFrame, test: DataFrame) -> DataFrame:
@@ -71,3 +74,20 @@ def summarize(per_user: DataFrame, recs: DataFrame, n_catalog: int, k: int, pref
     out[f"{prefix}catalog_coverage"] = shown / n_catalog if n_catalog else 0.0
     out[f"{prefix}users_evaluated"] = int(row["users"])
     return out
+
+
+def history_cohort(n_items: Column) -> Column:
+    """The HISTORY_COHORTS label of a user with `n_items` distinct training items."""
+    return F.when(n_items <= 5, "1-5").when(n_items <= 20, "6-20").otherwise("21+")
+
+
+def by_history(per_user: DataFrame, train: DataFrame, k: int, prefix: str = "") -> list[dict[str, object]]:
+    """Mean metrics per history cohort: [{history, users, <prefix>precision_at_k, ...}] (three rows at most)."""
+    history = train.groupBy("user_idx").agg(F.countDistinct("item_idx").alias("_n"))
+    rows = (
+        per_user.join(history, "user_idx")
+        .groupBy(history_cohort(F.col("_n")).alias("history"))
+        .agg(F.count("*").alias("users"), *[F.avg(m).alias(m) for m in METRICS])
+        .collect()
+    )
+    return [{"history": r["history"], "users": int(r["users"]), **{f"{prefix}{m}_at_{k}": float(r[m]) for m in METRICS}} for r in rows]

@@ -142,13 +142,13 @@ def _id(col: str) -> Column:
 
 
 def parse_timestamp(df: DataFrame, col: str, inp: InputConfig) -> Column:
-    """Parse the source timestamp to a UTC instant; unparseable becomes null."""
+    """Parse the source timestamp to a UTC instant (patterns tried in order); unparseable becomes null."""
     c = F.col(col)
     dtype = df.schema[col].dataType
-    fmt = inp.timestamp_format
-    if fmt == "unix_seconds":
+    fmts = inp.timestamp_formats
+    if fmts == ["unix_seconds"]:
         return F.timestamp_seconds(c.try_cast("double"))
-    if fmt == "unix_millis":
+    if fmts == ["unix_millis"]:
         return F.timestamp_millis(c.try_cast("long"))
     if isinstance(dtype, (TimestampType, DateType)):
         return c.cast("timestamp")  # already an instant (or a UTC date)
@@ -156,8 +156,8 @@ def parse_timestamp(df: DataFrame, col: str, inp: InputConfig) -> Column:
         local = c.cast("string").try_cast("timestamp")
     elif isinstance(dtype, NumericType):
         raise RecsysError(f"input column {col!r} is numeric: set input.timestamp_format to unix_seconds or unix_millis")
-    elif fmt:
-        local = F.try_to_timestamp(c.cast("string"), F.lit(fmt))
+    elif fmts:  # the first pattern that parses wins
+        local = F.coalesce(*[F.try_to_timestamp(c.cast("string"), F.lit(f)) for f in fmts])
     else:
         local = c.cast("string").try_cast("timestamp")
     # The session time zone is UTC, so `local` holds the wall-clock time; shift it from inp.timezone.

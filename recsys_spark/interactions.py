@@ -36,14 +36,13 @@ def weight_events(
 
 
 def aggregate_interactions(weighted: DataFrame, mode: str) -> DataFrame:
-    """(user_id, item_id, confidence, n_events) per pair."""
+    """(user_id, item_id, confidence, n_events, max_value) per pair; max_value (the highest event
+    value, e.g. the rating) is what `als.min_value` compares."""
+    counts = [F.count("*").cast("int").alias("n_events"), F.max("value").cast("float").alias("max_value")]
     if mode == "explicit":
         rated = weighted.where(F.col("value").isNotNull())
-        conf = F.max_by("value", "event_ts")
-        return rated.groupBy("user_id", "item_id").agg(conf.cast("float").alias("confidence"), F.count("*").cast("int").alias("n_events"))
-    return weighted.groupBy("user_id", "item_id").agg(
-        F.sum("weight").cast("float").alias("confidence"), F.count("*").cast("int").alias("n_events")
-    )
+        return rated.groupBy("user_id", "item_id").agg(F.max_by("value", "event_ts").cast("float").alias("confidence"), *counts)
+    return weighted.groupBy("user_id", "item_id").agg(F.sum("weight").cast("float").alias("confidence"), *counts)
 
 
 def filter_min_counts(interactions: DataFrame, min_user_items: int, min_item_users: int) -> DataFrame:
@@ -61,7 +60,7 @@ def filter_min_counts(interactions: DataFrame, min_user_items: int, min_item_use
 
 
 def build_interactions(events: DataFrame, cfg: InteractionsConfig, weights: Mapping[str, float], as_of: dt.datetime) -> DataFrame:
-    """Events -> filtered (user_id, item_id, confidence, n_events)."""
+    """Events -> filtered (user_id, item_id, confidence, n_events, max_value)."""
     if cfg.min_value is not None:
         events = events.where(F.col("value") >= cfg.min_value)
     return (
@@ -95,7 +94,7 @@ def index_interactions(interactions: DataFrame, user_map: DataFrame, item_map: D
     return (
         interactions.join(user_map, "user_id")
         .join(item_map, "item_id")
-        .select("user_idx", "item_idx", "confidence", "n_events")
+        .select("user_idx", "item_idx", "confidence", "n_events", "max_value")
     )
 
 
@@ -104,7 +103,7 @@ class IndexedInteractions:
     """Every interaction with its id maps (all persisted); `pairs_for` indexes any slice of the
     events with the same maps, so train, test and validation pairs share one id space."""
 
-    pairs: DataFrame  # user_idx, item_idx, confidence, n_events
+    pairs: DataFrame  # user_idx, item_idx, confidence, n_events, max_value
     users: DataFrame  # user_id, user_idx
     items: DataFrame  # item_id, item_idx
     cfg: InteractionsConfig

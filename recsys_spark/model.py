@@ -14,15 +14,35 @@ from typing import Any
 import yaml
 from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from .config import ALSConfig
 from .errors import RecsysError
 from .tables import SUCCESS, path_exists, read_text, staged_dir, write_text
 
 
+FIT_PARAMS = ("rank", "reg_param", "alpha", "max_iter", "confidence", "min_value")  # what tuning may choose
+
+
+def fit_params(cfg: ALSConfig, **overrides: Any) -> dict[str, Any]:
+    """The configured values of FIT_PARAMS, with `overrides` (a tuner's choice) on top."""
+    return {**{name: getattr(cfg, name) for name in FIT_PARAMS}, **overrides}
+
+
+def als_input(pairs: DataFrame, confidence: str, epsilon: float, min_value: float | None) -> DataFrame:
+    """The pairs ALS fits on, with `confidence` as ALS reads it: implicit ALS weights a pair by
+    1 + alpha * confidence, so `log` gives 1 + alpha * log(1 + r / epsilon). Pairs whose
+    max_value is below `min_value` are left out of the fit."""
+    if min_value is not None:
+        pairs = pairs.where(F.col("max_value") >= min_value)
+    if confidence == "log":
+        pairs = pairs.withColumn("confidence", F.log1p(F.col("confidence") / F.lit(epsilon)).cast("float"))
+    return pairs
+
+
 def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: Any) -> ALSModel:
-    """Fit ALS on (user_idx, item_idx, confidence); `params` override rank/reg_param/alpha."""
-    p = {"rank": cfg.rank, "reg_param": cfg.reg_param, "alpha": cfg.alpha, **params}  # checked by config.validate
+    """Fit ALS on (user_idx, item_idx, confidence[, max_value]); `params` override FIT_PARAMS."""
+    p = fit_params(cfg, **params)  # checked by config.validate
     if interactions.isEmpty():
         raise RecsysError("no training interactions: the training period is empty (check split.cutoff/test_days and the events table)")
     blocks = interactions.sparkSession.sparkContext.defaultParallelism
@@ -34,7 +54,7 @@ def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: A
         rank=p["rank"],
         regParam=p["reg_param"],
         alpha=p["alpha"],
-        maxIter=cfg.max_iter,
+        maxIter=p["max_iter"],
         seed=cfg.seed,
         nonnegative=cfg.nonnegative,
         checkpointInterval=cfg.checkpoint_interval,
@@ -44,7 +64,7 @@ def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: A
         intermediateStorageLevel=cfg.intermediate_storage_level,
         finalStorageLevel=cfg.final_storage_level,
     )
-    return als.fit(interactions)
+    return als.fit(als_input(interactions, p["confidence"] if implicit else "linear", cfg.epsilon, p["min_value"]))
 
 
 @dataclass

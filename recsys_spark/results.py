@@ -86,12 +86,22 @@ class TrainResult(StageResult):
     split: SplitInfo
     chosen_params: dict[str, Any]
     quality: dict[str, float]  # ALS metrics@k, the same with `baseline_`, and users_evaluated
-    tuning: list[dict[str, Any]]  # one row per tuning candidate
+    tuning: list[dict[str, Any]]  # one row per tuning trial
     steps: dict[str, float]  # seconds per train step, in the order they ran
+    by_history: list[dict[str, Any]] = field(default_factory=list)  # quality per history cohort (evaluation.by_history)
     events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
 
+    @property
+    def tuning_cost(self) -> float | None:
+        """Tuning seconds / seconds of the one final fit (None when tuning was off)."""
+        tune, fit = self.steps.get("tune"), self.steps.get("als_fit")
+        return round(tune / fit, 2) if tune is not None and fit else None
+
     def metrics(self) -> dict[str, float]:
-        return {"interactions": self.interactions, "users": self.users, "items": self.items, **self.quality,
+        cohorts = {f"{m}_history_{row['history'].replace('-', '_').replace('+', '_plus')}": v
+                   for row in self.by_history for m, v in row.items() if m != "history"}
+        cost = {"tuning_cost_x_fit": self.tuning_cost} if self.tuning_cost is not None else {}
+        return {"interactions": self.interactions, "users": self.users, "items": self.items, **self.quality, **cohorts, **cost,
                 **{f"seconds_{s}": v for s, v in self.steps.items()}}
 
     def lines(self) -> list[str]:
@@ -100,7 +110,15 @@ class TrainResult(StageResult):
         out += [f"ALS vs popularity baseline on {q.get('users_evaluated', 0):,} test users ({self.split.describe()}):",
                f"  {'metric':<18}{'ALS':>8}{'baseline':>10}"]
         out += [f"  {m:<18}{q[m]:>8.4f}{q['baseline_' + m]:>10.4f}" for m in q if not m.startswith("baseline_") and m != "users_evaluated"]
+        ndcg = next((m for m in q if m.startswith("ndcg_at_")), None)
+        if ndcg and self.by_history:
+            out.append(f"  {ndcg} by training history: " + "; ".join(
+                f"{r['history']} items ({r['users']:,} users) {r[ndcg]:.4f} vs {r.get('baseline_' + ndcg, float('nan')):.4f}" for r in self.by_history))
         out.append(f"  chosen params: {self.chosen_params}")
+        if self.tuning_cost is not None:
+            done = sum(r.get("state") == "complete" for r in self.tuning)
+            out.append(f"  tuning: {len(self.tuning)} trials ({done} complete, {len(self.tuning) - done} pruned), "
+                       f"{self.steps['tune']:.1f} s = {self.tuning_cost:.1f}x the final fit ({self.steps['als_fit']:.1f} s)")
         return out
 
 

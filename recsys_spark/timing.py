@@ -21,6 +21,10 @@ class Stopwatch:
             log.info("[%s] %s done in %.1f s", self.stage, self._step, now - self._t0)
         self._step, self._t0 = step, now
 
+    def elapsed(self) -> float:
+        """Seconds since the running step started."""
+        return time.perf_counter() - self._t0
+
     def stop(self) -> dict[str, float]:
         """End the running step; {step: seconds} in the order the steps ran."""
         self.start("")

@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 from .config import Config, flatten
 from .errors import RecsysError
 from .lock import process_alive
+from .model import FIT_PARAMS
 from .tables import list_names
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -208,14 +209,16 @@ def log_bytes(data: bytes, artifact_file: str) -> None:
         mlflow.log_artifact(str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
 
 
-def log_candidates(rows: list[dict[str, Any]], metric: str) -> None:
-    """One nested run per tuning candidate, so the MLflow compare view shows the search."""
+def log_trials(rows: list[dict[str, Any]], metric: str) -> None:
+    """One nested run per tuning trial (params, validation metric, seconds, complete/pruned), so
+    the MLflow compare view shows the search."""
     if mlflow.active_run() is None:
         return
     for row in rows:
-        with mlflow.start_run(run_name=f"candidate-{row['candidate']}", nested=True, tags={"job": "tune_candidate"}):
-            mlflow.log_params({k: row[k] for k in ("rank", "reg_param", "alpha")})
-            mlflow.log_metrics({f"validation_{metric}": row[metric], "seconds_fit_and_score": row["seconds"]})
+        with mlflow.start_run(run_name=f"trial-{row['trial']}", nested=True, tags={"job": "tune_trial", "state": row["state"]}):
+            mlflow.log_params({k: v for k, v in row.items() if k in FIT_PARAMS})
+            scores = {f"validation_{m}": row[m] for m in (metric, f"rung_{metric}") if row.get(m) is not None}
+            mlflow.log_metrics({**scores, "seconds": row["seconds"]})
 
 
 def current_run_id() -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_spark.config import Config
+from recsys_spark.config import Config, SearchSpace
 from recsys_spark.session import build_session
 
 
@@ -32,7 +32,8 @@ def spark(tmp_path_factory):
 
 def tiny_training(cfg):
     cfg.als.max_iter = 5
-    cfg.tune.rank, cfg.tune.reg_param, cfg.tune.alpha = [4, 8], [0.05], [5.0]
+    cfg.tune.trials = 3
+    cfg.tune.space = SearchSpace(rank=[4, 8], reg_param=[0.05], alpha=[1.0, 10.0], max_iter=[5], confidence=["linear", "log"])
     cfg.split.test_days, cfg.tune.validation_days = 7, 7
     cfg.recommend.n = 5
     return cfg

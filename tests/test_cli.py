@@ -12,8 +12,8 @@ TINY = [
     "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
     "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80",
     "--set", "generate.days=42", "--set", "spark.conf.spark.ui.enabled=false",
-    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.rank=[4]",
-    "--set", "tune.alpha=[5.0]", "--set", "als.max_iter=3",
+    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.space.rank=[4]",
+    "--set", "tune.space.alpha=[5.0]", "--set", "tune.trials=2", "--set", "tune.space.max_iter=[3]", "--set", "als.max_iter=3",
 ]
 
 
@@ -66,7 +66,10 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
         assert by_name.loc[stage, "tags.mlflow.parentRunId"] == parent.run_id
         assert by_name.loc[stage, "metrics.seconds_" + stage] >= 0
     assert all(by_name.loc["train", f"metrics.seconds_{s}"] > 0 for s in steps)
-    assert set(runs[runs["tags.job"] == "tune_candidate"]["tags.mlflow.parentRunId"]) == {by_name.loc["train", "run_id"]}
+    trials = runs[runs["tags.job"] == "tune_trial"]
+    assert len(trials) == 2 and set(trials["tags.mlflow.parentRunId"]) == {by_name.loc["train", "run_id"]}  # tune.trials=2
+    assert set(trials["tags.state"]) <= {"complete", "pruned"} and trials["metrics.seconds"].notna().all()
+    assert trials["params.rank"].tolist() == ["4", "4"] and trials["metrics.validation_ndcg_at_10"].notna().any()
     assert parent["params.spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
     assert parent["params.spark_master"] == "local[2]" and parent["params.version_pyspark"].startswith("4.")
     assert parent["metrics.ndcg_at_10"] > 0 and parent["metrics.baseline_ndcg_at_10"] > 0

@@ -12,8 +12,8 @@ from recsys_spark.results import TrainResult
 from recsys_spark.tables import read_table
 
 T0 = 964_000_000  # 2000-07-19, MovieLens-era unix seconds
-SMALL = ["split.test_days=7", "split.followup_days=7", "tune.validation_days=7", "tune.rank=[4]", "tune.alpha=[5.0]",
-         "tune.reg_param=[0.1]", "als.max_iter=3", "spark.shuffle_partitions=2"]
+SMALL = ["split.test_days=7", "split.followup_days=7", "tune.validation_days=7", "tune.space.rank=[4]", "tune.space.alpha=[5.0]",
+         "tune.space.reg_param=[0.1]", "tune.space.max_iter=[3]", "tune.trials=2", "als.max_iter=3", "spark.shuffle_partitions=2"]
 
 
 def ratings(users=12):

@@ -3,7 +3,7 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
-from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from recsys_spark import schema as S
 from recsys_spark.config import IngestConfig, InputConfig, RowRule
@@ -91,6 +91,18 @@ def test_timezone_and_unix_formats(spark):
            for inp in (local, epoch)]
     # 01:30 in New York (EST, UTC-5) is 06:30 UTC; 1768440600 s is 2026-01-15 01:30 UTC.
     assert got == [dt.datetime(2026, 1, 15, 6, 30), dt.datetime(2026, 1, 15, 1, 30)]
+
+
+def test_timestamp_formats_are_tried_in_order(spark):
+    """Online Retail's gzip copy writes 2010-12-01 08:26:00, the xlsx export 12/1/2010 8:26: one config reads both."""
+    df = spark.createDataFrame([("u", "i", "2010-12-01 08:26:00"), ("u", "j", "12/1/2010 8:26"), ("u", "k", "Dec 1 2010")], "u string, i string, t string")
+    inp = InputConfig(columns={"user_id": "u", "item_id": "i", "event_ts": "t"}, event_type="view",
+                      timestamp_format=["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"])
+    validated = validate_events(df.withColumn(S.SOURCE, F.lit("m")), inp, IngestConfig(), WEIGHTS, NOW)
+    got = clean_events(validated).select("item_id", "event_ts")
+    assert_df_equality(got, spark.createDataFrame([("i", dt.datetime(2010, 12, 1, 8, 26)), ("j", dt.datetime(2010, 12, 1, 8, 26))],
+                                                  "item_id string, event_ts timestamp"), ignore_row_order=True, ignore_nullable=True)
+    assert [r[S.REASON] for r in quarantine_rows(validated, df.columns).collect()] == [S.BAD_TIMESTAMP]
 
 
 def test_missing_source_column_names_it_and_lists_found(raw):

@@ -30,7 +30,8 @@ def bash_blocks() -> list[str]:
 SKIPPED = {
     "make run    #": "run line by line below: `make run` by test_quickstart_make_run; `make test` is the command running this test",
     "# ml-latest-small": "needs the MovieLens download (the configs are tested on files in the exact formats in test_datasets.py)",
-    ".venv/bin/recsys-spark run --config conf/online_retail.yaml": "needs the UCI export at data/online_retail.csv",
+    ".venv/bin/recsys-spark run --config conf/online_retail.yaml": "20 trials up to rank 128 take minutes: test_real_data.py runs "
+                                                                  "the same config end to end on the shared file with a small tuning budget",
     "make dist\n.venv/bin/spark-submit --master yarn": "needs a YARN cluster and HDFS",
     "python -m venv pyspark_venv": "ships a packed virtualenv to a cluster (Spark's guide); needs a cluster",
 }

@@ -12,7 +12,7 @@ from chispa import assert_approx_df_equality, assert_df_equality
 TINY = [
     "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2", "--set", "spark.conf.spark.ui.enabled=false",
     "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80", "--set", "generate.days=42",
-    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.rank=[4]", "--set", "tune.alpha=[5.0]",
+    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.space.rank=[4]", "--set", "tune.space.alpha=[5.0]", "--set", "tune.trials=2", "--set", "tune.space.max_iter=[3]",
     "--set", "als.max_iter=3", "--set", "tracking.enabled=false",
 ]
 

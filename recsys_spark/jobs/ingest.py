@@ -100,7 +100,7 @@ def check_bad_fraction(validated: DataFrame, rows_read: int, clean: int, by_reas
     if top[0][0] == S.BAD_TIMESTAMP:
         col, fmt = cfg.input.columns["event_ts"], cfg.input.timestamp_format
         hint = (f" {col}={example[col]!r} does not parse " + (f"with input.timestamp_format={fmt!r}" if fmt else "as a timestamp (input.timestamp_format is not set)")
-                + ": set input.timestamp_format to this value's Spark datetime pattern (e.g. 'yyyy-MM-dd HH:mm:ss' or 'M/d/yyyy H:mm'), "
+                + ": set input.timestamp_format to this value's Spark datetime pattern, or add it to the list of patterns (e.g. 'yyyy-MM-dd HH:mm:ss' or 'M/d/yyyy H:mm'), "
                 "or to unix_seconds / unix_millis.")
     raise RecsysError(
         f"ingest: {head} ({bad} of {rows_read}); top reasons: {reasons}; example row: {example.asDict()}.{hint} "

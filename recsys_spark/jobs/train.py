@@ -19,7 +19,7 @@ from ..split import make_splits
 from ..tables import local_dir, read_table, write_table, write_text
 from ..timing import Stopwatch
 from ..topn import popularity
-from ..training import fit_and_evaluate
+from ..training import Evaluation, fit_and_evaluate
 
 log = logging.getLogger("recsys_spark")
 
@@ -42,7 +42,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     splits = make_splits(events, data, cfg.split, cfg.tune.validation_days, last)
     log.info("[train] %d training interactions", splits.train.count())  # cached here, so the fit's seconds are the fit's
     trained = fit_and_evaluate(splits, data, cfg, clock)
-    tracking.log_candidates(trained.tuning, f"{cfg.tune.metric}_at_{cfg.train.k}")
+    tracking.log_trials(trained.tuning, f"{cfg.tune.metric}_at_{cfg.train.k}")
     clock.start("save")
     seen = trained.seen
     bundle = TrainedModel(trained.served, data.users, data.items, seen.select("user_idx", "item_idx"), popularity(seen),
@@ -51,12 +51,13 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     tracking.log_dir(local_dir(spark, cfg.path("model")), "model")
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})
     per_user = trained.evaluation.per_user.join(data.users, "user_idx").select("*", *_followup_columns(splits.info))
-    write_eval_tables(spark, cfg, trained.evaluation.metrics, trained.tuning, per_user)
+    write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user)
     trained.evaluation.per_user.unpersist()  # free executor memory for the stages that follow
     splits.release()
     data.release()
     return TrainResult(interactions=n_pairs, users=n_users, items=n_items, split=splits.info, chosen_params=trained.chosen,
-                       quality=trained.evaluation.metrics, tuning=trained.tuning, steps=clock.stop(), events_below_min_value=below,
+                       quality=trained.evaluation.metrics, tuning=trained.tuning, steps=clock.stop(), by_history=trained.evaluation.by_history,
+                       events_below_min_value=below,
                        paths={"model": cfg.path("model"), "eval": cfg.path("eval")})
 
 
@@ -65,15 +66,18 @@ def _followup_columns(info: SplitInfo) -> list:
     return [F.lit(info.test_end).cast("timestamp").alias("followup_start"), F.lit(info.followup_end).cast("timestamp").alias("followup_end")]
 
 
-def write_eval_tables(spark: SparkSession, cfg: Config, metrics: dict, tuning: list[dict], per_user: DataFrame) -> None:
-    """Metrics side by side (ALS | baseline), tuning candidates, per-user ALS metrics (for cohorts)."""
+def write_eval_tables(spark: SparkSession, cfg: Config, evaluation: Evaluation, tuning: list[dict], per_user: DataFrame) -> None:
+    """Metrics side by side (ALS | baseline), the same per history cohort, tuning trials, per-user ALS metrics (for cohorts)."""
+    metrics = evaluation.metrics
     names = [m for m in metrics if not m.startswith("baseline_")]
-    table = pd.DataFrame({"metric": names, "als": [metrics[m] for m in names], "baseline": [metrics[f"baseline_{m}"] for m in names]})
-    write_table(spark.createDataFrame(table), cfg.path("eval/metrics"))
-    write_text(spark, cfg.path("eval/metrics.csv"), table.to_csv(index=False))
-    tracking.log_bytes(table.to_csv(index=False).encode(), "eval/metrics.csv")
-    if tuning:
-        write_table(spark.createDataFrame(pd.DataFrame(tuning)), cfg.path("eval/tuning"))
-        write_text(spark, cfg.path("eval/tuning.csv"), pd.DataFrame(tuning).to_csv(index=False))
-        tracking.log_bytes(pd.DataFrame(tuning).to_csv(index=False).encode(), "eval/tuning.csv")
+    tables = {"metrics": pd.DataFrame({"metric": names, "als": [metrics[m] for m in names], "baseline": [metrics[f"baseline_{m}"] for m in names]}),
+              "by_history": pd.DataFrame([{"history": r["history"], "users": r["users"], "metric": m, "als": v, "baseline": r.get(f"baseline_{m}")}
+                                          for r in evaluation.by_history for m, v in r.items() if m not in ("history", "users") and not m.startswith("baseline_")]),
+              "tuning": pd.DataFrame(tuning)}
+    for name, table in tables.items():
+        if table.empty:
+            continue
+        write_table(spark.createDataFrame(table), cfg.path(f"eval/{name}"))
+        write_text(spark, cfg.path(f"eval/{name}.csv"), table.to_csv(index=False))
+        tracking.log_bytes(table.to_csv(index=False).encode(), f"eval/{name}.csv")
     write_table(per_user, cfg.path("eval/per_user"))
