@@ -126,7 +126,8 @@ def cost(args) -> dict:
     print(f"  validation {key} on the same {len(data.users):,} sampled users: tuner's best {tuner_best:.4f}, previous grid's best {grid_best:.4f}")
     print(f"  test {key}: {ours.quality[key]:.4f} (popularity {ours.quality['baseline_' + key]:.4f}); chosen {ours.chosen_params}")
     return {"events": args.events, "tuning_cost": ours.tuning_cost, "steps": ours.steps, "tuner_best_validation": tuner_best,
-            "grid_best_validation": grid_best, "grid_seconds": grid_secs, "test": ours.quality, "chosen": ours.chosen_params}
+            "grid_best_validation": grid_best, "grid_seconds": grid_secs, "test": ours.quality, "chosen": ours.chosen_params,
+            "grid": [{"rank": r, "alpha": a, "validation": v, "seconds": secs} for (r, a), (secs, v) in grid.items()], "trials": ours.tuning}
 
 
 def grid(args) -> dict:

@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. ingest.max_bad_fraction=0.05")
     common.add_argument("--parent-run-id", help="attach this job's MLflow run to a parent run started elsewhere")
     common.add_argument("--summary-json", metavar="PATH", help="also write the summary printed at the end as JSON, for scripts")
+    common.add_argument("--verbose", action="store_true", help="also show Spark's stage bars and log lines (spark.verbose=true)")
     sub.add_parser("generate", parents=[common], help="write synthetic raw events to input.path")
     ing = sub.add_parser("ingest", parents=[common], help="validate raw events into clean events + quarantine")
     ing.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)")
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, args.set)
+    if getattr(args, "verbose", False):
+        cfg.spark.verbose = True
     if getattr(args, "date_from", None):
         cfg.ingest.date_from = args.date_from
     if getattr(args, "date_to", None):
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(compare_runs(cfg, args))
             return 0
+        from . import blas
         from .jobs.runner import run_job, run_pipeline
         from .lock import check_output_root, output_lock
         from .session import build_session, remove_checkpoints
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             spark = build_session(cfg)
             try:
                 tracking.log_config(cfg, spark.sparkContext.master)
+                tracking.log_tags(blas.loaded(spark))
                 result = run_pipeline(spark, cfg) if args.command == "run" else run_job(args.command, spark, cfg)
+                result.linear_algebra = blas.describe(spark)
                 remove_checkpoints(spark, cfg)
             finally:
                 spark.stop()

@@ -32,7 +32,14 @@ class SparkConfig:
     shuffle_partitions: int = 8
     driver_memory: str | None = "4g"
     checkpoint_dir: str | None = None  # default: <output.root>/checkpoints
-    log_level: str = "WARN"
+    log_level: str = "WARN"  # Spark's log level with `verbose`
+    # false: one progress line per stage and step; Spark's stage bars and non-error log lines are
+    # hidden. true (--verbose): Spark's own console output as well.
+    verbose: bool = False
+    # Native BLAS/LAPACK for MLlib (see recsys_spark/blas.py): auto (the system's, else the
+    # cmeel-openblas wheel's), off (Java), or the path of a shared library.
+    native_blas: str = "auto"
+    blas_threads: int = 1  # OpenBLAS threads per JVM task; Spark already runs one task per core
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -290,7 +297,7 @@ REQUIRED_COLUMNS = ("user_id", "item_id", "event_ts")  # event_type may be a con
 # (dotted key, rule, hint): the range checks. Rules: "positive" (int >= 1 / number > 0),
 # "non_negative" (>= 0), "fraction" (0..1), "open_fraction" (strictly between 0 and 1).
 _RANGES: list[tuple[str, str, str]] = [
-    ("spark.shuffle_partitions", "positive", "try 8"),
+    ("spark.shuffle_partitions", "positive", "try 8"), ("spark.blas_threads", "positive", "try 1"),
     ("generate.events", "positive", ""), ("generate.users", "positive", ""), ("generate.items", "positive", ""),
     ("generate.clusters", "positive", ""), ("generate.days", "positive", ""), ("generate.users_per_chunk", "positive", ""),
     ("generate.bad_fraction", "fraction", "try 0.002"), ("output.keep_versions", "non_negative", "try 1"),

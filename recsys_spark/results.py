@@ -178,6 +178,7 @@ class RunResult:
     """The stages one command ran, in order (one for a single job, all of them for `run`)."""
 
     stages: dict[str, StageResult] = field(default_factory=dict)
+    linear_algebra: str = ""  # what the JVM loaded for BLAS/LAPACK (blas.describe)
 
     def get(self, cls: type[StageResult]) -> Any:
         """The stage result of type `cls` (e.g. `TrainResult`), or None when that stage did not run."""
@@ -201,6 +202,8 @@ class RunResult:
         train = self.get(TrainResult)
         if train and train.steps:
             lines.append("  of which train: " + "  ".join(f"{k} {v:.1f}" for k, v in train.steps.items()))
+        if self.linear_algebra:
+            lines.append(f"linear algebra: {self.linear_algebra}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

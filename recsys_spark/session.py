@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -9,13 +10,17 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from . import blas
 from .config import Config
 from .errors import RecsysError, first_line
 
 MIN_JAVA = 17
+QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
+log = logging.getLogger("recsys_spark")
 
 
 def under_spark_submit() -> bool:
@@ -81,15 +86,26 @@ def build_session(cfg: Config) -> SparkSession:
     if cfg.spark.master and not under_spark_submit():
         check_master(cfg.spark.master)
         builder = builder.master(cfg.spark.master)
+    native = blas.resolve(cfg.spark.native_blas)
+    threads = str(cfg.spark.blas_threads)
+    os.environ["OPENBLAS_NUM_THREADS"] = threads  # the driver JVM inherits it (in local mode it runs every task)
+    if native.loader_dir:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (native.loader_dir, os.environ.get("LD_LIBRARY_PATH")) if p)
+    java = " ".join(o for o in ("-Duser.timezone=UTC", native.java_options()) if o)
+    quiet = "" if cfg.spark.verbose else f" -Dlog4j2.configurationFile={QUIET_LOG4J}"  # the console is the driver's
     conf = {
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.driver.extraJavaOptions": java + quiet,
+        "spark.executor.extraJavaOptions": java,
+        "spark.executorEnv.OPENBLAS_NUM_THREADS": threads,
+        blas.SOURCE_KEY: native.source,
         "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.ui.showConsoleProgress": "true",
+        "spark.ui.showConsoleProgress": str(cfg.spark.verbose).lower(),
     }
+    if native.loader_dir:
+        conf["spark.executorEnv.LD_LIBRARY_PATH"] = native.loader_dir
     if cfg.spark.driver_memory and not under_spark_submit():
         conf["spark.driver.memory"] = cfg.spark.driver_memory
     conf.update(cfg.spark.conf)
@@ -100,13 +116,14 @@ def build_session(cfg: Config) -> SparkSession:
     except Exception as e:  # noqa: BLE001 - Py4J and PySpark raise several types for a bad master or conf
         raise RecsysError(f"cannot start Spark (master {cfg.spark.master!r}): {first_line(e)}; "
                           "check spark.master and spark.conf") from None
-    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    spark.sparkContext.setLogLevel(cfg.spark.log_level if cfg.spark.verbose else "ERROR")
     try:
         check_shared_paths(spark.sparkContext.master, cfg)
     except RecsysError:
         spark.stop()
         raise
     spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
+    log.info("linear algebra: %s", blas.describe(spark))
     return spark
 
 

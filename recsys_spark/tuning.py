@@ -68,9 +68,12 @@ def tuning_data(train: DataFrame, validation: DataFrame, tune: TuneConfig) -> Tu
     smallest hashes), and mark the first rung's users (hash below `tune.rung_fraction`)."""
     in_rung = user_hash(tune.seed + 1) < F.lit(tune.rung_fraction)
     relevant = relevant_items(train, validation)
-    users = (relevant.select("user_idx").distinct().withColumn("_h", user_hash(tune.seed))
-             .orderBy("_h", "user_idx").limit(tune.validation_users).select("user_idx", in_rung.alias("in_rung")))
-    sampled = users.toPandas()  # bounded by tune.validation_users
+    candidates = relevant.select("user_idx").distinct().persist(StorageLevel.MEMORY_AND_DISK)
+    # Spark's top-k keeps a queue of `limit` slots: never ask for more users than there are.
+    n = min(tune.validation_users, candidates.count())
+    users = candidates.withColumn("_h", user_hash(tune.seed)).orderBy("_h", "user_idx").limit(n).select("user_idx", in_rung.alias("in_rung"))
+    sampled = users.toPandas() if n else pd.DataFrame({"user_idx": [], "in_rung": []})  # bounded by tune.validation_users
+    candidates.unpersist()
     if sampled.empty:
         raise RecsysError(f"tuning has no validation users (training history and a new item in the {tune.validation_days} days before "
                           "the cutoff): lower tune.validation_days or split.test_days, or set tune.enabled=false")

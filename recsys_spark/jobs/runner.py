@@ -27,9 +27,9 @@ PIPELINE: list[tuple[str, Job]] = [("generate", generate_if_missing), ("ingest",
                                    ("recommend", recommend), ("retention", retention)]
 
 
-def timed(name: str, job: Job, spark: SparkSession, cfg: Config) -> StageResult:
-    """Run one stage with start/end log lines; its seconds go into its result."""
-    log.info("[%s] started", name)
+def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str = "") -> StageResult:
+    """Run one stage with start/end log lines (`position`: e.g. "stage 2/5"); its seconds go into its result."""
+    log.info("[%s] started%s", name, f" ({position})" if position else "")
     t0 = time.perf_counter()
     result = job(spark, cfg)
     result.seconds = round(time.perf_counter() - t0, 2)
@@ -51,9 +51,9 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> RunResult:
     validate(cfg)
     tables.KEEP_VERSIONS = cfg.output.keep_versions
     run = RunResult()
-    for name, job in PIPELINE:
+    for i, (name, job) in enumerate(PIPELINE, 1):
         with tracking.tracked_run(cfg, name, nested=True):
-            run.stages[name] = timed(name, job, spark, cfg)
+            run.stages[name] = timed(name, job, spark, cfg, f"stage {i}/{len(PIPELINE)}")
             tracking.log_metrics(RunResult({name: run.stages[name]}).metrics())
     tracking.log_metrics(run.metrics())
     train_result = run.get(TrainResult)
