@@ -200,12 +200,17 @@ def main() -> None:
     p.add_argument("--rank", type=int, default=64)
     p.add_argument("--rounds", type=int, default=1, help="rounds of the ALS settings sweep (train stage)")
     p.add_argument("--json", type=Path, help="results file (default: bench/results/<time>.json)")
+    p.add_argument("--native-blas", default="auto", help="spark.native_blas for this run: auto, off or a library path")
     args = p.parse_args()
     cfg = load_config(None, [
         f"spark.master={args.master}", "spark.log_level=ERROR", *data_overrides(args.events),
         "spark.driver_memory=8g", f"als.rank={args.rank}", "spark.conf.spark.ui.showConsoleProgress=false",
+        f"spark.native_blas={args.native_blas}",
     ])
     spark = build_session(cfg)
+    from recsys_spark.blas import describe
+
+    linalg = describe(spark)
     if not path_exists(spark, cfg.input_path):
         secs, _ = timed(lambda: JOBS["generate"](spark, cfg), "generate")
         print(f"generated {args.events:,} events in {secs:.1f} s")
@@ -215,13 +220,15 @@ def main() -> None:
     memory = peak_memory()
     spark.stop()
     print(f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested; peak memory: {memory}")
+    print(f"linear algebra: {linalg}")
     print(f"{'stage':<12}{'rows':>12}{'seconds':>10}{'rows/s':>12}  {'baseline':<19}{'b.seconds':>10}{'ratio':>8}")
     for r in (r for r in rows if "setting" not in r):  # the settings sweep printed its own table
         base = f"{r['baseline_seconds']:>10.1f}{r['ratio']:>7.2f}x" if r["baseline"] else f"{'-':>10}{'-':>8}"
         print(f"{r['stage']:<12}{r['rows']:>12,}{r['seconds']:>10.1f}{r['rows_per_s']:>12,}  {r['baseline']:<19}{base}")
     RESULTS.mkdir(exist_ok=True)
     out = args.json or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": machine(), "events": args.events, "master": args.master, "peak_memory": memory, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"machine": machine(), "events": args.events, "master": args.master, "peak_memory": memory,
+                               "linear_algebra": linalg, "rows": rows}, indent=2))
     print(f"wrote {out}")
     log_to_mlflow(args, rows, memory, out)
 
