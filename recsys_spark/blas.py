@@ -86,8 +86,9 @@ def fortran_runtime_dir() -> Path | None:
 
 
 def resolve(setting: str) -> NativeBlas:
-    """Which native library `spark.native_blas` means on this machine."""
-    if setting == "off":
+    """Which native library `spark.native_blas` means on this machine (YAML reads a bare `off` as
+    false, so `false` means off too)."""
+    if setting in ("off", "false"):
         return NativeBlas("off")
     if setting != "auto":
         if not Path(setting).is_file():

@@ -66,6 +66,13 @@ def test_blas_threads_reach_the_tasks(spark):
     assert {r[0] for r in spark.range(4).repartition(2).select(threads("id")).collect()} == {"1"}
 
 
+def test_off_as_yaml_reads_it_is_off():
+    from recsys_spark.config import load_config
+
+    assert load_config(None, ["spark.native_blas=off"]).spark.native_blas == "false"  # YAML 1.1: off is a boolean
+    assert blas.resolve("false") == blas.resolve("off") == blas.NativeBlas("off")
+
+
 def test_a_missing_library_path_is_a_clear_error():
     with pytest.raises(blas.RecsysError, match=r"spark.native_blas='/no/such/libopenblas.so' is not a file"):
         blas.resolve("/no/such/libopenblas.so")
