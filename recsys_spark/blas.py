@@ -23,6 +23,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,13 +77,23 @@ def fortran_runtime_dir() -> Path | None:
     gfortran = sorted(vendored.glob("libgfortran-*.so.5*"))
     if not gfortran:
         return None
-    RUNTIME_DIR.mkdir(parents=True, exist_ok=True)
     links = {"libgfortran.so.5": gfortran[0], **{p.name: p for p in vendored.glob("libquadmath-*.so*")}}
-    for name, target in links.items():  # the vendored copy finds its own libquadmath by name in the same folder
-        link = RUNTIME_DIR / name
-        if not link.exists():
-            link.symlink_to(target)
-    return RUNTIME_DIR
+    for folder in (RUNTIME_DIR, Path(tempfile.gettempdir()) / f"recsys-spark-blas-{os.getuid()}"):  # a read-only venv: /tmp
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, target in links.items():  # the vendored copy finds its own libquadmath by name in the same folder
+                link = folder / name
+                if link.is_symlink() and not link.exists():  # numpy was upgraded: the old copy is gone
+                    link.unlink(missing_ok=True)
+                if not link.exists():
+                    try:
+                        link.symlink_to(target)
+                    except FileExistsError:  # another process made it first
+                        pass
+            return folder
+        except OSError:
+            continue
+    return None
 
 
 def resolve(setting: str) -> NativeBlas:
