@@ -39,7 +39,7 @@ from recsys_spark.tuning import rank_metrics, sample_metric, tuning_data
 
 from .common import RESULTS, data_overrides, machine, timed
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "online_retail" / "online_retail.csv.gz"
+SHARED = Path(__file__).resolve().parents[1] / "data" / "online_retail" / "online_retail.csv.gz"
 IMPLICIT = {"factors": 128, "regularization": 10.0, "alpha": 1.0, "iterations": 15}
 SPARK = ["spark.master=local[2]", "spark.log_level=ERROR", "spark.conf.spark.ui.showConsoleProgress=false", "tracking.enabled=false"]
 

@@ -1,5 +1,5 @@
 """UCI Online Retail end to end: `conf/online_retail.yaml` as shipped, on the shared gzip CSV as it
-is (see ../shared/data/online_retail/SOURCE.md), with a small tuning budget so the suite stays short.
+is (see data/online_retail/SOURCE.md), with a small tuning budget so the suite stays short.
 `python -m bench.tuning` runs the config's own 20-trial budget beside `implicit`."""
 
 import json
@@ -21,7 +21,7 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     for item in SMALL_BUDGET:
         args += ["--set", item]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    # From the repository root, as a user runs it: input.path is ../shared/data/online_retail/online_retail.csv.gz.
+    # From the repository root, as a user runs it: input.path is data/online_retail/online_retail.csv.gz.
     out = subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
     stages = json.loads((tmp_path / "summary.json").read_text())["stages"]
