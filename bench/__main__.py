@@ -19,7 +19,7 @@ from recsys_spark.session import build_session
 from recsys_spark.tables import path_exists
 
 from .als_settings import print_sweep, sweep
-from .common import RESULTS, data_overrides, machine, timed
+from .common import RESULTS, data_overrides, machine, timed, user_items
 
 
 def bench_ingest(spark, cfg, args) -> list[dict]:
@@ -104,17 +104,25 @@ def bench_train(spark, cfg, args) -> list[dict]:
 
 def implicit_baselines(cfg, inter, model) -> tuple[float, float]:
     """`implicit` (CPU, 2 threads) on the same interactions: its own fit, and its recommend on Spark's factors."""
-    import numpy as np
-    import scipy.sparse as sp
     from implicit.cpu.als import AlternatingLeastSquares
 
-    pdf = inter.select("user_idx", "item_idx", "confidence").toPandas()  # benchmark only
-    n_users, n_items = int(pdf.user_idx.max()) + 1, int(pdf.item_idx.max()) + 1
-    ui = sp.csr_matrix((pdf.confidence.to_numpy(np.float32), (pdf.user_idx, pdf.item_idx)), shape=(n_users, n_items))
+    ui = user_items(inter)
     a = cfg.als
     als = AlternatingLeastSquares(factors=a.rank, regularization=a.reg_param, alpha=a.alpha, iterations=a.max_iter,
                                   num_threads=2, random_state=a.seed, calculate_training_loss=False)
     t_fit, _ = timed(lambda: als.fit(ui, show_progress=False), "baseline: implicit fit")
+    recommend = implicit_recommend(cfg, ui, model)
+    t_rec, _ = timed(recommend, "baseline: implicit recommend")
+    return t_fit, t_rec
+
+
+def implicit_recommend(cfg, ui, model):
+    """implicit's filtered top-10 for every user on Spark's factors, as a function to time."""
+    import numpy as np
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    n_users, n_items = ui.shape
+    a = cfg.als
     uf = model.userFactors.toPandas()
     itf = model.itemFactors.toPandas()
     U = np.zeros((n_users, a.rank), np.float32)
@@ -124,8 +132,38 @@ def implicit_baselines(cfg, inter, model) -> tuple[float, float]:
     spark_factors = AlternatingLeastSquares(factors=a.rank, num_threads=2)
     spark_factors.user_factors, spark_factors.item_factors = U, V
     users = np.arange(n_users)
-    t_rec, _ = timed(lambda: spark_factors.recommend(users, ui[users], N=10, filter_already_liked_items=True), "baseline: implicit recommend")
-    return t_fit, t_rec
+    return lambda: spark_factors.recommend(users, ui[users], N=10, filter_already_liked_items=True)
+
+
+def bench_topn(spark, cfg, args) -> list[dict]:
+    """top-10 with seen items excluded vs implicit's filtered recommend on the same factors, alternated
+    `args.repeats` times after one warm-up each: one row per repeat, so run-to-run spread shows."""
+    from pyspark.sql import functions as F
+
+    from recsys_spark.interactions import prepare_interactions
+    from recsys_spark.model import fit_als
+    from recsys_spark.tables import read_table
+    from recsys_spark.topn import top_n
+
+    if not path_exists(spark, cfg.path("events")):
+        JOBS["ingest"](spark, cfg)
+    events = read_table(spark, cfg.path("events"))
+    last = events.agg(F.max("event_ts")).first()[0]
+    inter = prepare_interactions(events, cfg.interactions, cfg.events.weights, last).pairs  # persisted
+    n_pairs = inter.count()
+    _, model = timed(lambda: fit_als(inter, cfg.als, implicit=True), "ALS fit (the factors both sides score)")
+    seen = inter.select("user_idx", "item_idx").cache()
+    seen.count()
+    ours = lambda: top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save()
+    theirs = implicit_recommend(cfg, user_items(inter), model)
+    ours(), theirs()  # warm-up: Python workers, Arrow, implicit's thread pool
+    rows = []
+    for i in range(args.repeats):
+        t_ours, _ = timed(ours, f"top-10 for all users, repeat {i + 1}")
+        t_theirs, _ = timed(theirs, f"baseline: implicit recommend, repeat {i + 1}")
+        rows.append({"stage": f"top10_rep{i + 1}", "rows": n_pairs, "seconds": round(t_ours, 2), "rows_per_s": round(n_pairs / t_ours),
+                     "baseline": "implicit recommend", "baseline_seconds": round(t_theirs, 2), "ratio": round(t_ours / t_theirs, 2)})
+    return rows
 
 
 def peak_memory() -> str:
@@ -187,7 +225,7 @@ def bench_retention(spark, cfg, args) -> list[dict]:
              "baseline": "DuckDB (2 threads)", "baseline_seconds": round(t_duck, 2), "ratio": round(t_spark / t_duck, 2)}]
 
 
-BENCHES = {"ingest": bench_ingest, "train": bench_train, "retention": bench_retention}
+BENCHES = {"ingest": bench_ingest, "train": bench_train, "topn": bench_topn, "retention": bench_retention}
 
 
 def main() -> None:
@@ -199,13 +237,15 @@ def main() -> None:
     p.add_argument("--master", default="local[2]")
     p.add_argument("--rank", type=int, default=64)
     p.add_argument("--rounds", type=int, default=1, help="rounds of the ALS settings sweep (train stage)")
+    p.add_argument("--repeats", type=int, default=3, help="alternated timings of top-N and implicit's recommend (topn stage)")
     p.add_argument("--json", type=Path, help="results file (default: bench/results/<time>.json)")
     p.add_argument("--native-blas", default="auto", help="spark.native_blas for this run: auto, off or a library path")
+    p.add_argument("--blas-threads", type=int, default=1, help="spark.blas_threads for this run (OpenBLAS threads per task)")
     args = p.parse_args()
     cfg = load_config(None, [
         f"spark.master={args.master}", "spark.log_level=ERROR", *data_overrides(args.events),
         "spark.driver_memory=8g", f"als.rank={args.rank}", "spark.conf.spark.ui.showConsoleProgress=false",
-        f"spark.native_blas={args.native_blas}",
+        f"spark.native_blas={args.native_blas}", f"spark.blas_threads={args.blas_threads}",
     ])
     spark = build_session(cfg)
     from recsys_spark.blas import describe

@@ -38,3 +38,14 @@ def data_overrides(events: int) -> list[str]:
     items = min(50_000, max(100, users // 5))
     return [f"output.root={RESULTS / f'data-{events}'}", f"generate.events={events}",
             f"generate.users={users}", f"generate.items={items}"]
+
+
+def user_items(pairs, pdf=None):  # noqa: ANN001 - a DataFrame, or its pandas copy
+    """(user_idx, item_idx, confidence) pairs as `implicit`'s user x item CSR matrix (benchmarks
+    only: collects every pair). Pass `pdf` when the pairs are already on the driver."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    pdf = pairs.select("user_idx", "item_idx", "confidence").toPandas() if pdf is None else pdf
+    shape = (int(pdf.user_idx.max()) + 1, int(pdf.item_idx.max()) + 1)
+    return sp.csr_matrix((pdf.confidence.to_numpy(np.float32), (pdf.user_idx, pdf.item_idx)), shape=shape)

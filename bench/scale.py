@@ -107,10 +107,10 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
     }
 
 
-def report(results: list[dict]) -> str:
+def report(results: list[dict], extra: list[str]) -> str:
     """Seconds per stage and size, seconds per million events, and each size's growth over the first's."""
     first = results[0]
-    lines = [f"machine: {machine()}; local[2]",
+    lines = [f"machine: {machine()}; local[2]; overrides: {' '.join(extra) or 'none'} (spark.native_blas defaults to auto)",
              f"{'':<22}" + "".join(f"{r['events'] / 1e6:>10.0f}M ev" for r in results) + "   s/M events" + "   growth vs linear"]
     rows = [("clean events", lambda r: f"{r['rows_clean']:>13,}"), ("interactions", lambda r: f"{r['interactions']:>13,}"),
             ("users / items", lambda r: f"{r['users'] // 1000:>8}k/{r['items'] // 1000}k")]
@@ -144,10 +144,10 @@ def main() -> None:
     args = p.parse_args()
     sizes = sorted(int(e) for e in args.events.split(","))
     results = [run_size(n, args.driver_memory, args.set) for n in sizes]
-    text = report(results)
+    text = report(results, args.set)
     print("\n" + text)
     out = RESULTS / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    out.write_text(json.dumps({"machine": machine(), "overrides": args.set, "results": results}, indent=2))
     print(f"wrote {out}")
 
 

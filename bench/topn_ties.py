@@ -1,5 +1,5 @@
 """`python -m bench.topn_ties`: the top-k selection step alone, argpartition (ties kept arbitrarily)
-vs `topn._top_k_rows` (ties by item id), on the same random scores, side by side."""
+vs `topn.top_k_rows` (ties by item id), on the same random scores, side by side."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from recsys_spark.topn import _top_k_rows
+from recsys_spark.topn import top_k_rows
 
 from .common import machine
 
@@ -25,7 +25,7 @@ def main() -> None:
             return np.take_along_axis(part, np.lexsort((ids[part], -top), axis=1), axis=1)
 
         def deterministic() -> np.ndarray:
-            return _top_k_rows(scores, ids, k)[0]
+            return top_k_rows(scores, ids, k)[0]
 
         assert (arbitrary() == deterministic()).all()  # no ties in random floats: the same lists
         secs = {}

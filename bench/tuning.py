@@ -37,7 +37,7 @@ from recsys_spark.split import make_splits
 from recsys_spark.tables import path_exists, read_table
 from recsys_spark.tuning import rank_metrics, sample_metric, tuning_data
 
-from .common import RESULTS, data_overrides, machine, timed
+from .common import RESULTS, data_overrides, machine, timed, user_items
 
 SHARED = Path(__file__).resolve().parents[1] / "data" / "online_retail" / "online_retail.csv.gz"
 IMPLICIT = {"factors": 128, "regularization": 10.0, "alpha": 1.0, "iterations": 15}
@@ -53,13 +53,12 @@ def splits_of(spark, cfg):
 
 def implicit_quality(splits, k: int) -> dict[str, float]:
     """`implicit` ALS on the training side, scored on the test side like the pipeline's evaluation."""
-    import scipy.sparse as sp
     from implicit.cpu.als import AlternatingLeastSquares
 
     train = splits.train.select("user_idx", "item_idx", "confidence").toPandas()  # benchmark only
     relevant = relevant_items(splits.train, splits.test).toPandas()
-    n_users, n_items = int(train.user_idx.max()) + 1, int(train.item_idx.max()) + 1
-    ui = sp.csr_matrix((train.confidence.to_numpy(np.float32), (train.user_idx, train.item_idx)), shape=(n_users, n_items))
+    ui = user_items(splits.train, train)
+    n_users = ui.shape[0]
     als = AlternatingLeastSquares(**IMPLICIT, num_threads=2, random_state=42, calculate_training_loss=False)
     secs, _ = timed(lambda: als.fit(ui, show_progress=False), f"implicit fit {IMPLICIT}")
     items = np.unique(train.item_idx.to_numpy())  # what Spark's model can recommend: items with training pairs

@@ -130,5 +130,27 @@ def loaded(spark) -> dict[str, str]:  # noqa: ANN001 - a SparkSession; typed loo
 
 
 def describe(spark) -> str:  # noqa: ANN001
+    """The summary line; on a cluster it also says what the executors that ran a probe task use."""
     got = loaded(spark)
-    return f"BLAS {got['blas']}, LAPACK {got['lapack']} (native_blas: {got['blas_source']}, OpenBLAS threads {got['blas_threads']})"
+    line = f"BLAS {got['blas']}, LAPACK {got['lapack']} (native_blas: {got['blas_source']}, OpenBLAS threads {got['blas_threads']})"
+    if spark.sparkContext.master.startswith("local"):
+        return line  # the driver's JVM runs every task
+    seen = executors(spark)
+    kinds = sorted({f"{e['blas']}/{e['lapack']}, OpenBLAS threads {e['blas_threads']}" for e in seen})
+    return f"{line}; executors ({len(seen)} probed): {'; '.join(kinds)}"
+
+
+def executors(spark, tasks: int = 8) -> list[dict[str, str]]:  # noqa: ANN001
+    """What the executor JVMs use, asked inside `tasks` tasks through Spark SQL's `reflect` (it runs
+    in the executor's JVM, no Python worker): one row per executor process, with its pid, BLAS,
+    LAPACK and OpenBLAS thread count. In local mode the one row is the driver's JVM. The rows are
+    one per executor, not per event or user, so they are collected."""
+    probe = spark.range(0, tasks, 1, tasks).selectExpr(
+        "reflect('java.lang.ProcessHandle', 'current') AS pid",
+        "reflect('dev.ludovic.netlib.blas.BLAS', 'getInstance') AS blas",
+        "reflect('dev.ludovic.netlib.lapack.LAPACK', 'getInstance') AS lapack",
+        "coalesce(reflect('java.lang.System', 'getenv', 'OPENBLAS_NUM_THREADS'), 'unset') AS blas_threads",
+    ).distinct()
+    simple = lambda obj: obj.split("@")[0].rsplit(".", 1)[-1]  # dev.ludovic.netlib.blas.JNIBLAS@1a2b -> JNIBLAS
+    return sorted(({"pid": r.pid, "blas": simple(r.blas), "lapack": simple(r.lapack), "blas_threads": r.blas_threads}
+                   for r in probe.collect()), key=lambda r: r["pid"])

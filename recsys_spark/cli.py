@@ -34,8 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", parents=[common], help="write top-N recommendations per user from a saved model")
     rec.add_argument("--model", help="model directory (default: <output.root>/model)")
     rec.add_argument("--users", help="comma-separated user ids (default: every user the model knows)")
+    sub.add_parser("items", parents=[common], help="item texts -> embeddings; new items placed by text: new_items and similar_items tables")
     sub.add_parser("retention", parents=[common], help="cohort retention, stickiness (DAU/MAU), quality by cohort")
-    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend, retention")
+    sub.add_parser("evaluate-new-items", parents=[common], help="hold out items whole; rank them from text against random and "
+                   "content baselines (needs text.path)")
+    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend, items, retention")
     cmp = sub.add_parser("compare", help="compare MLflow runs: chosen params and metrics as a table")
     cmp.add_argument("--config", help="YAML config (for tracking.uri and tracking.experiment)")
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

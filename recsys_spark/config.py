@@ -234,6 +234,37 @@ class RetentionConfig:
 
 
 @dataclass
+class TextConfig:
+    """Item texts (a side table joined by item id) and the encoder that embeds them; see item_text."""
+
+    path: str | None = None  # CSV/Parquet/JSON of item texts; null: no texts, no new-items tables
+    format: Literal["parquet", "csv", "json"] = "csv"
+    options: dict[str, str] = field(default_factory=lambda: {"header": "true"})  # passed to the Spark reader
+    id_column: str = "item_id"  # the column holding the events' item_id
+    columns: list[str] = field(default_factory=lambda: ["title"])  # joined with spaces
+    encoder: Literal["auto", "word2vec", "sentence-transformers"] = "auto"  # auto: sentence-transformers if installed
+    model: str = "all-MiniLM-L6-v2"  # sentence-transformers: a local model folder or a model name
+    dimension: int = 64  # word2vec vector size
+    batch_size: int = 64  # sentence-transformers texts per forward pass
+
+
+@dataclass
+class NewItemsConfig:
+    """Which items count as new, and how their factors come from text; see cold_items."""
+
+    max_age_days: int = 30  # first seen within this many days of the data's last day
+    min_users: int = 5  # or fewer distinct users than this
+    n: int = 10  # new-item recommendations per user
+    methods: list[Literal["ridge", "knn"]] = field(default_factory=lambda: ["ridge", "knn"])
+    reg_params: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])  # ridge candidates
+    neighbours: list[int] = field(default_factory=lambda: [10, 20, 50])  # knn candidates
+    validation_fraction: float = 0.1  # warm items that pretend to be new when choosing the method
+    holdout_fraction: float = 0.1  # evaluate-new-items: items held out whole
+    similar_n: int = 10  # similar_items per item
+    seed: int = 42
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     uri: str | None = None  # null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
@@ -255,6 +286,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    new_items: NewItemsConfig = field(default_factory=NewItemsConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def path(self, name: str) -> str:
@@ -318,6 +351,11 @@ _RANGES: list[tuple[str, str, str]] = [
     ("tune.validation_users", "positive", "try 2000"), ("tune.rung_fraction", "fraction", "try 0.3, or 1 for no first rung"),
     ("tune.validation_days", "positive", "try 14"),
     ("train.k", "positive", "try 10"), ("recommend.n", "positive", "try 10"),
+    ("text.dimension", "positive", "try 64"), ("text.batch_size", "positive", "try 64"),
+    ("new_items.max_age_days", "non_negative", "try 30"), ("new_items.min_users", "positive", "try 5"),
+    ("new_items.n", "positive", "try 10"), ("new_items.reg_params", "positive", "try [0.1, 1.0, 10.0]"),
+    ("new_items.neighbours", "positive", "try [10, 20, 50]"), ("new_items.validation_fraction", "open_fraction", "try 0.1"),
+    ("new_items.holdout_fraction", "open_fraction", "try 0.1"), ("new_items.similar_n", "positive", "try 10"),
 ]
 
 
@@ -409,6 +447,11 @@ def validate(cfg: Config) -> Config:
         if unknown or not rc.event_types:
             raise ConfigError(f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
                               if unknown else "retention.event_types is an empty list: give event types, or null for any event")
+    if not cfg.text.columns:
+        raise ConfigError("text.columns is empty: name the item table's text columns, e.g. [title] or [Description]")
+    if not cfg.new_items.methods or not cfg.new_items.reg_params or not cfg.new_items.neighbours:
+        raise ConfigError("new_items.methods, new_items.reg_params and new_items.neighbours need at least one value each, "
+                          "e.g. methods [ridge, knn], reg_params [1.0], neighbours [20]")
     return cfg
 
 

@@ -6,6 +6,9 @@ For a user with relevant set R (test items not seen in training) and recommendat
   NDCG@k = sum rel(i) / log2(i + 1) over the ideal sum_{i <= min(|R|, k)} 1 / log2(i + 1)
   MAP@k  = mean over users of sum_i rel(i) * precision@i / min(|R|, k)
   catalog coverage = distinct items recommended to evaluated users / items in the catalogue.
+Beyond accuracy (`beyond_accuracy`), for the same lists:
+  diversity@k = mean over users of the mean over item pairs of 1 - cosine(item vectors)
+  novelty@k   = mean over recommended items of -log2(share of training users who used the item)
 Users are evaluated when they have a training interaction and at least one relevant test item.
 `by_history` gives the same means per cohort of history length (distinct training items: 1-5,
 6-20, 21+), which shows where the model helps: usually not on the users with little history.
@@ -13,6 +16,10 @@ Users are evaluated when they have a training interaction and at least one relev
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -74,6 +81,46 @@ def summarize(per_user: DataFrame, recs: DataFrame, n_catalog: int, k: int, pref
     out[f"{prefix}catalog_coverage"] = shown / n_catalog if n_catalog else 0.0
     out[f"{prefix}users_evaluated"] = int(row["users"])
     return out
+
+
+def list_diversity(recs: DataFrame, item_vectors: DataFrame, k: int) -> DataFrame:
+    """(user_idx, diversity): intra-list diversity of each user's top-k, the mean over pairs of items
+    of 1 - cosine of their vectors (`item_vectors`: id, features), for lists of 2+ items. Uses
+    sum over pairs of cos = (|sum of unit vectors|^2 - m) / 2 for a list of m items, so the cost
+    per list is linear in m. The vectors are broadcast, as top-N does."""
+    items = item_vectors.select("id", "features").toPandas()  # grows with the catalogue
+    ids = items["id"].to_numpy(np.int64)
+    vec = np.vstack(items["features"].to_numpy()).astype(np.float64) if len(items) else np.zeros((0, 1))
+    unit = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    bc = recs.sparkSession.sparkContext.broadcast((ids, unit))
+    lists = recs.where(F.col("rank") <= k).groupBy("user_idx").agg(F.collect_list("item_idx").alias("_items"))
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        ids, unit = bc.value
+        pos = pd.Series(np.arange(ids.size), index=ids)
+        for pdf in batches:
+            out = np.full(len(pdf), np.nan)
+            for i, items in enumerate(pdf["_items"]):
+                rows = pos.reindex(items).dropna().to_numpy(np.int64)
+                m = rows.size
+                if m > 1:
+                    total = unit[rows].sum(axis=0)
+                    out[i] = 1.0 - (total @ total - m) / (m * (m - 1))
+            yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": out}).dropna()
+
+    return lists.mapInPandas(run, "user_idx int, diversity double")
+
+
+def beyond_accuracy(recs: DataFrame, users: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int,
+                    prefix: str = "") -> dict[str, float]:
+    """Mean intra-list diversity (see `list_diversity`) and novelty of the top-k lists of `users`
+    (user_idx): novelty is the mean over recommended items of -log2(share of the `n_users` training
+    users who used the item) (`pop`: item_idx, popularity); 0 for an item everyone used."""
+    shown = recs.where(F.col("rank") <= k).join(users.select("user_idx"), "user_idx")
+    diversity = list_diversity(shown, item_vectors, k).agg(F.avg("diversity")).first()[0]
+    share = F.greatest(F.col("popularity"), F.lit(1.0)) / F.lit(float(max(n_users, 1)))
+    novelty = shown.join(pop, "item_idx").agg(F.avg(-F.log2(share))).first()[0]
+    return {f"{prefix}diversity_at_{k}": float(diversity or 0.0), f"{prefix}novelty_at_{k}": float(novelty or 0.0)}
 
 
 def history_cohort(n_items: Column) -> Column:

@@ -48,6 +48,7 @@ class Catalog:
     global_cdf: np.ndarray  # cumulative popularity over all items
     cluster_cdf: np.ndarray  # cluster c's cumulative popularity, shifted into [c, c + 1]
     cluster_items: np.ndarray  # item index for each position of cluster_cdf
+    cluster: np.ndarray  # each item's taste cluster
 
 
 def make_catalog(cfg: GenerateConfig) -> Catalog:
@@ -62,7 +63,7 @@ def make_catalog(cfg: GenerateConfig) -> Catalog:
         if idx.size:
             pos = np.flatnonzero(cluster[order] == c)
             cdf[pos] = c + np.cumsum(weight[idx]) / weight[idx].sum()
-    return Catalog(np.cumsum(weight) / weight.sum(), cdf, order)
+    return Catalog(np.cumsum(weight) / weight.sum(), cdf, order, cluster)
 
 
 def generate_chunk(cfg: GenerateConfig, catalog: Catalog, chunk: int) -> pd.DataFrame:
@@ -140,6 +141,24 @@ def generate_events(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
 
     events = spark.range(chunks, numPartitions=chunks).mapInPandas(run, RAW_SCHEMA)
     return events.withColumn("event_date", F.to_date("event_ts"))
+
+
+THEMES = ["garden", "kitchen", "camping", "office", "baby", "fitness", "music", "pet", "travel", "reading", "gaming", "beauty",
+          "cycling", "baking", "painting", "fishing"]
+STYLES = ["classic", "compact", "deluxe", "eco", "mini", "pro", "retro", "smart", "soft", "vintage"]
+THINGS = ["set", "kit", "bag", "lamp", "mat", "box", "stand", "case", "tool", "pack", "light", "holder"]
+
+
+def item_texts_table(cfg: GenerateConfig) -> pd.DataFrame:
+    """(item_id, title) for the generated catalogue: a style, the item's taste cluster's theme and a
+    thing, e.g. "retro camping lamp"; so an item's text says which users want it, as real titles do."""
+    catalog = make_catalog(cfg)
+    rng = np.random.default_rng([cfg.seed, 2_000_003])
+    idx = np.arange(cfg.items)
+    title = (pd.Series(np.array(STYLES)[rng.integers(0, len(STYLES), cfg.items)]) + " "
+             + pd.Series(np.array(THEMES)[catalog.cluster % len(THEMES)]) + " "
+             + pd.Series(np.array(THINGS)[rng.integers(0, len(THINGS), cfg.items)]))
+    return pd.DataFrame({"item_id": _ids("i", idx, 6), "title": title})
 
 
 def _ids(prefix: str, idx: np.ndarray, width: int) -> pd.Series:

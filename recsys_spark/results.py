@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
@@ -135,6 +136,69 @@ class RecommendResult(StageResult):
         return ["recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(self.rows_by_source.items()))]
 
 
+@dataclass(kw_only=True)
+class ItemsResult(StageResult):
+    stage: ClassVar[str] = "items"
+    texts: int = 0  # items with text (0: text.path not set, stage skipped)
+    catalogue_without_text: int = 0  # items the model knows that have no text
+    encoder: str = ""  # the embeddings' model name
+    encoded: int = 0  # items encoded this run (the rest were reused)
+    encode_seconds: float = 0.0
+    new_items: int = 0  # items counted as new (young, few users, or no events), with text
+    method: str = ""  # the chosen map: text_ridge or text_knn, and its parameter
+    validation: dict[str, float] = field(default_factory=dict)  # candidate -> validation NDCG@k
+    rows_new_items: int = 0
+    rows_similar: int = 0
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+    def metrics(self) -> dict[str, float]:
+        if not self.texts:
+            return {}
+        out = {"items_with_text": self.texts, "items_without_text": self.catalogue_without_text, "new_items": self.new_items,
+               "items_encoded": self.encoded, "new_items_rows": self.rows_new_items, "similar_items_rows": self.rows_similar}
+        if self.encoded and self.encode_seconds:
+            out["encode_items_per_s"] = self.encoded / self.encode_seconds
+        return out | {f"new_items_validation_{k.replace('(', '_').replace('=', '_').replace(')', '')}": v for k, v in self.validation.items()}
+
+    def lines(self) -> list[str]:
+        if not self.texts:
+            return []
+        rate = f", {self.encoded / self.encode_seconds:,.0f} items/s" if self.encoded and self.encode_seconds else ""
+        return [f"item texts: {self.texts:,} items ({self.catalogue_without_text:,} of the model's items have none); "
+                f"{self.encoder}: {self.encoded:,} encoded{rate}, {self.texts - self.encoded:,} reused",
+                f"new items: {self.new_items:,} with text, placed by {self.method} (validation NDCG: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in self.validation.items()) + ")",
+                f"new_items: {self.rows_new_items:,} rows; similar_items: {self.rows_similar:,} rows"]
+
+
+@dataclass(kw_only=True)
+class NewItemsEvalResult(StageResult):
+    stage: ClassVar[str] = "evaluate-new-items"
+    k: int
+    encoder: str
+    metrics_by_method: dict[str, dict[str, float]]  # method -> metric -> value
+    chosen: str  # e.g. knn(k=20), chosen on pretend-new warm items
+    items_held_out: int
+    items_without_text: int
+    users_evaluated: int
+
+    def metrics(self) -> dict[str, float]:
+        return {f"new_items_{m}_{name}": v for m, row in self.metrics_by_method.items() for name, v in row.items() if name != "users_evaluated"} | {
+            "new_items_held_out": self.items_held_out, "new_items_without_text": self.items_without_text,
+            "new_items_users_evaluated": self.users_evaluated}
+
+    def lines(self) -> list[str]:
+        k = self.k
+        out = [f"new items: {self.items_held_out:,} items held out whole ({self.items_without_text:,} without text), "
+               f"{self.users_evaluated:,} users ranked them; {self.encoder}; map chosen on validation: {self.chosen}",
+               f"  {'method':<22}{'ndcg@' + str(k):>10}{'precision@' + str(k):>14}{'recall@' + str(k):>11}{'x random':>10}"]
+        rnd = self.metrics_by_method["random"][f"ndcg_at_{k}"] or float("nan")
+        for m, row in self.metrics_by_method.items():
+            out.append(f"  {m:<22}{row[f'ndcg_at_{k}']:>10.4f}{row[f'precision_at_{k}']:>14.4f}{row[f'recall_at_{k}']:>11.4f}"
+                       f"{row[f'ndcg_at_{k}'] / rnd:>9.1f}x")
+        return out
+
+
 @dataclass
 class CohortHeadline:
     cohort: str
@@ -157,6 +221,8 @@ class RetentionResult(StageResult):
     def metrics(self) -> dict[str, float]:
         out = {"dau_mau_last_30_days": self.dau_mau_last_30_days, "retention_period1_weighted": self.retention_period1_weighted,
                "retention_period4_weighted": self.retention_period4_weighted}
+        new = self.new_item_link() or {}
+        out |= {"users_with_new_item": new.get("users"), "retained_with_new_item": new.get("with"), "retained_without_new_item": new.get("without")}
         return {k: v for k, v in out.items() if v is not None}
 
     def lines(self) -> list[str]:
@@ -170,7 +236,25 @@ class RetentionResult(StageResult):
         out += [f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, hit rate {q['hit_rate']:.2f}, "
                 f"came back after the test: {_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without"
                 for q in self.quality_by_cohort[-3:]]
+        new = self.new_item_link()
+        if new:
+            out.append(f"  lists holding a new item (used by few): {new['users']:,} of {new['evaluated']:,} evaluated users; came back "
+                       f"after the test: {_pct(new['with'])} vs {_pct(new['without'])} without")
         return out
+
+    def new_item_link(self) -> dict[str, Any] | None:
+        """Over all cohorts: users whose evaluated list held a new item, and the follow-up return
+        rate with vs without one (None when the per-user table has no new_in_list)."""
+        rows = [q for q in self.quality_by_cohort if q.get("users_with_new_item") is not None]
+        if not rows:
+            return None
+        def rate(key: str, users: Callable[[dict], int]) -> float | None:
+            known = [(q[key], users(q)) for q in rows if q[key] is not None and users(q)]
+            total = sum(n for _, n in known)
+            return sum(r * n for r, n in known) / total if total else None
+        return {"users": sum(q["users_with_new_item"] for q in rows), "evaluated": sum(q["users_evaluated"] for q in rows),
+                "with": rate("retained_with_new_item", lambda q: q["users_with_new_item"]),
+                "without": rate("retained_without_new_item", lambda q: q["users_evaluated"] - q["users_with_new_item"])}
 
 
 @dataclass

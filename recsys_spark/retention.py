@@ -114,11 +114,13 @@ def stickiness(events: DataFrame) -> DataFrame:
 
 
 def quality_by_cohort(per_user: DataFrame, activity_events: DataFrame, cohorts: DataFrame) -> DataFrame:
-    """Per cohort: users evaluated, mean NDCG@k, hit rate, and follow-up retention with vs without a hit.
+    """Per cohort: users evaluated, mean NDCG@k, hit rate, and follow-up retention with vs without a
+    hit, and with vs without a new item (one few users had used) in the list.
 
-    `per_user` is the train job's per-user table (user_id, ndcg, hit_rate, followup_start,
-    followup_end); a user is retained when active in [followup_start, followup_end). An
-    association, not a causal effect: users who get hits may differ in other ways.
+    `per_user` is the train job's per-user table (user_id, ndcg, hit_rate, new_in_list,
+    followup_start, followup_end); a user is retained when active in [followup_start,
+    followup_end). An association, not a causal effect: users who get hits (or new items) may
+    differ in other ways. A per-user table from before `new_in_list` gives nulls for it.
     """
     returned = (
         per_user.select("user_id", "followup_start", "followup_end")
@@ -134,6 +136,7 @@ def quality_by_cohort(per_user: DataFrame, activity_events: DataFrame, cohorts: 
         .withColumn("_back", F.when(F.col("followup_end").isNull(), None).otherwise(F.coalesce("_back", F.lit(0.0))))
     )
     hit = F.col("hit_rate") > 0
+    new = F.coalesce(F.col("new_in_list"), F.lit(False)) if "new_in_list" in per_user.columns else F.lit(None).cast("boolean")
     return joined.groupBy("cohort").agg(
         F.count("*").alias("users_evaluated"),
         F.avg("ndcg").alias("mean_ndcg"),
@@ -141,4 +144,7 @@ def quality_by_cohort(per_user: DataFrame, activity_events: DataFrame, cohorts: 
         F.sum(hit.cast("int")).alias("users_with_hit"),
         F.avg(F.when(hit, F.col("_back"))).alias("retained_with_hit"),
         F.avg(F.when(~hit, F.col("_back"))).alias("retained_without_hit"),
+        F.sum(new.cast("int")).alias("users_with_new_item"),
+        F.avg(F.when(new, F.col("_back"))).alias("retained_with_new_item"),
+        F.avg(F.when(~new, F.col("_back"))).alias("retained_without_new_item"),
     )

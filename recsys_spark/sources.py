@@ -91,3 +91,14 @@ def in_date_range(day: Column, date_from: dt.date | None, date_to: dt.date | Non
     if date_to:
         cond = cond & (day <= F.lit(date_to))
     return F.coalesce(cond, F.lit(False))
+
+
+def read_side_table(spark: SparkSession, key: str, fmt: str, path: str, options: dict[str, str]) -> DataFrame:
+    """A side table (e.g. item texts, configured at `key`) as the source reader would read it: CSV
+    by RFC 4180, strings only."""
+    local = local_path(path)
+    if local is not None and not local.exists():
+        raise RecsysError(f"{key} not found: {path} (point {key} at the table, or set it to null)")
+    if fmt == "csv":
+        return spark.read.options(**{**CSV_DEFAULTS, **options, "inferSchema": "false"}).csv(path)
+    return spark.read.options(**options).format(fmt).load(path)

@@ -7,12 +7,18 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from .config import SplitConfig
 from .interactions import IndexedInteractions
 from .results import SplitInfo
+
+
+def unit_hash(column: str, seed: int) -> Column:
+    """A number in [0, 1) per value of `column`, fixed by `seed`: samples users or items without a
+    shuffle, the same way on any partitioning."""
+    return F.xxhash64(column, F.lit(seed)).bitwiseAND(F.lit(0x7FFFFFFF)) / F.lit(float(2**31))
 
 
 def temporal_split(events: DataFrame, cutoff: dt.datetime, test_days: int) -> tuple[DataFrame, DataFrame]:

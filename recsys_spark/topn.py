@@ -78,7 +78,7 @@ def _score_batch(batch: pd.DataFrame, item_ids: np.ndarray, vt: np.ndarray, pos:
         scores = u[start : start + rows] @ vt
         lo, hi = np.searchsorted(seen_rows, [start, start + rows])
         scores[seen_rows[lo:hi] - start, cols[lo:hi]] = -np.inf
-        part, top = _top_k_rows(scores, item_ids, k)
+        part, top = top_k_rows(scores, item_ids, k)
         parts.append(part)
         tops.append(top)
     part, top = np.concatenate(parts), np.concatenate(tops)
@@ -93,7 +93,7 @@ def _score_batch(batch: pd.DataFrame, item_ids: np.ndarray, vt: np.ndarray, pos:
     )
 
 
-def _top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(columns, scores) of each row's k best, by score descending then item id: every item tied
     with the k-th score is a candidate, so which of them is kept never depends on argpartition's
     arbitrary choice (the evaluated baseline and the served fallback agree on ties)."""

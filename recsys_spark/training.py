@@ -14,10 +14,11 @@ from typing import Any
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from .config import Config
 from .errors import RecsysError
-from .evaluation import HISTORY_COHORTS, by_history, per_user_metrics, relevant_items, summarize
+from .evaluation import HISTORY_COHORTS, beyond_accuracy, by_history, per_user_metrics, relevant_items, summarize
 from .interactions import IndexedInteractions
 from .model import fit_als, fit_params
 from .split import Splits
@@ -31,13 +32,15 @@ log = logging.getLogger("recsys_spark")
 @dataclass
 class Evaluation:
     metrics: dict[str, float]  # ALS metrics, then the same with `baseline_`
-    per_user: DataFrame  # user_idx, n_relevant, hits, precision, recall, ndcg, map, hit_rate (ALS)
+    per_user: DataFrame  # user_idx, n_relevant, hits, precision, recall, ndcg, map, hit_rate (ALS), new_in_list
     by_history: list[dict[str, Any]]  # per history cohort: history, users, ALS metrics, baseline_ metrics
 
 
-def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True) -> Evaluation:
+def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True, new_below: int = 5) -> Evaluation:
     """Metrics@k of `model` (and unless `baseline` is false, of the popularity baseline) on the
-    users with training history and a new test item, overall and by cohort of history length."""
+    users with training history and a new test item, overall and by cohort of history length.
+    `per_user` also says whether the user's list held a new item: one fewer than `new_below`
+    training users used (retention compares their follow-up with the others')."""
     keep = StorageLevel.MEMORY_AND_DISK
     relevant = relevant_items(train, test).persist(keep)
     users = relevant.select("user_idx").distinct()
@@ -48,14 +51,20 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baselin
     n_catalog = train.select("item_idx").distinct().count()
     seen = train.select("user_idx", "item_idx")
     recs = als_top_n(model, users, seen, k).persist(keep)
-    per_user = per_user_metrics(recs, relevant, k).persist(keep)
+    pop = popularity(train)
+    with_new = recs.where(F.col("rank") <= k).join(pop.where(F.col("popularity") < new_below), "item_idx").select("user_idx").distinct()
+    per_user = (per_user_metrics(recs, relevant, k).join(with_new.withColumn("new_in_list", F.lit(True)), "user_idx", "left")
+                .fillna(False, ["new_in_list"]).persist(keep))
     metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
+    n_train_users = train.select("user_idx").distinct().count()
+    metrics |= beyond_accuracy(recs, users, model.itemFactors, pop, n_train_users, k)  # diversity by ALS item factors
     cohorts = {r["history"]: r for r in by_history(per_user, train, k)}
     recs.unpersist()
     if baseline:
-        base = top_n_popular(users, popularity(train), seen, k).persist(keep)  # read twice by summarize
+        base = top_n_popular(users, pop, seen, k).persist(keep)  # read twice by summarize
         base_user = per_user_metrics(base, relevant, k)
         metrics |= summarize(base_user, base, n_catalog, k, prefix="baseline_")
+        metrics |= beyond_accuracy(base, users, model.itemFactors, pop, n_train_users, k, prefix="baseline_")
         for r in by_history(base_user, train, k, prefix="baseline_"):
             cohorts[r["history"]] |= r
         base.unpersist()
@@ -105,7 +114,7 @@ def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clo
     clock.start("als_fit")
     model = fit_als(splits.train, cfg.als, implicit, **params)
     clock.start("evaluate")
-    evaluation = evaluate(model, splits.train, splits.test, k)
+    evaluation = evaluate(model, splits.train, splits.test, k, new_below=cfg.new_items.min_users)
     seen = serving_pairs(splits, data, cfg.train.refit_on_all)
     served = model
     if cfg.train.refit_on_all:

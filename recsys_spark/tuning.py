@@ -30,21 +30,17 @@ import optuna
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.ml.recommendation import ALSModel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from .config import ALSConfig, SearchSpace, TuneConfig
 from .errors import RecsysError
 from .evaluation import relevant_items
 from .model import fit_als, fit_params
-from .topn import _top_k_rows, block_rows
+from .topn import top_k_rows, block_rows
+from .split import unit_hash
 
 log = logging.getLogger("recsys_spark")
-
-
-def user_hash(seed: int) -> Column:
-    """A number in [0, 1) per user_idx, fixed by `seed`: samples users without a shuffle."""
-    return F.xxhash64("user_idx", F.lit(seed)).bitwiseAND(F.lit(0x7FFFFFFF)) / F.lit(float(2**31))
 
 
 @dataclass
@@ -66,12 +62,12 @@ class TuningData:
 def tuning_data(train: DataFrame, validation: DataFrame, tune: TuneConfig) -> TuningData:
     """Sample `tune.validation_users` users with training history and a new validation item (the
     smallest hashes), and mark the first rung's users (hash below `tune.rung_fraction`)."""
-    in_rung = user_hash(tune.seed + 1) < F.lit(tune.rung_fraction)
+    in_rung = unit_hash("user_idx", tune.seed + 1) < F.lit(tune.rung_fraction)
     relevant = relevant_items(train, validation)
     candidates = relevant.select("user_idx").distinct().persist(StorageLevel.MEMORY_AND_DISK)
     # Spark's top-k keeps a queue of `limit` slots: never ask for more users than there are.
     n = min(tune.validation_users, candidates.count())
-    users = candidates.withColumn("_h", user_hash(tune.seed)).orderBy("_h", "user_idx").limit(n).select("user_idx", in_rung.alias("in_rung"))
+    users = candidates.withColumn("_h", unit_hash("user_idx", tune.seed)).orderBy("_h", "user_idx").limit(n).select("user_idx", in_rung.alias("in_rung"))
     sampled = users.toPandas() if n else pd.DataFrame({"user_idx": [], "in_rung": []})  # bounded by tune.validation_users
     candidates.unpersist()
     if sampled.empty:
@@ -135,7 +131,7 @@ def rank_metrics(users: np.ndarray, uid: np.ndarray, u: np.ndarray, item_ids: np
         scores[~scored[start:end]] = -np.inf
         lo, hi = np.searchsorted(s_rows, [start, end])
         scores[s_rows[lo:hi] - start, s_cols[lo:hi]] = -np.inf
-        top, top_scores = _top_k_rows(scores, item_ids, kk)
+        top, top_scores = top_k_rows(scores, item_ids, kk)
         hit[start:end] = np.isin(np.arange(start, end)[:, None] * span + item_ids[top], keys) & np.isfinite(top_scores)
     ranks = np.arange(1, kk + 1)
     hits = hit.sum(axis=1)

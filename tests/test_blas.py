@@ -76,3 +76,10 @@ def test_off_as_yaml_reads_it_is_off():
 def test_a_missing_library_path_is_a_clear_error():
     with pytest.raises(blas.RecsysError, match=r"spark.native_blas='/no/such/libopenblas.so' is not a file"):
         blas.resolve("/no/such/libopenblas.so")
+
+
+def test_executors_are_probed_in_their_own_jvm(spark):
+    got = blas.executors(spark, tasks=4)
+    pid = str(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+    assert [e["pid"] for e in got] == [pid]  # local mode: the driver's JVM runs every task
+    assert got[0]["blas"] == blas.loaded(spark)["blas"] and got[0]["blas_threads"] == "1"

@@ -4,6 +4,7 @@ The same pipeline and config run once with --master local[2] and once on the clu
 outputs must match, and the MLflow run must record the cluster's master.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 import mlflow
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+
+from recsys_spark import blas
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -86,3 +89,23 @@ def test_a_local_checkpoint_path_on_a_cluster_is_refused(cluster, pyfiles, tmp_p
     errors = [line for line in (bad.stdout + bad.stderr).splitlines() if line.startswith("error:")]
     assert bad.returncode == 2, bad.stderr[-3000:]
     assert errors and errors[0].startswith(f"error: spark.checkpoint_dir is the local path 'checkpoints' but the master is {cluster}"), bad.stderr[-3000:]
+
+
+def test_executors_load_native_blas_with_the_configured_threads(cluster, pyfiles, tmp_path):
+    native = blas.resolve("auto")
+    if native.source == "none found":
+        pytest.skip("no native BLAS here: no system libblas.so.3 and no loadable cmeel-openblas")
+    sets = ["--set", "spark.blas_threads=2", "--set", "tracking.enabled=false", "--set", f"output.root=file://{tmp_path}/o",
+            "--set", f"spark.checkpoint_dir=file://{tmp_path}/ckpt"]
+    out = subprocess.run(
+        [str(SPARK_SUBMIT), "--master", cluster, "--py-files", pyfiles, "--total-executor-cores", "2",
+         str(REPO / "tests" / "blas_probe.py"), *sets],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    executors = got["executors"]
+    assert executors and all(e["pid"] != got["driver_pid"] for e in executors), got  # asked in the workers' JVMs
+    assert {(e["blas"], e["lapack"], e["blas_threads"]) for e in executors} == {("JNIBLAS", "JNILAPACK", "2")}, got
+    assert "executors (" in got["describe"] and "JNIBLAS/JNILAPACK, OpenBLAS threads 2" in got["describe"], got["describe"]

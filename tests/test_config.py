@@ -5,8 +5,12 @@ import pytest
 from recsys_spark.config import Config, ConfigError, flatten, load_config
 
 
-def test_defaults_match_conf_local_yaml():
-    assert load_config("conf/local.yaml") == Config()
+DEMO_KEYS = ["als.rank=11", "als.max_iter=5", "als.reg_param=0.047", "als.alpha=3.0", "als.confidence=log", "tune.trials=5"]
+
+
+def test_conf_local_yaml_is_the_defaults_but_its_demo_keys():
+    assert load_config("conf/local.yaml") == load_config(None, DEMO_KEYS)
+    assert load_config("conf/local.yaml") != Config()
 
 
 def test_overrides_are_typed_and_nested():

@@ -61,7 +61,11 @@ def clone(tmp_path):
         if (REPO / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dst / f)  # keeps mtimes: make sees the venv as up to date
-    (dst / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    venv = Path(sys.executable).parent.parent
+    (dst / ".venv").symlink_to(venv)
+    stamp = venv / ".installed"
+    if stamp.exists():  # make must not reinstall the shared venv as an editable install of this temporary copy
+        os.utime(dst / "pyproject.toml", (stamp.stat().st_mtime - 1,) * 2)
     return dst
 
 

@@ -38,3 +38,16 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     assert sum(r["users"] for r in train["by_history"]) == q["users_evaluated"]
     assert len(train["tuning"]) == 3 and 16 <= train["chosen_params"]["rank"] <= 32
     assert "ndcg_at_10 by training history: 1-5 items" in out.stdout
+    items = stages["items"]  # text.path is set: descriptions per StockCode, encoded with the configured encoder
+    assert items["texts"] > 3900 and items["rows_new_items"] > 0 and items["rows_similar"] > 0
+
+    # The cold-item protocol with the light encoder (no extra needed) on the same clean events.
+    args = ["evaluate-new-items", "--config", "conf/online_retail.yaml", "--summary-json", str(tmp_path / "new.json"),
+            "--set", f"output.root={tmp_path}/out", "--set", "tracking.enabled=false", "--set", "spark.master=local[2]",
+            "--set", "text.encoder=word2vec"]
+    out = subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads((tmp_path / "new.json").read_text())["stages"]["evaluate-new-items"]["metrics_by_method"]
+    ndcg = {method: row["ndcg_at_10"] for method, row in m.items()}
+    assert max(ndcg["ridge"], ndcg["knn"]) >= 3 * ndcg["random"], ndcg  # the target for the light encoder
+    assert ndcg["knn_shuffled"] < 1.5 * ndcg["random"] and ndcg["ridge_shuffled"] < 1.5 * ndcg["random"], ndcg  # the control

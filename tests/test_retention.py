@@ -141,17 +141,20 @@ def test_stickiness_by_hand(spark):
 def test_quality_by_cohort_by_hand(spark):
     fs, fe = D(2026, 1, 20), D(2026, 1, 27)
     per_user = spark.createDataFrame(
-        [("u1", 0.5, 1.0, fs, fe), ("u2", 0.0, 0.0, fs, fe), ("u3", 1.0, 1.0, fs, fe), ("u4", 0.2, 1.0, fs, fe)],
-        "user_id string, ndcg double, hit_rate double, followup_start timestamp, followup_end timestamp",
+        [("u1", 0.5, 1.0, True, fs, fe), ("u2", 0.0, 0.0, False, fs, fe), ("u3", 1.0, 1.0, True, fs, fe), ("u4", 0.2, 1.0, False, fs, fe)],
+        "user_id string, ndcg double, hit_rate double, new_in_list boolean, followup_start timestamp, followup_end timestamp",
     )
     cohorts = spark.createDataFrame([("u1", dt.date(2026, 1, 5)), ("u2", dt.date(2026, 1, 5)), ("u3", dt.date(2026, 1, 5)), ("u4", dt.date(2026, 1, 12))],
                                     "user_id string, cohort date")
     ev = toy_events(spark, [("u1", D(2026, 1, 21), "view"), ("u2", D(2026, 1, 27), "view"), ("u4", D(2026, 1, 20), "view"), ("u3", D(2026, 1, 19, 23), "view")])
     expected = spark.createDataFrame(
-        [(dt.date(2026, 1, 5), 3, 0.5, 2 / 3, 2, 0.5, 0.0), (dt.date(2026, 1, 12), 1, 0.2, 1.0, 1, 1.0, None)],
-        "cohort date, users_evaluated long, mean_ndcg double, hit_rate double, users_with_hit long, retained_with_hit double, retained_without_hit double",
+        [(dt.date(2026, 1, 5), 3, 0.5, 2 / 3, 2, 0.5, 0.0, 2, 0.5, 0.0), (dt.date(2026, 1, 12), 1, 0.2, 1.0, 1, 1.0, None, 0, None, 1.0)],
+        "cohort date, users_evaluated long, mean_ndcg double, hit_rate double, users_with_hit long, retained_with_hit double, "
+        "retained_without_hit double, users_with_new_item long, retained_with_new_item double, retained_without_new_item double",
     )
     assert_approx_df_equality(quality_by_cohort(per_user, ev, cohorts), expected, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    older = quality_by_cohort(per_user.drop("new_in_list"), ev, cohorts)  # a per-user table written before new_in_list
+    assert {r.users_with_new_item for r in older.collect()} == {None}
 
 
 def test_stickiness_over_a_30_day_gap_has_no_ratio_instead_of_failing(spark):

@@ -22,7 +22,8 @@ def test_train_writes_model_metrics_tuning_and_per_user_tables(spark, trained):
     assert summary.split == SplitInfo("temporal", cutoff=dt.datetime(2026, 2, 16), test_end=dt.datetime(2026, 2, 23), followup_end=dt.datetime(2026, 3, 2))
     metrics = read_table(spark, cfg.path("eval/metrics"))
     assert sorted(r.metric for r in metrics.collect()) == sorted([
-        "precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "hit_rate_at_10", "catalog_coverage", "users_evaluated"])
+        "precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10", "hit_rate_at_10", "catalog_coverage", "users_evaluated",
+        "diversity_at_10", "novelty_at_10"])
     assert metrics.columns == ["metric", "als", "baseline"]
     tuning = read_table(spark, cfg.path("eval/tuning")).orderBy("trial").collect()
     assert [r.trial for r in tuning] == [1, 2, 3] and {r.state for r in tuning} <= {"complete", "pruned"}
@@ -38,7 +39,8 @@ def test_train_writes_model_metrics_tuning_and_per_user_tables(spark, trained):
     assert set(users) <= {"1-5", "6-20", "21+"} and sum(users.values()) == summary.quality["users_evaluated"]
     per_user = read_table(spark, cfg.path("eval/per_user"))
     assert per_user.count() == summary.quality["users_evaluated"] > 0
-    assert {"user_id", "ndcg", "hit_rate"} <= set(per_user.columns)
+    assert {"user_id", "ndcg", "hit_rate", "new_in_list"} <= set(per_user.columns)
+    assert 0 < summary.quality["diversity_at_10"] < 2 and summary.quality["novelty_at_10"] > summary.quality["baseline_novelty_at_10"]
     assert (tmp := cfg.path("eval/metrics.csv")) and open(tmp).readline().strip() == "metric,als,baseline"
 
 

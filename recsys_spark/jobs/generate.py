@@ -7,7 +7,7 @@ import logging
 from pyspark.sql import SparkSession
 
 from ..config import Config
-from ..generate import generate_events
+from ..generate import generate_events, item_texts_table
 from ..results import GenerateResult
 from ..sources import missing_input
 from ..tables import path_exists, write_table
@@ -21,6 +21,8 @@ def generate(spark: SparkSession, cfg: Config) -> GenerateResult:
     write_table(generate_events(spark, g), cfg.input_path, partition_by="event_date", whole_table=True)
     rows = spark.read.parquet(cfg.input_path).count()  # from the Parquet footers
     log.info("[generate] wrote %d raw events to %s", rows, cfg.input_path)
+    # The catalogue's titles, for the items stage: --set text.path=<output.root>/raw_items --set text.format=parquet
+    write_table(spark.createDataFrame(item_texts_table(g)), cfg.path("raw_items"), whole_table=True)
     return GenerateResult(generated=True, rows=rows, path=cfg.input_path)
 
 

@@ -12,8 +12,10 @@ from pyspark.sql import SparkSession
 from .. import tables, tracking
 from ..config import Config, validate
 from ..results import RunResult, StageResult, TrainResult
+from .evaluate_new_items import evaluate_new
 from .generate import generate, generate_if_missing
 from .ingest import ingest
+from .items import items
 from .recommend import recommend
 from .retention import retention
 from .train import train
@@ -21,10 +23,11 @@ from .train import train
 log = logging.getLogger("recsys_spark")
 
 Job = Callable[[SparkSession, Config], StageResult]
-JOBS: dict[str, Job] = {"generate": generate, "ingest": ingest, "train": train, "recommend": recommend, "retention": retention}
+JOBS: dict[str, Job] = {"generate": generate, "ingest": ingest, "train": train, "recommend": recommend, "items": items,
+                        "retention": retention, "evaluate-new-items": evaluate_new}
 # `run`: the stages in order; generate only when there is no input yet.
 PIPELINE: list[tuple[str, Job]] = [("generate", generate_if_missing), ("ingest", ingest), ("train", train),
-                                   ("recommend", recommend), ("retention", retention)]
+                                   ("recommend", recommend), ("items", items), ("retention", retention)]
 
 
 def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str = "") -> StageResult:

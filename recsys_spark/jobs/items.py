@@ -1,0 +1,114 @@
+"""items: item texts -> embeddings (unchanged ones reused) -> factors from text for new items ->
+the new_items lists and similar_items. Skipped when text.path is not set."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .. import tracking
+from ..config import Config
+from ..errors import RecsysError
+from ..item_text import embed, item_texts
+from ..model import load_model
+from ..new_items import ItemMatrix, choose_map, item_status, recommend_new, similar_items
+from ..results import ItemsResult
+from ..sources import read_side_table
+from ..tables import path_exists, read_table, write_table
+from ..timing import Stopwatch
+
+log = logging.getLogger("recsys_spark")
+
+
+def read_texts(spark: SparkSession, cfg: Config) -> DataFrame:
+    """(item_id, text) from the configured side table."""
+    t = cfg.text
+    table = read_side_table(spark, "text.path", t.format, t.path, t.options)
+    missing = sorted({t.id_column, *t.columns} - set(table.columns))
+    if missing:
+        raise RecsysError(f"text.path {t.path} has no column(s) {missing} (its columns: {table.columns}): set text.id_column and text.columns")
+    return item_texts(table, t.id_column, t.columns)
+
+
+def embeddings_table(spark: SparkSession, cfg: Config, texts: DataFrame) -> tuple[DataFrame, str, int, float]:
+    """Write the embeddings table for `texts`, reusing the rows of the last one whose text and
+    model are unchanged; (the table, model name, items encoded now, seconds)."""
+    path = cfg.path("embeddings")
+    previous = read_table(spark, path) if path_exists(spark, path) else None
+    t0 = time.perf_counter()
+    rows, model, reused = embed(texts, cfg.text, previous)
+    write_table(rows, path, whole_table=True)
+    table = read_table(spark, path)
+    encoded = table.count() - reused
+    log.info("[items] %s: %d items encoded, %d reused", model, encoded, reused)
+    return table, model, encoded, time.perf_counter() - t0
+
+
+def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsResult:
+    if cfg.text.path is None:
+        log.info("[items] text.path is not set: no item texts, so no new_items or similar_items tables")
+        return ItemsResult()
+    clock = Stopwatch("items")
+    clock.start("embed")
+    texts = read_texts(spark, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    n_texts = texts.count()
+    if not n_texts:
+        raise RecsysError(f"text.path {cfg.text.path} gave no item texts: check text.id_column and text.columns")
+    emb, model_name, encoded, encode_secs = embeddings_table(spark, cfg, texts)
+    texts.unpersist()
+
+    clock.start("map")
+    m = load_model(spark, cfg.recommend.model or cfg.path("model"))
+    events = read_table(spark, cfg.path("events"))
+    last = events.agg(F.max("event_ts")).first()[0]
+    status = item_status(events, last, cfg.new_items)
+    with_idx = emb.join(m.items, "item_id")
+    text = ItemMatrix.of(with_idx, "item_idx", "vector")
+    factors = ItemMatrix.of(m.als.itemFactors, "id", "features")
+    old = status.where(~F.col("is_new")).join(m.items, "item_id").select("item_idx").toPandas()["item_idx"].to_numpy(np.int64)
+    warm = factors.ids[np.isin(factors.ids, text.ids) & np.isin(factors.ids, old)]
+    x_warm, y_warm = text.take(warm), factors.take(warm)
+    chosen = choose_map(m.als, m.seen, warm, x_warm, y_warm, cfg.new_items, cfg.train.k)
+    log.info("[items] new-item factors by %s (validation NDCG@%d: %s)", chosen.source, cfg.train.k,
+             ", ".join(f"{k} {v:.3f}" for k, v in chosen.labelled().items()))
+    new = emb.join(status, "item_id", "left").where(F.coalesce(F.col("is_new"), F.lit(True))).select("item_id", "vector").toPandas()
+    new_ids = new["item_id"].tolist()  # with text and new: young, few users, or no events at all (catalogue size)
+    x_new = np.vstack(new["vector"].to_numpy()).astype(np.float32) if new_ids else np.zeros((0, x_warm.shape[1]), np.float32)
+    new_factors = chosen.factors(x_warm, y_warm, x_new)
+
+    clock.start("new_items")
+    run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
+    today = dt.datetime.now(dt.timezone.utc).date()
+    users = m.users.join(m.als.userFactors.withColumnRenamed("id", "user_idx"), "user_idx").select("user_id", F.col("user_idx").alias("id"), "features")
+    seen = m.seen.join(m.users, "user_idx").join(m.items, "item_idx").select("user_id", "item_id")
+    rows_new = 0
+    if new_ids:
+        recs = recommend_new(users, seen, new_ids, new_factors, cfg.new_items.n, chosen.source)
+        write_table(recs.withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today)), cfg.path("new_items"), "run_date")
+        rows_new = read_table(spark, cfg.path("new_items")).where(F.col("run_date") == F.lit(today)).count()
+    else:
+        log.info("[items] no new items with text: the new_items table is left as it was")
+
+    clock.start("similar")
+    names = m.items.toPandas().set_index("item_idx")["item_id"]  # the catalogue's id map
+    factor_ids = names.reindex(factors.ids).tolist()
+    sim = similar_items(spark, factor_ids, factors.vectors, np.arange(len(factor_ids)), cfg.new_items.similar_n, "als")
+    if new_ids:
+        all_text = emb.select("item_id", "vector").toPandas()
+        vectors = np.vstack(all_text["vector"].to_numpy()).astype(np.float32)
+        of = np.flatnonzero(all_text["item_id"].isin(set(new_ids)).to_numpy())
+        sim = sim.unionByName(similar_items(spark, all_text["item_id"].tolist(), vectors, of, cfg.new_items.similar_n, "text"))
+    write_table(sim, cfg.path("similar_items"))
+    rows_sim = read_table(spark, cfg.path("similar_items")).count()
+    catalogue_without_text = m.items.join(emb.select("item_id"), "item_id", "left_anti").count()
+    return ItemsResult(texts=n_texts, catalogue_without_text=catalogue_without_text, encoder=model_name, encoded=encoded,
+                       encode_seconds=round(encode_secs, 2), new_items=len(new_ids), method=chosen.describe(),
+                       validation=chosen.labelled(), rows_new_items=rows_new, rows_similar=rows_sim, steps=clock.stop(),
+                       paths={"embeddings": cfg.path("embeddings"), "new_items": cfg.path("new_items"), "similar_items": cfg.path("similar_items")})

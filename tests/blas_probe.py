@@ -1,0 +1,16 @@
+"""spark-submit driver for tests/test_cluster.py: what the driver and the executors loaded, as JSON.
+
+Arguments are --set overrides, as the jobs take them."""
+
+import json
+import sys
+
+from recsys_spark import blas
+from recsys_spark.config import load_config
+from recsys_spark.session import build_session
+
+overrides = [a for flag, a in zip(sys.argv[1::2], sys.argv[2::2]) if flag == "--set"]
+spark = build_session(load_config(None, overrides))
+print(json.dumps({"driver_pid": str(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()),
+                  "executors": blas.executors(spark), "describe": blas.describe(spark)}))
+spark.stop()
