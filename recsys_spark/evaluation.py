@@ -83,44 +83,59 @@ def summarize(per_user: DataFrame, recs: DataFrame, n_catalog: int, k: int, pref
     return out
 
 
-def list_diversity(recs: DataFrame, item_vectors: DataFrame, k: int) -> DataFrame:
-    """(user_idx, diversity): intra-list diversity of each user's top-k, the mean over pairs of items
-    of 1 - cosine of their vectors (`item_vectors`: id, features), for lists of 2+ items. Uses
-    sum over pairs of cos = (|sum of unit vectors|^2 - m) / 2 for a list of m items, so the cost
-    per list is linear in m. The vectors are broadcast, as top-N does."""
-    items = item_vectors.select("id", "features").toPandas()  # grows with the catalogue
+def list_measures(recs: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int) -> DataFrame:
+    """(user_idx, diversity, novelty) of each user's top-k, in one pass over the lists:
+
+    - diversity: the mean over pairs of items of 1 - cosine of their vectors (`item_vectors`: id,
+      features); null for a list of one. Uses sum over pairs of cos = (|sum of unit vectors|^2 - m)
+      / 2 for m items, so the cost per list is linear in m.
+    - novelty: the mean over the list of -log2(share of the `n_users` training users who used the
+      item) (`pop`: item_idx, popularity; an item nobody used counts as one user).
+
+    The vectors and popularities grow with the catalogue and are broadcast, as top-N does."""
+    items = item_vectors.select("id", "features").toPandas()
     ids = items["id"].to_numpy(np.int64)
     vec = np.vstack(items["features"].to_numpy()).astype(np.float64) if len(items) else np.zeros((0, 1))
     unit = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-    bc = recs.sparkSession.sparkContext.broadcast((ids, unit))
+    popular = pop.select("item_idx", "popularity").toPandas()
+    info = -np.log2(np.maximum(popular["popularity"].to_numpy(np.float64), 1.0) / max(n_users, 1))
+    bc = recs.sparkSession.sparkContext.broadcast((ids, unit, popular["item_idx"].to_numpy(np.int64), info))
     lists = recs.where(F.col("rank") <= k).groupBy("user_idx").agg(F.collect_list("item_idx").alias("_items"))
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ids, unit = bc.value
-        pos = pd.Series(np.arange(ids.size), index=ids)
+        ids, unit, pop_ids, info = bc.value
+        top = int(max(ids.max(initial=0), pop_ids.max(initial=0))) + 1
+        pos = np.full(top, -1)
+        pos[ids] = np.arange(ids.size)
+        surprise = np.full(top, np.log2(max(n_users, 1)))  # an item nobody used: one user's share
+        surprise[pop_ids] = info
         for pdf in batches:
-            out = np.full(len(pdf), np.nan)
+            diversity, novelty = np.full(len(pdf), np.nan), np.full(len(pdf), np.nan)
             for i, items in enumerate(pdf["_items"]):
-                rows = pos.reindex(items).dropna().to_numpy(np.int64)
-                m = rows.size
-                if m > 1:
+                items = np.asarray(items, np.int64)
+                items = items[items < top]
+                rows = pos[items]
+                rows = rows[rows >= 0]
+                if rows.size > 1:
                     total = unit[rows].sum(axis=0)
-                    out[i] = 1.0 - (total @ total - m) / (m * (m - 1))
-            yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": out}).dropna()
+                    diversity[i] = 1.0 - (total @ total - rows.size) / (rows.size * (rows.size - 1))
+                if items.size:
+                    novelty[i] = surprise[items].mean()
+            yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": diversity, "novelty": novelty})
 
-    return lists.mapInPandas(run, "user_idx int, diversity double")
+    return lists.mapInPandas(run, "user_idx int, diversity double, novelty double")
 
 
 def beyond_accuracy(recs: DataFrame, users: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int,
                     prefix: str = "") -> dict[str, float]:
-    """Mean intra-list diversity (see `list_diversity`) and novelty of the top-k lists of `users`
-    (user_idx): novelty is the mean over recommended items of -log2(share of the `n_users` training
-    users who used the item) (`pop`: item_idx, popularity); 0 for an item everyone used."""
-    shown = recs.where(F.col("rank") <= k).join(users.select("user_idx"), "user_idx")
-    diversity = list_diversity(shown, item_vectors, k).agg(F.avg("diversity")).first()[0]
-    share = F.greatest(F.col("popularity"), F.lit(1.0)) / F.lit(float(max(n_users, 1)))
-    novelty = shown.join(pop, "item_idx").agg(F.avg(-F.log2(share))).first()[0]
-    return {f"{prefix}diversity_at_{k}": float(diversity or 0.0), f"{prefix}novelty_at_{k}": float(novelty or 0.0)}
+    """Mean diversity over lists and novelty over recommended items (see `list_measures`) of the
+    top-k lists of `users` (user_idx), as `diversity_at_k`, `novelty_at_k`."""
+    shown = recs.join(users.select("user_idx"), "user_idx")
+    measures = list_measures(shown, item_vectors, pop, n_users, k)
+    sizes = shown.where(F.col("rank") <= k).groupBy("user_idx").count()  # novelty: a mean over items, so lists weigh by length
+    row = measures.join(sizes, "user_idx").agg(
+        F.avg("diversity").alias("d"), (F.sum(F.col("novelty") * F.col("count")) / F.sum("count")).alias("n")).first()
+    return {f"{prefix}diversity_at_{k}": float(row["d"] or 0.0), f"{prefix}novelty_at_{k}": float(row["n"] or 0.0)}
 
 
 def history_cohort(n_items: Column) -> Column:

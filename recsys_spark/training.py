@@ -48,7 +48,8 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baselin
         relevant.unpersist()
         raise RecsysError("the test period has no users with training history and a new item: "
                           "widen split.test_days or move split.cutoff earlier")
-    n_catalog = train.select("item_idx").distinct().count()
+    sizes = train.agg(F.countDistinct("item_idx").alias("items"), F.countDistinct("user_idx").alias("users")).first()
+    n_catalog, n_train_users = sizes["items"], sizes["users"]
     seen = train.select("user_idx", "item_idx")
     recs = als_top_n(model, users, seen, k).persist(keep)
     pop = popularity(train)
@@ -56,7 +57,6 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baselin
     per_user = (per_user_metrics(recs, relevant, k).join(with_new.withColumn("new_in_list", F.lit(True)), "user_idx", "left")
                 .fillna(False, ["new_in_list"]).persist(keep))
     metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
-    n_train_users = train.select("user_idx").distinct().count()
     metrics |= beyond_accuracy(recs, users, model.itemFactors, pop, n_train_users, k)  # diversity by ALS item factors
     cohorts = {r["history"]: r for r in by_history(per_user, train, k)}
     recs.unpersist()

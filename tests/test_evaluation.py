@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 
-from recsys_spark.evaluation import beyond_accuracy, list_diversity, per_user_metrics, relevant_items, summarize
+from recsys_spark.evaluation import beyond_accuracy, list_measures, per_user_metrics, relevant_items, summarize
 
 L2 = math.log2
 RECS_SCHEMA = "user_idx int, rank int, item_idx int, score float"
@@ -98,11 +98,13 @@ def test_diversity_and_novelty_by_hand(spark):
     # items 1 = (1, 0), 2 = (0, 1), 3 = (2, 2): cos(1, 2) = 0, cos(1, 3) = cos(2, 3) = 1/sqrt(2).
     vectors = spark.createDataFrame([(1, [1.0, 0.0]), (2, [0.0, 1.0]), (3, [2.0, 2.0])], "id int, features array<float>")
     recs = spark.createDataFrame([(7, 1, 1, 0.9), (7, 2, 2, 0.8), (8, 1, 1, 0.9), (8, 2, 2, 0.8), (8, 3, 3, 0.7), (9, 1, 3, 0.5)], RECS_SCHEMA)
-    c = 1 / math.sqrt(2)
-    expected = spark.createDataFrame([(7, 1.0), (8, 1 - (0 + c + c) / 3)], "user_idx int, diversity double")  # user 9: one item
-    assert_approx_df_equality(list_diversity(recs, vectors, k=3), expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
-    # 8 training users: item 1 used by 8 (share 1), item 2 by 2 (1/4), item 3 by 1 (1/8).
+    # 8 training users: item 1 used by 8 (share 1: 0 bits), item 2 by 2 (1/4: 2 bits), item 3 by 1 (1/8: 3 bits).
     pop = spark.createDataFrame([(1, 8.0), (2, 2.0), (3, 1.0)], "item_idx int, popularity float")
-    users = spark.createDataFrame([(7,), (8,)], "user_idx int")
-    got = beyond_accuracy(recs, users, vectors, pop, n_users=8, k=2)  # lists cut at 2: users 7 and 8 see items 1, 2
-    assert got == {"diversity_at_2": pytest.approx(1.0), "novelty_at_2": pytest.approx((0 + 2 + 0 + 2) / 4)}
+    c = 1 / math.sqrt(2)
+    expected = spark.createDataFrame([(7, 1.0, 1.0), (8, 1 - (0 + c + c) / 3, 5 / 3), (9, None, 3.0)],  # user 9: one item, no pairs
+                                     "user_idx int, diversity double, novelty double")
+    got = list_measures(recs, vectors, pop, n_users=8, k=3)
+    assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
+    users = spark.createDataFrame([(7,), (8,), (9,)], "user_idx int")
+    cut = beyond_accuracy(recs, users, vectors, pop, n_users=8, k=2)  # lists cut at 2
+    assert cut == {"diversity_at_2": pytest.approx(1.0), "novelty_at_2": pytest.approx((0 + 2 + 0 + 2 + 3) / 5)}
