@@ -84,7 +84,7 @@ def summarize(per_user: DataFrame, recs: DataFrame, n_catalog: int, k: int, pref
 
 
 def list_measures(recs: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int) -> DataFrame:
-    """(user_idx, diversity, novelty) of each user's top-k, in one pass over the lists:
+    """(user_idx, diversity, novelty, items) of each user's top-k, in one pass over the lists:
 
     - diversity: the mean over pairs of items of 1 - cosine of their vectors (`item_vectors`: id,
       features); null for a list of one. Uses sum over pairs of cos = (|sum of unit vectors|^2 - m)
@@ -121,20 +121,17 @@ def list_measures(recs: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_us
                     diversity[i] = 1.0 - (total @ total - rows.size) / (rows.size * (rows.size - 1))
                 if items.size:
                     novelty[i] = surprise[items].mean()
-            yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": diversity, "novelty": novelty})
+            yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": diversity, "novelty": novelty,
+                                "items": pdf["_items"].map(len).astype("int32")})
 
-    return lists.mapInPandas(run, "user_idx int, diversity double, novelty double")
+    return lists.mapInPandas(run, "user_idx int, diversity double, novelty double, items int")
 
 
-def beyond_accuracy(recs: DataFrame, users: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int,
-                    prefix: str = "") -> dict[str, float]:
+def beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int, prefix: str = "") -> dict[str, float]:
     """Mean diversity over lists and novelty over recommended items (see `list_measures`) of the
-    top-k lists of `users` (user_idx), as `diversity_at_k`, `novelty_at_k`."""
-    shown = recs.join(users.select("user_idx"), "user_idx")
-    measures = list_measures(shown, item_vectors, pop, n_users, k)
-    sizes = shown.where(F.col("rank") <= k).groupBy("user_idx").count()  # novelty: a mean over items, so lists weigh by length
-    row = measures.join(sizes, "user_idx").agg(
-        F.avg("diversity").alias("d"), (F.sum(F.col("novelty") * F.col("count")) / F.sum("count")).alias("n")).first()
+    top-k lists in `recs`, as `diversity_at_k`, `novelty_at_k`."""
+    row = list_measures(recs, item_vectors, pop, n_users, k).agg(  # novelty is a mean over items: lists weigh by length
+        F.avg("diversity").alias("d"), (F.sum(F.col("novelty") * F.col("items")) / F.sum("items")).alias("n")).first()
     return {f"{prefix}diversity_at_{k}": float(row["d"] or 0.0), f"{prefix}novelty_at_{k}": float(row["n"] or 0.0)}
 
 

@@ -101,10 +101,9 @@ def test_diversity_and_novelty_by_hand(spark):
     # 8 training users: item 1 used by 8 (share 1: 0 bits), item 2 by 2 (1/4: 2 bits), item 3 by 1 (1/8: 3 bits).
     pop = spark.createDataFrame([(1, 8.0), (2, 2.0), (3, 1.0)], "item_idx int, popularity float")
     c = 1 / math.sqrt(2)
-    expected = spark.createDataFrame([(7, 1.0, 1.0), (8, 1 - (0 + c + c) / 3, 5 / 3), (9, None, 3.0)],  # user 9: one item, no pairs
-                                     "user_idx int, diversity double, novelty double")
+    expected = spark.createDataFrame([(7, 1.0, 1.0, 2), (8, 1 - (0 + c + c) / 3, 5 / 3, 3), (9, None, 3.0, 1)],  # user 9: one item, no pairs
+                                     "user_idx int, diversity double, novelty double, items int")
     got = list_measures(recs, vectors, pop, n_users=8, k=3)
     assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
-    users = spark.createDataFrame([(7,), (8,), (9,)], "user_idx int")
-    cut = beyond_accuracy(recs, users, vectors, pop, n_users=8, k=2)  # lists cut at 2
+    cut = beyond_accuracy(recs, vectors, pop, n_users=8, k=2)  # lists cut at 2
     assert cut == {"diversity_at_2": pytest.approx(1.0), "novelty_at_2": pytest.approx((0 + 2 + 0 + 2 + 3) / 5)}
