@@ -37,7 +37,7 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
     steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
-    assert list(summary) == ["generate", "ingest", "train", "recommend", "retention"]
+    assert list(summary) == ["generate", "ingest", "train", "recommend", "items", "retention"]  # items: skipped, no text.path
     assert list(summary["train"]["steps"]) == steps
     assert sum(summary["train"]["steps"].values()) <= summary["train"]["seconds"]
     assert summary["ingest"]["rows_read"] == summary["ingest"]["rows_clean"] + summary["ingest"]["rows_quarantined"]
