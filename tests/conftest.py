@@ -13,7 +13,7 @@ def small_config(root: str) -> Config:
     cfg = Config()
     cfg.spark.master = "local[2]"
     cfg.spark.shuffle_partitions = 2
-    cfg.spark.driver_memory = "2g"
+    cfg.spark.driver_memory = "4g"  # the whole suite shares it (2g ran out near the end once the suite grew)
     cfg.spark.log_level = "ERROR"
     cfg.spark.conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.default.parallelism": "2"}
     cfg.output.root = root
