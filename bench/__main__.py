@@ -136,14 +136,16 @@ def implicit_recommend(cfg, ui, model):
 
 
 def bench_topn(spark, cfg, args) -> list[dict]:
-    """top-10 with seen items excluded vs implicit's filtered recommend on the same factors, alternated
-    `args.repeats` times after one warm-up each: one row per repeat, so run-to-run spread shows."""
+    """top-10 with seen items excluded vs implicit's filtered recommend on the same factors, and the
+    same top-10 with explanations (`because`) vs without, alternated `args.repeats` times after one
+    warm-up each: one row per repeat, so run-to-run spread shows."""
+    import numpy as np
     from pyspark.sql import functions as F
 
     from recsys_spark.interactions import prepare_interactions
     from recsys_spark.model import fit_als
     from recsys_spark.tables import read_table
-    from recsys_spark.topn import top_n
+    from recsys_spark.topn import Explain, top_n
 
     if not path_exists(spark, cfg.path("events")):
         JOBS["ingest"](spark, cfg)
@@ -156,13 +158,21 @@ def bench_topn(spark, cfg, args) -> list[dict]:
     seen.count()
     ours = lambda: top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save()
     theirs = implicit_recommend(cfg, user_items(inter), model)
-    ours(), theirs()  # warm-up: Python workers, Arrow, implicit's thread pool
+    weighted = inter.select("user_idx", "item_idx", F.col("confidence").alias("weight")).cache()
+    n_items = weighted.agg(F.max("item_idx")).first()[0] + 1
+    labels = np.array([f"i{i}" for i in range(n_items)], object)
+    how = Explain(implicit=True, alpha=cfg.als.alpha, reg_param=cfg.als.reg_param, item_ids=labels, names=np.full(n_items, None, object))
+    explained = lambda: top_n(model.userFactors, model.itemFactors, weighted, 10, explain=how).write.format("noop").mode("overwrite").save()
+    ours(), theirs(), explained()  # warm-up: Python workers, Arrow, implicit's thread pool
     rows = []
     for i in range(args.repeats):
         t_ours, _ = timed(ours, f"top-10 for all users, repeat {i + 1}")
         t_theirs, _ = timed(theirs, f"baseline: implicit recommend, repeat {i + 1}")
+        t_why, _ = timed(explained, f"top-10 with explanations (because), repeat {i + 1}")
         rows.append({"stage": f"top10_rep{i + 1}", "rows": n_pairs, "seconds": round(t_ours, 2), "rows_per_s": round(n_pairs / t_ours),
                      "baseline": "implicit recommend", "baseline_seconds": round(t_theirs, 2), "ratio": round(t_ours / t_theirs, 2)})
+        rows.append({"stage": f"top10_explained_rep{i + 1}", "rows": n_pairs, "seconds": round(t_why, 2), "rows_per_s": round(n_pairs / t_why),
+                     "baseline": "top-10 without explanations", "baseline_seconds": round(t_ours, 2), "ratio": round(t_why / t_ours, 2)})
     return rows
 
 

@@ -39,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate-new-items", parents=[common], help="hold out items whole; rank them from text against random and "
                    "content baselines (needs text.path)")
     sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend, items, retention")
+    fgt = sub.add_parser("forget", parents=[common], help="erase users' rows from every table and keep them out of later ingests")
+    who = fgt.add_mutually_exclusive_group(required=True)
+    who.add_argument("--users", dest="forget_users", help="comma-separated raw user ids")
+    who.add_argument("--users-file", help="a text file with one raw user id per line")
+    look = sub.add_parser("lookup", parents=[common], help="print one user's latest recommendations, given the raw id "
+                          "(and the key, when privacy.pseudonymize is on)")
+    look.add_argument("--user", required=True, help="the raw user id")
     cmp = sub.add_parser("compare", help="compare MLflow runs: chosen params and metrics as a table")
     cmp.add_argument("--config", help="YAML config (for tracking.uri and tracking.experiment)")
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -67,6 +74,14 @@ def _config(args: argparse.Namespace) -> Config:
     return validate(cfg)
 
 
+def _forget_job(args: argparse.Namespace):
+    """The forget job bound to the users of --users / --users-file (kept out of the config, which is logged)."""
+    from .jobs.forget import forget, read_users_file
+
+    users = read_users_file(args.users_file) if args.users_file else [u.strip() for u in args.forget_users.split(",") if u.strip()]
+    return lambda spark, cfg: forget(spark, cfg, users)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -75,6 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         from . import tracking
 
+        if args.command != "compare":
+            from .privacy import pseudonym_key
+
+            pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
+        bound = _forget_job(args) if args.command == "forget" else None  # an unreadable --users-file fails before Spark
+        if args.command == "lookup":  # read-only: no MLflow run, no lock
+            from .jobs.lookup import lookup
+            from .session import build_session
+
+            spark = build_session(cfg)
+            try:
+                print(lookup(spark, cfg, args.user))
+            finally:
+                spark.stop()
+            return 0
         tracking.start(cfg)  # a wrong tracking URI fails here, before any Spark work
         if args.command == "compare":
             from .compare import compare_runs
@@ -101,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 tracking.log_config(cfg, spark.sparkContext.master)
                 tracking.log_tags(blas.loaded(spark))
-                result = run_pipeline(spark, cfg) if args.command == "run" else run_job(args.command, spark, cfg)
+                result = run_pipeline(spark, cfg) if args.command == "run" else run_job(name, spark, cfg, bound)
                 result.linear_algebra = blas.describe(spark)
                 remove_checkpoints(spark, cfg)
             finally:

@@ -265,6 +265,15 @@ class NewItemsConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """Pseudonymous user ids and erasure; see privacy.py."""
+
+    pseudonymize: bool = False  # user ids in every table and artifact become HMAC-SHA256(key, id)
+    key_env: str = "RECSYS_PSEUDONYM_KEY"  # the environment variable holding the key (never logged or written)
+    erasure_list: str | None = None  # null: <output.root>/privacy/erased
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     uri: str | None = None  # null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
@@ -288,6 +297,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     text: TextConfig = field(default_factory=TextConfig)
     new_items: NewItemsConfig = field(default_factory=NewItemsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def path(self, name: str) -> str:
@@ -297,6 +307,10 @@ class Config:
     @property
     def input_path(self) -> str:
         return self.input.path or self.path("raw")
+
+    @property
+    def erasure_list(self) -> str:
+        return self.privacy.erasure_list or self.path("privacy/erased")
 
     @property
     def checkpoint_dir(self) -> str:
@@ -447,6 +461,8 @@ def validate(cfg: Config) -> Config:
         if unknown or not rc.event_types:
             raise ConfigError(f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
                               if unknown else "retention.event_types is an empty list: give event types, or null for any event")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.privacy.key_env):
+        raise ConfigError(f"privacy.key_env {cfg.privacy.key_env!r} is not an environment variable name: use e.g. RECSYS_PSEUDONYM_KEY")
     if not cfg.text.columns:
         raise ConfigError("text.columns is empty: name the item table's text columns, e.g. [title] or [Description]")
     if not cfg.new_items.methods or not cfg.new_items.reg_params or not cfg.new_items.neighbours:

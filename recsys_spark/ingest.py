@@ -20,9 +20,11 @@ from pyspark.sql.types import ArrayType, DateType, MapType, NumericType, StructT
 from . import schema as S
 from .config import IngestConfig, InputConfig
 from .errors import RecsysError
+from .privacy import pseudonymized
 
 CORRUPT = "_corrupt_record"
 _C = {name: f"__{name}" for name in ("user_id", "item_id", "event_type", "event_ts", "value", "value_raw")}
+PARSED_USER_ID = _C["user_id"]  # the parsed user id column of validated rows
 
 
 def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -> None:
@@ -111,6 +113,18 @@ def validate_events(
         .transform(assign_reasons, ingest, list(event_types), now)
         .transform(mark_duplicates)
     )
+
+
+def pseudonymize_rows(validated: DataFrame, inp: InputConfig, key: bytes) -> DataFrame:
+    """Validated rows with every user id replaced by its pseudonym: the parsed id, the raw user
+    column (as a string; a blank id stays as it was) and, for malformed rows, the whole raw text
+    (its hash: the line may hold the id where no parser can find it)."""
+    raw, user = inp.columns["user_id"], F.col(_C["user_id"])
+    out = validated.withColumn("_pseudonym", pseudonymized(user, key))
+    out = out.withColumn(raw, F.when(user.isNotNull(), F.col("_pseudonym")).otherwise(F.col(raw).cast("string")))
+    if CORRUPT in out.columns:
+        out = out.withColumn(CORRUPT, pseudonymized(F.col(CORRUPT), key))
+    return out.withColumn(_C["user_id"], F.col("_pseudonym")).drop("_pseudonym")
 
 
 def clean_events(validated: DataFrame) -> DataFrame:

@@ -2,7 +2,7 @@
 
 Implicit mode: confidence = sum over a pair's events of weight[event_type] x 0.5^(age / half-life).
 Explicit mode: confidence = the latest rating (`value`). Ids are mapped to contiguous ints by
-rank in sorted order: a distinct + sort + per-partition row number, with per-partition offsets
+rank in sorted order (users by first activity, then id): a distinct + sort + per-partition row number, with per-partition offsets
 (one small row per partition). That stays in the JVM and needs no global window or fitted
 StringIndexer; the same ids always get the same ints for the same input.
 """
@@ -36,9 +36,11 @@ def weight_events(
 
 
 def aggregate_interactions(weighted: DataFrame, mode: str) -> DataFrame:
-    """(user_id, item_id, confidence, n_events, max_value) per pair; max_value (the highest event
-    value, e.g. the rating) is what `als.min_value` compares."""
-    counts = [F.count("*").cast("int").alias("n_events"), F.max("value").cast("float").alias("max_value")]
+    """(user_id, item_id, confidence, n_events, max_value, first_ts) per pair; max_value (the
+    highest event value, e.g. the rating) is what `als.min_value` compares, first_ts (the pair's
+    first event) is what users are numbered by."""
+    counts = [F.count("*").cast("int").alias("n_events"), F.max("value").cast("float").alias("max_value"),
+              F.min("event_ts").alias("first_ts")]
     if mode == "explicit":
         rated = weighted.where(F.col("value").isNotNull())
         return rated.groupBy("user_id", "item_id").agg(F.max_by("value", "event_ts").cast("float").alias("confidence"), *counts)
@@ -70,14 +72,17 @@ def build_interactions(events: DataFrame, cfg: InteractionsConfig, weights: Mapp
     )
 
 
-def build_id_map(df: DataFrame, id_col: str, idx_col: str) -> DataFrame:
-    """(id_col, idx_col): each distinct id numbered 0..n-1 in sorted order."""
+def build_id_map(df: DataFrame, id_col: str, idx_col: str, first: str | None = None) -> DataFrame:
+    """(id_col, idx_col): each distinct id numbered 0..n-1 in sorted order, or by its earliest
+    `first` value and then id. Users are numbered by first activity, so renaming them
+    (pseudonyms) leaves the numbering, hence the fitted model, unchanged wherever no two users
+    start at the same instant."""
+    keys = df.groupBy(id_col).agg(F.min(first).alias("_first")) if first else df.select(id_col).distinct()
+    order = ["_first", id_col] if first else [id_col]
     ranked = (
-        df.select(id_col)
-        .distinct()
-        .orderBy(id_col)
+        keys.orderBy(*order)
         .withColumn("_part", F.spark_partition_id())
-        .withColumn("_pos", F.row_number().over(Window.partitionBy("_part").orderBy(id_col)) - 1)
+        .withColumn("_pos", F.row_number().over(Window.partitionBy("_part").orderBy(*order)) - 1)
         .persist(StorageLevel.MEMORY_AND_DISK)  # offsets and ids must come from the same partitioning
     )
     counts = sorted((r["_part"], r["count"]) for r in ranked.groupBy("_part").count().collect())
@@ -125,7 +130,7 @@ def prepare_interactions(
     """Events -> filtered interactions, id maps built from them, and the indexed pairs (all persisted)."""
     keep = StorageLevel.MEMORY_AND_DISK
     named = build_interactions(events, cfg, weights, as_of).persist(keep)
-    users = build_id_map(named, "user_id", "user_idx").persist(keep)
+    users = build_id_map(named, "user_id", "user_idx", "first_ts").persist(keep)
     items = build_id_map(named, "item_id", "item_idx").persist(keep)
     pairs = index_interactions(named, users, items).persist(keep)
     pairs.count()  # materialise the indexed pairs, so `named` can go

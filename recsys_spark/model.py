@@ -1,7 +1,8 @@
 """Spark MLlib ALS: build from config, fit, and save/load with everything serving needs.
 
 A saved model is a directory: `als/` (the ALSModel), `users/` and `items/` (string id <-> int
-maps), `seen/` (training pairs, excluded from recommendations), `popular/` (the fallback for
+maps), `seen/` (training pairs with the rating the fit read: excluded from recommendations, and
+what explanations decompose scores by), `popular/` (the fallback for
 unknown users) and `config.yaml` (the resolved config that made it). It is written through a
 staging directory, so a failed save never leaves a half model where the recommend job looks.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 from pyspark.ml.recommendation import ALS, ALSModel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .config import ALSConfig
@@ -29,15 +30,27 @@ def fit_params(cfg: ALSConfig, **overrides: Any) -> dict[str, Any]:
     return {**{name: getattr(cfg, name) for name in FIT_PARAMS}, **overrides}
 
 
+def fit_rating(confidence: str, epsilon: float, min_value: float | None) -> Column:
+    """A pair's rating as ALS reads it: implicit ALS weights a pair by 1 + alpha * rating, so
+    `log` gives 1 + alpha * log(1 + r / epsilon). Null for a pair whose max_value is below
+    `min_value` (left out of the fit)."""
+    rating = F.log1p(F.col("confidence") / F.lit(epsilon)).cast("float") if confidence == "log" else F.col("confidence")
+    return rating if min_value is None else F.when(F.col("max_value") >= min_value, rating)
+
+
 def als_input(pairs: DataFrame, confidence: str, epsilon: float, min_value: float | None) -> DataFrame:
-    """The pairs ALS fits on, with `confidence` as ALS reads it: implicit ALS weights a pair by
-    1 + alpha * confidence, so `log` gives 1 + alpha * log(1 + r / epsilon). Pairs whose
-    max_value is below `min_value` are left out of the fit."""
+    """The pairs ALS fits on, `confidence` holding their `fit_rating`."""
     if min_value is not None:
         pairs = pairs.where(F.col("max_value") >= min_value)
-    if confidence == "log":
-        pairs = pairs.withColumn("confidence", F.log1p(F.col("confidence") / F.lit(epsilon)).cast("float"))
-    return pairs
+    return pairs.withColumn("confidence", fit_rating(confidence, epsilon, None))
+
+
+def seen_pairs(pairs: DataFrame, cfg: ALSConfig, implicit: bool, params: dict[str, Any]) -> DataFrame:
+    """(user_idx, item_idx, weight) of the pairs a model was fitted on: never recommended again,
+    and with `weight` (the fit rating, null when left out) what explanations decompose scores by."""
+    p = fit_params(cfg, **params)
+    rating = fit_rating(p["confidence"] if implicit else "linear", cfg.epsilon, p["min_value"])
+    return pairs.select("user_idx", "item_idx", rating.cast("float").alias("weight"))
 
 
 def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: Any) -> ALSModel:
@@ -72,7 +85,7 @@ class TrainedModel:
     als: ALSModel
     users: DataFrame  # user_id, user_idx
     items: DataFrame  # item_id, item_idx
-    seen: DataFrame  # user_idx, item_idx
+    seen: DataFrame  # user_idx, item_idx, weight (the fit rating; older models: no weight)
     popular: DataFrame  # item_idx, popularity
     config: dict[str, Any]
 

@@ -51,13 +51,15 @@ class IngestResult(StageResult):
     rows_clean: int
     rows_quarantined: int
     quarantined_by_reason: dict[str, int]  # reason -> rows, sorted by reason
+    rows_erased: int = 0  # rows of users on the erasure list, left out of both tables
 
     def metrics(self) -> dict[str, float]:
         return {"rows_read": self.rows_read, "rows_clean": self.rows_clean, "rows_quarantined": self.rows_quarantined,
-                **{f"quarantined_{r}": n for r, n in self.quarantined_by_reason.items()}}
+                "rows_erased": self.rows_erased, **{f"quarantined_{r}": n for r, n in self.quarantined_by_reason.items()}}
 
     def lines(self) -> list[str]:
-        out = [f"rows read {self.rows_read:,}  clean {self.rows_clean:,}  quarantined {self.rows_quarantined:,}"]
+        erased = f"  erased {self.rows_erased:,}" if self.rows_erased else ""
+        out = [f"rows read {self.rows_read:,}  clean {self.rows_clean:,}  quarantined {self.rows_quarantined:,}{erased}"]
         out += [f"  quarantined {r}: {n:,}" for r, n in self.quarantined_by_reason.items()]
         return out
 
@@ -134,6 +136,27 @@ class RecommendResult(StageResult):
 
     def lines(self) -> list[str]:
         return ["recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(self.rows_by_source.items()))]
+
+
+@dataclass(kw_only=True)
+class ForgetResult(StageResult):
+    stage: ClassVar[str] = "forget"
+    users: int  # distinct users asked for
+    rows_removed: dict[str, int]  # table -> rows removed (tables that do not exist are left out)
+    listed: int  # users on the erasure list now
+    model_run: str | None = None  # the MLflow run of the current model, tagged when it was trained on them
+
+    def metrics(self) -> dict[str, float]:
+        return {"users_forgotten": self.users, "erasure_list_users": self.listed,
+                **{f"rows_removed_{t.replace('/', '_')}": n for t, n in self.rows_removed.items()}}
+
+    def lines(self) -> list[str]:
+        out = [f"forgot {self.users:,} users; the erasure list now holds {self.listed:,} (every later ingest leaves them out)"]
+        out += [f"  {table}: removed {n:,} rows" for table, n in self.rows_removed.items()]
+        if self.model_run:
+            out.append(f"  the current model was trained on their data: MLflow run {self.model_run} tagged trained_on_erased_data=true "
+                       "(train again to drop them from the model)")
+        return out
 
 
 @dataclass(kw_only=True)

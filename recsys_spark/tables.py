@@ -179,18 +179,20 @@ class Transaction:
         self.staged.append((local, version))
 
     def write_table(self, df: DataFrame, path: str, partition_by: str | None = None, expected_rows: int | None = None,
-                    whole_table: bool = False) -> None:
+                    whole_table: bool = False, replaces: list[str] | None = None) -> None:
         """Stage `df` as Parquet for `path`: the partitions it holds replace theirs (or the whole table).
 
-        `expected_rows` is checked against what was staged before anything is switched in.
+        `replaces` names partition directories (`event_date=2026-01-05`) replaced even where `df`
+        holds no row of them, so a partition can be emptied. `expected_rows` is checked against
+        what was staged before anything is switched in.
         """
         local = local_path(path.rstrip("/"))
         if local is None:
-            return _write_moved(df, path, partition_by, expected_rows, whole_table)
+            return _write_moved(df, path, partition_by, expected_rows, whole_table, replaces or [])
         with self.staged_dir(path) as version:
             _write_parquet(df, version, partition_by, expected_rows, path)
             if partition_by and not whole_table:
-                _link_untouched_partitions(local, Path(version))
+                _link_untouched_partitions(local, Path(version), set(replaces or []))
 
     def commit(self) -> None:
         """Switch every staged table in: one atomic rename per table, under a journal when there are several."""
@@ -259,14 +261,15 @@ def _write_parquet(df: DataFrame, out: str, partition_by: str | None, expected_r
             raise RecsysError(f"{table.rstrip('/')}: staged {staged} rows but expected {expected_rows}; nothing was moved into place")
 
 
-def _write_moved(df: DataFrame, path: str, partition_by: str | None, expected_rows: int | None, whole_table: bool) -> None:
+def _write_moved(df: DataFrame, path: str, partition_by: str | None, expected_rows: int | None, whole_table: bool,
+                 replaces: list[str]) -> None:
     """Other filesystems: stage beside the table, then move into place (not atomic)."""
     fs = _FS(df.sparkSession, path)
     base, staging = _staging(path)
     try:
         _write_parquet(df, staging, partition_by, expected_rows, path)
         if partition_by and not whole_table:
-            _replace_partitions(fs, staging, base)
+            _replace_partitions(fs, staging, base, replaces)
         else:
             _replace_table(fs, staging, base)
     finally:
@@ -291,12 +294,12 @@ def _current(link: Path) -> Path | None:
     return (link.parent / os.readlink(link)).resolve()
 
 
-def _link_untouched_partitions(link: Path, version: Path) -> None:
-    """Hard-link into `version` every partition of the current table it did not write."""
+def _link_untouched_partitions(link: Path, version: Path, replaced: set[str]) -> None:
+    """Hard-link into `version` every partition of the current table it did not write or replace."""
     current = _current(link) if link.is_symlink() else (link if link.is_dir() else None)
     if current is None or not current.is_dir():
         return
-    written = {p.name for p in version.iterdir() if p.is_dir()}
+    written = {p.name for p in version.iterdir() if p.is_dir()} | replaced
     for part in (p for p in current.iterdir() if p.is_dir() and "=" in p.name and p.name not in written):
         for f in part.rglob("*"):
             dst = version / part.name / f.relative_to(part)
@@ -397,10 +400,12 @@ def _replace_table(fs: _FS, staging: str, target: str) -> None:
     fs.delete(old)
 
 
-def _replace_partitions(fs: _FS, staging: str, target: str) -> None:
+def _replace_partitions(fs: _FS, staging: str, target: str, replaces: list[str]) -> None:
     if not fs.exists(target):
         fs.fs.mkdirs(fs.p(target))
     fs.delete(f"{target}/{SUCCESS}")
+    for part in replaces:
+        fs.delete(f"{target}/{part}")
     for part in fs.children(staging):
         fs.delete(f"{target}/{part}")
         fs.rename(f"{staging}/{part}", f"{target}/{part}")

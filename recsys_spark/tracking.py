@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.metadata
+import logging
 import os
 import platform
 import re
@@ -35,8 +36,11 @@ from .lock import process_alive
 from .model import FIT_PARAMS
 from .tables import list_names
 
+log = logging.getLogger("recsys_spark")
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 SECRET_WORDS = ("password", "token", "secret", "key", "credential")
+PERSONAL_KEYS = ("recommend.users",)  # config keys holding raw user ids: logged as a count only
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -67,12 +71,15 @@ def redact_uri(text: str) -> str:
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Hide values whose key's last part looks like a secret (password, token, secret, key), and
-    the credentials inside any URI."""
+    """Hide values whose key's last part looks like a secret (password, token, secret, key), raw
+    user ids (PERSONAL_KEYS: their count only), and the credentials inside any URI."""
     out = {}
     for k, v in params.items():
         last = k.rsplit(".", 1)[-1].lower()
-        out[k] = "***" if any(w in last for w in SECRET_WORDS) else redact_uri(v) if isinstance(v, str) else v
+        if k in PERSONAL_KEYS and v is not None:
+            out[k] = f"{len(v)} user ids (not logged)"
+        else:
+            out[k] = "***" if any(w in last for w in SECRET_WORDS) else redact_uri(v) if isinstance(v, str) else v
     return out
 
 
@@ -219,6 +226,21 @@ def log_trials(rows: list[dict[str, Any]], metric: str) -> None:
             mlflow.log_params({k: v for k, v in row.items() if k in FIT_PARAMS})
             scores = {f"validation_{m}": row[m] for m in (metric, f"rung_{metric}") if row.get(m) is not None}
             mlflow.log_metrics({**scores, "seconds": row["seconds"]})
+
+
+def tag_run(run_id: str | None, tags: dict[str, str]) -> None:
+    """Set tags on another run (e.g. the one that logged the current model); quietly nothing when
+    tracking is off or the run is not in this store."""
+    if run_id is None or mlflow.active_run() is None:
+        return
+    client = mlflow.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        log.warning("[tracking] run %s of the current model is not in this MLflow store: not tagged", run_id)
+        return
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
 
 
 def current_run_id() -> str | None:

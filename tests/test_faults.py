@@ -116,3 +116,27 @@ def test_train_and_recommend_killed_before_their_switch_keep_the_previous_model_
     assert not (root / "checkpoints").exists()  # the killed runs' checkpoint folders went with their leftovers
     versions = lambda r: sorted(v.name for v in (r / ".versions" / "model").iterdir())
     assert versions(root) == versions(before)  # what the killed train staged was dropped by the next run
+
+
+def test_forget_killed_between_its_switches_leaves_whole_tables_and_is_completed(spark, before):
+    from pyspark.sql import functions as F
+
+    root = copy(before, before.parent / "kill-forget")
+    user = F.col("user_id") == "u0000001"
+    held = {t: rows(spark, before, t).where(user).count() for t in ("events", "recommendations")}
+    assert all(held.values())
+    out = cli(root, "forget", "--users", "u0000001", kill_at="switched_one")
+    assert out.returncode == -signal.SIGKILL
+    # The erasure list switched first; every table after it is still whole and as before.
+    assert rows(spark, root, "privacy/erased").count() == 1
+    for table in held:
+        same(spark, root, before, table)
+    nxt = cli(root, "retention")  # the next command completes the journal: every table is the new version
+    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    for table, n in held.items():
+        assert rows(spark, root, table).where(user).count() == 0
+        assert rows(spark, root, table).count() == rows(spark, before, table).count() - n
+    gone, kept = cli(root, "lookup", "--user", "u0000001"), cli(root, "lookup", "--user", "u0000002")
+    assert gone.returncode == kept.returncode == 0, gone.stderr[-2000:] + kept.stderr[-2000:]
+    assert "user u0000001: no recommendations" in gone.stdout
+    assert "user u0000002: 10 recommendations of" in kept.stdout and kept.stdout.count("because of ") == 10

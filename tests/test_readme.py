@@ -34,6 +34,8 @@ SKIPPED = {
                                                                   "the same config end to end on the shared file with a small tuning budget",
     "make dist\n.venv/bin/spark-submit --master yarn": "needs a YARN cluster and HDFS",
     "python -m venv pyspark_venv": "ships a packed virtualenv to a cluster (Spark's guide); needs a cluster",
+    "export RECSYS_PSEUDONYM_KEY": "the same pipeline pseudonymized runs in test_privacy.py (in the shared session, with a key the "
+                                   "test sets); `lookup` and `forget` run as commands in test_faults.py",
 }
 RUN = {
     "make dist\nscripts/standalone-cluster.sh start": "test_standalone_cluster_block",

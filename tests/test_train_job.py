@@ -48,10 +48,18 @@ def test_recommendations_exclude_seen_and_follow_the_contract(spark, trained):
     cfg, _ = trained
     out = JOBS["recommend"](spark, cfg, run_id="r1")
     recs = read_table(spark, cfg.path("recommendations"))
-    assert recs.columns == ["user_id", "rank", "item_id", "score", "source", "run_id", "run_date"]
+    assert recs.columns == ["user_id", "rank", "item_id", "score", "source", "because", "why", "run_id", "run_date"]
     assert out.rows_by_source == {"als": recs.count()}
     events = read_table(spark, cfg.path("events")).select("user_id", "item_id").distinct()
     assert recs.join(events, ["user_id", "item_id"]).count() == 0  # refit on all: every seen pair excluded
+    # Every row names 1-3 of the user's own items, largest share first, and says so in words.
+    reasons = recs.select("user_id", "rank", "why", F.posexplode("because").alias("pos", "b"))
+    assert reasons.select("user_id", "rank").distinct().count() == recs.count() and reasons.agg(F.max("pos")).first()[0] == 2
+    theirs = reasons.select("user_id", F.col("b.item_id").alias("item_id")).join(events, ["user_id", "item_id"], "left_anti")
+    assert theirs.count() == 0
+    assert reasons.where(F.col("b.share") <= 0).count() == 0 and recs.where(~F.col("why").startswith("because of ")).count() == 0
+    first = recs.select("because").first()[0]
+    assert [b.share for b in first] == sorted((b.share for b in first), reverse=True)
     per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.max("rank").alias("hi"))
     assert per_user.where((F.col("n") != 5) | (F.col("hi") != 5)).count() == 0
     assert {r.run_id for r in recs.select("run_id").distinct().collect()} == {"r1"}
@@ -68,9 +76,25 @@ def test_unknown_users_get_the_popular_fallback(spark, trained):
     assert_df_equality(recs.where(F.col("user_id") == "nobody").select("user_id", "rank", "item_id", "source"), expected,
                        ignore_row_order=True, ignore_nullable=True)
     assert {r.source for r in recs.where(F.col("user_id") == "u0000001").collect()} == {"als"}
+    assert {(r.because, r.why) for r in recs.where(F.col("user_id") == "nobody").collect()} == {
+        (None, "popular with all users: the model has no factors for this user")}
     # Recommending for two users rewrote today's partition without losing everyone else's rows.
     today = read_table(spark, cfg.path("recommendations"))
     assert today.where(F.col("run_id") == "r1").count() > 0 and today.where(F.col("user_id") == "u0000001").count() == 5
+
+
+def test_reasons_are_named_from_the_item_text_table(spark, trained):
+    cfg, _ = trained
+    texts = read_table(spark, cfg.path("raw_items"))  # the generator's catalogue titles
+    c = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, path=cfg.path("raw_items"), format="parquet"),
+                            recommend=dataclasses.replace(cfg.recommend, users=["u0000001"]))
+    JOBS["recommend"](spark, c, run_id="r3")
+    recs = read_table(spark, cfg.path("recommendations")).where(F.col("run_id") == "r3")
+    named = recs.select(F.explode("because").alias("b")).select("b.item_id", "b.name")
+    assert named.count() > 0
+    assert named.join(texts.select("item_id", F.col("title").alias("name")), ["item_id", "name"], "left_anti").count() == 0
+    title = named.first()["name"]
+    assert recs.where(F.col("why").contains(title)).count() > 0
 
 
 def test_saved_model_round_trips(spark, trained, tmp_path):

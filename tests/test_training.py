@@ -107,11 +107,14 @@ def test_users_without_factors_get_the_most_popular_items_ties_by_index(spark):
     recs = recommend_users(model, wanted, 3)
     expected = spark.createDataFrame([("nobody", 1, "a", 3.0, "popular"), ("nobody", 2, "b", 2.0, "popular"), ("nobody", 3, "c", 2.0, "popular")],
                                      "user_id string, rank int, item_id string, score float, source string")
-    assert_df_equality(recs.where(F.col("user_id") == "nobody"), expected, ignore_row_order=True, ignore_nullable=True)
+    cols = ["user_id", "rank", "item_id", "score", "source"]
+    assert_df_equality(recs.where(F.col("user_id") == "nobody").select(*cols), expected, ignore_row_order=True, ignore_nullable=True)
+    assert {(r.because, r.why) for r in recs.where(F.col("user_id") == "nobody").collect()} == {
+        (None, "popular with all users: the model has no factors for this user")}
     known = recs.where(F.col("user_id") == "u2").collect()  # u2 saw a and c: ALS ranks the other two
     assert sorted(r.item_id for r in known) == ["b", "d"] and {r.source for r in known} == {"als"}
     everyone = recommend_users(model, None, 3)  # every user the model knows: u4 too, without what u4 saw
     u4 = spark.createDataFrame([("u4", 1, "a", 3.0, "popular"), ("u4", 2, "c", 2.0, "popular"), ("u4", 3, "d", 1.0, "popular")],
                                "user_id string, rank int, item_id string, score float, source string")
-    assert_df_equality(everyone.where(F.col("user_id") == "u4"), u4, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(everyone.where(F.col("user_id") == "u4").select(*cols), u4, ignore_row_order=True, ignore_nullable=True)
     assert everyone.select("user_id").distinct().count() == 4

@@ -22,7 +22,8 @@ from .. import schema as S
 from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
-from ..ingest import check_source_columns, clean_events, quarantine_rows, validate_events
+from ..ingest import PARSED_USER_ID, check_source_columns, clean_events, pseudonymize_rows, quarantine_rows, validate_events
+from ..privacy import drop_erased, erased_ids, pseudonym_key
 from ..results import IngestResult
 from ..sources import in_date_range, read_source
 from ..tables import list_names, path_exists, read_table, transaction
@@ -34,16 +35,24 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     raw = read_source(spark, cfg.input, cfg.input_path, cfg.ingest.date_from, cfg.ingest.date_to)
     check_source_columns(raw, cfg.input, cfg.input_path)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    validated = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now).persist(StorageLevel.MEMORY_AND_DISK)
+    key = pseudonym_key(cfg.privacy)
+    every = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now)
+    if key:
+        every = every.transform(pseudonymize_rows, cfg.input, key)
+    erased = erased_ids(spark, cfg)
+    validated = drop_erased(every, PARSED_USER_ID, erased).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         rows_read = raw.count()
+        rows_erased = drop_erased(every, PARSED_USER_ID, erased, keep=True).count() if erased is not None else 0
         counts = {r[S.REASON]: r["count"] for r in validated.groupBy(S.REASON).count().collect()}
         clean = counts.pop(None, 0)
         by_reason = {rule.reason: 0 for rule in cfg.ingest.rules} | counts  # a rule that matched nothing shows as 0
         bad = sum(by_reason.values())
-        if clean + bad != rows_read:
-            raise RecsysError(f"ingest lost rows: read {rows_read}, classified {clean + bad}")
-        check_bad_fraction(validated, rows_read, clean, by_reason, cfg)
+        if clean + bad + rows_erased != rows_read:
+            raise RecsysError(f"ingest lost rows: read {rows_read}, classified {clean + bad}, erased {rows_erased}")
+        if rows_erased:
+            log.info("[ingest] left out %d rows of users on the erasure list (%s)", rows_erased, cfg.erasure_list)
+        check_bad_fraction(validated, rows_read - rows_erased, clean, by_reason, cfg)
         for reason, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             log.info("[ingest] quarantined %d rows: %s", n, reason)
         events, quarantine = clean_events(validated), quarantine_rows(validated, raw.columns)
@@ -70,6 +79,7 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     reasons = pd.DataFrame(sorted(by_reason.items()), columns=["reason", "rows"])
     tracking.log_bytes(reasons.to_csv(index=False).encode(), "quarantine/summary.csv")
     return IngestResult(rows_read=rows_read, rows_clean=clean, rows_quarantined=bad, quarantined_by_reason=dict(sorted(by_reason.items())),
+                        rows_erased=rows_erased,
                         paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")})
 
 

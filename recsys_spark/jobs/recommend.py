@@ -11,9 +11,11 @@ from pyspark.sql import functions as F
 from .. import tracking
 from ..config import Config
 from ..model import load_model
+from ..privacy import pseudonym_key, table_id
 from ..results import RecommendResult
 from ..tables import path_exists, read_table, write_table
 from ..topn import recommend_users
+from .items import read_texts
 
 
 def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> RecommendResult:
@@ -23,15 +25,17 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     model = load_model(spark, path)
     wanted = None
     if cfg.recommend.users:
-        wanted = spark.createDataFrame([(u,) for u in cfg.recommend.users], "user_id string").distinct()
+        key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
+        wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     today = dt.datetime.now(dt.timezone.utc).date()
-    out = recommend_users(model, wanted, cfg.recommend.n).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
+    names = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
+    out = recommend_users(model, wanted, cfg.recommend.n, names).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
     table = cfg.path("recommendations")
     if wanted is not None and path_exists(spark, f"{table}/run_date={today}"):
         # Some users only: today's rows of everyone else stay (the partition is rewritten whole).
         others = read_table(spark, table).where(F.col("run_date") == F.lit(today)).join(wanted, "user_id", "left_anti")
-        out = others.select(*out.columns).unionByName(out)
+        out = others.select(*[c for c in out.columns if c in others.columns]).unionByName(out, allowMissingColumns=True)
     write_table(out, table, "run_date")
     written = read_table(spark, cfg.path("recommendations")).where(F.col("run_date") == F.lit(today))
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}

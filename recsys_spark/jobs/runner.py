@@ -40,11 +40,12 @@ def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str =
     return result
 
 
-def run_job(name: str, spark: SparkSession, cfg: Config) -> RunResult:
-    """One job, timed, its metrics logged to the active MLflow run."""
+def run_job(name: str, spark: SparkSession, cfg: Config, job: Job | None = None) -> RunResult:
+    """One job (`JOBS[name]`, or `job` for one bound to command-line arguments), timed, its
+    metrics logged to the active MLflow run."""
     validate(cfg)
     tables.KEEP_VERSIONS = cfg.output.keep_versions
-    run = RunResult({name: timed(name, JOBS[name], spark, cfg)})
+    run = RunResult({name: timed(name, job or JOBS[name], spark, cfg)})
     tracking.log_metrics(run.metrics())
     return run
 

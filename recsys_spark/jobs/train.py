@@ -13,7 +13,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
 from ..interactions import prepare_interactions
-from ..model import TrainedModel, save_model
+from ..model import TrainedModel, save_model, seen_pairs
 from ..results import SplitInfo, TrainResult
 from ..split import make_splits
 from ..tables import local_dir, read_table, write_table, write_text
@@ -45,8 +45,10 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     tracking.log_trials(trained.tuning, f"{cfg.tune.metric}_at_{cfg.train.k}")
     clock.start("save")
     seen = trained.seen
-    bundle = TrainedModel(trained.served, data.users, data.items, seen.select("user_idx", "item_idx"), popularity(seen),
-                          {**tracking.redact_nested(cfg.to_dict()), "chosen": trained.chosen})  # no secret in the model
+    implicit = cfg.interactions.mode == "implicit"
+    bundle = TrainedModel(trained.served, data.users, data.items, seen_pairs(seen, cfg.als, implicit, trained.chosen), popularity(seen),
+                          {**tracking.redact_nested(cfg.to_dict()), "chosen": trained.chosen,  # no secret in the model
+                           "mlflow_run_id": tracking.current_run_id()})
     save_model(bundle, cfg.path("model"))
     tracking.log_dir(local_dir(spark, cfg.path("model")), "model")
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})

@@ -1,0 +1,112 @@
+"""forget: erase users from every table that holds their rows, and keep them out of later ingests.
+
+Their rows leave events, quarantine, recommendations, new_items and the per-user evaluation. Only
+the partitions holding them are rewritten (the others are linked in unchanged), and every table
+switches in one transaction together with the erasure list: a run killed part-way leaves each
+table as it was before or as it is after, and the next command completes an interrupted switch.
+The saved model is not rewritten: its MLflow run is tagged `trained_on_erased_data`, and the next
+train leaves the users out because the events no longer hold them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import yaml
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .. import schema as S
+from .. import tracking
+from ..config import Config
+from ..errors import RecsysError
+from ..privacy import digest, erased_ids, pseudonym_key, table_id
+from ..results import ForgetResult
+from ..tables import Transaction, path_exists, read_table, read_text, transaction
+
+log = logging.getLogger("recsys_spark")
+
+# (table, partition column or None): the tables holding rows per user, user ids in `user_id`
+# (quarantine: in the raw user column, as it came in).
+USER_TABLES = (("events", "event_date"), ("quarantine", S.QUARANTINE_DATE), ("recommendations", "run_date"),
+               ("new_items", "run_date"), ("eval/per_user", None))
+
+
+def read_users_file(path: str) -> list[str]:
+    """One user id per line; blank lines are skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise RecsysError(f"cannot read --users-file {path}: {e.strerror}; give a text file with one user id per line") from None
+
+
+def forget(spark: SparkSession, cfg: Config, users: list[str]) -> ForgetResult:
+    if not users:
+        raise RecsysError("forget needs user ids: --users a,b or --users-file PATH (one id per line)")
+    key = pseudonym_key(cfg.privacy)
+    ids = sorted({table_id(key, u) for u in users})
+    wanted = spark.createDataFrame([(i,) for i in ids], "_forget_id string")
+    listed = erased_ids(spark, cfg)
+    new = wanted.select(digest(F.col("_forget_id")).alias("id_sha256"), F.current_timestamp().alias("erased_at"))
+    erasure_list = new if listed is None else listed.unionByName(new.join(listed, "id_sha256", "left_anti"))
+    removed: dict[str, int] = {}
+    with transaction(spark) as tx:
+        tx.write_table(erasure_list, cfg.erasure_list)  # staged first: a killed run still has its users listed
+        for name, part in USER_TABLES:
+            n = _remove_rows(tx, cfg, name, part, wanted)
+            if n is not None:
+                removed[name] = n
+                log.info("[forget] %s: %d rows removed", name, n)
+    listed_now = read_table(spark, cfg.erasure_list).count()
+    model_run = _tag_model(spark, cfg, wanted)
+    return ForgetResult(users=len(ids), rows_removed=removed, listed=listed_now, model_run=model_run,
+                        paths={"erasure_list": cfg.erasure_list})
+
+
+def _user_match(cfg: Config, name: str, df: DataFrame) -> Column | None:
+    """The condition matching a row of table `name` to `_forget_id` (None: the table has no user column)."""
+    column = cfg.input.columns["user_id"] if name == "quarantine" else "user_id"
+    if column not in df.columns:
+        return None
+    return F.trim(F.col(column).cast("string")) == F.col("_forget_id")  # quarantine keeps ids as they came in
+
+
+def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, wanted: DataFrame) -> int | None:
+    """Stage table `name` without the wanted users' rows, rewriting only the partitions that held
+    them; rows removed (None when the table does not exist)."""
+    spark, path = wanted.sparkSession, cfg.path(name)
+    if not path_exists(spark, path):
+        return None
+    df = read_table(spark, path)
+    match = _user_match(cfg, name, df)
+    if match is None:
+        return None
+    hits = df.join(F.broadcast(wanted), match, "left_semi")
+    if part is None:
+        n = hits.count()
+        if n:
+            tx.write_table(df.join(F.broadcast(wanted), match, "left_anti"), path, expected_rows=df.count() - n)
+        return n
+    per_part = {r[0]: r[1] for r in hits.groupBy(F.col(part).cast("string")).count().collect()}  # one row per date
+    if not per_part:
+        return 0
+    touched = df.where(F.col(part).cast("string").isin(list(per_part)))
+    kept = touched.join(F.broadcast(wanted), match, "left_anti")
+    n = sum(per_part.values())
+    tx.write_table(kept, path, part, expected_rows=touched.count() - n, replaces=[f"{part}={v}" for v in per_part])
+    return n
+
+
+def _tag_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> str | None:
+    """Tag the MLflow run of the current model when the model was trained on any of these users."""
+    model = cfg.recommend.model or cfg.path("model")
+    if not path_exists(spark, f"{model}/users"):
+        return None
+    users = spark.read.parquet(f"{model}/users")
+    if users.join(F.broadcast(wanted), F.col("user_id") == F.col("_forget_id"), "left_semi").isEmpty():
+        return None
+    run_id = (yaml.safe_load(read_text(spark, f"{model}/config.yaml")) or {}).get("mlflow_run_id")
+    tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
+    tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
+    return run_id or "unknown (the model was saved without a run id)"

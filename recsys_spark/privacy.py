@@ -1,0 +1,85 @@
+"""Pseudonymous user ids and erasure: what every job shares of the privacy promise.
+
+With `privacy.pseudonymize`, ingest replaces every user id by HMAC-SHA256(key, id) before
+anything is written, so all tables downstream (events, quarantine, interactions, the model's id
+maps, recommendations, evaluation, retention) and the MLflow artifacts made from them hold
+pseudonyms only. The key is read from the environment variable `privacy.key_env`, never from
+config, and is never logged or written. The hash runs in a pandas UDF (Python's `hmac`) rather
+than as Spark's `sha2` over the key's bytes: a key in a SQL expression would be a literal in the
+query plan, hence in the Spark UI, `explain()` output and event logs.
+
+Erasure keeps a list of SHA-256 digests of erased users' ids as the tables hold them (the
+pseudonym when pseudonymizing), so the list itself holds no readable id; ingest drops matching
+rows before writing. The list matches the `pseudonymize` setting it was written under.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .config import Config, PrivacyConfig
+from .errors import RecsysError
+from .tables import path_exists, read_table
+
+MIN_KEY_CHARS = 16
+
+
+def pseudonym_key(cfg: PrivacyConfig) -> bytes | None:
+    """The HMAC key when pseudonymizing (None when not); refuse to go on without a usable one."""
+    if not cfg.pseudonymize:
+        return None
+    value = os.environ.get(cfg.key_env, "")
+    if len(value) < MIN_KEY_CHARS:
+        state = "is not set" if not value else f"holds only {len(value)} characters"
+        raise RecsysError(
+            f"privacy.pseudonymize is on but the environment variable {cfg.key_env} {state}: export {cfg.key_env} with a "
+            f"secret of at least {MIN_KEY_CHARS} characters (e.g. `export {cfg.key_env}=$(openssl rand -hex 32)`; keep it, "
+            "lookups and erasure need the same key), or set privacy.pseudonymize=false"
+        )
+    return value.encode()
+
+
+def pseudonym(key: bytes, user_id: str) -> str:
+    """HMAC-SHA256 of the id, as 64 hex characters."""
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def table_id(key: bytes | None, user_id: str) -> str:
+    """A raw user id as the tables hold it: its pseudonym, or itself when not pseudonymizing."""
+    return pseudonym(key, user_id) if key else user_id
+
+
+def pseudonymized(column: Column, key: bytes) -> Column:
+    """`column` (strings; nulls stay null) replaced by pseudonyms, in Arrow batches."""
+
+    @F.pandas_udf("string")
+    def _hmac(ids: pd.Series) -> pd.Series:
+        return ids.map(lambda v: None if v is None else pseudonym(key, v))
+
+    return _hmac(column.cast("string"))
+
+
+def digest(column: Column) -> Column:
+    """SHA-256 of a table-form id: what the erasure list stores."""
+    return F.sha2(column.cast("string"), 256)
+
+
+def erased_ids(spark: SparkSession, cfg: Config) -> DataFrame | None:
+    """The erasure list (id_sha256, erased_at), or None when nobody was erased yet."""
+    path = cfg.erasure_list
+    return read_table(spark, path) if path_exists(spark, path) else None
+
+
+def drop_erased(df: DataFrame, column: str, erased: DataFrame | None, keep: bool = False) -> DataFrame:
+    """`df` without the rows whose `column` (a table-form user id) is on the erasure list (with
+    `keep`: only those rows)."""
+    if erased is None:
+        return df.limit(0) if keep else df
+    return df.join(erased.select(F.col("id_sha256").alias("_erased_digest")), digest(F.col(column)) == F.col("_erased_digest"),
+                   "left_semi" if keep else "left_anti")

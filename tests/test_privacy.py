@@ -1,0 +1,162 @@
+"""Pseudonymous outputs and erasure on real runs: the same raw events through the pipeline plain and
+pseudonymized (same metrics and retention; no raw id in any output file or the MLflow store), a
+user looked up by raw id, forget and a later ingest, a missing key refused."""
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+from chispa import assert_approx_df_equality
+from pyspark.sql import functions as F
+
+from conftest import small_config, tiny_training
+from recsys_spark import cli, tracking
+from recsys_spark.jobs.forget import forget
+from recsys_spark.jobs.lookup import lookup
+from recsys_spark.jobs.runner import JOBS, run_pipeline
+from recsys_spark.privacy import pseudonym
+from recsys_spark.results import IngestResult, TrainResult
+from recsys_spark.tables import read_table
+
+PLANTED = "planted-user-4711"
+KEY = "test-key-0123456789abcdef"
+T0 = dt.datetime(2026, 1, 6, 8, 0, 1)  # the generator starts its days later than 08:00:01
+PLANTED_ROWS = [(PLANTED, f"i{i:06d}", "purchase", T0 + dt.timedelta(days=d), 1.0, (T0 + dt.timedelta(days=d)).date())
+                for d, i in [(0, 1), (1, 2), (3, 3), (8, 5), (15, 8)]]
+PLANTED_BAD = [(PLANTED, "i000009", "bogus", T0 + dt.timedelta(days=2), None, (T0 + dt.timedelta(days=2)).date())]
+
+
+def configured(root, raw, store, pseudonymize):
+    cfg = tiny_training(small_config(str(root)))
+    cfg.input.path, cfg.input.format = str(raw), "parquet"
+    cfg.tracking.uri = f"sqlite:///{store}"
+    cfg.privacy.pseudonymize = pseudonymize
+    cfg.privacy.erasure_list = str(root.parent / f"erased-{root.name}")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def runs(spark, tmp_path_factory):
+    """The same raw events (generated + a planted user) through the whole pipeline, plain and
+    pseudonymized, each tracked in its own SQLite store with artifacts under its folder."""
+    base = tmp_path_factory.mktemp("privacy")
+    gen = small_config(str(base / "gen"))
+    JOBS["generate"](spark, gen)
+    planted = spark.createDataFrame(PLANTED_ROWS + PLANTED_BAD, spark.read.parquet(gen.input_path).schema)
+    spark.read.parquet(gen.input_path).unionByName(planted).write.partitionBy("event_date").parquet(str(base / "raw"))
+    os.environ["RECSYS_PSEUDONYM_KEY"] = KEY
+    cwd, out = os.getcwd(), {}
+    try:
+        for name, on in (("plain", False), ("pseudo", True)):
+            (base / name).mkdir()
+            os.chdir(base / name)  # MLflow's default artifact root ./mlruns lands in this run's folder
+            cfg = configured(base / name / "out", base / "raw", base / name / "mlflow.db", on)
+            tracking.start(cfg)
+            with tracking.tracked_run(cfg, "pipeline"):
+                tracking.log_config(cfg, spark.sparkContext.master)
+                out[name] = (cfg, run_pipeline(spark, cfg))
+    finally:
+        os.chdir(cwd)
+        while mlflow.active_run():
+            mlflow.end_run()
+    yield base, out
+    os.environ.pop("RECSYS_PSEUDONYM_KEY", None)
+
+
+def strings_in(path: Path) -> str:
+    """Everything a file says: the string values of a Parquet file, the bytes of any other file."""
+    if path.suffix == ".parquet":
+        table = pq.read_table(path)
+        return "\n".join(str(v) for col in table.columns for v in col.to_pylist())
+    return path.read_bytes().decode("latin-1")
+
+
+def files_holding(folder: Path, needle: str) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and needle in strings_in(p)]
+
+
+def test_metrics_and_retention_are_the_same_with_pseudonyms(spark, runs):
+    _, out = runs
+    (plain_cfg, plain), (pseudo_cfg, pseudo) = out["plain"], out["pseudo"]
+    events = read_table(spark, plain_cfg.path("events"))
+    firsts = events.groupBy("user_id").agg(F.min("event_ts").alias("t"))
+    assert firsts.select("t").distinct().count() == firsts.count()  # the precondition: users start at distinct instants
+    # Equal up to the order Spark sums per-user floats in (last-bit differences, 1e-16).
+    assert pseudo.get(TrainResult).quality == pytest.approx(plain.get(TrainResult).quality, rel=1e-12, abs=1e-12)
+    assert plain.get(TrainResult).chosen_params == pseudo.get(TrainResult).chosen_params
+    for table in ("retention/cohorts", "retention/stickiness", "retention/quality_by_cohort", "eval/metrics"):
+        assert_approx_df_equality(read_table(spark, pseudo_cfg.path(table)), read_table(spark, plain_cfg.path(table)), 1e-12,
+                                  ignore_row_order=True)
+    # The tables hold the keyed hash of each id, not the id.
+    pseudo_events = read_table(spark, pseudo_cfg.path("events"))
+    assert pseudo_events.where(F.col("user_id") == pseudonym(KEY.encode(), PLANTED)).count() == len(PLANTED_ROWS)
+    assert pseudo_events.where(F.col("user_id").startswith("u0")).count() == 0
+
+
+def test_no_raw_user_id_in_any_output_or_the_mlflow_store(spark, runs):
+    base, out = runs
+    plain_cfg, _ = out["plain"]
+    some_ids = [r.user_id for r in read_table(spark, plain_cfg.path("events")).select("user_id").distinct().limit(5).collect()]
+    raw = str(base / "raw")
+    # The plain run shows where the ids would be: outputs, the model artifact, the MLflow store.
+    assert files_holding(base / "plain" / "out", PLANTED) and files_holding(base / "plain" / "mlruns", PLANTED)
+    for needle in [PLANTED, *some_ids]:
+        leaks = [p for p in files_holding(base / "pseudo", needle) if not str(p).startswith(raw)]
+        assert not leaks, f"{needle} found in {leaks[:5]}"
+    assert KEY not in "".join(strings_in(p) for p in (base / "pseudo").rglob("*") if p.is_file() and p.suffix != ".parquet")
+    # The planted user's quarantined row holds the pseudonym too.
+    pseudo_cfg, _ = out["pseudo"]
+    bad = read_table(spark, pseudo_cfg.path("quarantine")).where((F.col("event_type") == "bogus") & (F.col("item_id") == "i000009"))
+    assert pseudonym(KEY.encode(), PLANTED) in {r.user_id for r in bad.collect()}
+
+
+def test_lookup_finds_a_user_by_raw_id(spark, runs):
+    _, out = runs
+    cfg, _ = out["pseudo"]
+    text = lookup(spark, cfg, PLANTED)
+    assert text.startswith(f"user {PLANTED} (pseudonym {pseudonym(KEY.encode(), PLANTED)[:12]}...): 5 recommendations")
+    assert text.count("because of ") == 5
+    assert "no recommendations" in lookup(spark, cfg, "somebody-else")
+
+
+def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark, runs):
+    _, out = runs
+    cfg, _ = out["pseudo"]
+    gone = [pseudonym(KEY.encode(), u) for u in (PLANTED, "u0000001")]
+    counts = lambda table, col="user_id": {  # noqa: E731
+        "theirs": read_table(spark, cfg.path(table)).where(F.col(col).isin(gone)).count(),
+        "all": read_table(spark, cfg.path(table)).count()}
+    before = {t: counts(t) for t in ("events", "recommendations", "eval/per_user")}
+    before["quarantine"] = counts("quarantine")
+    assert before["events"]["theirs"] > len(PLANTED_ROWS) and before["quarantine"]["theirs"] == 1
+    tracking.start(cfg)
+    with tracking.tracked_run(cfg, "forget"):
+        result = forget(spark, cfg, [PLANTED, "u0000001", PLANTED])
+    assert result.users == 2 and result.listed == 2
+    for table, c in before.items():
+        assert result.rows_removed[table] == c["theirs"]
+        assert counts(table) == {"theirs": 0, "all": c["all"] - c["theirs"]}
+    model_run = mlflow.MlflowClient().get_run(result.model_run)
+    assert model_run.data.tags["trained_on_erased_data"] == "true" and model_run.data.tags["job"] == "train"
+    # A later ingest of the same raw events leaves them out, and says how many rows that was.
+    again = JOBS["ingest"](spark, cfg)
+    assert isinstance(again, IngestResult)
+    assert again.rows_erased == before["events"]["theirs"] + before["quarantine"]["theirs"]
+    assert again.rows_clean + again.rows_quarantined + again.rows_erased == again.rows_read
+    assert counts("events") == {"theirs": 0, "all": before["events"]["all"] - before["events"]["theirs"]}
+    assert forget(spark, cfg, [PLANTED]).rows_removed["events"] == 0  # forgetting again: nothing left, still listed
+
+
+def test_missing_key_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
+    root = tmp_path / "out"
+    code = cli.main(["ingest", "--set", "privacy.pseudonymize=true", "--set", f"output.root={root}", "--set", "tracking.enabled=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "environment variable RECSYS_PSEUDONYM_KEY is not set" in err and "privacy.pseudonymize=false" in err
+    assert not root.exists()
+    monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", "short")
+    assert cli.main(["train", "--set", "privacy.pseudonymize=true", "--set", f"output.root={root}"]) == 2
+    assert "holds only 5 characters" in capsys.readouterr().err
