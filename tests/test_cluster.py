@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
 
 from recsys_spark import blas
 
@@ -68,8 +69,12 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, p
     read = lambda root, table: spark.read.parquet(f"{root}/out/{table}")
     assert_df_equality(read(remote, "events"), read(local, "events"), ignore_row_order=True)
     assert_df_equality(read(remote, "retention/cohorts"), read(local, "retention/cohorts"), ignore_row_order=True)
-    recs = lambda root: read(root, "recommendations").drop("run_id", "run_date")
+    recs = lambda root: read(root, "recommendations").drop("run_id", "run_date", "because", "why")
     assert_approx_df_equality(recs(remote), recs(local), 1e-3, ignore_row_order=True)
+    # The reasons too (their shares flat, so the float tolerance applies to them).
+    reasons = lambda root: read(root, "recommendations").select("user_id", "rank", F.posexplode("because")).select(
+        "user_id", "rank", "pos", "col.item_id", "col.share")
+    assert_approx_df_equality(reasons(remote), reasons(local), 1e-3, ignore_row_order=True)
 
     mlflow.set_tracking_uri(f"sqlite:///{remote}/mlflow.db")
     parent = mlflow.search_runs(experiment_names=["recsys-spark"], filter_string="tags.job = 'pipeline'").iloc[0]
