@@ -35,13 +35,17 @@ def ridge_factors(x_warm: np.ndarray, y_warm: np.ndarray, x_new: np.ndarray, reg
     return (np.hstack([x_new, np.ones((len(x_new), 1), x_new.dtype)]) @ w).astype(np.float32)
 
 
+def unit_rows(a: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (an all-zero row stays zero): dot products become cosines."""
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
 def knn_factors(x_warm: np.ndarray, y_warm: np.ndarray, x_new: np.ndarray, k: int) -> np.ndarray:
     """Factors of the new items: the mean factor of their k nearest warm items by cosine similarity
     (ties by warm item position, as top-N breaks them). A new item with an all-zero embedding (no
     text) has no nearest items: it gets the mean of all warm factors, the uninformed guess."""
-    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     kk = min(k, len(x_warm))
-    sims = unit(x_new.astype(np.float32)) @ unit(x_warm.astype(np.float32)).T
+    sims = unit_rows(x_new.astype(np.float32)) @ unit_rows(x_warm.astype(np.float32)).T
     near, _ = top_k_rows(sims, np.arange(len(x_warm)), kk)
     out = y_warm[near].mean(axis=1)
     blank = ~np.any(x_new, axis=1)

@@ -17,11 +17,14 @@ Users are evaluated when they have a training interaction and at least one relev
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+
+from .cold_items import unit_rows
 
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate")
 HISTORY_COHORTS = ("1-5", "6-20", "21+")  # distinct training items per user
@@ -83,54 +86,67 @@ def summarize(per_user: DataFrame, recs: DataFrame, n_catalog: int, k: int, pref
     return out
 
 
-def list_measures(recs: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int) -> DataFrame:
+@dataclass(frozen=True)
+class ItemMeasures:
+    """What diversity and novelty read per item, gathered on the driver once per evaluation
+    (catalogue-sized) and broadcast to the lists of every model evaluated."""
+
+    ids: np.ndarray  # item_idx of each row of `unit`
+    unit: np.ndarray  # item vectors scaled to length 1
+    pop_ids: np.ndarray  # item_idx of each `surprise`
+    surprise: np.ndarray  # -log2(share of the training users who used the item)
+    n_users: int
+
+    @classmethod
+    def of(cls, item_vectors: DataFrame, pop: DataFrame, n_users: int) -> ItemMeasures:
+        """From (id, features) vectors and (item_idx, popularity) among `n_users` training users."""
+        items = item_vectors.select("id", "features").toPandas()
+        vec = np.vstack(items["features"].to_numpy()).astype(np.float64) if len(items) else np.zeros((0, 1))
+        popular = pop.select("item_idx", "popularity").toPandas()
+        surprise = -np.log2(np.maximum(popular["popularity"].to_numpy(np.float64), 1.0) / max(n_users, 1))
+        return cls(items["id"].to_numpy(np.int64), unit_rows(vec), popular["item_idx"].to_numpy(np.int64), surprise, n_users)
+
+
+def list_measures(recs: DataFrame, items: ItemMeasures, k: int) -> DataFrame:
     """(user_idx, diversity, novelty, items) of each user's top-k, in one pass over the lists:
 
-    - diversity: the mean over pairs of items of 1 - cosine of their vectors (`item_vectors`: id,
-      features); null for a list of one. Uses sum over pairs of cos = (|sum of unit vectors|^2 - m)
-      / 2 for m items, so the cost per list is linear in m.
-    - novelty: the mean over the list of -log2(share of the `n_users` training users who used the
-      item) (`pop`: item_idx, popularity; an item nobody used counts as one user).
-
-    The vectors and popularities grow with the catalogue and are broadcast, as top-N does."""
-    items = item_vectors.select("id", "features").toPandas()
-    ids = items["id"].to_numpy(np.int64)
-    vec = np.vstack(items["features"].to_numpy()).astype(np.float64) if len(items) else np.zeros((0, 1))
-    unit = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-    popular = pop.select("item_idx", "popularity").toPandas()
-    info = -np.log2(np.maximum(popular["popularity"].to_numpy(np.float64), 1.0) / max(n_users, 1))
-    bc = recs.sparkSession.sparkContext.broadcast((ids, unit, popular["item_idx"].to_numpy(np.int64), info))
+    - diversity: the mean over pairs of items of 1 - cosine of their vectors; null for a list of
+      one. Uses sum over pairs of cos = (|sum of unit vectors|^2 - m) / 2 for m items, so the cost
+      per list is linear in m.
+    - novelty: the mean over the list of -log2(share of the training users who used the item; an
+      item nobody used counts as one user)."""
+    bc = recs.sparkSession.sparkContext.broadcast(items)
     lists = recs.where(F.col("rank") <= k).groupBy("user_idx").agg(F.collect_list("item_idx").alias("_items"))
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ids, unit, pop_ids, info = bc.value
-        top = int(max(ids.max(initial=0), pop_ids.max(initial=0))) + 1
+        m = bc.value
+        top = int(max(m.ids.max(initial=0), m.pop_ids.max(initial=0))) + 1
         pos = np.full(top, -1)
-        pos[ids] = np.arange(ids.size)
-        surprise = np.full(top, np.log2(max(n_users, 1)))  # an item nobody used: one user's share
-        surprise[pop_ids] = info
+        pos[m.ids] = np.arange(m.ids.size)
+        surprise = np.full(top, np.log2(max(m.n_users, 1)))  # an item nobody used: one user's share
+        surprise[m.pop_ids] = m.surprise
         for pdf in batches:
             diversity, novelty = np.full(len(pdf), np.nan), np.full(len(pdf), np.nan)
-            for i, items in enumerate(pdf["_items"]):
-                items = np.asarray(items, np.int64)
-                items = items[items < top]
-                rows = pos[items]
+            for i, listed in enumerate(pdf["_items"]):
+                listed = np.asarray(listed, np.int64)
+                listed = listed[listed < top]
+                rows = pos[listed]
                 rows = rows[rows >= 0]
                 if rows.size > 1:
-                    total = unit[rows].sum(axis=0)
+                    total = m.unit[rows].sum(axis=0)
                     diversity[i] = 1.0 - (total @ total - rows.size) / (rows.size * (rows.size - 1))
-                if items.size:
-                    novelty[i] = surprise[items].mean()
+                if listed.size:
+                    novelty[i] = surprise[listed].mean()
             yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": diversity, "novelty": novelty,
                                 "items": pdf["_items"].map(len).astype("int32")})
 
     return lists.mapInPandas(run, "user_idx int, diversity double, novelty double, items int")
 
 
-def beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, pop: DataFrame, n_users: int, k: int, prefix: str = "") -> dict[str, float]:
+def beyond_accuracy(recs: DataFrame, items: ItemMeasures, k: int, prefix: str = "") -> dict[str, float]:
     """Mean diversity over lists and novelty over recommended items (see `list_measures`) of the
     top-k lists in `recs`, as `diversity_at_k`, `novelty_at_k`."""
-    row = list_measures(recs, item_vectors, pop, n_users, k).agg(  # novelty is a mean over items: lists weigh by length
+    row = list_measures(recs, items, k).agg(  # novelty is a mean over items: lists weigh by length
         F.avg("diversity").alias("d"), (F.sum(F.col("novelty") * F.col("items")) / F.sum("items")).alias("n")).first()
     return {f"{prefix}diversity_at_{k}": float(row["d"] or 0.0), f"{prefix}novelty_at_{k}": float(row["n"] or 0.0)}
 

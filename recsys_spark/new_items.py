@@ -34,7 +34,7 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from .cold_items import cold_factors, knn_factors
+from .cold_items import cold_factors, knn_factors, unit_rows
 from .config import ALSConfig, NewItemsConfig
 from .errors import RecsysError
 from .evaluation import per_user_metrics, summarize
@@ -54,7 +54,10 @@ class ItemMatrix:
 
     @classmethod
     def of(cls, df: DataFrame, id_col: str, vec_col: str) -> ItemMatrix:
-        pdf = df.select(id_col, vec_col).toPandas()  # grows with the catalogue
+        return cls.from_pandas(df.select(id_col, vec_col).toPandas(), id_col, vec_col)  # grows with the catalogue
+
+    @classmethod
+    def from_pandas(cls, pdf: pd.DataFrame, id_col: str, vec_col: str) -> ItemMatrix:
         ids = pdf[id_col].to_numpy(np.int64)
         order = np.argsort(ids)
         vectors = np.vstack(pdf[vec_col].to_numpy()).astype(np.float32)[order] if len(pdf) else np.zeros((0, 1), np.float32)
@@ -179,7 +182,7 @@ def evaluate_new_items(pairs: DataFrame, embeddings: DataFrame, als: ALSConfig, 
     rng = np.random.default_rng(cfg.seed)
     pop = warm_pairs.groupBy("item_idx").agg(F.countDistinct("user_idx").alias("n")).toPandas()
     popularity = pop.set_index("item_idx")["n"].reindex(warm).fillna(0).to_numpy(np.float32)[:, None]
-    unit = x_new / np.maximum(np.linalg.norm(x_new, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(x_new)
     metrics = {
         "random": rank_items(ones, cold, rng.random((cold.size, 1), np.float32), relevant, k),
         "text_popularity": rank_items(ones, cold, knn_factors(x_warm, popularity, x_new, int(cfg.neighbours[0])), relevant, k),
@@ -226,7 +229,7 @@ def recommend_new(users: DataFrame, seen: DataFrame, new_ids: list[str], new_fac
 def similar_items(spark, ids: list[str], vectors: np.ndarray, of: np.ndarray, n: int, basis: str) -> DataFrame:  # noqa: ANN001
     """(item_id, rank, similar_item_id, score, basis): for the items at positions `of`, the n most
     similar of `ids` by cosine of `vectors` (itself excluded)."""
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(vectors)
     positions = np.arange(len(ids))
     queries = factor_frame(spark, positions[of], unit[of])
     itself = spark.createDataFrame(pd.DataFrame({"user_idx": positions[of].astype(np.int32), "item_idx": positions[of].astype(np.int32)}))

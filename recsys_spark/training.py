@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from .config import Config
 from .errors import RecsysError
-from .evaluation import HISTORY_COHORTS, beyond_accuracy, by_history, per_user_metrics, relevant_items, summarize
+from .evaluation import HISTORY_COHORTS, ItemMeasures, beyond_accuracy, by_history, per_user_metrics, relevant_items, summarize
 from .interactions import IndexedInteractions
 from .model import fit_als, fit_params
 from .split import Splits
@@ -57,14 +57,15 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baselin
     per_user = (per_user_metrics(recs, relevant, k).join(with_new.withColumn("new_in_list", F.lit(True)), "user_idx", "left")
                 .fillna(False, ["new_in_list"]).persist(keep))
     metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
-    metrics |= beyond_accuracy(recs, model.itemFactors, pop, n_train_users, k)  # diversity by ALS item factors
+    measures = ItemMeasures.of(model.itemFactors, pop, n_train_users)  # diversity by ALS item factors, for both models
+    metrics |= beyond_accuracy(recs, measures, k)
     cohorts = {r["history"]: r for r in by_history(per_user, train, k)}
     recs.unpersist()
     if baseline:
         base = top_n_popular(users, pop, seen, k).persist(keep)  # read twice by summarize
         base_user = per_user_metrics(base, relevant, k)
         metrics |= summarize(base_user, base, n_catalog, k, prefix="baseline_")
-        metrics |= beyond_accuracy(base, model.itemFactors, pop, n_train_users, k, prefix="baseline_")
+        metrics |= beyond_accuracy(base, measures, k, prefix="baseline_")
         for r in by_history(base_user, train, k, prefix="baseline_"):
             cohorts[r["history"]] |= r
         base.unpersist()

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 
-from recsys_spark.evaluation import beyond_accuracy, list_measures, per_user_metrics, relevant_items, summarize
+from recsys_spark.evaluation import ItemMeasures, beyond_accuracy, list_measures, per_user_metrics, relevant_items, summarize
 
 L2 = math.log2
 RECS_SCHEMA = "user_idx int, rank int, item_idx int, score float"
@@ -103,7 +103,8 @@ def test_diversity_and_novelty_by_hand(spark):
     c = 1 / math.sqrt(2)
     expected = spark.createDataFrame([(7, 1.0, 1.0, 2), (8, 1 - (0 + c + c) / 3, 5 / 3, 3), (9, None, 3.0, 1)],  # user 9: one item, no pairs
                                      "user_idx int, diversity double, novelty double, items int")
-    got = list_measures(recs, vectors, pop, n_users=8, k=3)
+    measures = ItemMeasures.of(vectors, pop, n_users=8)
+    got = list_measures(recs, measures, k=3)
     assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
-    cut = beyond_accuracy(recs, vectors, pop, n_users=8, k=2)  # lists cut at 2
+    cut = beyond_accuracy(recs, measures, k=2)  # lists cut at 2
     assert cut == {"diversity_at_2": pytest.approx(1.0), "novelty_at_2": pytest.approx((0 + 2 + 0 + 2 + 3) / 5)}

@@ -69,17 +69,21 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     events = read_table(spark, cfg.path("events"))
     last = events.agg(F.max("event_ts")).first()[0]
     status = item_status(events, last, cfg.new_items)
-    with_idx = emb.join(m.items, "item_id")
-    text = ItemMatrix.of(with_idx, "item_idx", "vector")
+    # Every item with text, once on the driver (catalogue-sized): its index when the model knows it,
+    # and whether it is new (young, few users, or no events at all).
+    catalogue = (emb.join(m.items, "item_id", "left").join(status, "item_id", "left")
+                 .select("item_id", "item_idx", "vector", F.coalesce(F.col("is_new"), F.lit(True)).alias("is_new")).toPandas())
+    indexed = catalogue[catalogue["item_idx"].notna()]
+    text = ItemMatrix.from_pandas(indexed, "item_idx", "vector")
     factors = ItemMatrix.of(m.als.itemFactors, "id", "features")
-    old = status.where(~F.col("is_new")).join(m.items, "item_id").select("item_idx").toPandas()["item_idx"].to_numpy(np.int64)
-    warm = factors.ids[np.isin(factors.ids, text.ids) & np.isin(factors.ids, old)]
+    old = indexed.loc[~indexed["is_new"], "item_idx"].to_numpy(np.int64)
+    warm = factors.ids[np.isin(factors.ids, old)]
     x_warm, y_warm = text.take(warm), factors.take(warm)
     chosen = choose_map(m.als, m.seen, warm, x_warm, y_warm, cfg.new_items, cfg.train.k)
     log.info("[items] new-item factors by %s (validation NDCG@%d: %s)", chosen.source, cfg.train.k,
              ", ".join(f"{k} {v:.3f}" for k, v in chosen.labelled().items()))
-    new = emb.join(status, "item_id", "left").where(F.coalesce(F.col("is_new"), F.lit(True))).select("item_id", "vector").toPandas()
-    new_ids = new["item_id"].tolist()  # with text and new: young, few users, or no events at all (catalogue size)
+    new = catalogue[catalogue["is_new"]]
+    new_ids = new["item_id"].tolist()
     x_new = np.vstack(new["vector"].to_numpy()).astype(np.float32) if new_ids else np.zeros((0, x_warm.shape[1]), np.float32)
     new_factors = chosen.factors(x_warm, y_warm, x_new)
 
@@ -101,10 +105,9 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     factor_ids = names.reindex(factors.ids).tolist()
     sim = similar_items(spark, factor_ids, factors.vectors, np.arange(len(factor_ids)), cfg.new_items.similar_n, "als")
     if new_ids:
-        all_text = emb.select("item_id", "vector").toPandas()
-        vectors = np.vstack(all_text["vector"].to_numpy()).astype(np.float32)
-        of = np.flatnonzero(all_text["item_id"].isin(set(new_ids)).to_numpy())
-        sim = sim.unionByName(similar_items(spark, all_text["item_id"].tolist(), vectors, of, cfg.new_items.similar_n, "text"))
+        vectors = np.vstack(catalogue["vector"].to_numpy()).astype(np.float32)
+        of = np.flatnonzero(catalogue["is_new"].to_numpy())
+        sim = sim.unionByName(similar_items(spark, catalogue["item_id"].tolist(), vectors, of, cfg.new_items.similar_n, "text"))
     write_table(sim, cfg.path("similar_items"))
     rows_sim = read_table(spark, cfg.path("similar_items")).count()
     catalogue_without_text = m.items.join(emb.select("item_id"), "item_id", "left_anti").count()
