@@ -57,7 +57,7 @@ def top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: 
     with users or events. `seen` (user_idx, item_idx) pairs are never recommended. `block`
     (users per matrix product) defaults to `block_rows` of the catalogue size. With `explain`,
     `seen` also carries `weight` (the rating the model was fitted on, null for a pair left out of
-    the fit) and every row gets `because` (see `explain_scores`), in the same pass.
+    the fit) and every row gets `because` (see `explain_block`), in the same pass.
     """
     items = item_factors.select("id", "features").toPandas()
     ids = items["id"].to_numpy(dtype=np.int64)
