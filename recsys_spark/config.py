@@ -218,6 +218,7 @@ class TuneConfig:
 class TrainConfig:
     k: int = 10  # metrics @k
     refit_on_all: bool = True  # serve a model refitted on all interactions
+    registered_model: str | None = "recsys-spark"  # MLflow Model Registry name (null: log the model, do not register)
 
 
 @dataclass

@@ -93,6 +93,7 @@ class TrainResult(StageResult):
     steps: dict[str, float]  # seconds per train step, in the order they ran
     by_history: list[dict[str, Any]] = field(default_factory=list)  # quality per history cohort (evaluation.by_history)
     events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
+    registry: str = ""  # what happened in the MLflow Model Registry (tracking.register_model)
 
     @property
     def tuning_cost(self) -> float | None:
@@ -118,6 +119,8 @@ class TrainResult(StageResult):
             out.append(f"  {ndcg} by training history: " + "; ".join(
                 f"{r['history']} items ({r['users']:,} users) {r[ndcg]:.4f} vs {r.get('baseline_' + ndcg, float('nan')):.4f}" for r in self.by_history))
         out.append(f"  chosen params: {self.chosen_params}")
+        if self.registry:
+            out.append(f"  model: {self.registry}")
         if self.tuning_cost is not None:
             done = sum(r.get("state") == "complete" for r in self.tuning)
             out.append(f"  tuning: {len(self.tuning)} trials ({done} complete, {len(self.tuning) - done} pruned), "

@@ -243,6 +243,39 @@ def tag_run(run_id: str | None, tags: dict[str, str]) -> None:
         client.set_tag(run_id, k, v)
 
 
+CHAMPION = "champion"
+
+
+def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
+    """Log the saved model as a Spark-free pyfunc (serving.Recommender), register it as `name`
+    and move the `champion` alias to it only when it beats the popularity baseline and the current
+    champion on `metric`. Returns what happened, for the summary."""
+    if mlflow.active_run() is None:
+        return "not registered: tracking is off"
+    from .serving import Recommender
+
+    package = str(Path(__file__).resolve().parent)
+    info = mlflow.pyfunc.log_model(name="recommender", python_model=Recommender(), artifacts={"model": local_dir},
+                                   code_paths=[package], registered_model_name=name,
+                                   pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"])
+    if name is None:
+        return "logged as a pyfunc (train.registered_model is null: not registered)"
+    version = info.registered_model_version
+    client = mlflow.MlflowClient()
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        best = client.get_run(champion.run_id).data.metrics.get(metric)
+    except mlflow.exceptions.MlflowException:
+        champion, best = None, None
+    if value <= baseline:
+        stays = f"stays v{champion.version}" if champion else "stays unset"
+        return f"{name} v{version} registered; {CHAMPION} {stays}: {metric} {value:.4f} does not beat popularity {baseline:.4f}"
+    if champion is not None and best is not None and value <= best:
+        return f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: {metric} {value:.4f} does not beat its {best:.4f}"
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return f"{name} v{version} registered and is now {CHAMPION} ({metric} {value:.4f}, popularity {baseline:.4f})"
+
+
 def current_run_id() -> str | None:
     run = mlflow.active_run()
     return run.info.run_id if run else None

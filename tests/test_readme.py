@@ -34,6 +34,8 @@ SKIPPED = {
                                                                   "the same config end to end on the shared file with a small tuning budget",
     "make dist\n.venv/bin/spark-submit --master yarn": "needs a YARN cluster and HDFS",
     "python -m venv pyspark_venv": "ships a packed virtualenv to a cluster (Spark's guide); needs a cluster",
+    ". .venv/bin/activate          # mlflow starts": "needs a registered model: test_serving.py loads the champion and runs "
+                                                   "`mlflow models serve` against a real store, posting to /invocations",
     "export RECSYS_PSEUDONYM_KEY": "the same pipeline pseudonymized runs in test_privacy.py (in the shared session, with a key the "
                                    "test sets); `lookup` and `forget` run as commands in test_faults.py",
 }

@@ -50,7 +50,12 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
                           {**tracking.redact_nested(cfg.to_dict()), "chosen": trained.chosen,  # no secret in the model
                            "mlflow_run_id": tracking.current_run_id()})
     save_model(bundle, cfg.path("model"))
-    tracking.log_dir(local_dir(spark, cfg.path("model")), "model")
+    model_dir = local_dir(spark, cfg.path("model"))
+    tracking.log_dir(model_dir, "model")
+    metric = f"{cfg.tune.metric}_at_{cfg.train.k}"
+    quality = trained.evaluation.metrics
+    registry = tracking.register_model(model_dir, cfg.train.registered_model, metric, quality[metric], quality[f"baseline_{metric}"])
+    log.info("[train] %s", registry)
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})
     per_user = trained.evaluation.per_user.join(data.users, "user_idx").select("*", *_followup_columns(splits.info))
     write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user)
@@ -59,7 +64,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     data.release()
     return TrainResult(interactions=n_pairs, users=n_users, items=n_items, split=splits.info, chosen_params=trained.chosen,
                        quality=trained.evaluation.metrics, tuning=trained.tuning, steps=clock.stop(), by_history=trained.evaluation.by_history,
-                       events_below_min_value=below,
+                       events_below_min_value=below, registry=registry,
                        paths={"model": cfg.path("model"), "eval": cfg.path("eval")})
 
 

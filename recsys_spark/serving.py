@@ -1,0 +1,92 @@
+"""The served model: an MLflow pyfunc that recommends from a saved model directory without Spark.
+
+The saved model (see model.py) is Parquet throughout (ALS writes its factors as Parquet too), so
+the pyfunc reads it with pyarrow: user and item factors, the id maps, the seen pairs with their
+fit weights and the popularity order. `predict` takes a frame of `user_id` (and optionally `n`)
+and returns the same rows the recommend job writes for those users: top-n with seen items
+excluded and `because`, or the popular items for users the model cannot score. No JVM starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import yaml
+
+from .topn import Explain, _because, top_k_rows
+
+COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return ds.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table().to_pandas()
+
+
+class Recommender(mlflow.pyfunc.PythonModel):
+    """Top-n per user from the factors of a saved model, as the recommend job computes them."""
+
+    def load_context(self, context: Any) -> None:
+        self.load(Path(context.artifacts["model"]))
+
+    def load(self, root: Path) -> None:
+        cfg = yaml.safe_load((root / "config.yaml").read_text())
+        users, items = _read(root / "users"), _read(root / "items")
+        uf, itf = _read(root / "als" / "userFactors"), _read(root / "als" / "itemFactors")
+        self.n = int(cfg.get("recommend", {}).get("n", 10))
+        self.item_idx = itf["id"].to_numpy(np.int64)
+        self.vt = np.ascontiguousarray(np.vstack(itf["features"].to_numpy()).astype(np.float32).T)
+        size = int(max(items["item_idx"].max(), self.item_idx.max(initial=0))) + 1
+        ids = np.full(size, None, object)
+        ids[items["item_idx"].to_numpy()] = items["item_id"].to_numpy()
+        self.ids = ids
+        self.user_row = dict(zip(users["user_id"], users["user_idx"]))
+        self.factor_row = {int(i): r for r, i in enumerate(uf["id"].to_numpy())}
+        self.u = np.vstack(uf["features"].to_numpy()).astype(np.float32) if len(uf) else np.zeros((0, self.vt.shape[0]), np.float32)
+        seen = _read(root / "seen").sort_values(["user_idx", "item_idx"])
+        self.seen_users = seen["user_idx"].to_numpy(np.int64)
+        self.seen_items = seen["item_idx"].to_numpy(np.int64)
+        self.seen_weights = seen["weight"].to_numpy(np.float64) if "weight" in seen else None
+        popular = _read(root / "popular").sort_values(["popularity", "item_idx"], ascending=[False, True])
+        self.popular = popular[["item_idx", "popularity"]].to_numpy()
+        chosen = cfg.get("chosen", {})
+        self.explain = None if self.seen_weights is None else Explain(
+            implicit=cfg["interactions"]["mode"] == "implicit", alpha=float(chosen.get("alpha", cfg["als"]["alpha"])),
+            reg_param=float(chosen.get("reg_param", cfg["als"]["reg_param"])), item_ids=ids, names=np.full(size, None, object))
+        self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        frames = [self.recommend(str(row.user_id), int(row.n) if "n" in model_input and pd.notna(row.n) else self.n)
+                  for row in model_input.itertuples()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+    def recommend(self, user_id: str, n: int) -> pd.DataFrame:
+        """One user's rows: ALS top-n with reasons, or the popular fallback."""
+        idx = self.user_row.get(user_id)
+        lo, hi = (np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0))
+        seen = self.seen_items[lo:hi]
+        row = self.factor_row.get(int(idx)) if idx is not None else None
+        if row is None:  # unknown, or known without factors: the most popular unseen items
+            keep = ~np.isin(self.popular[:, 0].astype(np.int64), seen)
+            top = self.popular[keep][:n]
+            return pd.DataFrame({"user_id": user_id, "rank": np.arange(1, len(top) + 1), "item_id": self.ids[top[:, 0].astype(np.int64)],
+                                 "score": top[:, 1].astype(np.float32), "source": "popular", "because": [None] * len(top)})
+        pos = np.full(self.ids.size, -1)
+        pos[self.item_idx] = np.arange(self.item_idx.size)
+        scores = self.u[row][None, :] @ self.vt
+        cols = pos[seen[seen < pos.size]]
+        scores[0, cols[cols >= 0]] = -np.inf
+        part, top = top_k_rows(scores, self.item_idx, min(n, self.item_idx.size))
+        keep = np.isfinite(top).ravel()
+        because = [None] * int(keep.sum())
+        if self.explain is not None:
+            weights = self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
+            history = cols[cols >= 0]
+            because = _because(self.explain, self.vt, self.gram, self.item_idx, np.zeros(history.size, np.int64), history, weights,
+                               part, keep).to_pylist()
+        return pd.DataFrame({"user_id": user_id, "rank": np.arange(1, keep.sum() + 1), "item_id": self.ids[self.item_idx[part[0][keep]]],
+                             "score": top[0][keep].astype(np.float32), "source": "als", "because": because})
