@@ -44,6 +44,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
         ids = np.full(size, None, object)
         ids[items["item_idx"].to_numpy()] = items["item_id"].to_numpy()
         self.ids = ids
+        self.pos = np.full(size, -1)  # item_idx -> column of vt
+        self.pos[self.item_idx] = np.arange(self.item_idx.size)
         self.user_row = dict(zip(users["user_id"], users["user_idx"]))
         self.factor_row = {int(i): r for r, i in enumerate(uf["id"].to_numpy())}
         self.u = np.vstack(uf["features"].to_numpy()).astype(np.float32) if len(uf) else np.zeros((0, self.vt.shape[0]), np.float32)
@@ -75,8 +77,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
             top = self.popular[keep][:n]
             return pd.DataFrame({"user_id": user_id, "rank": np.arange(1, len(top) + 1), "item_id": self.ids[top[:, 0].astype(np.int64)],
                                  "score": top[:, 1].astype(np.float32), "source": "popular", "because": [None] * len(top)})
-        pos = np.full(self.ids.size, -1)
-        pos[self.item_idx] = np.arange(self.item_idx.size)
+        pos = self.pos
         scores = self.u[row][None, :] @ self.vt
         cols = pos[seen[seen < pos.size]]
         scores[0, cols[cols >= 0]] = -np.inf

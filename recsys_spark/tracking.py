@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -246,6 +247,18 @@ def tag_run(run_id: str | None, tags: dict[str, str]) -> None:
 CHAMPION = "champion"
 
 
+def _package_dir(tmp: str) -> str:
+    """This package's source folder, for the pyfunc's code_paths. Under `spark-submit --py-files
+    recsys_spark.zip` the package sits inside the zip, which MLflow cannot copy: extract it to `tmp`."""
+    here = Path(__file__).resolve().parent
+    if here.is_dir():
+        return str(here)
+    archive = next(p for p in here.parents if p.is_file())
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp, [m for m in z.namelist() if m.startswith(f"{here.name}/")])
+    return str(Path(tmp) / here.name)
+
+
 def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
     """Log the saved model as a Spark-free pyfunc (serving.Recommender), register it as `name`
     and move the `champion` alias to it only when it beats the popularity baseline and the current
@@ -254,10 +267,10 @@ def register_model(local_dir: str, name: str | None, metric: str, value: float, 
         return "not registered: tracking is off"
     from .serving import Recommender
 
-    package = str(Path(__file__).resolve().parent)
-    info = mlflow.pyfunc.log_model(name="recommender", python_model=Recommender(), artifacts={"model": local_dir},
-                                   code_paths=[package], registered_model_name=name,
-                                   pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"])
+    with tempfile.TemporaryDirectory() as tmp:
+        info = mlflow.pyfunc.log_model(name="recommender", python_model=Recommender(), artifacts={"model": local_dir},
+                                       code_paths=[_package_dir(tmp)], registered_model_name=name,
+                                       pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"])
     if name is None:
         return "logged as a pyfunc (train.registered_model is null: not registered)"
     version = info.registered_model_version

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
@@ -80,6 +81,12 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, p
     parent = mlflow.search_runs(experiment_names=["recsys-spark"], filter_string="tags.job = 'pipeline'").iloc[0]
     assert parent["params.spark_master"] == cluster
     assert parent.status == "FINISHED"
+    # The model was logged from inside --py-files recsys_spark.zip: the registered pyfunc still loads and answers.
+    served = mlflow.pyfunc.load_model("models:/recsys-spark@champion")
+    table = read(remote, "recommendations").where("source = 'als'")
+    user = table.agg(F.min("user_id")).first()[0]
+    got = served.predict(pd.DataFrame({"user_id": [user]}))
+    assert list(got.item_id) == [r.item_id for r in table.where(F.col("user_id") == user).orderBy("rank").collect()]
 
 
 def test_a_local_checkpoint_path_on_a_cluster_is_refused(cluster, pyfiles, tmp_path):
