@@ -15,6 +15,7 @@ from .config import Config, ConfigError, load_config, validate
 from .errors import RecsysError
 
 log = logging.getLogger("recsys_spark")
+READ_MLFLOW_ONLY = ("compare", "report")  # no Spark, no user ids: these need no pseudonym key
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     look = sub.add_parser("lookup", parents=[common], help="print one user's latest recommendations, given the raw id "
                           "(and the key, when privacy.pseudonymize is on)")
     look.add_argument("--user", required=True, help="the raw user id")
+    rep = sub.add_parser("report", help="one self-contained HTML page of a pipeline run, from what it logged to MLflow; "
+                         "also logged to the run as report.html")
+    rep.add_argument("--config", help="YAML config (for tracking.uri, tracking.experiment and output.root)")
+    rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rep.add_argument("--run-id", help="a pipeline run's id (default: the experiment's latest pipeline run)")
+    rep.add_argument("--out", help="the HTML file to write (default: <output.root>/reports/report-<run id>.html)")
     cmp = sub.add_parser("compare", help="compare MLflow runs: chosen params and metrics as a table")
     cmp.add_argument("--config", help="YAML config (for tracking.uri and tracking.experiment)")
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         from . import tracking
 
-        if args.command != "compare":
+        if args.command not in READ_MLFLOW_ONLY:
             from .privacy import pseudonym_key
 
             pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
@@ -110,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
             from .compare import compare_runs
 
             print(compare_runs(cfg, args))
+            return 0
+        if args.command == "report":
+            from .jobs.runner import report_dir
+            from .report import write_report
+
+            print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, report_dir(cfg))}")
             return 0
         from . import blas
         from .jobs.runner import run_job, run_pipeline

@@ -1,6 +1,8 @@
-"""Retention pictures: a cohort heatmap and retention curves, as PNG bytes (matplotlib, Agg).
+"""Run pictures as PNG bytes (matplotlib, Agg): a cohort heatmap, retention curves, stickiness over
+time, and ALS vs baseline by history length.
 
-Inputs are the small cohort x period matrix (it grows with time, not with users or events).
+Inputs are small tables: cohorts x periods, days, history buckets (they grow with time, not with
+users or events).
 Cells of a period the data ends inside (`complete` false) are hatched on the heatmap and left out
 of the curves, so a partly observed period does not read as a drop.
 """
@@ -65,6 +67,38 @@ def curves_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") -> 
     ax.set_ylabel("retention")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{kind} {granularity}ly retention: one line per cohort (complete periods only)")
+    ax.legend()
+    return _png(fig)
+
+
+def stickiness_png(stick: pd.DataFrame) -> bytes:
+    """DAU/MAU per day (one row per calendar day of the data), with DAU and MAU on a second axis."""
+    dates = pd.to_datetime(stick["date"])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(dates, stick["dau_mau"], color="black", linewidth=2, label="DAU/MAU")
+    ax.set_ylabel("DAU/MAU")
+    ax.set_ylim(0, max(0.05, float(stick["dau_mau"].max(skipna=True) or 0) * 1.15))
+    users = ax.twinx()
+    users.plot(dates, stick["dau"], color="tab:blue", alpha=0.5, linewidth=1, label="DAU")
+    users.plot(dates, stick["mau"], color="tab:orange", alpha=0.5, linewidth=1, label="MAU")
+    users.set_ylabel("active users")
+    fig.legend(loc="upper left", bbox_to_anchor=(0.08, 0.92), fontsize=8)
+    ax.set_title("stickiness over time (MAU: the trailing 30 days)")
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
+def by_history_png(by_history: pd.DataFrame, metric: str) -> bytes:
+    """ALS against the popularity baseline on `metric`, one pair of bars per training-history bucket
+    (rows of the train job's eval/by_history table: history, users, metric, als, baseline)."""
+    t = by_history[by_history["metric"] == metric]
+    x = np.arange(len(t))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(t) + 2), 4))
+    ax.bar(x - 0.2, t["als"], 0.4, label="ALS", color="tab:blue")
+    ax.bar(x + 0.2, t["baseline"], 0.4, label="popularity", color="tab:gray")
+    ax.set_xticks(x, [f"{h} items\n({n:,} users)" for h, n in zip(t["history"], t["users"])])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by training-history length: ALS vs popularity")
     ax.legend()
     return _png(fig)
 

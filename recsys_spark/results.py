@@ -289,6 +289,7 @@ class RunResult:
 
     stages: dict[str, StageResult] = field(default_factory=dict)
     linear_algebra: str = ""  # what the JVM loaded for BLAS/LAPACK (blas.describe)
+    report: str = ""  # where the run's HTML report went (pipeline runs with tracking on)
 
     def get(self, cls: type[StageResult]) -> Any:
         """The stage result of type `cls` (e.g. `TrainResult`), or None when that stage did not run."""
@@ -314,6 +315,8 @@ class RunResult:
             lines.append("  of which train: " + "  ".join(f"{k} {v:.1f}" for k, v in train.steps.items()))
         if self.linear_algebra:
             lines.append(f"linear algebra: {self.linear_algebra}")
+        if self.report:
+            lines.append(f"report: {self.report}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:

@@ -36,6 +36,8 @@ SKIPPED = {
     "python -m venv pyspark_venv": "ships a packed virtualenv to a cluster (Spark's guide); needs a cluster",
     ". .venv/bin/activate          # mlflow starts": "needs a registered model: test_serving.py loads the champion and runs "
                                                    "`mlflow models serve` against a real store, posting to /invocations",
+    ".venv/bin/recsys-spark report ": "test_report.py runs both commands through the CLI's main on a tracked pipeline run "
+                                      "(the latest by default, then --run-id and --out)",
     "export RECSYS_PSEUDONYM_KEY": "the same pipeline pseudonymized runs in test_privacy.py (in the shared session, with a key the "
                                    "test sets); `lookup` and `forget` run as commands in test_faults.py",
 }

@@ -40,11 +40,13 @@ def retention(spark: SparkSession, cfg: Config) -> RetentionResult:
     tracking.log_table_tags(spark, cfg.path("events"), events)
     stick = read_table(spark, f"{base}/stickiness")
     last30 = stick.where(F.col("date") > F.date_sub(F.lit(data_end), 30)).agg(F.avg("dau_mau")).first()[0]
+    tracking.log_bytes(stick.orderBy("date").toPandas().to_csv(index=False).encode(), "retention/stickiness.csv")  # one row per day
     quality = []
     if path_exists(spark, cfg.path("eval/per_user")):
         cohorts = activity.where(F.col("period") == 0).select("user_id", "cohort")
         write_table(quality_by_cohort(read_table(spark, cfg.path("eval/per_user")), events, cohorts), f"{base}/quality_by_cohort")
         quality = [r.asDict() for r in read_table(spark, f"{base}/quality_by_cohort").orderBy("cohort").collect()]  # one row per cohort
+        tracking.log_bytes(pd.DataFrame(quality).to_csv(index=False).encode(), "retention/quality_by_cohort.csv")
     activity.unpersist()
     return RetentionResult(granularity=g, headline=headline(table), dau_mau_last_30_days=float(last30 or 0.0),
                            **weighted_retention(table), quality_by_cohort=quality, paths={"retention": base})

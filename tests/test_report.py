@@ -1,0 +1,187 @@
+"""The run report (one self-contained HTML page per pipeline run, logged to MLflow), checked in a
+real headless Chromium; and the MLflow UI itself, served by a real `mlflow server` on 127.0.0.1,
+showing the pipeline run with its nested stage runs."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from browser import page
+from conftest import small_config, tiny_training
+from recsys_spark import cli, tracking
+from recsys_spark.jobs.runner import PIPELINE, run_pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = REPO / "output" / "screenshots"  # kept by CI as artifacts
+SECTIONS = ["Summary", "Stage seconds", "ALS vs the popularity baseline", "Tuning trials", "Retention by cohort",
+            "Stickiness over time", "Recommendation quality by cohort", "Quarantine by reason"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark, tmp_path_factory):
+    """One tracked pipeline run on tiny generated data, with its own SQLite store and ./mlruns."""
+    base = tmp_path_factory.mktemp("report")
+    cfg = tiny_training(small_config(str(base / "out")))
+    cfg.tracking.uri = f"sqlite:///{base}/mlflow.db"
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:
+        tracking.start(cfg)
+        with tracking.tracked_run(cfg, "pipeline") as run_id:
+            tracking.log_config(cfg, spark.sparkContext.master)
+            result = run_pipeline(spark, cfg)
+    finally:
+        os.chdir(cwd)
+        while mlflow.active_run():
+            mlflow.end_run()
+    return base, cfg, run_id, result
+
+
+class Tables(HTMLParser):
+    """Every <table> of a page as {header cells: body rows of cell texts}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: dict[tuple[str, ...], list[list[str]]] = {}
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "table":
+            self.found[tuple(self.rows[0])] = self.rows[1:]
+            self.rows = []
+
+
+def tables(text: str) -> dict[tuple[str, ...], list[list[str]]]:
+    parser = Tables()
+    parser.feed(text)
+    return parser.found
+
+
+def report_path(pipeline) -> Path:
+    base, cfg, run_id, result = pipeline
+    path = Path(cfg.output.root) / "reports" / f"report-{run_id}.html"
+    assert str(path) in result.report, result.report
+    return path
+
+
+def test_the_pipeline_writes_a_self_contained_report_and_logs_it(pipeline):
+    base, cfg, run_id, result = pipeline
+    text = report_path(pipeline).read_text()
+    headings = re.findall(r"<h2>(.*?)</h2>", text)
+    assert headings == SECTIONS
+    assert 'class="missing"' not in text and "class=missing" not in text  # every section had its data
+    assert "<script" not in text and not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 4  # by history, heatmap, curves, stickiness
+    # The numbers are the run's: rows, ALS vs baseline, the quarantine by reason.
+    ingest = result.stages["ingest"]
+    assert f"<td>{ingest.rows_read:,}</td>" in text and f"<td>{ingest.rows_quarantined:,}</td>" in text
+    found = tables(text)
+    metrics = {row[0]: row[1:] for row in found[("metric", "als", "baseline")]}
+    quality = result.stages["train"].quality
+    assert metrics["ndcg_at_10"] == [f"{quality['ndcg_at_10']:.4f}", f"{quality['baseline_ndcg_at_10']:.4f}"]
+    assert {r: int(n.replace(",", "")) for r, n in found[("reason", "rows")]} == ingest.quarantined_by_reason
+    stages = [row[0] for row in found[("stage", "seconds")]]
+    assert stages[: len(PIPELINE)] == [name for name, _ in PIPELINE]  # in the order they ran, then train's steps
+    assert [row[1] for row in found[("stage", "seconds")]][1] == f"{ingest.seconds:.1f}"
+    # The same page is the run's MLflow artifact.
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    logged = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report.html", dst_path=str(base / "dl"))
+    assert Path(logged).read_text() == text
+
+
+def test_the_report_renders_in_headless_chromium(pipeline):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with page() as (pg, seen):
+        pg.goto(report_path(pipeline).as_uri(), wait_until="load")
+        widths = pg.eval_on_selector_all("img", "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth])")
+        pg.screenshot(path=str(SHOTS / "report.png"), full_page=True)
+    assert len(widths) == 4 and all(done and w > 0 for _, done, w in widths), widths
+    assert seen.errors == [] and seen.remote_requests == [], seen
+    assert (SHOTS / "report.png").stat().st_size > 10_000
+
+
+def test_report_command_for_a_run_id_and_its_errors(pipeline, tmp_path, capsys):
+    base, cfg, run_id, _ = pipeline
+    sets = ["--set", f"tracking.uri={cfg.tracking.uri}", "--set", f"output.root={cfg.output.root}"]
+    assert cli.main(["report", *sets]) == 0  # the latest pipeline run, to <output.root>/reports
+    assert f"report: {report_path(pipeline)} (and report.html of MLflow run {run_id})" in capsys.readouterr().out
+    out = tmp_path / "again.html"
+    assert cli.main(["report", *sets, "--run-id", run_id, "--out", str(out)]) == 0
+    assert f"report: {out}" in capsys.readouterr().out
+    assert re.findall(r"<h2>(.*?)</h2>", out.read_text()) == SECTIONS
+    assert cli.main(["report", *sets, "--run-id", "0" * 32]) == 2
+    assert f"--run-id {'0' * 32}: no such run" in capsys.readouterr().err
+    client = mlflow.MlflowClient()
+    stage = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.job = 'train'")[0]
+    assert cli.main(["report", *sets, "--run-id", stage.info.run_id]) == 2
+    assert f"--run-id {stage.info.run_id} is a 'train' run; the report takes a pipeline run" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_shows_the_pipeline_run_and_its_stage_runs(pipeline):
+    base, cfg, run_id, _ = pipeline
+    port = free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"], cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stdout.read().decode()[-3000:]
+                time.sleep(1)
+        experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+        stages = [name for name, _ in PIPELINE]
+        with page(1600, 1000) as (pg, seen):
+            pg.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs", wait_until="load")  # "Training runs"
+            parent = pg.get_by_role("link", name="pipeline", exact=True).first
+            parent.wait_for(timeout=60_000)
+            for name in stages:  # the stage runs are collapsed under their parent until its row is expanded
+                assert not pg.get_by_role("link", name=name, exact=True).count(), name
+            pg.locator("[role=row]", has=parent).first.get_by_role("button").first.click()
+            for name in stages:
+                pg.get_by_role("link", name=name, exact=True).first.wait_for(timeout=30_000)
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            pg.screenshot(path=str(SHOTS / "mlflow-experiment.png"), full_page=True)
+            # The run's artifacts show the report, rendered inside the UI.
+            pg.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{run_id}/artifacts", wait_until="load")
+            pg.get_by_text("report.html", exact=True).first.click(timeout=30_000)
+            pg.frame_locator("iframe").first.get_by_text("Quarantine by reason").wait_for(timeout=30_000)
+            pg.screenshot(path=str(SHOTS / "mlflow-report-artifact.png"))
+        assert seen.remote_requests == [], seen.remote_requests
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
