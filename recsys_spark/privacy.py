@@ -76,10 +76,14 @@ def erased_ids(spark: SparkSession, cfg: Config) -> DataFrame | None:
     return read_table(spark, path) if path_exists(spark, path) else None
 
 
-def drop_erased(df: DataFrame, column: str, erased: DataFrame | None, keep: bool = False) -> DataFrame:
-    """`df` without the rows whose `column` (a table-form user id) is on the erasure list (with
-    `keep`: only those rows)."""
+ERASED = "_erased"
+
+
+def flag_erased(df: DataFrame, column: str, erased: DataFrame | None) -> DataFrame:
+    """`df` with a boolean ERASED column: whether `column` (a table-form user id) is on the erasure
+    list (false everywhere without a list), so one pass can both count and leave out those rows."""
     if erased is None:
-        return df.limit(0) if keep else df
-    return df.join(erased.select(F.col("id_sha256").alias("_erased_digest")), digest(F.col(column)) == F.col("_erased_digest"),
-                   "left_semi" if keep else "left_anti")
+        return df.withColumn(ERASED, F.lit(False))
+    listed = erased.select(F.col("id_sha256").alias("_erased_digest")).distinct().withColumn(ERASED, F.lit(True))
+    return (df.join(listed, digest(F.col(column)) == F.col("_erased_digest"), "left").drop("_erased_digest")
+            .withColumn(ERASED, F.coalesce(F.col(ERASED), F.lit(False))))

@@ -23,7 +23,7 @@ from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
 from ..ingest import PARSED_USER_ID, check_source_columns, clean_events, pseudonymize_rows, quarantine_rows, validate_events
-from ..privacy import drop_erased, erased_ids, pseudonym_key
+from ..privacy import ERASED, erased_ids, flag_erased, pseudonym_key
 from ..results import IngestResult
 from ..sources import in_date_range, read_source
 from ..tables import list_names, path_exists, read_table, transaction
@@ -40,11 +40,13 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     if key:
         every = every.transform(pseudonymize_rows, cfg.input, key)
     erased = erased_ids(spark, cfg)
-    validated = drop_erased(every, PARSED_USER_ID, erased).persist(StorageLevel.MEMORY_AND_DISK)
+    flagged = every.transform(flag_erased, PARSED_USER_ID, erased).persist(StorageLevel.MEMORY_AND_DISK)
+    validated = flagged.where(~F.col(ERASED)).drop(ERASED)
     try:
         rows_read = raw.count()
-        rows_erased = drop_erased(every, PARSED_USER_ID, erased, keep=True).count() if erased is not None else 0
-        counts = {r[S.REASON]: r["count"] for r in validated.groupBy(S.REASON).count().collect()}
+        counted = {(r[S.REASON], r[ERASED]): r["count"] for r in flagged.groupBy(S.REASON, ERASED).count().collect()}
+        rows_erased = sum(n for (_, gone), n in counted.items() if gone)
+        counts = {reason: n for (reason, gone), n in counted.items() if not gone}
         clean = counts.pop(None, 0)
         by_reason = {rule.reason: 0 for rule in cfg.ingest.rules} | counts  # a rule that matched nothing shows as 0
         bad = sum(by_reason.values())
@@ -72,7 +74,7 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
             tx.write_table(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE,
                            expected_rows=quarantine.count() if partial else bad, whole_table=not partial)
     finally:
-        validated.unpersist()
+        flagged.unpersist()
     written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()
     tracking.log_tags({"dataset_path": cfg.input_path, "dataset_format": cfg.input.format,
                        **tracking.fingerprint(rows_read, written[0], written[1], list_names(spark, cfg.input_path))})
