@@ -230,8 +230,8 @@ def log_trials(rows: list[dict[str, Any]], metric: str) -> None:
 
 
 def tag_run(run_id: str | None, tags: dict[str, str]) -> None:
-    """Set tags on another run (e.g. the one that logged the current model); quietly nothing when
-    tracking is off or the run is not in this store."""
+    """Set tags on another run (e.g. the one that logged the current model) and on every registered
+    model version logged from it; quietly nothing when tracking is off or the run is not in this store."""
     if run_id is None or mlflow.active_run() is None:
         return
     client = mlflow.MlflowClient()
@@ -240,8 +240,11 @@ def tag_run(run_id: str | None, tags: dict[str, str]) -> None:
     except mlflow.exceptions.MlflowException:
         log.warning("[tracking] run %s of the current model is not in this MLflow store: not tagged", run_id)
         return
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
+        for version in versions:
+            client.set_model_version_tag(version.name, version.version, k, v)
 
 
 CHAMPION = "champion"

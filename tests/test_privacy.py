@@ -141,6 +141,8 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
         assert counts(table) == {"theirs": 0, "all": c["all"] - c["theirs"]}
     model_run = mlflow.MlflowClient().get_run(result.model_run)
     assert model_run.data.tags["trained_on_erased_data"] == "true" and model_run.data.tags["job"] == "train"
+    versions = mlflow.MlflowClient().search_model_versions(f"run_id = '{result.model_run}'")  # the registered model too
+    assert versions and all(v.tags.get("trained_on_erased_data") == "true" for v in versions)
     # A later ingest of the same raw events leaves them out, and says how many rows that was.
     again = JOBS["ingest"](spark, cfg)
     assert isinstance(again, IngestResult)

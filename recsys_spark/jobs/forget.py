@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-import yaml
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -20,9 +19,10 @@ from .. import schema as S
 from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
+from ..model import load_model
 from ..privacy import digest, erased_ids, pseudonym_key, table_id
 from ..results import ForgetResult
-from ..tables import Transaction, path_exists, read_table, read_text, transaction
+from ..tables import SUCCESS, Transaction, path_exists, read_table, transaction
 
 log = logging.getLogger("recsys_spark")
 
@@ -100,13 +100,13 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
 
 def _tag_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> str | None:
     """Tag the MLflow run of the current model when the model was trained on any of these users."""
-    model = cfg.recommend.model or cfg.path("model")
-    if not path_exists(spark, f"{model}/users"):
+    path = cfg.recommend.model or cfg.path("model")
+    if not path_exists(spark, f"{path}/{SUCCESS}"):
         return None
-    users = spark.read.parquet(f"{model}/users")
-    if users.join(F.broadcast(wanted), F.col("user_id") == F.col("_forget_id"), "left_semi").isEmpty():
+    model = load_model(spark, path)
+    if model.users.join(F.broadcast(wanted), F.col("user_id") == F.col("_forget_id"), "left_semi").isEmpty():
         return None
-    run_id = (yaml.safe_load(read_text(spark, f"{model}/config.yaml")) or {}).get("mlflow_run_id")
+    run_id = (model.config or {}).get("mlflow_run_id")
     tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
     tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
     return run_id or "unknown (the model was saved without a run id)"
