@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import yaml
 
-from .topn import Explain, _because, top_k_rows
+from .topn import _because, explain_for, indexed, top_k_rows
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
 
@@ -41,9 +41,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.item_idx = itf["id"].to_numpy(np.int64)
         self.vt = np.ascontiguousarray(np.vstack(itf["features"].to_numpy()).astype(np.float32).T)
         size = int(max(items["item_idx"].max(), self.item_idx.max(initial=0))) + 1
-        ids = np.full(size, None, object)
-        ids[items["item_idx"].to_numpy()] = items["item_id"].to_numpy()
-        self.ids = ids
+        self.ids = ids = indexed(items["item_idx"].to_numpy(), items["item_id"].to_numpy(), size)
         self.pos = np.full(size, -1)  # item_idx -> column of vt
         self.pos[self.item_idx] = np.arange(self.item_idx.size)
         self.user_row = dict(zip(users["user_id"], users["user_idx"]))
@@ -55,10 +53,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.seen_weights = seen["weight"].to_numpy(np.float64) if "weight" in seen else None
         popular = _read(root / "popular").sort_values(["popularity", "item_idx"], ascending=[False, True])
         self.popular = popular[["item_idx", "popularity"]].to_numpy()
-        chosen = cfg.get("chosen", {})
-        self.explain = None if self.seen_weights is None else Explain(
-            implicit=cfg["interactions"]["mode"] == "implicit", alpha=float(chosen.get("alpha", cfg["als"]["alpha"])),
-            reg_param=float(chosen.get("reg_param", cfg["als"]["reg_param"])), item_ids=ids, names=np.full(size, None, object))
+        self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -266,11 +267,23 @@ def explainer(m: TrainedModel, names: DataFrame | None = None) -> Explain | None
         return None
     items = m.items if names is None else m.items.join(names.select("item_id", "name"), "item_id", "left")
     labels = items.select("item_idx", "item_id", F.col("name") if names is not None else F.lit(None).cast("string").alias("name")).toPandas()
-    ids, text = np.full(int(labels["item_idx"].max()) + 1, None, object), np.full(int(labels["item_idx"].max()) + 1, None, object)
-    ids[labels["item_idx"]], text[labels["item_idx"]] = labels["item_id"].to_numpy(), labels["name"].to_numpy()  # catalogue-sized
-    chosen = m.config.get("chosen", {})
-    return Explain(implicit=m.config["interactions"]["mode"] == "implicit", alpha=float(chosen.get("alpha", m.config["als"]["alpha"])),
-                   reg_param=float(chosen.get("reg_param", m.config["als"]["reg_param"])), item_ids=ids, names=text)
+    idx = labels["item_idx"].to_numpy()  # catalogue-sized
+    return explain_for(m.config, indexed(idx, labels["item_id"].to_numpy()), indexed(idx, labels["name"].to_numpy()))
+
+
+def indexed(idx: np.ndarray, values: np.ndarray, size: int | None = None) -> np.ndarray:
+    """`values` placed at their item_idx in an object array (None elsewhere), `size` long (default:
+    up to the largest index): item lookups by index for the explanation code."""
+    out = np.full(int(idx.max(initial=-1)) + 1 if size is None else size, None, object)
+    out[idx] = values
+    return out
+
+
+def explain_for(config: dict[str, Any], item_ids: np.ndarray, names: np.ndarray) -> Explain:
+    """The Explain of a saved model's config (the chosen alpha and reg_param, else the configured ones)."""
+    chosen = config.get("chosen", {})
+    return Explain(implicit=config["interactions"]["mode"] == "implicit", alpha=float(chosen.get("alpha", config["als"]["alpha"])),
+                   reg_param=float(chosen.get("reg_param", config["als"]["reg_param"])), item_ids=item_ids, names=names)
 
 
 def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: DataFrame | None = None) -> DataFrame:
