@@ -262,18 +262,24 @@ def _package_dir(tmp: str) -> str:
     return str(Path(tmp) / here.name)
 
 
+def log_pyfunc(local_dir: str, name: str | None) -> Any:
+    """Log the saved model directory as the `recommender` pyfunc of the active run, with this
+    package's code inside it (registered as `name` unless None). Returns MLflow's ModelInfo."""
+    from .serving import Recommender
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return mlflow.pyfunc.log_model(name="recommender", python_model=Recommender(), artifacts={"model": local_dir},
+                                       code_paths=[_package_dir(tmp)], registered_model_name=name,
+                                       pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"])
+
+
 def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
     """Log the saved model as a Spark-free pyfunc (serving.Recommender), register it as `name`
     and move the `champion` alias to it only when it beats the popularity baseline and the current
     champion on `metric`. Returns what happened, for the summary."""
     if mlflow.active_run() is None:
         return "not registered: tracking is off"
-    from .serving import Recommender
-
-    with tempfile.TemporaryDirectory() as tmp:
-        info = mlflow.pyfunc.log_model(name="recommender", python_model=Recommender(), artifacts={"model": local_dir},
-                                       code_paths=[_package_dir(tmp)], registered_model_name=name,
-                                       pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"])
+    info = log_pyfunc(local_dir, name)
     if name is None:
         return "logged as a pyfunc (train.registered_model is null: not registered)"
     version = info.registered_model_version
