@@ -82,19 +82,21 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
     match = _user_match(cfg, name, df)
     if match is None:
         return None
-    hits = df.join(F.broadcast(wanted), match, "left_semi")
-    if part is None:
-        n = hits.count()
-        if n:
-            tx.write_table(df.join(F.broadcast(wanted), match, "left_anti"), path, expected_rows=df.count() - n)
-        return n
-    per_part = {r[0]: r[1] for r in hits.groupBy(F.col(part).cast("string")).count().collect()}  # one row per date
-    if not per_part:
+    # One scan counts, per partition, its rows and the wanted users' rows: what to rewrite, and how many rows stay.
+    hit = F.broadcast(wanted.withColumn("_hit", F.lit(1)))
+    key = [F.col(part).cast("string").alias("_part")] if part else []
+    counts = (df.join(hit, match, "left").groupBy(*key).agg(F.count(F.lit(1)).alias("rows"), F.count("_hit").alias("hits"))
+              .where(F.col("hits") > 0).collect())  # one row per touched partition (per date)
+    n = sum(r["hits"] for r in counts)
+    if not n:
         return 0
-    touched = df.where(F.col(part).cast("string").isin(list(per_part)))
-    kept = touched.join(F.broadcast(wanted), match, "left_anti")
-    n = sum(per_part.values())
-    tx.write_table(kept, path, part, expected_rows=touched.count() - n, replaces=[f"{part}={v}" for v in per_part])
+    expected = sum(r["rows"] for r in counts) - n
+    if part is None:
+        tx.write_table(df.join(F.broadcast(wanted), match, "left_anti"), path, expected_rows=expected)
+    else:
+        touched = [r["_part"] for r in counts]
+        kept = df.where(F.col(part).cast("string").isin(touched)).join(F.broadcast(wanted), match, "left_anti")
+        tx.write_table(kept, path, part, expected_rows=expected, replaces=[f"{part}={v}" for v in touched])
     return n
 
 
