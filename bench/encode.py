@@ -23,7 +23,10 @@ def main() -> None:
     cores = spark.sparkContext.defaultParallelism
     texts = read_texts(spark, cfg).repartition(cores).cache()
     n = texts.count()
-    noop = lambda df: df.write.format("noop").mode("overwrite").save()
+
+    def noop(df):
+        return df.write.format("noop").mode("overwrite").save()
+
     rows = []
     if has_sentence_transformers():
         _, model = resolve_encoder(dataclasses.replace(cfg.text, encoder="sentence-transformers"))

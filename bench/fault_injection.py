@@ -40,32 +40,65 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="recsys-fault-"))
     env = {**os.environ, "PYTHON": sys.executable, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    master = subprocess.run(["bash", str(SCRIPT), "start", str(work / "cluster"), "2"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    master = subprocess.run(
+        ["bash", str(SCRIPT), "start", str(work / "cluster"), "2"], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     zipfile = shutil.make_archive(str(work / "recsys_spark"), "zip", str(REPO), "recsys_spark")
     users = max(200, args.events // 20)
-    sets = [f"generate.events={args.events}", f"generate.users={users}", f"generate.items={max(100, users // 5)}",
-            "tune.enabled=false", "als.rank=32", "als.max_iter=10", "als.checkpoint_interval=2", "als.num_user_blocks=2",
-            "als.num_item_blocks=2", "spark.shuffle_partitions=4", "input.path=null", "spark.conf.spark.executor.memory=1500m",
-            "spark.conf.spark.executor.cores=1", "spark.conf.spark.ui.showConsoleProgress=false"]
+    sets = [
+        f"generate.events={args.events}",
+        f"generate.users={users}",
+        f"generate.items={max(100, users // 5)}",
+        "tune.enabled=false",
+        "als.rank=32",
+        "als.max_iter=10",
+        "als.checkpoint_interval=2",
+        "als.num_user_blocks=2",
+        "als.num_item_blocks=2",
+        "spark.shuffle_partitions=4",
+        "input.path=null",
+        "spark.conf.spark.executor.memory=1500m",
+        "spark.conf.spark.executor.cores=1",
+        "spark.conf.spark.ui.showConsoleProgress=false",
+    ]
 
     def cmd(m: str, root: Path) -> list[str]:
-        s = sets + [f"output.root=file://{root}/out", f"spark.checkpoint_dir=file://{root}/ckpt", f"tracking.uri=sqlite:///{root}/mlflow.db"]
-        return [str(Path(sys.executable).parent / "spark-submit"), "--master", m, "--py-files", zipfile, "--total-executor-cores", "2",
-                str(REPO / "jobs" / "pipeline.py"), "--config", str(REPO / "conf" / "cluster.yaml"), *[x for o in s for x in ("--set", o)]]
+        s = sets + [
+            f"output.root=file://{root}/out",
+            f"spark.checkpoint_dir=file://{root}/ckpt",
+            f"tracking.uri=sqlite:///{root}/mlflow.db",
+        ]
+        return [
+            str(Path(sys.executable).parent / "spark-submit"),
+            "--master",
+            m,
+            "--py-files",
+            zipfile,
+            "--total-executor-cores",
+            "2",
+            str(REPO / "jobs" / "pipeline.py"),
+            "--config",
+            str(REPO / "conf" / "cluster.yaml"),
+            *[x for o in s for x in ("--set", o)],
+        ]
 
     try:
         root = work / "cluster-run"
         root.mkdir()
         t0 = time.time()
-        proc = subprocess.Popen(cmd(master, root), cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd(master, root), cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         log: list[str] = []
         killed: dict = {}
 
         def killer() -> None:
-            while proc.poll() is None and not any("[train]" in l and "interactions" in l for l in log):
+            while proc.poll() is None and not any("[train]" in line and "interactions" in line for line in log):
                 time.sleep(0.2)
             time.sleep(4)  # into the ALS iterations
-            worker = int((work / "cluster" / "pids" / "spark-recsys-org.apache.spark.deploy.worker.Worker-1.pid").read_text())
+            worker = int(
+                (work / "cluster" / "pids" / "spark-recsys-org.apache.spark.deploy.worker.Worker-1.pid").read_text()
+            )
             pid = executor_pid(worker)
             if pid and proc.poll() is None:
                 os.kill(pid, signal.SIGKILL)
@@ -77,16 +110,22 @@ def main() -> None:
             log.append(line)
         rc = proc.wait()
         total = round(time.time() - t0, 1)
-        lost = [l.strip() for l in log if "Lost executor" in l or "ExecutorLostFailure" in l or "Executor lost" in l.lower()]
+        lost = [
+            line.strip()
+            for line in log
+            if "Lost executor" in line or "ExecutorLostFailure" in line or "Executor lost" in line.lower()
+        ]
         print(f"cluster run exit code {rc} after {total} s; executor-loss lines in the driver log: {len(lost)}")
-        for l in lost[:3]:
-            print("  " + l[:200])
-        summary = [l.rstrip() for l in log if l.startswith(("rows read", "  ndcg_at_10", "seconds:"))]
+        for line in lost[:3]:
+            print("  " + line[:200])
+        summary = [line.rstrip() for line in log if line.startswith(("rows read", "  ndcg_at_10", "seconds:"))]
         print("\n".join(summary))
         local = work / "local-run"
         local.mkdir()
         subprocess.run(cmd("local[2]", local), cwd=local, env=env, capture_output=True, check=True)
-        compare = subprocess.run([sys.executable, "-c", COMPARE, str(root), str(local)], capture_output=True, text=True, env=env)
+        compare = subprocess.run(
+            [sys.executable, "-c", COMPARE, str(root), str(local)], capture_output=True, text=True, env=env
+        )
         print(compare.stdout.strip() or compare.stderr[-2000:])
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(work / "cluster")], env=env)
@@ -100,11 +139,13 @@ s.sparkContext.setLogLevel("ERROR")
 a, b = sys.argv[1], sys.argv[2]
 for t in ("events", "retention/cohorts"):
     x, y = s.read.parquet(f"{a}/out/{t}"), s.read.parquet(f"{b}/out/{t}")
-    print(f"{t}: {x.count()} rows; identical to local mode: {x.exceptAll(y).count() == 0 and y.exceptAll(x).count() == 0}")
+    print(\
+f"{t}: {x.count()} rows; identical to local mode: {x.exceptAll(y).count() == 0 and y.exceptAll(x).count() == 0}")
 r = lambda p: s.read.parquet(f"{p}/out/recommendations").select("user_id", "rank", "item_id")
 x, y = r(a), r(b)
 same = x.join(y, ["user_id", "rank", "item_id"]).count()
-print(f"recommendations: {x.count()} rows; same (user, rank, item) as local mode: {same} ({same / max(1, y.count()):.2%})")
+print(\
+f"recommendations: {x.count()} rows; same (user, rank, item) as local mode: {same} ({same / max(1, y.count()):.2%})")
 """
 
 

@@ -73,8 +73,14 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
     """One `recsys-spark run` at `events` events, then retention beside DuckDB; seconds, memory and disk."""
     root = RESULTS / f"data-{events}"
     partitions = max(8, events // 1_250_000)
-    sets = [*data_overrides(events), "spark.master=local[2]", f"spark.driver_memory={driver_memory}",
-            f"spark.shuffle_partitions={partitions}", "spark.conf.spark.ui.showConsoleProgress=false", *extra]
+    sets = [
+        *data_overrides(events),
+        "spark.master=local[2]",
+        f"spark.driver_memory={driver_memory}",
+        f"spark.shuffle_partitions={partitions}",
+        "spark.conf.spark.ui.showConsoleProgress=false",
+        *extra,
+    ]
     summary_file = RESULTS / f"scale-{events}-summary.json"
     cmd = [sys.executable, "-m", "recsys_spark.cli", "run", "--summary-json", str(summary_file)]
     for s in sets:
@@ -93,27 +99,49 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
     stages = json.loads(summary_file.read_text())["stages"]  # results.RunResult.to_json
     train = stages["train"]
     ret_file = RESULTS / f"scale-{events}-retention.json"
-    subprocess.run([sys.executable, "-m", "bench", "--events", str(events), "--stages", "retention", "--json", str(ret_file)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--events", str(events), "--stages", "retention", "--json", str(ret_file)],
+        check=True,
+    )
     retention = json.loads(ret_file.read_text())["rows"][0]
     return {
-        "events": events, "rows_clean": stages["ingest"]["rows_clean"], "interactions": train["interactions"],
-        "users": train["users"], "items": train["items"], "shuffle_partitions": partitions, "wall_seconds": round(wall, 1),
+        "events": events,
+        "rows_clean": stages["ingest"]["rows_clean"],
+        "interactions": train["interactions"],
+        "users": train["users"],
+        "items": train["items"],
+        "shuffle_partitions": partitions,
+        "wall_seconds": round(wall, 1),
         # generate runs only when the size's data are new
-        "seconds": {**{name: s["seconds"] for name, s in stages.items() if name != "generate" or s["generated"]}, **train["steps"]},
-        "peak_rss_gib": round(sampler.peak_rss / 2**30, 1), "peak_disk_gib": round(sampler.peak_disk / 2**30, 2),
+        "seconds": {
+            **{name: s["seconds"] for name, s in stages.items() if name != "generate" or s["generated"]},
+            **train["steps"],
+        },
+        "peak_rss_gib": round(sampler.peak_rss / 2**30, 1),
+        "peak_disk_gib": round(sampler.peak_disk / 2**30, 2),
         "output_gib": round(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**30, 2),
-        "ndcg_at_10": train["quality"]["ndcg_at_10"], "baseline_ndcg_at_10": train["quality"]["baseline_ndcg_at_10"],
-        "retention_spark_seconds": retention["seconds"], "retention_duckdb_seconds": retention["baseline_seconds"],
+        "ndcg_at_10": train["quality"]["ndcg_at_10"],
+        "baseline_ndcg_at_10": train["quality"]["baseline_ndcg_at_10"],
+        "retention_spark_seconds": retention["seconds"],
+        "retention_duckdb_seconds": retention["baseline_seconds"],
     }
 
 
 def report(results: list[dict], extra: list[str]) -> str:
     """Seconds per stage and size, seconds per million events, and each size's growth over the first's."""
     first = results[0]
-    lines = [f"machine: {machine()}; local[2]; overrides: {' '.join(extra) or 'none'} (spark.native_blas defaults to auto)",
-             f"{'':<22}" + "".join(f"{r['events'] / 1e6:>10.0f}M ev" for r in results) + "   s/M events" + "   growth vs linear"]
-    rows = [("clean events", lambda r: f"{r['rows_clean']:>13,}"), ("interactions", lambda r: f"{r['interactions']:>13,}"),
-            ("users / items", lambda r: f"{r['users'] // 1000:>8}k/{r['items'] // 1000}k")]
+    lines = [
+        f"machine: {machine()}; local[2]; overrides: {' '.join(extra) or 'none'} (spark.native_blas defaults to auto)",
+        f"{'':<22}"
+        + "".join(f"{r['events'] / 1e6:>10.0f}M ev" for r in results)
+        + "   s/M events"
+        + "   growth vs linear",
+    ]
+    rows = [
+        ("clean events", lambda r: f"{r['rows_clean']:>13,}"),
+        ("interactions", lambda r: f"{r['interactions']:>13,}"),
+        ("users / items", lambda r: f"{r['users'] // 1000:>8}k/{r['items'] // 1000}k"),
+    ]
     for name, fmt in rows:
         lines.append(f"{name:<22}" + "".join(fmt(r) for r in results))
     train_steps = [k for k in first["seconds"] if k not in STAGES]  # in the order the train stage ran them
@@ -121,17 +149,33 @@ def report(results: list[dict], extra: list[str]) -> str:
         secs = [r["seconds"].get(key) for r in results]
         if None in secs:  # a step that did not run at every size
             continue
-        per_m = "  ".join(f"{s / (r['events'] / 1e6):.1f}" for s, r in zip(secs, results))
-        growth = "  ".join(f"{s / secs[0] / (r['events'] / first['events']):.2f}" if secs[0] else "-" for s, r in zip(secs[1:], results[1:]))
+        per_m = "  ".join(f"{s / (r['events'] / 1e6):.1f}" for s, r in zip(secs, results, strict=True))
+        growth = "  ".join(
+            f"{s / secs[0] / (r['events'] / first['events']):.2f}" if secs[0] else "-"
+            for s, r in zip(secs[1:], results[1:], strict=True)
+        )
         name = key if key in STAGES else f"  train: {key}"
         lines.append(f"{name:<22}" + "".join(f"{s:>13.1f}" for s in secs) + f"   {per_m}   {growth}")
-    for name, key in (("whole run (wall)", "wall_seconds"), ("retention: Spark", "retention_spark_seconds"),
-                      ("retention: DuckDB", "retention_duckdb_seconds")):
+    for name, key in (
+        ("whole run (wall)", "wall_seconds"),
+        ("retention: Spark", "retention_spark_seconds"),
+        ("retention: DuckDB", "retention_duckdb_seconds"),
+    ):
         lines.append(f"{name:<22}" + "".join(f"{r[key]:>13.1f}" for r in results))
-    lines.append(f"{'retention ratio':<22}" + "".join(f"{r['retention_spark_seconds'] / r['retention_duckdb_seconds']:>12.1f}x" for r in results))
-    for name, key in (("peak memory, GiB", "peak_rss_gib"), ("peak disk, GiB", "peak_disk_gib"), ("output on disk, GiB", "output_gib")):
+    lines.append(
+        f"{'retention ratio':<22}"
+        + "".join(f"{r['retention_spark_seconds'] / r['retention_duckdb_seconds']:>12.1f}x" for r in results)
+    )
+    for name, key in (
+        ("peak memory, GiB", "peak_rss_gib"),
+        ("peak disk, GiB", "peak_disk_gib"),
+        ("output on disk, GiB", "output_gib"),
+    ):
         lines.append(f"{name:<22}" + "".join(f"{r[key]:>13.2f}" for r in results))
-    lines.append(f"{'NDCG@10 ALS / pop.':<22}" + "".join(f"{r['ndcg_at_10']:>7.3f}/{r['baseline_ndcg_at_10']:.3f}" for r in results))
+    lines.append(
+        f"{'NDCG@10 ALS / pop.':<22}"
+        + "".join(f"{r['ndcg_at_10']:>7.3f}/{r['baseline_ndcg_at_10']:.3f}" for r in results)
+    )
     lines.append("growth vs linear: (seconds / first size's seconds) / (events / first size's events); 1.00 is linear")
     return "\n".join(lines)
 
@@ -140,7 +184,9 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.scale")
     p.add_argument("--events", default="1000000,5000000,20000000", help="comma-separated sizes, smallest first")
     p.add_argument("--driver-memory", default="12g")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides for every size")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra config overrides for every size"
+    )
     args = p.parse_args()
     sizes = sorted(int(e) for e in args.events.split(","))
     results = [run_size(n, args.driver_memory, args.set) for n in sizes]

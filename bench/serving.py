@@ -35,7 +35,8 @@ for u in users[:100]:
     s = time.perf_counter(); model.predict(pd.DataFrame({"user_id": [u]})); singles.append(time.perf_counter() - s)
 singles.sort()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "batch_users": len(users), "batch_rows": len(batch),
-                  "batch_ms_per_user": 1000 * (t4 - t3) / len(users), "single_ms_median": 1000 * singles[len(singles) // 2],
+                  "batch_ms_per_user": 1000 * (t4 - t3) / len(users),
+                  "single_ms_median": 1000 * singles[len(singles) // 2],
                   "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """
 
@@ -48,7 +49,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=20_000_000)
     p.add_argument("--driver-memory", default="12g")
-    p.add_argument("--reuse", action="store_true", help="measure the model an earlier run of this size registered (no training)")
+    p.add_argument(
+        "--reuse", action="store_true", help="measure the model an earlier run of this size registered (no training)"
+    )
     args = p.parse_args()
     n = args.events
     work = RESULTS / f"serving-{n}"
@@ -56,9 +59,15 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{work / 'mlflow.db'}"
-    sets = [*data_overrides(n), "spark.master=local[2]", f"spark.driver_memory={args.driver_memory}",
-            f"spark.shuffle_partitions={max(8, n // 1_250_000)}", "spark.conf.spark.ui.showConsoleProgress=false",
-            "tune.enabled=false", f"tracking.uri={store}"]
+    sets = [
+        *data_overrides(n),
+        "spark.master=local[2]",
+        f"spark.driver_memory={args.driver_memory}",
+        f"spark.shuffle_partitions={max(8, n // 1_250_000)}",
+        "spark.conf.spark.ui.showConsoleProgress=false",
+        "tune.enabled=false",
+        f"tracking.uri={store}",
+    ]
     seconds = {}
     for command in ("generate", "ingest", "train"):
         if args.reuse or (command == "generate" and (RESULTS / f"data-{n}" / "raw").exists()):
@@ -79,14 +88,37 @@ def main() -> None:
             tracking.log_pyfunc(str(saved.resolve()), "recsys-spark")
     version = max(mlflow.MlflowClient().search_model_versions("name='recsys-spark'"), key=lambda v: int(v.version))
     uri = f"models:/recsys-spark/{version.version}"
-    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/recommender", dst_path=str(work / f"downloaded-v{version.version}")))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{version.run_id}/recommender", dst_path=str(work / f"downloaded-v{version.version}")
+        )
+    )
     users = json.dumps([f"u{i:07d}" for i in range(1, 1001)])  # the generator's ids
-    probes = [json.loads(subprocess.run([sys.executable, "-c", PROBE, store, uri, users], check=True, capture_output=True,
-                                        text=True, cwd=work).stdout.strip().splitlines()[-1]) for _ in range(3)]
-    out = {"machine": machine(), "events": n, "seconds": seconds, "model_uri": uri,
-           "saved_model_mib": round(du(saved.resolve()) / 2**20, 1), "pyfunc_mib": round(du(local) / 2**20, 1),
-           "parts_mib": {d.name: round(du(d) / 2**20, 1) for a in (local / "artifacts").iterdir() for d in sorted(a.iterdir()) if d.is_dir()},
-           "probes": probes}
+    probes = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", PROBE, store, uri, users], check=True, capture_output=True, text=True, cwd=work
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for _ in range(3)
+    ]
+    out = {
+        "machine": machine(),
+        "events": n,
+        "seconds": seconds,
+        "model_uri": uri,
+        "saved_model_mib": round(du(saved.resolve()) / 2**20, 1),
+        "pyfunc_mib": round(du(local) / 2**20, 1),
+        "parts_mib": {
+            d.name: round(du(d) / 2**20, 1)
+            for a in (local / "artifacts").iterdir()
+            for d in sorted(a.iterdir())
+            if d.is_dir()
+        },
+        "probes": probes,
+    }
     print(json.dumps(out, indent=2))
     (RESULTS / f"serving-{n}.json").write_text(json.dumps(out, indent=2))
 

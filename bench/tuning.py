@@ -41,7 +41,12 @@ from .common import RESULTS, data_overrides, machine, timed, user_items
 
 SHARED = Path(__file__).resolve().parents[1] / "data" / "online_retail" / "online_retail.csv.gz"
 IMPLICIT = {"factors": 128, "regularization": 10.0, "alpha": 1.0, "iterations": 15}
-SPARK = ["spark.master=local[2]", "spark.log_level=ERROR", "spark.conf.spark.ui.showConsoleProgress=false", "tracking.enabled=false"]
+SPARK = [
+    "spark.master=local[2]",
+    "spark.log_level=ERROR",
+    "spark.conf.spark.ui.showConsoleProgress=false",
+    "tracking.enabled=false",
+]
 
 
 def splits_of(spark, cfg):
@@ -63,14 +68,34 @@ def implicit_quality(splits, k: int) -> dict[str, float]:
     secs, _ = timed(lambda: als.fit(ui, show_progress=False), f"implicit fit {IMPLICIT}")
     items = np.unique(train.item_idx.to_numpy())  # what Spark's model can recommend: items with training pairs
     users = np.unique(relevant.user_idx.to_numpy())
-    m = rank_metrics(users, np.arange(n_users), np.asarray(als.user_factors), items, np.asarray(als.item_factors)[items],
-                     train[["user_idx", "item_idx"]], relevant, k)
-    return {**{f"{name}_at_{k}": float(v.mean()) for name, v in m.items()}, "users_evaluated": int(users.size), "fit_seconds": secs}
+    m = rank_metrics(
+        users,
+        np.arange(n_users),
+        np.asarray(als.user_factors),
+        items,
+        np.asarray(als.item_factors)[items],
+        train[["user_idx", "item_idx"]],
+        relevant,
+        k,
+    )
+    return {
+        **{f"{name}_at_{k}": float(v.mean()) for name, v in m.items()},
+        "users_evaluated": int(users.size),
+        "fit_seconds": secs,
+    }
 
 
 def online_retail(args) -> dict:
-    cfg = load_config("conf/online_retail.yaml", [*SPARK, f"output.root={RESULTS / 'online_retail'}", f"input.path={SHARED}",
-                                                  "split.followup_days=0", "spark.driver_memory=8g"])
+    cfg = load_config(
+        "conf/online_retail.yaml",
+        [
+            *SPARK,
+            f"output.root={RESULTS / 'online_retail'}",
+            f"input.path={SHARED}",
+            "split.followup_days=0",
+            "spark.driver_memory=8g",
+        ],
+    )
     spark = build_session(cfg)
     if not path_exists(spark, cfg.path("events")):
         timed(lambda: JOBS["ingest"](spark, cfg), "ingest Online Retail")
@@ -79,17 +104,28 @@ def online_retail(args) -> dict:
     theirs = implicit_quality(splits, cfg.train.k)
     spark.stop()
     q, k = ours.quality, cfg.train.k
-    print(f"\nOnline Retail, last 30 days as test ({ours.split.describe()}), {q['users_evaluated']:,} users evaluated "
-          f"(implicit: {theirs['users_evaluated']:,}):")
+    print(
+        f"\nOnline Retail, last 30 days as test ({ours.split.describe()}), {q['users_evaluated']:,} users evaluated "
+        f"(implicit: {theirs['users_evaluated']:,}):"
+    )
     print(f"  {'metric':<16}{'pipeline':>10}{'implicit':>10}{'popularity':>12}{'issue: implicit':>17}")
     issue = {"precision": 0.0757, "recall": 0.0629, "ndcg": 0.0968}
     for m in ("precision", "recall", "ndcg"):
         key = f"{m}_at_{k}"
         print(f"  {key:<16}{q[key]:>10.4f}{theirs[key]:>10.4f}{q['baseline_' + key]:>12.4f}{issue[m]:>17.4f}")
     print(f"  chosen: {ours.chosen_params}")
-    print(f"  tuning {ours.steps['tune']:.1f} s = {ours.tuning_cost}x the final fit ({ours.steps['als_fit']:.1f} s); implicit fit {theirs['fit_seconds']:.1f} s")
-    return {"pipeline": q, "implicit": theirs, "chosen": ours.chosen_params, "steps": ours.steps, "tuning_cost": ours.tuning_cost,
-            "trials": ours.tuning}
+    print(
+        f"  tuning {ours.steps['tune']:.1f} s = {ours.tuning_cost}x the final fit ({ours.steps['als_fit']:.1f} s); "
+        f"implicit fit {theirs['fit_seconds']:.1f} s"
+    )
+    return {
+        "pipeline": q,
+        "implicit": theirs,
+        "chosen": ours.chosen_params,
+        "steps": ours.steps,
+        "tuning_cost": ours.tuning_cost,
+        "trials": ours.tuning,
+    }
 
 
 def generated(events: int, *overrides: str):
@@ -113,47 +149,105 @@ def cost(args) -> dict:
     grid = {}
     for rank in (16, 48):
         for alpha in (5.0, 20.0):
-            fit = lambda: sample_metric(fit_als(data.pairs, cfg.als, True, rank=rank, alpha=alpha, reg_param=0.05, max_iter=10, confidence="linear"), data, k, metric)
+
+            def fit(rank=rank, alpha=alpha):
+                return sample_metric(
+                    fit_als(
+                        data.pairs,
+                        cfg.als,
+                        True,
+                        rank=rank,
+                        alpha=alpha,
+                        reg_param=0.05,
+                        max_iter=10,
+                        confidence="linear",
+                    ),
+                    data,
+                    k,
+                    metric,
+                )
+
             grid[(rank, alpha)] = timed(fit, f"previous grid: rank {rank} alpha {alpha}")
     spark.stop()
     key = f"{metric}_at_{k}"
     tuner_best = max(r[key] for r in ours.tuning if r["state"] == "complete")
     grid_best = max(v for _, v in grid.values())
     grid_secs = sum(s for s, _ in grid.values())
-    print(f"\n{args.events:,} generated events: tuning {ours.steps['tune']:.1f} s = {ours.tuning_cost}x the final fit "
-          f"({ours.steps['als_fit']:.1f} s); the previous grid's 4 fits + scores alone: {grid_secs:.1f} s = {grid_secs / ours.steps['als_fit']:.1f}x")
-    print(f"  validation {key} on the same {len(data.users):,} sampled users: tuner's best {tuner_best:.4f}, previous grid's best {grid_best:.4f}")
-    print(f"  test {key}: {ours.quality[key]:.4f} (popularity {ours.quality['baseline_' + key]:.4f}); chosen {ours.chosen_params}")
-    return {"events": args.events, "tuning_cost": ours.tuning_cost, "steps": ours.steps, "tuner_best_validation": tuner_best,
-            "grid_best_validation": grid_best, "grid_seconds": grid_secs, "test": ours.quality, "chosen": ours.chosen_params,
-            "grid": [{"rank": r, "alpha": a, "validation": v, "seconds": secs} for (r, a), (secs, v) in grid.items()], "trials": ours.tuning}
+    print(
+        f"\n{args.events:,} generated events: tuning {ours.steps['tune']:.1f} s = {ours.tuning_cost}x the final fit "
+        f"({ours.steps['als_fit']:.1f} s); the previous grid's 4 fits + scores alone: {grid_secs:.1f} s = "
+        f"{grid_secs / ours.steps['als_fit']:.1f}x"
+    )
+    print(
+        f"  validation {key} on the same {len(data.users):,} sampled users: "
+        f"tuner's best {tuner_best:.4f}, previous grid's best {grid_best:.4f}"
+    )
+    print(
+        f"  test {key}: {ours.quality[key]:.4f} (popularity {ours.quality['baseline_' + key]:.4f}); "
+        f"chosen {ours.chosen_params}"
+    )
+    return {
+        "events": args.events,
+        "tuning_cost": ours.tuning_cost,
+        "steps": ours.steps,
+        "tuner_best_validation": tuner_best,
+        "grid_best_validation": grid_best,
+        "grid_seconds": grid_secs,
+        "test": ours.quality,
+        "chosen": ours.chosen_params,
+        "grid": [{"rank": r, "alpha": a, "validation": v, "seconds": secs} for (r, a), (secs, v) in grid.items()],
+        "trials": ours.tuning,
+    }
 
 
 def grid(args) -> dict:
-    space = "{rank: [8, 128], reg_param: [0.001, 1.0], alpha: [0.1, 50.0], max_iter: [5, 20], confidence: [linear, log]}"
-    spark, cfg = generated(args.events, "split.method=random", "tune.trials=20", f"tune.space={space}", "tune.validation_users=2000")
+    space = (
+        "{rank: [8, 128], reg_param: [0.001, 1.0], alpha: [0.1, 50.0], max_iter: [5, 20], confidence: [linear, log]}"
+    )
+    spark, cfg = generated(
+        args.events, "split.method=random", "tune.trials=20", f"tune.space={space}", "tune.validation_users=2000"
+    )
     _, ours = timed(lambda: JOBS["train"](spark, cfg), "train job, random split, 20 trials")
     splits = splits_of(spark, cfg)
-    everyone = tuning_data(splits.train, splits.test, dataclasses.replace(cfg.tune, validation_users=10**9, rung_fraction=1.0))
+    everyone = tuning_data(
+        splits.train, splits.test, dataclasses.replace(cfg.tune, validation_users=10**9, rung_fraction=1.0)
+    )
     k, metric = cfg.train.k, cfg.tune.metric
     scores = {}
     t0 = time.perf_counter()
     for rank in (16, 32, 64, 128):
         for reg in (0.01, 0.05, 0.2, 1.0):
             for alpha in (1.0, 5.0, 20.0):
-                model = fit_als(splits.train, cfg.als, True, rank=rank, reg_param=reg, alpha=alpha, max_iter=10, confidence="linear")
+                model = fit_als(
+                    splits.train, cfg.als, True, rank=rank, reg_param=reg, alpha=alpha, max_iter=10, confidence="linear"
+                )
                 scores[(rank, reg, alpha)] = sample_metric(model, everyone, k, metric)
-                print(f"[bench] grid rank={rank} reg_param={reg} alpha={alpha}: test {metric}@{k} {scores[(rank, reg, alpha)]:.4f}", flush=True)
+                print(
+                    f"[bench] grid rank={rank} reg_param={reg} alpha={alpha}: "
+                    f"test {metric}@{k} {scores[(rank, reg, alpha)]:.4f}",
+                    flush=True,
+                )
     grid_secs = time.perf_counter() - t0
     spark.stop()
     key = f"{metric}_at_{k}"
     best = max(scores, key=scores.get)
     gap = 1 - ours.quality[key] / scores[best]
-    print(f"\nrandom split, {ours.quality['users_evaluated']:,} test users: tuner's choice {ours.chosen_params} -> test {key} "
-          f"{ours.quality[key]:.4f}; best of the {len(scores)}-model grid (rank, reg_param, alpha) {best} -> {scores[best]:.4f}; "
-          f"the tuner is {gap:+.1%} below it (target: within 2%). Tuning {ours.steps['tune']:.1f} s; the grid {grid_secs:.1f} s.")
-    return {"tuner": ours.quality[key], "chosen": ours.chosen_params, "grid_best": scores[best], "grid_best_params": best,
-            "gap": gap, "tune_seconds": ours.steps["tune"], "grid_seconds": grid_secs}
+    print(
+        f"\nrandom split, {ours.quality['users_evaluated']:,} test users: "
+        f"tuner's choice {ours.chosen_params} -> test {key} {ours.quality[key]:.4f}; "
+        f"best of the {len(scores)}-model grid (rank, reg_param, alpha) {best} -> {scores[best]:.4f}; "
+        f"the tuner is {gap:+.1%} below it (target: within 2%). "
+        f"Tuning {ours.steps['tune']:.1f} s; the grid {grid_secs:.1f} s."
+    )
+    return {
+        "tuner": ours.quality[key],
+        "chosen": ours.chosen_params,
+        "grid_best": scores[best],
+        "grid_best_params": best,
+        "gap": gap,
+        "tune_seconds": ours.steps["tune"],
+        "grid_seconds": grid_secs,
+    }
 
 
 PARTS = {"online_retail": online_retail, "cost": cost, "grid": grid}
@@ -163,8 +257,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     p = argparse.ArgumentParser(prog="python -m bench.tuning")
-    p.add_argument("--parts", default="online_retail,cost", help=f"any of {','.join(PARTS)} (grid: about 10 minutes more)")
-    p.add_argument("--events", type=int, default=300_000, help="cost: generated events (300,000 is the default demo's size)")
+    p.add_argument(
+        "--parts", default="online_retail,cost", help=f"any of {','.join(PARTS)} (grid: about 10 minutes more)"
+    )
+    p.add_argument(
+        "--events", type=int, default=300_000, help="cost: generated events (300,000 is the default demo's size)"
+    )
     args = p.parse_args()
     out = {"machine": machine(), **{name: PARTS[name](args) for name in args.parts.split(",")}}
     RESULTS.mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """spark-submit entry point: recsys-spark evaluate-new-items.
 
-    spark-submit jobs/evaluate_new_items.py --config conf/online_retail.yaml
+spark-submit jobs/evaluate_new_items.py --config conf/online_retail.yaml
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: erase users' rows from every table that holds them, and list them for later ingests.
 
-    spark-submit jobs/forget.py --config conf/local.yaml --users a,b   (or --users-file ids.txt)
+spark-submit jobs/forget.py --config conf/local.yaml --users a,b   (or --users-file ids.txt)
 """
 
 import sys

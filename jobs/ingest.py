@@ -1,6 +1,6 @@
 """spark-submit entry point: raw events -> clean events + quarantine.
 
-    spark-submit jobs/ingest.py --config conf/local.yaml [--from 2026-01-01 --to 2026-01-31]
+spark-submit jobs/ingest.py --config conf/local.yaml [--from 2026-01-01 --to 2026-01-31]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: recsys-spark items.
 
-    spark-submit jobs/items.py --config conf/online_retail.yaml
+spark-submit jobs/items.py --config conf/online_retail.yaml
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the whole pipeline (`recsys-spark run`).
 
-    spark-submit jobs/pipeline.py --config conf/local.yaml
+spark-submit jobs/pipeline.py --config conf/local.yaml
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: top-N recommendations per user from a saved model.
 
-    spark-submit jobs/recommend.py --config conf/local.yaml
+spark-submit jobs/recommend.py --config conf/local.yaml
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: cohort retention, stickiness, and recommendation quality by cohort.
 
-    spark-submit jobs/retention.py --config conf/local.yaml
+spark-submit jobs/retention.py --config conf/local.yaml
 """
 
 import sys

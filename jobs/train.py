@@ -1,6 +1,6 @@
 """spark-submit entry point: clean events -> tuned ALS, evaluated against popularity; model + eval tables.
 
-    spark-submit jobs/train.py --config conf/local.yaml
+spark-submit jobs/train.py --config conf/local.yaml
 """
 
 import sys

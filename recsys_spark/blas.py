@@ -45,10 +45,16 @@ class NativeBlas:
 
     def java_options(self) -> str:
         if self.source == "off":  # an impossible path: netlib then uses Java
-            return "-Ddev.ludovic.netlib.blas.nativeLibPath=/nonexistent -Ddev.ludovic.netlib.lapack.nativeLibPath=/nonexistent"
+            return (
+                "-Ddev.ludovic.netlib.blas.nativeLibPath=/nonexistent "
+                "-Ddev.ludovic.netlib.lapack.nativeLibPath=/nonexistent"
+            )
         if not self.library:
             return ""
-        return f"-Ddev.ludovic.netlib.blas.nativeLibPath={self.library} -Ddev.ludovic.netlib.lapack.nativeLibPath={self.library}"
+        return (
+            f"-Ddev.ludovic.netlib.blas.nativeLibPath={self.library} "
+            f"-Ddev.ludovic.netlib.lapack.nativeLibPath={self.library}"
+        )
 
 
 def _loads(library: str, loader_dir: str | None = None) -> bool:
@@ -78,7 +84,10 @@ def fortran_runtime_dir() -> Path | None:
     if not gfortran:
         return None
     links = {"libgfortran.so.5": gfortran[0], **{p.name: p for p in vendored.glob("libquadmath-*.so*")}}
-    for folder in (RUNTIME_DIR, Path(tempfile.gettempdir()) / f"recsys-spark-blas-{os.getuid()}"):  # a read-only venv: /tmp
+    for folder in (
+        RUNTIME_DIR,
+        Path(tempfile.gettempdir()) / f"recsys-spark-blas-{os.getuid()}",
+    ):  # a read-only venv: /tmp
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for name, target in links.items():  # the vendored copy finds its own libquadmath by name in the same folder
@@ -103,8 +112,10 @@ def resolve(setting: str) -> NativeBlas:
         return NativeBlas("off")
     if setting != "auto":
         if not Path(setting).is_file():
-            raise RecsysError(f"spark.native_blas={setting!r} is not a file: give a BLAS/LAPACK shared library (e.g. "
-                              "/usr/lib/x86_64-linux-gnu/libopenblas.so.0), auto, or off")
+            raise RecsysError(
+                f"spark.native_blas={setting!r} is not a file: give a BLAS/LAPACK shared library (e.g. "
+                "/usr/lib/x86_64-linux-gnu/libopenblas.so.0), auto, or off"
+            )
         return NativeBlas("path", setting)
     if all(_loads(lib) for lib in SYSTEM):
         return NativeBlas("system")
@@ -119,20 +130,26 @@ def resolve(setting: str) -> NativeBlas:
     return NativeBlas("none found")
 
 
-def loaded(spark) -> dict[str, str]:  # noqa: ANN001 - a SparkSession; typed loosely to keep this module Spark-free
+def loaded(spark) -> dict[str, str]:  # a SparkSession; typed loosely to keep this module Spark-free
     """What the driver JVM actually uses (e.g. blas JNIBLAS, lapack JNILAPACK), the configured
     source, and the OpenBLAS thread count: the summary line and the MLflow tags."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext.getConf()
-    return {"blas": jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getSimpleName(),
-            "lapack": jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getSimpleName(),
-            "blas_source": conf.get(SOURCE_KEY, "unknown"), "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset")}
+    return {
+        "blas": jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getSimpleName(),
+        "lapack": jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getSimpleName(),
+        "blas_source": conf.get(SOURCE_KEY, "unknown"),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+    }
 
 
-def describe(spark) -> str:  # noqa: ANN001
+def describe(spark) -> str:
     """The summary line; on a cluster it also says what the executors that ran a probe task use."""
     got = loaded(spark)
-    line = f"BLAS {got['blas']}, LAPACK {got['lapack']} (native_blas: {got['blas_source']}, OpenBLAS threads {got['blas_threads']})"
+    line = (
+        f"BLAS {got['blas']}, LAPACK {got['lapack']} "
+        f"(native_blas: {got['blas_source']}, OpenBLAS threads {got['blas_threads']})"
+    )
     if spark.sparkContext.master.startswith("local"):
         return line  # the driver's JVM runs every task
     seen = executors(spark)
@@ -140,17 +157,29 @@ def describe(spark) -> str:  # noqa: ANN001
     return f"{line}; executors ({len(seen)} probed): {'; '.join(kinds)}"
 
 
-def executors(spark, tasks: int = 8) -> list[dict[str, str]]:  # noqa: ANN001
+def executors(spark, tasks: int = 8) -> list[dict[str, str]]:
     """What the executor JVMs use, asked inside `tasks` tasks through Spark SQL's `reflect` (it runs
     in the executor's JVM, no Python worker): one row per executor process, with its pid, BLAS,
     LAPACK and OpenBLAS thread count. In local mode the one row is the driver's JVM. The rows are
     one per executor, not per event or user, so they are collected."""
-    probe = spark.range(0, tasks, 1, tasks).selectExpr(
-        "reflect('java.lang.ProcessHandle', 'current') AS pid",
-        "reflect('dev.ludovic.netlib.blas.BLAS', 'getInstance') AS blas",
-        "reflect('dev.ludovic.netlib.lapack.LAPACK', 'getInstance') AS lapack",
-        "coalesce(reflect('java.lang.System', 'getenv', 'OPENBLAS_NUM_THREADS'), 'unset') AS blas_threads",
-    ).distinct()
-    simple = lambda obj: obj.split("@")[0].rsplit(".", 1)[-1]  # dev.ludovic.netlib.blas.JNIBLAS@1a2b -> JNIBLAS
-    return sorted(({"pid": r.pid, "blas": simple(r.blas), "lapack": simple(r.lapack), "blas_threads": r.blas_threads}
-                   for r in probe.collect()), key=lambda r: r["pid"])
+    probe = (
+        spark.range(0, tasks, 1, tasks)
+        .selectExpr(
+            "reflect('java.lang.ProcessHandle', 'current') AS pid",
+            "reflect('dev.ludovic.netlib.blas.BLAS', 'getInstance') AS blas",
+            "reflect('dev.ludovic.netlib.lapack.LAPACK', 'getInstance') AS lapack",
+            "coalesce(reflect('java.lang.System', 'getenv', 'OPENBLAS_NUM_THREADS'), 'unset') AS blas_threads",
+        )
+        .distinct()
+    )
+
+    def simple(obj):  # dev.ludovic.netlib.blas.JNIBLAS@1a2b -> JNIBLAS
+        return obj.split("@")[0].rsplit(".", 1)[-1]
+
+    return sorted(
+        (
+            {"pid": r.pid, "blas": simple(r.blas), "lapack": simple(r.lapack), "blas_threads": r.blas_threads}
+            for r in probe.collect()
+        ),
+        key=lambda r: r["pid"],
+    )

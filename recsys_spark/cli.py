@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+
 from .config import Config, ConfigError, load_config, validate
 from .errors import RecsysError
 
@@ -23,32 +24,67 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="YAML config (default: built-in local defaults, same as conf/local.yaml)")
-    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. ingest.max_bad_fraction=0.05")
+    common.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. ingest.max_bad_fraction=0.05",
+    )
     common.add_argument("--parent-run-id", help="attach this job's MLflow run to a parent run started elsewhere")
-    common.add_argument("--summary-json", metavar="PATH", help="also write the summary printed at the end as JSON, for scripts")
-    common.add_argument("--verbose", action="store_true", help="also show Spark's stage bars and log lines (spark.verbose=true)")
+    common.add_argument(
+        "--summary-json", metavar="PATH", help="also write the summary printed at the end as JSON, for scripts"
+    )
+    common.add_argument(
+        "--verbose", action="store_true", help="also show Spark's stage bars and log lines (spark.verbose=true)"
+    )
     sub.add_parser("generate", parents=[common], help="write synthetic raw events to input.path")
     ing = sub.add_parser("ingest", parents=[common], help="validate raw events into clean events + quarantine")
-    ing.add_argument("--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)")
+    ing.add_argument(
+        "--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)"
+    )
     ing.add_argument("--to", dest="date_to", type=dt.date.fromisoformat, help="last event_date to read (YYYY-MM-DD)")
-    sub.add_parser("train", parents=[common], help="fit (and tune) ALS on clean events; evaluate against popularity; save the model")
+    sub.add_parser(
+        "train",
+        parents=[common],
+        help="fit (and tune) ALS on clean events; evaluate against popularity; save the model",
+    )
     rec = sub.add_parser("recommend", parents=[common], help="write top-N recommendations per user from a saved model")
     rec.add_argument("--model", help="model directory (default: <output.root>/model)")
     rec.add_argument("--users", help="comma-separated user ids (default: every user the model knows)")
-    sub.add_parser("items", parents=[common], help="item texts -> embeddings; new items placed by text: new_items and similar_items tables")
+    sub.add_parser(
+        "items",
+        parents=[common],
+        help="item texts -> embeddings; new items placed by text: new_items and similar_items tables",
+    )
     sub.add_parser("retention", parents=[common], help="cohort retention, stickiness (DAU/MAU), quality by cohort")
-    sub.add_parser("evaluate-new-items", parents=[common], help="hold out items whole; rank them from text against random and "
-                   "content baselines (needs text.path)")
-    sub.add_parser("run", parents=[common], help="the whole pipeline: generate if needed, ingest, train, recommend, items, retention")
-    fgt = sub.add_parser("forget", parents=[common], help="erase users' rows from every table and keep them out of later ingests")
+    sub.add_parser(
+        "evaluate-new-items",
+        parents=[common],
+        help="hold out items whole; rank them from text against random and content baselines (needs text.path)",
+    )
+    sub.add_parser(
+        "run",
+        parents=[common],
+        help="the whole pipeline: generate if needed, ingest, train, recommend, items, retention",
+    )
+    fgt = sub.add_parser(
+        "forget", parents=[common], help="erase users' rows from every table and keep them out of later ingests"
+    )
     who = fgt.add_mutually_exclusive_group(required=True)
     who.add_argument("--users", dest="forget_users", help="comma-separated raw user ids")
     who.add_argument("--users-file", help="a text file with one raw user id per line")
-    look = sub.add_parser("lookup", parents=[common], help="print one user's latest recommendations, given the raw id "
-                          "(and the key, when privacy.pseudonymize is on)")
+    look = sub.add_parser(
+        "lookup",
+        parents=[common],
+        help="print one user's latest recommendations, given the raw id (and the key, when privacy.pseudonymize is on)",
+    )
     look.add_argument("--user", required=True, help="the raw user id")
-    rep = sub.add_parser("report", help="one self-contained HTML page of a pipeline run, from what it logged to MLflow; "
-                         "also logged to the run as report.html")
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of a pipeline run, from what it logged to MLflow; "
+        "also logged to the run as report.html",
+    )
     rep.add_argument("--config", help="YAML config (for tracking.uri, tracking.experiment and output.root)")
     rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rep.add_argument("--run-id", help="a pipeline run's id (default: the experiment's latest pipeline run)")
@@ -59,8 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--runs", help="comma-separated run ids (default: the last --last runs of the experiment)")
     cmp.add_argument("--last", type=int, default=10, help="how many recent runs (default 10)")
     cmp.add_argument("--job", default="pipeline", help="job tag to list (default pipeline; 'all' for every run)")
-    cmp.add_argument("--params", default="chosen.rank,chosen.reg_param,chosen.alpha,split.method", help="comma-separated params")
-    cmp.add_argument("--metrics", default="ndcg_at_10,baseline_ndcg_at_10,recall_at_10,rows_clean,seconds_train", help="comma-separated metrics")
+    cmp.add_argument(
+        "--params", default="chosen.rank,chosen.reg_param,chosen.alpha,split.method", help="comma-separated params"
+    )
+    cmp.add_argument(
+        "--metrics",
+        default="ndcg_at_10,baseline_ndcg_at_10,recall_at_10,rows_clean,seconds_train",
+        help="comma-separated metrics",
+    )
     cmp.add_argument("--sort-by", default="ndcg_at_10", help="metric to sort by, descending")
     cmp.add_argument("--format", choices=["markdown", "csv"], default="markdown")
     return p
@@ -85,7 +127,11 @@ def _forget_job(args: argparse.Namespace):
     """The forget job bound to the users of --users / --users-file (kept out of the config, which is logged)."""
     from .jobs.forget import forget, read_users_file
 
-    users = read_users_file(args.users_file) if args.users_file else [u.strip() for u in args.forget_users.split(",") if u.strip()]
+    users = (
+        read_users_file(args.users_file)
+        if args.users_file
+        else [u.strip() for u in args.forget_users.split(",") if u.strip()]
+    )
     return lambda spark, cfg: forget(spark, cfg, users)
 
 

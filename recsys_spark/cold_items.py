@@ -53,7 +53,9 @@ def knn_factors(x_warm: np.ndarray, y_warm: np.ndarray, x_new: np.ndarray, k: in
     return out.astype(np.float32)
 
 
-def cold_factors(method: str, x_warm: np.ndarray, y_warm: np.ndarray, x_new: np.ndarray, reg: float = 1.0, k: int = 20) -> np.ndarray:
+def cold_factors(
+    method: str, x_warm: np.ndarray, y_warm: np.ndarray, x_new: np.ndarray, reg: float = 1.0, k: int = 20
+) -> np.ndarray:
     """Factors of the new items by `method` (`ridge` or `knn`)."""
     if method == "ridge":
         return ridge_factors(x_warm, y_warm, x_new, reg)

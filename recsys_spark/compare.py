@@ -11,19 +11,33 @@ from .config import Config
 from .errors import RecsysError
 
 
-def runs_table(experiment: str, run_ids: list[str] | None, last: int, job: str | None,
-               params: list[str], metrics: list[str], sort_by: str | None) -> pd.DataFrame:
+def runs_table(
+    experiment: str,
+    run_ids: list[str] | None,
+    last: int,
+    job: str | None,
+    params: list[str],
+    metrics: list[str],
+    sort_by: str | None,
+) -> pd.DataFrame:
     """One row per run: id, name, status, start time, then the chosen params and metrics."""
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        raise RecsysError(f"no MLflow experiment named {experiment!r} at {mlflow.get_tracking_uri()}: run a job first, or set tracking.experiment")
+        raise RecsysError(
+            f"no MLflow experiment named {experiment!r} at {mlflow.get_tracking_uri()}: "
+            "run a job first, or set tracking.experiment"
+        )
     filters = []
     if run_ids:
         filters.append("attributes.run_id IN (" + ", ".join(f"'{r}'" for r in run_ids) + ")")
     if job and job != "all":
         filters.append(f"tags.job = '{job}'")
-    runs = mlflow.search_runs([exp.experiment_id], filter_string=" and ".join(filters),
-                              max_results=len(run_ids) if run_ids else last, order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=" and ".join(filters),
+        max_results=len(run_ids) if run_ids else last,
+        order_by=["attributes.start_time DESC"],
+    )
     if run_ids and len(runs) < len(run_ids):
         missing = sorted(set(run_ids) - set(runs.get("run_id", [])))
         raise RecsysError(f"run(s) not found in experiment {experiment!r}: {', '.join(missing)}")
@@ -53,7 +67,16 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def compare_runs(cfg: Config, args: argparse.Namespace) -> str:
-    split = lambda s: [x.strip() for x in (s or "").split(",") if x.strip()]
-    table = runs_table(cfg.tracking.experiment, split(args.runs), args.last, None if args.runs else args.job,
-                       split(args.params), split(args.metrics), args.sort_by)
+    def split(s):
+        return [x.strip() for x in (s or "").split(",") if x.strip()]
+
+    table = runs_table(
+        cfg.tracking.experiment,
+        split(args.runs),
+        args.last,
+        None if args.runs else args.job,
+        split(args.params),
+        split(args.metrics),
+        args.sort_by,
+    )
     return table.to_csv(index=False).rstrip("\n") if args.format == "csv" else to_markdown(table)

@@ -121,9 +121,7 @@ class IngestConfig:
 @dataclass
 class EventsConfig:
     # The valid event types and their implicit-feedback weights.
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
-    )
+    weights: dict[str, float] = field(default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0})
 
 
 @dataclass
@@ -345,32 +343,52 @@ REQUIRED_COLUMNS = ("user_id", "item_id", "event_ts")  # event_type may be a con
 # (dotted key, rule, hint): the range checks. Rules: "positive" (int >= 1 / number > 0),
 # "non_negative" (>= 0), "fraction" (0..1), "open_fraction" (strictly between 0 and 1).
 _RANGES: list[tuple[str, str, str]] = [
-    ("spark.shuffle_partitions", "positive", "try 8"), ("spark.blas_threads", "positive", "try 1"),
-    ("generate.events", "positive", ""), ("generate.users", "positive", ""), ("generate.items", "positive", ""),
-    ("generate.clusters", "positive", ""), ("generate.days", "positive", ""), ("generate.users_per_chunk", "positive", ""),
-    ("generate.bad_fraction", "fraction", "try 0.002"), ("output.keep_versions", "non_negative", "try 1"),
+    ("spark.shuffle_partitions", "positive", "try 8"),
+    ("spark.blas_threads", "positive", "try 1"),
+    ("generate.events", "positive", ""),
+    ("generate.users", "positive", ""),
+    ("generate.items", "positive", ""),
+    ("generate.clusters", "positive", ""),
+    ("generate.days", "positive", ""),
+    ("generate.users_per_chunk", "positive", ""),
+    ("generate.bad_fraction", "fraction", "try 0.002"),
+    ("output.keep_versions", "non_negative", "try 1"),
     ("ingest.max_bad_fraction", "fraction", "try 0.5"),
     ("ingest.future_slack_hours", "non_negative", "try 24"),
     ("interactions.half_life_days", "positive", "try 30, or null for no decay"),
-    ("interactions.min_user_items", "positive", "try 1"), ("interactions.min_item_users", "positive", "try 1"),
-    ("split.test_days", "positive", "try 14"), ("split.followup_days", "non_negative", "try 7"),
+    ("interactions.min_user_items", "positive", "try 1"),
+    ("interactions.min_item_users", "positive", "try 1"),
+    ("split.test_days", "positive", "try 14"),
+    ("split.followup_days", "non_negative", "try 7"),
     ("split.test_fraction", "open_fraction", "try 0.2"),
-    ("als.rank", "positive", "try 32"), ("als.max_iter", "positive", "try 10"),
-    ("als.reg_param", "non_negative", "try 0.05"), ("als.alpha", "non_negative", "try 10"),
+    ("als.rank", "positive", "try 32"),
+    ("als.max_iter", "positive", "try 10"),
+    ("als.reg_param", "non_negative", "try 0.05"),
+    ("als.alpha", "non_negative", "try 10"),
     ("als.num_user_blocks", "positive", "or null for the default parallelism"),
     ("als.num_item_blocks", "positive", "or null for the default parallelism"),
     ("als.epsilon", "positive", "try 1.0"),
-    ("tune.space.rank", "positive", "try [8, 128]"), ("tune.space.reg_param", "positive", "try [0.001, 1.0]"),
-    ("tune.space.alpha", "positive", "try [0.1, 50.0]"), ("tune.space.max_iter", "positive", "try [5, 20]"),
-    ("tune.trials", "positive", "try 12"), ("tune.timeout_s", "positive", "or null for no time limit"),
-    ("tune.validation_users", "positive", "try 2000"), ("tune.rung_fraction", "fraction", "try 0.3, or 1 for no first rung"),
+    ("tune.space.rank", "positive", "try [8, 128]"),
+    ("tune.space.reg_param", "positive", "try [0.001, 1.0]"),
+    ("tune.space.alpha", "positive", "try [0.1, 50.0]"),
+    ("tune.space.max_iter", "positive", "try [5, 20]"),
+    ("tune.trials", "positive", "try 12"),
+    ("tune.timeout_s", "positive", "or null for no time limit"),
+    ("tune.validation_users", "positive", "try 2000"),
+    ("tune.rung_fraction", "fraction", "try 0.3, or 1 for no first rung"),
     ("tune.validation_days", "positive", "try 14"),
-    ("train.k", "positive", "try 10"), ("recommend.n", "positive", "try 10"),
-    ("text.dimension", "positive", "try 64"), ("text.batch_size", "positive", "try 64"),
-    ("new_items.max_age_days", "non_negative", "try 30"), ("new_items.min_users", "positive", "try 5"),
-    ("new_items.n", "positive", "try 10"), ("new_items.reg_params", "positive", "try [0.1, 1.0, 10.0]"),
-    ("new_items.neighbours", "positive", "try [10, 20, 50]"), ("new_items.validation_fraction", "open_fraction", "try 0.1"),
-    ("new_items.holdout_fraction", "open_fraction", "try 0.1"), ("new_items.similar_n", "positive", "try 10"),
+    ("train.k", "positive", "try 10"),
+    ("recommend.n", "positive", "try 10"),
+    ("text.dimension", "positive", "try 64"),
+    ("text.batch_size", "positive", "try 64"),
+    ("new_items.max_age_days", "non_negative", "try 30"),
+    ("new_items.min_users", "positive", "try 5"),
+    ("new_items.n", "positive", "try 10"),
+    ("new_items.reg_params", "positive", "try [0.1, 1.0, 10.0]"),
+    ("new_items.neighbours", "positive", "try [10, 20, 50]"),
+    ("new_items.validation_fraction", "open_fraction", "try 0.1"),
+    ("new_items.holdout_fraction", "open_fraction", "try 0.1"),
+    ("new_items.similar_n", "positive", "try 10"),
 ]
 
 
@@ -389,7 +407,10 @@ def _check_range(key: str, value: Any, rule: str, hint: str) -> None:
             _check_range(f"{key}[{i}]", v, rule, hint)
         return
     ok, expected = {
-        "positive": (value >= 1 if isinstance(value, int) else value > 0, "a positive integer" if isinstance(value, int) else "> 0"),
+        "positive": (
+            value >= 1 if isinstance(value, int) else value > 0,
+            "a positive integer" if isinstance(value, int) else "> 0",
+        ),
         "non_negative": (value >= 0, ">= 0"),
         "fraction": (0 <= value <= 1, "between 0 and 1"),
         "open_fraction": (0 < value < 1, "strictly between 0 and 1"),
@@ -403,72 +424,119 @@ def validate(cfg: Config) -> Config:
     for key, rule, hint in _RANGES:
         _check_range(key, _lookup(cfg, key), rule, hint)
     master = cfg.spark.master
-    if master is not None and not re.fullmatch(r"local(\[(\d+|\*)(,\d+)?\])?|local-cluster\[.+\]|(spark|k8s|mesos)://.+|yarn", master):
-        raise ConfigError(f"spark.master {master!r} is not a Spark master URL: use local[*], local[2], spark://HOST:PORT, yarn or "
-                          "k8s://..., or null to take it from spark-submit --master")
+    if master is not None and not re.fullmatch(
+        r"local(\[(\d+|\*)(,\d+)?\])?|local-cluster\[.+\]|(spark|k8s|mesos)://.+|yarn", master
+    ):
+        raise ConfigError(
+            f"spark.master {master!r} is not a Spark master URL: use local[*], local[2], spark://HOST:PORT, yarn or "
+            "k8s://..., or null to take it from spark-submit --master"
+        )
     if cfg.als.checkpoint_interval < 1 and cfg.als.checkpoint_interval != -1:
-        raise ConfigError(f"als.checkpoint_interval must be a positive integer or -1 (never), got {cfg.als.checkpoint_interval}")
+        raise ConfigError(
+            f"als.checkpoint_interval must be a positive integer or -1 (never), got {cfg.als.checkpoint_interval}"
+        )
     if not cfg.output.root.strip() or cfg.output.root.strip().rstrip("/").removeprefix("file:") in ("", "/", "."):
-        raise ConfigError(f"output.root {cfg.output.root!r} is not a folder of its own: tables would land in it directly or at the "
-                          "filesystem root; use a dedicated folder such as output")
+        raise ConfigError(
+            f"output.root {cfg.output.root!r} is not a folder of its own: tables would land in it directly or at the "
+            "filesystem root; use a dedicated folder such as output"
+        )
     inp = cfg.input
     unknown = sorted(set(inp.columns) - set(CANONICAL_COLUMNS))
     if unknown:
-        raise ConfigError(f"input.columns has unknown canonical column(s) {unknown}; expected keys among {sorted(CANONICAL_COLUMNS)}")
+        raise ConfigError(
+            f"input.columns has unknown canonical column(s) {unknown}; expected keys among {sorted(CANONICAL_COLUMNS)}"
+        )
     for key in REQUIRED_COLUMNS:
         if key not in inp.columns:
             raise ConfigError(f"input.columns must map '{key}' to a source column")
     fmts = inp.timestamp_formats
     if len(fmts) > 1 and set(fmts) & {"unix_seconds", "unix_millis"}:
-        raise ConfigError(f"input.timestamp_format {fmts} mixes unix_seconds/unix_millis with datetime patterns: a column holds "
-                          "one or the other; give unix_seconds alone, or a list of patterns such as ['yyyy-MM-dd HH:mm:ss', 'M/d/yyyy H:mm']")
+        raise ConfigError(
+            f"input.timestamp_format {fmts} mixes unix_seconds/unix_millis with datetime patterns: a column holds "
+            "one or the other; give unix_seconds alone, or a list of patterns such as "
+            "['yyyy-MM-dd HH:mm:ss', 'M/d/yyyy H:mm']"
+        )
     if isinstance(inp.timestamp_format, list) and not fmts:
-        raise ConfigError("input.timestamp_format is an empty list: give one or more Spark datetime patterns, or null to cast")
+        raise ConfigError(
+            "input.timestamp_format is an empty list: give one or more Spark datetime patterns, or null to cast"
+        )
     if "event_type" not in inp.columns and not inp.event_type:
-        raise ConfigError("input.columns has no 'event_type' source column: map one, or set input.event_type to a constant such as purchase")
+        raise ConfigError(
+            "input.columns has no 'event_type' source column: map one, "
+            "or set input.event_type to a constant such as purchase"
+        )
     ing = cfg.ingest
     for i, rule in enumerate(ing.rules):
         if not rule.reason.strip():
-            raise ConfigError(f"ingest.rules[{i}].reason is empty: name the reason rows matching {rule.when!r} are quarantined with")
+            raise ConfigError(
+                f"ingest.rules[{i}].reason is empty: name the reason rows matching {rule.when!r} are quarantined with"
+            )
         call = re.search(r"\b(java_method|try_reflect|reflect)\s*\(", rule.when, re.IGNORECASE)
         if call:
-            raise ConfigError(f"ingest.rules[{i}] ({rule.reason}): {call.group(1)}() is not allowed in a rule: it calls arbitrary "
-                              "JVM methods; write the condition with SQL on the row's columns")
+            raise ConfigError(
+                f"ingest.rules[{i}] ({rule.reason}): {call.group(1)}() is not allowed in a rule: it calls arbitrary "
+                "JVM methods; write the condition with SQL on the row's columns"
+            )
     if ing.date_from and ing.date_to and ing.date_from > ing.date_to:
-        raise ConfigError(f"ingest.date_from {ing.date_from} is after ingest.date_to {ing.date_to}: swap them (--from is the first day)")
+        raise ConfigError(
+            f"ingest.date_from {ing.date_from} is after ingest.date_to {ing.date_to}: "
+            "swap them (--from is the first day)"
+        )
     if not cfg.events.weights:
-        raise ConfigError("events.weights is empty: give at least one event type and its weight, e.g. {view: 1.0, purchase: 8.0}")
+        raise ConfigError(
+            "events.weights is empty: give at least one event type and its weight, e.g. {view: 1.0, purchase: 8.0}"
+        )
     _check_range("events.weights", list(cfg.events.weights.values()), "non_negative", "")
     tune = cfg.tune
     for name in ("rank", "reg_param", "alpha", "max_iter"):
         bounds = getattr(tune.space, name)
         if not 1 <= len(bounds) <= 2 or bounds[0] > bounds[-1]:
-            raise ConfigError(f"tune.space.{name} must be [low, high] with low <= high, or [value] to fix it; got {bounds}")
+            raise ConfigError(
+                f"tune.space.{name} must be [low, high] with low <= high, or [value] to fix it; got {bounds}"
+            )
     for name in ("confidence", "min_value"):
         if not getattr(tune.space, name):
-            raise ConfigError(f"tune.space.{name} is empty: give at least one choice, e.g. {[None] if name == 'min_value' else ['linear']}")
+            raise ConfigError(
+                f"tune.space.{name} is empty: give at least one choice, "
+                f"e.g. {[None] if name == 'min_value' else ['linear']}"
+            )
     if tune.reduction_factor < 2:
         raise ConfigError(f"tune.reduction_factor must be an integer >= 2, got {tune.reduction_factor}; try 3")
     if tune.rung_fraction == 0:
-        raise ConfigError("tune.rung_fraction must be above 0: it is the share of users the first rung fits on; try 0.3, or 1 for no first rung")
+        raise ConfigError(
+            "tune.rung_fraction must be above 0: it is the share of users the first rung fits on; "
+            "try 0.3, or 1 for no first rung"
+        )
     if any(v is not None for v in [cfg.als.min_value, *tune.space.min_value]) and "value" not in cfg.input.columns:
-        raise ConfigError("als.min_value / tune.space.min_value need event values, but input.columns maps no 'value' column: "
-                          "map one (e.g. value: rating) or leave them null")
+        raise ConfigError(
+            "als.min_value / tune.space.min_value need event values, but input.columns maps no 'value' column: "
+            "map one (e.g. value: rating) or leave them null"
+        )
     if cfg.recommend.users is not None and not cfg.recommend.users:
-        raise ConfigError("recommend.users is an empty list: give user ids, or null (leave it out) for every user the model knows")
+        raise ConfigError(
+            "recommend.users is an empty list: give user ids, or null (leave it out) for every user the model knows"
+        )
     rc = cfg.retention
     if rc.event_types is not None:
         unknown = sorted(set(rc.event_types) - set(cfg.events.weights))
         if unknown or not rc.event_types:
-            raise ConfigError(f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
-                              if unknown else "retention.event_types is an empty list: give event types, or null for any event")
+            raise ConfigError(
+                f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
+                if unknown
+                else "retention.event_types is an empty list: give event types, or null for any event"
+            )
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.privacy.key_env):
-        raise ConfigError(f"privacy.key_env {cfg.privacy.key_env!r} is not an environment variable name: use e.g. RECSYS_PSEUDONYM_KEY")
+        raise ConfigError(
+            f"privacy.key_env {cfg.privacy.key_env!r} is not an environment variable name: "
+            "use e.g. RECSYS_PSEUDONYM_KEY"
+        )
     if not cfg.text.columns:
         raise ConfigError("text.columns is empty: name the item table's text columns, e.g. [title] or [Description]")
     if not cfg.new_items.methods or not cfg.new_items.reg_params or not cfg.new_items.neighbours:
-        raise ConfigError("new_items.methods, new_items.reg_params and new_items.neighbours need at least one value each, "
-                          "e.g. methods [ridge, knn], reg_params [1.0], neighbours [20]")
+        raise ConfigError(
+            "new_items.methods, new_items.reg_params and new_items.neighbours need at least one value each, "
+            "e.g. methods [ridge, knn], reg_params [1.0], neighbours [20]"
+        )
     return cfg
 
 
@@ -507,8 +575,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 # Keys of earlier versions, and where their meaning lives now.
-_MOVED = {"tune.rank": "tune.space.rank ([low, high])", "tune.reg_param": "tune.space.reg_param ([low, high])",
-          "tune.alpha": "tune.space.alpha ([low, high])"}
+_MOVED = {
+    "tune.rank": "tune.space.rank ([low, high])",
+    "tune.reg_param": "tune.space.reg_param ([low, high])",
+    "tune.alpha": "tune.space.alpha ([low, high])",
+}
 _MOVED_WHY = "tuning samples ranges with Optuna instead of trying a grid; give [value] to fix a parameter"
 
 
@@ -523,7 +594,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if key in _MOVED:
             raise ConfigError(f"config key '{key}' is now {_MOVED[key]}: {_MOVED_WHY}")
         raise ConfigError(f"unknown config key '{key}'; expected one of: {', '.join(sorted(names))}")
-    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     for name in required:
         if name not in data:
             raise ConfigError(f"missing config key '{where}.{name}'" if where else f"missing config key '{name}'")

@@ -47,9 +47,7 @@ def per_user_metrics(recs: DataFrame, relevant: DataFrame, k: int) -> DataFrame:
     topk = recs.where(F.col("rank") <= k).select("user_idx", "rank", "item_idx")
     w = Window.partitionBy("user_idx").orderBy("rank").rowsBetween(Window.unboundedPreceding, Window.currentRow)
     marked = (
-        topk.join(rel, ["user_idx", "item_idx"], "left")
-        .fillna(0, ["_rel"])
-        .withColumn("_cum", F.sum("_rel").over(w))
+        topk.join(rel, ["user_idx", "item_idx"], "left").fillna(0, ["_rel"]).withColumn("_cum", F.sum("_rel").over(w))
     )
     per_user = marked.groupBy("user_idx").agg(
         F.sum("_rel").alias("hits"),
@@ -104,7 +102,9 @@ class ItemMeasures:
         vec = np.vstack(items["features"].to_numpy()).astype(np.float64) if len(items) else np.zeros((0, 1))
         popular = pop.select("item_idx", "popularity").toPandas()
         surprise = -np.log2(np.maximum(popular["popularity"].to_numpy(np.float64), 1.0) / max(n_users, 1))
-        return cls(items["id"].to_numpy(np.int64), unit_rows(vec), popular["item_idx"].to_numpy(np.int64), surprise, n_users)
+        return cls(
+            items["id"].to_numpy(np.int64), unit_rows(vec), popular["item_idx"].to_numpy(np.int64), surprise, n_users
+        )
 
 
 def list_measures(recs: DataFrame, items: ItemMeasures, k: int) -> DataFrame:
@@ -137,8 +137,14 @@ def list_measures(recs: DataFrame, items: ItemMeasures, k: int) -> DataFrame:
                     diversity[i] = 1.0 - (total @ total - rows.size) / (rows.size * (rows.size - 1))
                 if listed.size:
                     novelty[i] = surprise[listed].mean()
-            yield pd.DataFrame({"user_idx": pdf["user_idx"], "diversity": diversity, "novelty": novelty,
-                                "items": pdf["_items"].map(len).astype("int32")})
+            yield pd.DataFrame(
+                {
+                    "user_idx": pdf["user_idx"],
+                    "diversity": diversity,
+                    "novelty": novelty,
+                    "items": pdf["_items"].map(len).astype("int32"),
+                }
+            )
 
     return lists.mapInPandas(run, "user_idx int, diversity double, novelty double, items int")
 
@@ -146,8 +152,13 @@ def list_measures(recs: DataFrame, items: ItemMeasures, k: int) -> DataFrame:
 def beyond_accuracy(recs: DataFrame, items: ItemMeasures, k: int, prefix: str = "") -> dict[str, float]:
     """Mean diversity over lists and novelty over recommended items (see `list_measures`) of the
     top-k lists in `recs`, as `diversity_at_k`, `novelty_at_k`."""
-    row = list_measures(recs, items, k).agg(  # novelty is a mean over items: lists weigh by length
-        F.avg("diversity").alias("d"), (F.sum(F.col("novelty") * F.col("items")) / F.sum("items")).alias("n")).first()
+    row = (
+        list_measures(recs, items, k)
+        .agg(  # novelty is a mean over items: lists weigh by length
+            F.avg("diversity").alias("d"), (F.sum(F.col("novelty") * F.col("items")) / F.sum("items")).alias("n")
+        )
+        .first()
+    )
     return {f"{prefix}diversity_at_{k}": float(row["d"] or 0.0), f"{prefix}novelty_at_{k}": float(row["n"] or 0.0)}
 
 
@@ -165,4 +176,7 @@ def by_history(per_user: DataFrame, train: DataFrame, k: int, prefix: str = "") 
         .agg(F.count("*").alias("users"), *[F.avg(m).alias(m) for m in METRICS])
         .collect()
     )
-    return [{"history": r["history"], "users": int(r["users"]), **{f"{prefix}{m}_at_{k}": float(r[m]) for m in METRICS}} for r in rows]
+    return [
+        {"history": r["history"], "users": int(r["users"]), **{f"{prefix}{m}_at_{k}": float(r[m]) for m in METRICS}}
+        for r in rows
+    ]

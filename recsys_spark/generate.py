@@ -108,7 +108,12 @@ def generate_chunk(cfg: GenerateConfig, catalog: Catalog, chunk: int) -> pd.Data
     click = rng.random(v_sess.size) < P_CLICK
     cart = click & (rng.random(v_sess.size) < P_CART)
     buy = cart & (rng.random(v_sess.size) < P_BUY)
-    parts = [("view", np.ones(v_sess.size, bool), 0.0), ("click", click, 5.0), ("cart", cart, 20.0), ("purchase", buy, 60.0)]
+    parts = [
+        ("view", np.ones(v_sess.size, bool), 0.0),
+        ("click", click, 5.0),
+        ("cart", cart, 20.0),
+        ("purchase", buy, 60.0),
+    ]
     users, items, types, times, values = [], [], [], [], []
     for name, mask, lag in parts:
         k = int(mask.sum())
@@ -143,8 +148,24 @@ def generate_events(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
     return events.withColumn("event_date", F.to_date("event_ts"))
 
 
-THEMES = ["garden", "kitchen", "camping", "office", "baby", "fitness", "music", "pet", "travel", "reading", "gaming", "beauty",
-          "cycling", "baking", "painting", "fishing"]
+THEMES = [
+    "garden",
+    "kitchen",
+    "camping",
+    "office",
+    "baby",
+    "fitness",
+    "music",
+    "pet",
+    "travel",
+    "reading",
+    "gaming",
+    "beauty",
+    "cycling",
+    "baking",
+    "painting",
+    "fishing",
+]
 STYLES = ["classic", "compact", "deluxe", "eco", "mini", "pro", "retro", "smart", "soft", "vintage"]
 THINGS = ["set", "kit", "bag", "lamp", "mat", "box", "stand", "case", "tool", "pack", "light", "holder"]
 
@@ -155,9 +176,13 @@ def item_texts_table(cfg: GenerateConfig) -> pd.DataFrame:
     catalog = make_catalog(cfg)
     rng = np.random.default_rng([cfg.seed, 2_000_003])
     idx = np.arange(cfg.items)
-    title = (pd.Series(np.array(STYLES)[rng.integers(0, len(STYLES), cfg.items)]) + " "
-             + pd.Series(np.array(THEMES)[catalog.cluster % len(THEMES)]) + " "
-             + pd.Series(np.array(THINGS)[rng.integers(0, len(THINGS), cfg.items)]))
+    title = (
+        pd.Series(np.array(STYLES)[rng.integers(0, len(STYLES), cfg.items)])
+        + " "
+        + pd.Series(np.array(THEMES)[catalog.cluster % len(THEMES)])
+        + " "
+        + pd.Series(np.array(THINGS)[rng.integers(0, len(THINGS), cfg.items)])
+    )
     return pd.DataFrame({"item_id": _ids("i", idx, 6), "title": title})
 
 

@@ -33,12 +33,15 @@ def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -
     for key in ("user_id", "item_id"):
         src = inp.columns.get(key)
         if src in df.columns and isinstance(df.schema[src].dataType, (StructType, ArrayType, MapType)):
-            raise RecsysError(f"{path}: column {src} (for {key}) is of type {df.schema[src].dataType.simpleString()}; ids must be "
-                              f"strings or numbers: map input.columns.{key} to a plain column (e.g. flatten it first)")
+            raise RecsysError(
+                f"{path}: column {src} (for {key}) is of type {df.schema[src].dataType.simpleString()}; ids must be "
+                f"strings or numbers: map input.columns.{key} to a plain column (e.g. flatten it first)"
+            )
     missing = [f"{src} (for {key})" for key, src in inp.columns.items() if src not in df.columns]
     if missing:
         raise RecsysError(
-            f"{path} is missing column(s) {', '.join(missing)}; columns found: {', '.join(c for c in df.columns if not c.startswith('_'))}. "
+            f"{path} is missing column(s) {', '.join(missing)}; "
+            f"columns found: {', '.join(c for c in df.columns if not c.startswith('_'))}. "
             f"Expected {inp.format} with columns {sorted(inp.columns.values())}: check input.path, input.format, "
             "input.options and input.columns (canonical -> source column)"
         )
@@ -145,7 +148,10 @@ def quarantine_rows(validated: DataFrame, raw_columns: list[str]) -> DataFrame:
     (`unparsed` where there is none: a null partition value is unreadable to pyarrow)."""
     keep = [c for c in raw_columns if c not in (S.REASON, S.SOURCE)]
     return validated.where(F.col(S.REASON).isNotNull()).select(
-        *keep, S.REASON, S.SOURCE, F.coalesce(F.to_date(_C["event_ts"]).cast("string"), F.lit(S.UNPARSED)).alias(S.QUARANTINE_DATE)
+        *keep,
+        S.REASON,
+        S.SOURCE,
+        F.coalesce(F.to_date(_C["event_ts"]).cast("string"), F.lit(S.UNPARSED)).alias(S.QUARANTINE_DATE),
     )
 
 
@@ -181,7 +187,7 @@ def parse_timestamp(df: DataFrame, col: str, inp: InputConfig) -> Column:
 def _rule_condition(df: DataFrame, index: int, reason: str, when: str) -> Column:
     try:
         cond = F.expr(when)
-        df.select(cond).schema  # analyse now, so a bad rule fails before any work
+        _ = df.select(cond).schema  # analyse now, so a bad rule fails before any work
     except (AnalysisException, ParseException) as e:
         first = str(e).strip().splitlines()[0]
         raise RecsysError(f"ingest.rules[{index}] ({reason}): invalid SQL condition {when!r}: {first}") from None

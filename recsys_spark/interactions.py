@@ -2,9 +2,9 @@
 
 Implicit mode: confidence = sum over a pair's events of weight[event_type] x 0.5^(age / half-life).
 Explicit mode: confidence = the latest rating (`value`). Ids are mapped to contiguous ints by
-rank in sorted order (users by first activity, then id): a distinct + sort + per-partition row number, with per-partition offsets
-(one small row per partition). That stays in the JVM and needs no global window or fitted
-StringIndexer; the same ids always get the same ints for the same input.
+rank in sorted order (users by first activity, then id): a distinct + sort + per-partition row number,
+with per-partition offsets (one small row per partition). That stays in the JVM and needs no
+global window or fitted StringIndexer; the same ids always get the same ints for the same input.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ from .config import InteractionsConfig
 
 
 def weight_events(
-    events: DataFrame, weights: Mapping[str, float], half_life_days: float | None, as_of: dt.datetime, use_value: bool = False
+    events: DataFrame,
+    weights: Mapping[str, float],
+    half_life_days: float | None,
+    as_of: dt.datetime,
+    use_value: bool = False,
 ) -> DataFrame:
     """Add `weight`: the event type's weight (x value if `use_value`), decayed by age relative to `as_of`."""
     pairs = [F.lit(x) for k, v in weights.items() for x in (k, float(v))]
@@ -39,11 +43,16 @@ def aggregate_interactions(weighted: DataFrame, mode: str) -> DataFrame:
     """(user_id, item_id, confidence, n_events, max_value, first_ts) per pair; max_value (the
     highest event value, e.g. the rating) is what `als.min_value` compares, first_ts (the pair's
     first event) is what users are numbered by."""
-    counts = [F.count("*").cast("int").alias("n_events"), F.max("value").cast("float").alias("max_value"),
-              F.min("event_ts").alias("first_ts")]
+    counts = [
+        F.count("*").cast("int").alias("n_events"),
+        F.max("value").cast("float").alias("max_value"),
+        F.min("event_ts").alias("first_ts"),
+    ]
     if mode == "explicit":
         rated = weighted.where(F.col("value").isNotNull())
-        return rated.groupBy("user_id", "item_id").agg(F.max_by("value", "event_ts").cast("float").alias("confidence"), *counts)
+        return rated.groupBy("user_id", "item_id").agg(
+            F.max_by("value", "event_ts").cast("float").alias("confidence"), *counts
+        )
     return weighted.groupBy("user_id", "item_id").agg(F.sum("weight").cast("float").alias("confidence"), *counts)
 
 
@@ -61,7 +70,9 @@ def filter_min_counts(interactions: DataFrame, min_user_items: int, min_item_use
     )
 
 
-def build_interactions(events: DataFrame, cfg: InteractionsConfig, weights: Mapping[str, float], as_of: dt.datetime) -> DataFrame:
+def build_interactions(
+    events: DataFrame, cfg: InteractionsConfig, weights: Mapping[str, float], as_of: dt.datetime
+) -> DataFrame:
     """Events -> filtered (user_id, item_id, confidence, n_events, max_value)."""
     if cfg.min_value is not None:
         events = events.where(F.col("value") >= cfg.min_value)
@@ -91,7 +102,9 @@ def build_id_map(df: DataFrame, id_col: str, idx_col: str, first: str | None = N
         starts.append((part, total))
         total += n
     offsets = df.sparkSession.createDataFrame(starts, "_part int, _start long")
-    return ranked.join(F.broadcast(offsets), "_part").select(id_col, (F.col("_start") + F.col("_pos")).cast("int").alias(idx_col))
+    return ranked.join(F.broadcast(offsets), "_part").select(
+        id_col, (F.col("_start") + F.col("_pos")).cast("int").alias(idx_col)
+    )
 
 
 def index_interactions(interactions: DataFrame, user_map: DataFrame, item_map: DataFrame) -> DataFrame:

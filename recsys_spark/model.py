@@ -21,7 +21,6 @@ from .config import ALSConfig
 from .errors import RecsysError
 from .tables import SUCCESS, path_exists, read_text, staged_dir, write_text
 
-
 FIT_PARAMS = ("rank", "reg_param", "alpha", "max_iter", "confidence", "min_value")  # what tuning may choose
 
 
@@ -57,7 +56,9 @@ def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: A
     """Fit ALS on (user_idx, item_idx, confidence[, max_value]); `params` override FIT_PARAMS."""
     p = fit_params(cfg, **params)  # checked by config.validate
     if interactions.isEmpty():
-        raise RecsysError("no training interactions: the training period is empty (check split.cutoff/test_days and the events table)")
+        raise RecsysError(
+            "no training interactions: the training period is empty (check split.cutoff/test_days and the events table)"
+        )
     blocks = interactions.sparkSession.sparkContext.defaultParallelism
     als = ALS(
         userCol="user_idx",
@@ -101,7 +102,9 @@ def save_model(model: TrainedModel, path: str) -> None:
 
 def load_model(spark: SparkSession, path: str) -> TrainedModel:
     if not path_exists(spark, f"{path.rstrip('/')}/{SUCCESS}"):
-        raise RecsysError(f"no saved model at {path}: run `recsys-spark train` first, or set recommend.model to a model directory")
+        raise RecsysError(
+            f"no saved model at {path}: run `recsys-spark train` first, or set recommend.model to a model directory"
+        )
     return TrainedModel(
         als=ALSModel.load(f"{path}/als"),
         users=spark.read.parquet(f"{path}/users"),

@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
 MAX_LABELLED_CELLS = 900  # percentages stay legible up to about 30 x 30 cells
 
 
@@ -34,16 +33,25 @@ def heatmap_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") ->
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * m.shape[1] + 3), max(3, 0.4 * m.shape[0] + 1.5)))
     im = ax.imshow(m.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     partial = retention_matrix(table, kind, "complete").reindex_like(m).eq(False).to_numpy()
-    for i, j in zip(*np.nonzero(partial)):
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor=(1, 1, 1, 0.45), linewidth=0))
+    for i, j in zip(*np.nonzero(partial), strict=True):
+        ax.add_patch(
+            plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor=(1, 1, 1, 0.45), linewidth=0)
+        )
     labelled = m.size <= MAX_LABELLED_CELLS
     if labelled:
         for (i, j), v in np.ndenumerate(m.to_numpy(dtype=float)):
             if not np.isnan(v):
-                ax.text(j, i, f"{v:.0%}" + ("*" if partial[i, j] else ""), ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.0%}" + ("*" if partial[i, j] else ""),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v < 0.6 else "black",
+                )
     ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
-    ax.set_yticks(range(m.shape[0]), [f"{c} (n={n:,})" for c, n in zip(m.index, sizes)])
+    ax.set_yticks(range(m.shape[0]), [f"{c} (n={n:,})" for c, n in zip(m.index, sizes, strict=True)])
     ax.set_xlabel(f"{granularity}s since first activity")
     ax.set_ylabel("cohort")
     notes = ["hatched*: period only partly observed (the data ends inside it)"] if partial.any() else []
@@ -62,7 +70,13 @@ def curves_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") -> 
     for _, row in m.iterrows():
         ax.plot(row.index, row.to_numpy(dtype=float), color="tab:blue", alpha=0.25, linewidth=1)
     weighted = t.assign(w=t["retention"] * t["cohort_size"]).groupby("period")[["w", "cohort_size"]].sum()
-    ax.plot(weighted.index, weighted["w"] / weighted["cohort_size"], color="black", linewidth=2.5, label="size-weighted mean")
+    ax.plot(
+        weighted.index,
+        weighted["w"] / weighted["cohort_size"],
+        color="black",
+        linewidth=2.5,
+        label="size-weighted mean",
+    )
     ax.set_xlabel(f"{granularity}s since first activity")
     ax.set_ylabel("retention")
     ax.set_ylim(0, 1.02)
@@ -96,7 +110,7 @@ def by_history_png(by_history: pd.DataFrame, metric: str) -> bytes:
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(t) + 2), 4))
     ax.bar(x - 0.2, t["als"], 0.4, label="ALS", color="tab:blue")
     ax.bar(x + 0.2, t["baseline"], 0.4, label="popularity", color="tab:gray")
-    ax.set_xticks(x, [f"{h} items\n({n:,} users)" for h, n in zip(t["history"], t["users"])])
+    ax.set_xticks(x, [f"{h} items\n({n:,} users)" for h, n in zip(t["history"], t["users"], strict=True)])
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} by training-history length: ALS vs popularity")
     ax.legend()

@@ -38,8 +38,9 @@ def pseudonym_key(cfg: PrivacyConfig) -> bytes | None:
     if len(value) < MIN_KEY_CHARS:
         state = "is not set" if not value else f"holds only {len(value)} characters"
         raise RecsysError(
-            f"privacy.pseudonymize is on but the environment variable {cfg.key_env} {state}: export {cfg.key_env} with a "
-            f"secret of at least {MIN_KEY_CHARS} characters (e.g. `export {cfg.key_env}=$(openssl rand -hex 32)`; keep it, "
+            f"privacy.pseudonymize is on but the environment variable {cfg.key_env} {state}: "
+            f"export {cfg.key_env} with a secret of at least {MIN_KEY_CHARS} characters "
+            f"(e.g. `export {cfg.key_env}=$(openssl rand -hex 32)`; keep it, "
             "lookups and erasure need the same key), or set privacy.pseudonymize=false"
         )
     return value.encode()
@@ -85,5 +86,8 @@ def flag_erased(df: DataFrame, column: str, erased: DataFrame | None) -> DataFra
     if erased is None:
         return df.withColumn(ERASED, F.lit(False))
     listed = erased.select(F.col("id_sha256").alias("_erased_digest")).distinct().withColumn(ERASED, F.lit(True))
-    return (df.join(listed, digest(F.col(column)) == F.col("_erased_digest"), "left").drop("_erased_digest")
-            .withColumn(ERASED, F.coalesce(F.col(ERASED), F.lit(False))))
+    return (
+        df.join(listed, digest(F.col(column)) == F.col("_erased_digest"), "left")
+        .drop("_erased_digest")
+        .withColumn(ERASED, F.coalesce(F.col(ERASED), F.lit(False)))
+    )

@@ -38,7 +38,8 @@ ARTIFACTS = {  # what the report shows -> (stage, artifact path)
 }
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}
-table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}\
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}
 .missing{color:#a33}.meta{color:#555}"""
 
@@ -57,19 +58,28 @@ def find_run(experiment: str, run_id: str | None) -> Run:
     client = mlflow.MlflowClient()
     if run_id is None:
         exp = mlflow.get_experiment_by_name(experiment)
-        runs = [] if exp is None else client.search_runs([exp.experiment_id], "tags.job = 'pipeline'", max_results=1,
-                                                         order_by=["attributes.start_time DESC"])
+        runs = (
+            []
+            if exp is None
+            else client.search_runs(
+                [exp.experiment_id], "tags.job = 'pipeline'", max_results=1, order_by=["attributes.start_time DESC"]
+            )
+        )
         if not runs:
-            raise RecsysError(f"no pipeline run in experiment {experiment!r} at {mlflow.get_tracking_uri()}: "
-                              "run `recsys-spark run` first, or pass --run-id")
+            raise RecsysError(
+                f"no pipeline run in experiment {experiment!r} at {mlflow.get_tracking_uri()}: "
+                "run `recsys-spark run` first, or pass --run-id"
+            )
         return runs[0]
     try:
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException as e:
         raise RecsysError(f"--run-id {run_id}: no such run at {mlflow.get_tracking_uri()} ({e.message})") from e
     if run.data.tags.get("job") != "pipeline":
-        raise RecsysError(f"--run-id {run_id} is a {run.data.tags.get('job', 'untagged')!r} run; the report takes a pipeline "
-                          "run (`recsys-spark run`): list them with `recsys-spark compare`")
+        raise RecsysError(
+            f"--run-id {run_id} is a {run.data.tags.get('job', 'untagged')!r} run; the report takes a pipeline "
+            "run (`recsys-spark run`): list them with `recsys-spark compare`"
+        )
     return run
 
 
@@ -85,7 +95,9 @@ def gather(run: Run) -> RunData:
             if stage not in stages:
                 continue
             try:
-                local = mlflow.artifacts.download_artifacts(run_id=stages[stage].info.run_id, artifact_path=path, dst_path=tmp)
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=stages[stage].info.run_id, artifact_path=path, dst_path=tmp
+                )
             except (mlflow.exceptions.MlflowException, OSError):
                 continue  # the stage logged no such file (e.g. no evaluation): its section says so
             data.files[key] = Path(local).read_bytes()
@@ -130,57 +142,96 @@ def render(data: RunData) -> str:
     run, m, p = data.run, data.run.data.metrics, data.run.data.params
     k = p.get("train.k", "10")
     metric = f"{p.get('tune.metric', 'ndcg')}_at_{k}"
-    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.timezone.utc)
+    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC)
     short = run.info.run_id[:8]
-    out = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>recsys-spark run {short}</title>",
-           f"<style>{STYLE}</style></head><body>",
-           f"<h1>recsys-spark pipeline run {short}, {started:%Y-%m-%d %H:%M}</h1>",
-           f'<p class=meta>run {run.info.run_id} &middot; started {started:%Y-%m-%d %H:%M:%S} UTC &middot; '
-           f'master {html.escape(p.get("spark_master", "?"))} &middot; tracking {html.escape(mlflow.get_tracking_uri())}</p>']
+    out = [
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>recsys-spark run {short}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>recsys-spark pipeline run {short}, {started:%Y-%m-%d %H:%M}</h1>",
+        f"<p class=meta>run {run.info.run_id} &middot; started {started:%Y-%m-%d %H:%M:%S} UTC &middot; "
+        f"master {html.escape(p.get('spark_master', '?'))} &middot; "
+        f"tracking {html.escape(mlflow.get_tracking_uri())}</p>",
+    ]
 
     out.append("<h2>Summary</h2>")
-    summary = [("rows read", "rows_read"), ("rows clean", "rows_clean"), ("rows quarantined", "rows_quarantined"),
-               ("rows erased", "rows_erased"), ("users", "users"), ("items", "items"), ("interactions", "interactions"),
-               ("test users evaluated", "users_evaluated"), (f"ALS {metric}", metric), (f"popularity {metric}", f"baseline_{metric}"),
-               ("DAU/MAU, last 30 days", "dau_mau_last_30_days"), ("retention, period 1 (size-weighted)", "retention_period1_weighted"),
-               ("retention, period 4 (size-weighted)", "retention_period4_weighted")]
+    summary = [
+        ("rows read", "rows_read"),
+        ("rows clean", "rows_clean"),
+        ("rows quarantined", "rows_quarantined"),
+        ("rows erased", "rows_erased"),
+        ("users", "users"),
+        ("items", "items"),
+        ("interactions", "interactions"),
+        ("test users evaluated", "users_evaluated"),
+        (f"ALS {metric}", metric),
+        (f"popularity {metric}", f"baseline_{metric}"),
+        ("DAU/MAU, last 30 days", "dau_mau_last_30_days"),
+        ("retention, period 1 (size-weighted)", "retention_period1_weighted"),
+        ("retention, period 4 (size-weighted)", "retention_period4_weighted"),
+    ]
     out.append(_table(pd.DataFrame([{"": label, "value": _number(m[key])} for label, key in summary if key in m])))
     chosen = {key.removeprefix("chosen."): v for key, v in p.items() if key.startswith("chosen.")}
     if chosen:
-        out.append(f"<p>chosen ALS parameters: {html.escape(', '.join(f'{a}={_param(b)}' for a, b in sorted(chosen.items())))}</p>")
+        out.append(
+            "<p>chosen ALS parameters: "
+            f"{html.escape(', '.join(f'{a}={_param(b)}' for a, b in sorted(chosen.items())))}</p>"
+        )
 
     out.append("<h2>Stage seconds</h2>")
     seconds = [{"stage": s, "seconds": f"{m[f'seconds_{s}']:.1f}"} for s in data.stages if f"seconds_{s}" in m]
-    seconds += [{"stage": f"train: {s}", "seconds": f"{m[f'seconds_{s}']:.1f}"} for s in TRAIN_STEPS if f"seconds_{s}" in m]
+    seconds += [
+        {"stage": f"train: {s}", "seconds": f"{m[f'seconds_{s}']:.1f}"} for s in TRAIN_STEPS if f"seconds_{s}" in m
+    ]
     out.append(_table(pd.DataFrame(seconds)) if seconds else _missing("no stage seconds were logged"))
 
     out.append("<h2>ALS vs the popularity baseline</h2>")
     metrics = _csv(data, "metrics")
-    out.append(_table(metrics) if metrics is not None else _missing("no evaluation was logged (train did not run or had no test users)"))
+    out.append(
+        _table(metrics)
+        if metrics is not None
+        else _missing("no evaluation was logged (train did not run or had no test users)")
+    )
     by_history = _csv(data, "by_history")
     if by_history is not None and not by_history.empty:
         out.append(f"<p>By training-history length ({html.escape(metric)}):</p>")
         out.append(_img(by_history_png(by_history, metric), f"{metric} by history length"))
-        wide = by_history.pivot_table(index=["history", "users"], columns="metric", values=["als", "baseline"], sort=False)
+        wide = by_history.pivot_table(
+            index=["history", "users"], columns="metric", values=["als", "baseline"], sort=False
+        )
         wide.columns = [f"{b} {a}" for a, b in wide.columns]
         out.append(_table(wide.reset_index()))
 
     out.append("<h2>Tuning trials</h2>")
     tuning = _csv(data, "tuning")
-    out.append(_table(tuning) if tuning is not None else _missing("no tuning trials were logged (tune.enabled is false, or train did not run)"))
+    out.append(
+        _table(tuning)
+        if tuning is not None
+        else _missing("no tuning trials were logged (tune.enabled is false, or train did not run)")
+    )
 
     out.append("<h2>Retention by cohort</h2>")
     for key, alt in (("heatmap", "retention heatmap"), ("curves", "retention curves")):
-        out.append(_img(data.files[key], alt) if key in data.files else _missing(f"no {alt} was logged (retention did not run)"))
+        out.append(
+            _img(data.files[key], alt)
+            if key in data.files
+            else _missing(f"no {alt} was logged (retention did not run)")
+        )
 
     out.append("<h2>Stickiness over time</h2>")
     stick = _csv(data, "stickiness")
-    out.append(_img(stickiness_png(stick), "stickiness over time") if stick is not None and not stick.empty
-               else _missing("no stickiness table was logged (retention did not run)"))
+    out.append(
+        _img(stickiness_png(stick), "stickiness over time")
+        if stick is not None and not stick.empty
+        else _missing("no stickiness table was logged (retention did not run)")
+    )
 
     out.append("<h2>Recommendation quality by cohort</h2>")
     quality = _csv(data, "quality_by_cohort")
-    out.append(_table(quality) if quality is not None else _missing("no quality by cohort was logged (it needs train's evaluation)"))
+    out.append(
+        _table(quality)
+        if quality is not None
+        else _missing("no quality by cohort was logged (it needs train's evaluation)")
+    )
 
     out.append("<h2>Quarantine by reason</h2>")
     quarantine = _csv(data, "quarantine")

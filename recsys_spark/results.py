@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
@@ -54,12 +54,19 @@ class IngestResult(StageResult):
     rows_erased: int = 0  # rows of users on the erasure list, left out of both tables
 
     def metrics(self) -> dict[str, float]:
-        return {"rows_read": self.rows_read, "rows_clean": self.rows_clean, "rows_quarantined": self.rows_quarantined,
-                "rows_erased": self.rows_erased, **{f"quarantined_{r}": n for r, n in self.quarantined_by_reason.items()}}
+        return {
+            "rows_read": self.rows_read,
+            "rows_clean": self.rows_clean,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_erased": self.rows_erased,
+            **{f"quarantined_{r}": n for r, n in self.quarantined_by_reason.items()},
+        }
 
     def lines(self) -> list[str]:
         erased = f"  erased {self.rows_erased:,}" if self.rows_erased else ""
-        out = [f"rows read {self.rows_read:,}  clean {self.rows_clean:,}  quarantined {self.rows_quarantined:,}{erased}"]
+        out = [
+            f"rows read {self.rows_read:,}  clean {self.rows_clean:,}  quarantined {self.rows_quarantined:,}{erased}"
+        ]
         out += [f"  quarantined {r}: {n:,}" for r, n in self.quarantined_by_reason.items()]
         return out
 
@@ -102,29 +109,58 @@ class TrainResult(StageResult):
         return round(tune / fit, 2) if tune is not None and fit else None
 
     def metrics(self) -> dict[str, float]:
-        cohorts = {f"{m}_history_{row['history'].replace('-', '_').replace('+', '_plus')}": v
-                   for row in self.by_history for m, v in row.items() if m != "history"}
+        cohorts = {
+            f"{m}_history_{row['history'].replace('-', '_').replace('+', '_plus')}": v
+            for row in self.by_history
+            for m, v in row.items()
+            if m != "history"
+        }
         cost = {"tuning_cost_x_fit": self.tuning_cost} if self.tuning_cost is not None else {}
-        return {"interactions": self.interactions, "users": self.users, "items": self.items, **self.quality, **cohorts, **cost,
-                **{f"seconds_{s}": v for s, v in self.steps.items()}}
+        return {
+            "interactions": self.interactions,
+            "users": self.users,
+            "items": self.items,
+            **self.quality,
+            **cohorts,
+            **cost,
+            **{f"seconds_{s}": v for s, v in self.steps.items()},
+        }
 
     def lines(self) -> list[str]:
         q = self.quality
-        out = [f"interactions.min_value left out {self.events_below_min_value:,} events"] if self.events_below_min_value is not None else []
-        out += [f"ALS vs popularity baseline on {q.get('users_evaluated', 0):,} test users ({self.split.describe()}):",
-               f"  {'metric':<18}{'ALS':>8}{'baseline':>10}"]
-        out += [f"  {m:<18}{q[m]:>8.4f}{q['baseline_' + m]:>10.4f}" for m in q if not m.startswith("baseline_") and m != "users_evaluated"]
+        out = (
+            [f"interactions.min_value left out {self.events_below_min_value:,} events"]
+            if self.events_below_min_value is not None
+            else []
+        )
+        out += [
+            f"ALS vs popularity baseline on {q.get('users_evaluated', 0):,} test users ({self.split.describe()}):",
+            f"  {'metric':<18}{'ALS':>8}{'baseline':>10}",
+        ]
+        out += [
+            f"  {m:<18}{q[m]:>8.4f}{q['baseline_' + m]:>10.4f}"
+            for m in q
+            if not m.startswith("baseline_") and m != "users_evaluated"
+        ]
         ndcg = next((m for m in q if m.startswith("ndcg_at_")), None)
         if ndcg and self.by_history:
-            out.append(f"  {ndcg} by training history: " + "; ".join(
-                f"{r['history']} items ({r['users']:,} users) {r[ndcg]:.4f} vs {r.get('baseline_' + ndcg, float('nan')):.4f}" for r in self.by_history))
+            out.append(
+                f"  {ndcg} by training history: "
+                + "; ".join(
+                    f"{r['history']} items ({r['users']:,} users) {r[ndcg]:.4f} "
+                    f"vs {r.get('baseline_' + ndcg, float('nan')):.4f}"
+                    for r in self.by_history
+                )
+            )
         out.append(f"  chosen params: {self.chosen_params}")
         if self.registry:
             out.append(f"  model: {self.registry}")
         if self.tuning_cost is not None:
             done = sum(r.get("state") == "complete" for r in self.tuning)
-            out.append(f"  tuning: {len(self.tuning)} trials ({done} complete, {len(self.tuning) - done} pruned), "
-                       f"{self.steps['tune']:.1f} s = {self.tuning_cost:.1f}x the final fit ({self.steps['als_fit']:.1f} s)")
+            out.append(
+                f"  tuning: {len(self.tuning)} trials ({done} complete, {len(self.tuning) - done} pruned), "
+                f"{self.steps['tune']:.1f} s = {self.tuning_cost:.1f}x the final fit ({self.steps['als_fit']:.1f} s)"
+            )
         return out
 
 
@@ -138,7 +174,9 @@ class RecommendResult(StageResult):
         return {f"recommendations_{src}": n for src, n in self.rows_by_source.items()}
 
     def lines(self) -> list[str]:
-        return ["recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(self.rows_by_source.items()))]
+        return [
+            "recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(self.rows_by_source.items()))
+        ]
 
 
 @dataclass(kw_only=True)
@@ -150,15 +188,24 @@ class ForgetResult(StageResult):
     model_run: str | None = None  # the MLflow run of the current model, tagged when it was trained on them
 
     def metrics(self) -> dict[str, float]:
-        return {"users_forgotten": self.users, "erasure_list_users": self.listed,
-                **{f"rows_removed_{t.replace('/', '_')}": n for t, n in self.rows_removed.items()}}
+        return {
+            "users_forgotten": self.users,
+            "erasure_list_users": self.listed,
+            **{f"rows_removed_{t.replace('/', '_')}": n for t, n in self.rows_removed.items()},
+        }
 
     def lines(self) -> list[str]:
-        out = [f"forgot {self.users:,} users; the erasure list now holds {self.listed:,} (every later ingest leaves them out)"]
+        out = [
+            f"forgot {self.users:,} users; the erasure list now holds {self.listed:,} "
+            "(every later ingest leaves them out)"
+        ]
         out += [f"  {table}: removed {n:,} rows" for table, n in self.rows_removed.items()]
         if self.model_run:
-            out.append(f"  the current model was trained on their data: MLflow run {self.model_run} tagged trained_on_erased_data=true "
-                       "(train again to drop them from the model)")
+            out.append(
+                f"  the current model was trained on their data: MLflow run {self.model_run} "
+                "tagged trained_on_erased_data=true "
+                "(train again to drop them from the model)"
+            )
         return out
 
 
@@ -180,21 +227,33 @@ class ItemsResult(StageResult):
     def metrics(self) -> dict[str, float]:
         if not self.texts:
             return {}
-        out = {"items_with_text": self.texts, "items_without_text": self.catalogue_without_text, "new_items": self.new_items,
-               "items_encoded": self.encoded, "new_items_rows": self.rows_new_items, "similar_items_rows": self.rows_similar}
+        out = {
+            "items_with_text": self.texts,
+            "items_without_text": self.catalogue_without_text,
+            "new_items": self.new_items,
+            "items_encoded": self.encoded,
+            "new_items_rows": self.rows_new_items,
+            "similar_items_rows": self.rows_similar,
+        }
         if self.encoded and self.encode_seconds:
             out["encode_items_per_s"] = self.encoded / self.encode_seconds
-        return out | {f"new_items_validation_{k.replace('(', '_').replace('=', '_').replace(')', '')}": v for k, v in self.validation.items()}
+        return out | {
+            f"new_items_validation_{k.replace('(', '_').replace('=', '_').replace(')', '')}": v
+            for k, v in self.validation.items()
+        }
 
     def lines(self) -> list[str]:
         if not self.texts:
             return []
         rate = f", {self.encoded / self.encode_seconds:,.0f} items/s" if self.encoded and self.encode_seconds else ""
-        return [f"item texts: {self.texts:,} items ({self.catalogue_without_text:,} of the model's items have none); "
-                f"{self.encoder}: {self.encoded:,} encoded{rate}, {self.texts - self.encoded:,} reused",
-                f"new items: {self.new_items:,} with text, placed by {self.method} (validation NDCG: "
-                + ", ".join(f"{k} {v:.3f}" for k, v in self.validation.items()) + ")",
-                f"new_items: {self.rows_new_items:,} rows; similar_items: {self.rows_similar:,} rows"]
+        return [
+            f"item texts: {self.texts:,} items ({self.catalogue_without_text:,} of the model's items have none); "
+            f"{self.encoder}: {self.encoded:,} encoded{rate}, {self.texts - self.encoded:,} reused",
+            f"new items: {self.new_items:,} with text, placed by {self.method} (validation NDCG: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in self.validation.items())
+            + ")",
+            f"new_items: {self.rows_new_items:,} rows; similar_items: {self.rows_similar:,} rows",
+        ]
 
 
 @dataclass(kw_only=True)
@@ -209,19 +268,31 @@ class NewItemsEvalResult(StageResult):
     users_evaluated: int
 
     def metrics(self) -> dict[str, float]:
-        return {f"new_items_{m}_{name}": v for m, row in self.metrics_by_method.items() for name, v in row.items() if name != "users_evaluated"} | {
-            "new_items_held_out": self.items_held_out, "new_items_without_text": self.items_without_text,
-            "new_items_users_evaluated": self.users_evaluated}
+        return {
+            f"new_items_{m}_{name}": v
+            for m, row in self.metrics_by_method.items()
+            for name, v in row.items()
+            if name != "users_evaluated"
+        } | {
+            "new_items_held_out": self.items_held_out,
+            "new_items_without_text": self.items_without_text,
+            "new_items_users_evaluated": self.users_evaluated,
+        }
 
     def lines(self) -> list[str]:
         k = self.k
-        out = [f"new items: {self.items_held_out:,} items held out whole ({self.items_without_text:,} without text), "
-               f"{self.users_evaluated:,} users ranked them; {self.encoder}; map chosen on validation: {self.chosen}",
-               f"  {'method':<22}{'ndcg@' + str(k):>10}{'precision@' + str(k):>14}{'recall@' + str(k):>11}{'x random':>10}"]
+        out = [
+            f"new items: {self.items_held_out:,} items held out whole ({self.items_without_text:,} without text), "
+            f"{self.users_evaluated:,} users ranked them; {self.encoder}; map chosen on validation: {self.chosen}",
+            f"  {'method':<22}{'ndcg@' + str(k):>10}{'precision@' + str(k):>14}"
+            f"{'recall@' + str(k):>11}{'x random':>10}",
+        ]
         rnd = self.metrics_by_method["random"][f"ndcg_at_{k}"] or float("nan")
         for m, row in self.metrics_by_method.items():
-            out.append(f"  {m:<22}{row[f'ndcg_at_{k}']:>10.4f}{row[f'precision_at_{k}']:>14.4f}{row[f'recall_at_{k}']:>11.4f}"
-                       f"{row[f'ndcg_at_{k}'] / rnd:>9.1f}x")
+            out.append(
+                f"  {m:<22}{row[f'ndcg_at_{k}']:>10.4f}{row[f'precision_at_{k}']:>14.4f}{row[f'recall_at_{k}']:>11.4f}"
+                f"{row[f'ndcg_at_{k}'] / rnd:>9.1f}x"
+            )
         return out
 
 
@@ -245,27 +316,45 @@ class RetentionResult(StageResult):
     quality_by_cohort: list[dict[str, Any]] = field(default_factory=list)  # empty without an evaluation
 
     def metrics(self) -> dict[str, float]:
-        out = {"dau_mau_last_30_days": self.dau_mau_last_30_days, "retention_period1_weighted": self.retention_period1_weighted,
-               "retention_period4_weighted": self.retention_period4_weighted}
+        out = {
+            "dau_mau_last_30_days": self.dau_mau_last_30_days,
+            "retention_period1_weighted": self.retention_period1_weighted,
+            "retention_period4_weighted": self.retention_period4_weighted,
+        }
         new = self.new_item_link() or {}
-        out |= {"users_with_new_item": new.get("users"), "retained_with_new_item": new.get("with"), "retained_without_new_item": new.get("without")}
+        out |= {
+            "users_with_new_item": new.get("users"),
+            "retained_with_new_item": new.get("with"),
+            "retained_without_new_item": new.get("without"),
+        }
         return {k: v for k, v in out.items() if v is not None}
 
     def lines(self) -> list[str]:
         g = self.granularity
         out = [f"retention of the three largest cohorts ({g} 1 / {g} 4, bounded):"]
-        mark = lambda c, p, v: _pct(v) + ("*" if p in c.partial_periods else "")
-        out += [f"  cohort {c.cohort} ({c.size:,} users): {mark(c, 1, c.period_1)} / {mark(c, 4, c.period_4)}" for c in self.headline]
+
+        def mark(c, p, v):
+            return _pct(v) + ("*" if p in c.partial_periods else "")
+
+        out += [
+            f"  cohort {c.cohort} ({c.size:,} users): {mark(c, 1, c.period_1)} / {mark(c, 4, c.period_4)}"
+            for c in self.headline
+        ]
         if any(c.partial_periods for c in self.headline):
             out.append(f"  * {g} only partly observed: the data ends inside it")
         out.append(f"DAU/MAU, mean over the last 30 days: {self.dau_mau_last_30_days:.3f}")
-        out += [f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, hit rate {q['hit_rate']:.2f}, "
-                f"came back after the test: {_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without"
-                for q in self.quality_by_cohort[-3:]]
+        out += [
+            f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, "
+            f"hit rate {q['hit_rate']:.2f}, came back after the test: {_pct(q['retained_with_hit'])} with a hit "
+            f"vs {_pct(q['retained_without_hit'])} without"
+            for q in self.quality_by_cohort[-3:]
+        ]
         new = self.new_item_link()
         if new:
-            out.append(f"  lists holding a new item (used by few): {new['users']:,} of {new['evaluated']:,} evaluated users; came back "
-                       f"after the test: {_pct(new['with'])} vs {_pct(new['without'])} without")
+            out.append(
+                f"  lists holding a new item (used by few): {new['users']:,} of {new['evaluated']:,} evaluated users; "
+                f"came back after the test: {_pct(new['with'])} vs {_pct(new['without'])} without"
+            )
         return out
 
     def new_item_link(self) -> dict[str, Any] | None:
@@ -274,13 +363,18 @@ class RetentionResult(StageResult):
         rows = [q for q in self.quality_by_cohort if q.get("users_with_new_item") is not None]
         if not rows:
             return None
+
         def rate(key: str, users: Callable[[dict], int]) -> float | None:
             known = [(q[key], users(q)) for q in rows if q[key] is not None and users(q)]
             total = sum(n for _, n in known)
             return sum(r * n for r, n in known) / total if total else None
-        return {"users": sum(q["users_with_new_item"] for q in rows), "evaluated": sum(q["users_evaluated"] for q in rows),
-                "with": rate("retained_with_new_item", lambda q: q["users_with_new_item"]),
-                "without": rate("retained_without_new_item", lambda q: q["users_evaluated"] - q["users_with_new_item"])}
+
+        return {
+            "users": sum(q["users_with_new_item"] for q in rows),
+            "evaluated": sum(q["users_evaluated"] for q in rows),
+            "with": rate("retained_with_new_item", lambda q: q["users_with_new_item"]),
+            "without": rate("retained_without_new_item", lambda q: q["users_evaluated"] - q["users_with_new_item"]),
+        }
 
 
 @dataclass

@@ -59,11 +59,14 @@ def cohort_retention(activity: DataFrame, data_end: Column, granularity: str) ->
     # The last period is complete only when the day after the data's end starts a new period.
     ends_period = period_start(F.date_add(data_end, 1), granularity) > period_start(data_end, granularity)
     grid = sizes.withColumn("period", F.explode(F.sequence(F.lit(0), last))).withColumn(
-        "complete", (F.col("period") < last) | ends_period)
+        "complete", (F.col("period") < last) | ends_period
+    )
     bounded = activity.groupBy("cohort", "period").agg(F.count("*").alias("_n"))
     last_seen = activity.groupBy("user_id", "cohort").agg(F.max("period").alias("period"))
     leaving = last_seen.groupBy("cohort", "period").agg(F.count("*").alias("_last"))
-    later = Window.partitionBy("cohort").orderBy(F.desc("period")).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    later = (
+        Window.partitionBy("cohort").orderBy(F.desc("period")).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
     unbounded = grid.join(leaving, ["cohort", "period"], "left").select(
         "cohort", "period", F.sum(F.coalesce("_last", F.lit(0))).over(later).alias("_n")
     )
@@ -102,9 +105,12 @@ def stickiness(events: DataFrame) -> DataFrame:
     for name, width in (("dau", 1), ("wau", 7), ("mau", 30)):
         end = F.date_add("day", width - 1)
         end = F.when(F.col("_next").isNull(), end).otherwise(F.least(end, F.date_sub("_next", 1)))
-        deltas = spans.select(F.col("day").alias("d"), F.lit(1).alias("delta")).unionByName(
-            spans.select(F.date_add(end, 1).alias("d"), F.lit(-1).alias("delta"))
-        ).groupBy("d").agg(F.sum("delta").alias("delta"))
+        deltas = (
+            spans.select(F.col("day").alias("d"), F.lit(1).alias("delta"))
+            .unionByName(spans.select(F.date_add(end, 1).alias("d"), F.lit(-1).alias("delta")))
+            .groupBy("d")
+            .agg(F.sum("delta").alias("delta"))
+        )
         # calendar x per-day deltas: both have one row per day, so this join is days x days at most.
         running = calendar.join(deltas, F.col("d") <= F.col("date")).groupBy("date").agg(F.sum("delta").alias(name))
         out = out.join(running, "date", "left")
@@ -136,7 +142,11 @@ def quality_by_cohort(per_user: DataFrame, activity_events: DataFrame, cohorts: 
         .withColumn("_back", F.when(F.col("followup_end").isNull(), None).otherwise(F.coalesce("_back", F.lit(0.0))))
     )
     hit = F.col("hit_rate") > 0
-    new = F.coalesce(F.col("new_in_list"), F.lit(False)) if "new_in_list" in per_user.columns else F.lit(None).cast("boolean")
+    new = (
+        F.coalesce(F.col("new_in_list"), F.lit(False))
+        if "new_in_list" in per_user.columns
+        else F.lit(None).cast("boolean")
+    )
     return joined.groupBy("cohort").agg(
         F.count("*").alias("users_evaluated"),
         F.avg("ndcg").alias("mean_ndcg"),

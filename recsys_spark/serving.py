@@ -37,7 +37,9 @@ def _factors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     (no Python object per row: a million users load in a fraction of a second)."""
     t = _table(path)
     values = t.column("features").combine_chunks().flatten().to_numpy().astype(np.float32)
-    return t.column("id").to_numpy().astype(np.int64), values.reshape(t.num_rows, -1) if t.num_rows else values.reshape(0, 0)
+    return t.column("id").to_numpy().astype(np.int64), values.reshape(t.num_rows, -1) if t.num_rows else values.reshape(
+        0, 0
+    )
 
 
 class Recommender(mlflow.pyfunc.PythonModel):
@@ -57,36 +59,51 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.ids = ids = indexed(items["item_idx"].to_numpy(), items["item_id"].to_numpy(), size)
         self.pos = np.full(size, -1)  # item_idx -> column of vt
         self.pos[self.item_idx] = np.arange(self.item_idx.size)
-        self.user_row = dict(zip(users["user_id"], users["user_idx"]))
-        self.factor_row = dict(zip(user_ids.tolist(), range(user_ids.size)))
+        self.user_row = dict(zip(users["user_id"], users["user_idx"], strict=True))
+        self.factor_row = dict(zip(user_ids.tolist(), range(user_ids.size), strict=True))
         self.u = user_factors if user_ids.size else np.zeros((0, self.vt.shape[0]), np.float32)
         seen = _table(root / "seen")
         users_of, items_of = (seen.column(c).to_numpy().astype(np.int64) for c in ("user_idx", "item_idx"))
-        order = np.argsort(users_of * (int(items_of.max(initial=0)) + 1) + items_of)  # by user, then item: a history is a slice
+        order = np.argsort(
+            users_of * (int(items_of.max(initial=0)) + 1) + items_of
+        )  # by user, then item: a history is a slice
         self.seen_users, self.seen_items = users_of[order], items_of[order]
-        self.seen_weights = (seen.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)[order]
-                             if "weight" in seen.column_names else None)
+        self.seen_weights = (
+            seen.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)[order]
+            if "weight" in seen.column_names
+            else None
+        )
         popular = _read(root / "popular").sort_values(["popularity", "item_idx"], ascending=[False, True])
         self.popular = popular[["item_idx", "popularity"]].to_numpy()
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        frames = [self.recommend(str(row.user_id), int(row.n) if "n" in model_input and pd.notna(row.n) else self.n)
-                  for row in model_input.itertuples()]
+        frames = [
+            self.recommend(str(row.user_id), int(row.n) if "n" in model_input and pd.notna(row.n) else self.n)
+            for row in model_input.itertuples()
+        ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
     def recommend(self, user_id: str, n: int) -> pd.DataFrame:
         """One user's rows: ALS top-n with reasons, or the popular fallback."""
         idx = self.user_row.get(user_id)
-        lo, hi = (np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0))
+        lo, hi = np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0)
         seen = self.seen_items[lo:hi]
         row = self.factor_row.get(int(idx)) if idx is not None else None
         if row is None:  # unknown, or known without factors: the most popular unseen items
             keep = ~np.isin(self.popular[:, 0].astype(np.int64), seen)
             top = self.popular[keep][:n]
-            return pd.DataFrame({"user_id": user_id, "rank": np.arange(1, len(top) + 1), "item_id": self.ids[top[:, 0].astype(np.int64)],
-                                 "score": top[:, 1].astype(np.float32), "source": "popular", "because": [None] * len(top)})
+            return pd.DataFrame(
+                {
+                    "user_id": user_id,
+                    "rank": np.arange(1, len(top) + 1),
+                    "item_id": self.ids[top[:, 0].astype(np.int64)],
+                    "score": top[:, 1].astype(np.float32),
+                    "source": "popular",
+                    "because": [None] * len(top),
+                }
+            )
         pos = self.pos
         scores = self.u[row][None, :] @ self.vt
         cols = pos[seen[seen < pos.size]]
@@ -97,7 +114,24 @@ class Recommender(mlflow.pyfunc.PythonModel):
         if self.explain is not None:
             weights = self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
             history = cols[cols >= 0]
-            because = _because(self.explain, self.vt, self.gram, self.item_idx, np.zeros(history.size, np.int64), history, weights,
-                               part, keep).to_pylist()
-        return pd.DataFrame({"user_id": user_id, "rank": np.arange(1, keep.sum() + 1), "item_id": self.ids[self.item_idx[part[0][keep]]],
-                             "score": top[0][keep].astype(np.float32), "source": "als", "because": because})
+            because = _because(
+                self.explain,
+                self.vt,
+                self.gram,
+                self.item_idx,
+                np.zeros(history.size, np.int64),
+                history,
+                weights,
+                part,
+                keep,
+            ).to_pylist()
+        return pd.DataFrame(
+            {
+                "user_id": user_id,
+                "rank": np.arange(1, keep.sum() + 1),
+                "item_id": self.ids[self.item_idx[part[0][keep]]],
+                "score": top[0][keep].astype(np.float32),
+                "source": "als",
+                "because": because,
+            }
+        )

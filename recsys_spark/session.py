@@ -45,7 +45,9 @@ def java_major_version() -> int | None:
 def check_java() -> None:
     version = java_major_version()
     if version is None:
-        raise RecsysError(f"java not found: install Java {MIN_JAVA}+ (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+        raise RecsysError(
+            f"java not found: install Java {MIN_JAVA}+ (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
     if version < MIN_JAVA:
         raise RecsysError(f"java {version} found, Spark 4 needs Java {MIN_JAVA}+: install it and set JAVA_HOME")
 
@@ -55,15 +57,19 @@ def check_master(master: str) -> None:
     fix = "fix spark.master (e.g. local[*]), or run under spark-submit --master"
     if master == "yarn" or master.startswith("yarn"):
         if not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
-            raise RecsysError(f"spark.master is {master!r} but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set: "
-                              f"point one at your cluster's Hadoop config, or {fix}")
+            raise RecsysError(
+                f"spark.master is {master!r} but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set: "
+                f"point one at your cluster's Hadoop config, or {fix}"
+            )
     elif master.startswith("spark://"):
         for hostport in master.removeprefix("spark://").split(","):
             host, _, port = hostport.rpartition(":")
             try:
                 socket.create_connection((host, int(port)), timeout=5).close()
             except (OSError, ValueError) as e:
-                raise RecsysError(f"spark.master {master!r}: cannot reach {hostport} ({e}): start the master, or {fix}") from None
+                raise RecsysError(
+                    f"spark.master {master!r}: cannot reach {hostport} ({e}): start the master, or {fix}"
+                ) from None
 
 
 def use_utc() -> None:
@@ -90,7 +96,9 @@ def build_session(cfg: Config) -> SparkSession:
     threads = str(cfg.spark.blas_threads)
     os.environ["OPENBLAS_NUM_THREADS"] = threads  # the driver JVM inherits it (in local mode it runs every task)
     if native.loader_dir:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (native.loader_dir, os.environ.get("LD_LIBRARY_PATH")) if p)
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (native.loader_dir, os.environ.get("LD_LIBRARY_PATH")) if p
+        )
     java = " ".join(o for o in ("-Duser.timezone=UTC", native.java_options()) if o)
     quiet = "" if cfg.spark.verbose else f" -Dlog4j2.configurationFile={QUIET_LOG4J}"  # the console is the driver's
     conf = {
@@ -113,9 +121,10 @@ def build_session(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()
-    except Exception as e:  # noqa: BLE001 - Py4J and PySpark raise several types for a bad master or conf
-        raise RecsysError(f"cannot start Spark (master {cfg.spark.master!r}): {first_line(e)}; "
-                          "check spark.master and spark.conf") from None
+    except Exception as e:  # Py4J and PySpark raise several types for a bad master or conf
+        raise RecsysError(
+            f"cannot start Spark (master {cfg.spark.master!r}): {first_line(e)}; check spark.master and spark.conf"
+        ) from None
     spark.sparkContext.setLogLevel(cfg.spark.log_level if cfg.spark.verbose else "ERROR")
     try:
         check_shared_paths(spark.sparkContext.master, cfg)
@@ -149,5 +158,6 @@ def check_shared_paths(master: str, cfg: Config) -> None:
         if "://" not in path:
             raise RecsysError(
                 f"{key} is the local path {path!r} but the master is {master}: executors cannot share it. "
-                f"Use shared storage, e.g. --set {key}=hdfs:///tmp/recsys-spark (or file:///mnt/shared/... on a shared mount)"
+                f"Use shared storage, e.g. --set {key}=hdfs:///tmp/recsys-spark "
+                "(or file:///mnt/shared/... on a shared mount)"
             )

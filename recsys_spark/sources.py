@@ -37,7 +37,7 @@ def read_source(
             df = _read_csv(spark, path, options)
         else:
             df = spark.read.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, **options).json(path)
-    except Exception as e:  # noqa: BLE001 - AnalysisException for a wrong layout; a Spark error for a file that is not what it claims
+    except Exception as e:  # AnalysisException for a wrong layout; a Spark error for a file that is not what it claims
         raise RecsysError(
             f"cannot read {path} as {inp.format}: {first_line(e)}. Expected columns {sorted(inp.columns.values())}; "
             "check input.format and input.options"
@@ -49,12 +49,15 @@ def read_source(
 
 
 def missing_input(path: str) -> RecsysError:
-    return RecsysError(f"input path not found: {path} (set input.path, or pass --set input.path=<dir>; "
-                       "without input.path, `recsys-spark run` generates demo data there)")
+    return RecsysError(
+        f"input path not found: {path} (set input.path, or pass --set input.path=<dir>; "
+        "without input.path, `recsys-spark run` generates demo data there)"
+    )
 
 
 def check_local_input(path: str) -> None:
-    """A missing local input path, caught before Spark starts (paths on other filesystems are checked by `read_source`)."""
+    """A missing local input path, caught before Spark starts (paths on other filesystems are checked by
+    `read_source`)."""
     local = local_path(path)
     if local is not None and not local.exists():
         raise missing_input(path)

@@ -62,20 +62,33 @@ class Splits:
             df.unpersist()
 
 
-def make_splits(events: DataFrame, data: IndexedInteractions, sp: SplitConfig, validation_days: int, last: dt.datetime) -> Splits:
+def make_splits(
+    events: DataFrame, data: IndexedInteractions, sp: SplitConfig, validation_days: int, last: dt.datetime
+) -> Splits:
     """Temporal: train before the cutoff, test in [cutoff, cutoff + test_days), tuning validates on
     the last `validation_days` before the cutoff. Random: per-user holdout of the indexed pairs,
     and the same again inside the training side for tuning."""
     keep = StorageLevel.MEMORY_AND_DISK
     if sp.method == "temporal":
-        cutoff = dt.datetime.combine(sp.cutoff, dt.time()) if sp.cutoff else default_cutoff(last, sp.test_days, sp.followup_days)
+        cutoff = (
+            dt.datetime.combine(sp.cutoff, dt.time())
+            if sp.cutoff
+            else default_cutoff(last, sp.test_days, sp.followup_days)
+        )
         train_ev, test_ev = temporal_split(events, cutoff, sp.test_days)
         vcut = cutoff - dt.timedelta(days=validation_days)
         fit_ev, val_ev = temporal_split(train_ev, vcut, validation_days)
         test_end = cutoff + dt.timedelta(days=sp.test_days)
-        info = SplitInfo("temporal", cutoff=cutoff, test_end=test_end, followup_end=test_end + dt.timedelta(days=sp.followup_days))
-        return Splits(data.pairs_for(train_ev, cutoff).persist(keep), data.pairs_for(test_ev, cutoff),
-                      data.pairs_for(fit_ev, vcut), data.pairs_for(val_ev, cutoff), info)
+        info = SplitInfo(
+            "temporal", cutoff=cutoff, test_end=test_end, followup_end=test_end + dt.timedelta(days=sp.followup_days)
+        )
+        return Splits(
+            data.pairs_for(train_ev, cutoff).persist(keep),
+            data.pairs_for(test_ev, cutoff),
+            data.pairs_for(fit_ev, vcut),
+            data.pairs_for(val_ev, cutoff),
+            info,
+        )
     train, test = random_split(data.pairs, sp.test_fraction, sp.seed)
     train = train.persist(keep)
     tune_train, tune_val = random_split(train, sp.test_fraction, sp.seed + 1)

@@ -57,10 +57,10 @@ class _FS:
     """Thin wrapper over org.apache.hadoop.fs.FileSystem for one path's filesystem."""
 
     def __init__(self, spark: SparkSession, path: str):
-        jvm = spark._jvm  # noqa: SLF001 - the Hadoop FS API is only reachable through py4j
+        jvm = spark._jvm  # the Hadoop FS API is only reachable through py4j
         self._jvm = jvm
         self.path = jvm.org.apache.hadoop.fs.Path(path)
-        self.fs = self.path.getFileSystem(spark._jsc.hadoopConfiguration())  # noqa: SLF001
+        self.fs = self.path.getFileSystem(spark._jsc.hadoopConfiguration())
 
     def p(self, path: str) -> Any:
         return self._jvm.org.apache.hadoop.fs.Path(path)
@@ -102,14 +102,18 @@ def list_names(spark: SparkSession, path: str) -> list[str]:
     fs = _FS(spark, path)
     if not fs.exists(path):
         return []
-    return sorted(n for n in (s.getPath().getName() for s in fs.fs.listStatus(fs.p(path))) if not n.startswith(("_", ".")))
+    return sorted(
+        n for n in (s.getPath().getName() for s in fs.fs.listStatus(fs.p(path))) if not n.startswith(("_", "."))
+    )
 
 
 def local_dir(spark: SparkSession, path: str) -> str:
     """`path` as a local directory: itself when local, else a copy in a temporary directory."""
     fs = _FS(spark, path)
     if fs.fs.getUri().getScheme() in (None, "file"):
-        return os.path.realpath(path.removeprefix("file://").removeprefix("file:"))  # the current version of a versioned table
+        return os.path.realpath(
+            path.removeprefix("file://").removeprefix("file:")
+        )  # the current version of a versioned table
     dst = tempfile.mkdtemp(prefix="recsys-")
     fs.fs.copyToLocalFile(False, fs.p(path), fs.p(dst), True)
     return f"{dst}/{path.rstrip('/').rsplit('/', 1)[-1]}"
@@ -178,8 +182,15 @@ class Transaction:
             raise
         self.staged.append((local, version))
 
-    def write_table(self, df: DataFrame, path: str, partition_by: str | None = None, expected_rows: int | None = None,
-                    whole_table: bool = False, replaces: list[str] | None = None) -> None:
+    def write_table(
+        self,
+        df: DataFrame,
+        path: str,
+        partition_by: str | None = None,
+        expected_rows: int | None = None,
+        whole_table: bool = False,
+        replaces: list[str] | None = None,
+    ) -> None:
         """Stage `df` as Parquet for `path`: the partitions it holds replace theirs (or the whole table).
 
         `replaces` names partition directories (`event_date=2026-01-05`) replaced even where `df`
@@ -258,11 +269,19 @@ def _write_parquet(df: DataFrame, out: str, partition_by: str | None, expected_r
     if expected_rows is not None:
         staged = spark.read.schema(df.schema).parquet(out).count()
         if staged != expected_rows:
-            raise RecsysError(f"{table.rstrip('/')}: staged {staged} rows but expected {expected_rows}; nothing was moved into place")
+            raise RecsysError(
+                f"{table.rstrip('/')}: staged {staged} rows but expected {expected_rows}; nothing was moved into place"
+            )
 
 
-def _write_moved(df: DataFrame, path: str, partition_by: str | None, expected_rows: int | None, whole_table: bool,
-                 replaces: list[str]) -> None:
+def _write_moved(
+    df: DataFrame,
+    path: str,
+    partition_by: str | None,
+    expected_rows: int | None,
+    whole_table: bool,
+    replaces: list[str],
+) -> None:
     """Other filesystems: stage beside the table, then move into place (not atomic)."""
     fs = _FS(df.sparkSession, path)
     base, staging = _staging(path)
@@ -371,7 +390,12 @@ def recover(root: str, checkpoint_dir: str | None = None) -> list[str]:
             link = versions.parent / table.name
             if link.is_symlink():
                 _prune(link)
-    for leftover in [*base.rglob("_staging"), *base.rglob("*.__old-*"), *base.rglob(".*.link-*"), *base.rglob(f".{JOURNAL}*.tmp")]:
+    for leftover in [
+        *base.rglob("_staging"),
+        *base.rglob("*.__old-*"),
+        *base.rglob(".*.link-*"),
+        *base.rglob(f".{JOURNAL}*.tmp"),
+    ]:
         if leftover.is_dir() and not leftover.is_symlink():
             _remove(leftover)
         else:
@@ -421,7 +445,9 @@ def read_table(spark: SparkSession, path: str) -> DataFrame:
     if not fs.exists(path):
         raise RecsysError(f"table not found: {path} (run the job that writes it first)")
     if not fs.exists(f"{path.rstrip('/')}/{SUCCESS}"):
-        raise RecsysError(f"table {path} has no {SUCCESS} marker: it was not completely written; re-run the job that writes it")
+        raise RecsysError(
+            f"table {path} has no {SUCCESS} marker: it was not completely written; re-run the job that writes it"
+        )
     local = local_path(path.rstrip("/"))
     version = _current(local) if local is not None else None
     return spark.read.parquet(str(version) if version else path)

@@ -50,8 +50,14 @@ class Explain:
     names: np.ndarray  # display name at position item_idx, None where there is no text
 
 
-def top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: int, block: int | None = None,
-          explain: Explain | None = None) -> DataFrame:
+def top_n(
+    user_factors: DataFrame,
+    item_factors: DataFrame,
+    seen: DataFrame,
+    n: int,
+    block: int | None = None,
+    explain: Explain | None = None,
+) -> DataFrame:
     """(user_idx, rank 1..n, item_idx, score) for every row of `user_factors` (id, features).
 
     `item_factors` (id, features) is collected and broadcast: it grows with the catalogue, not
@@ -62,14 +68,20 @@ def top_n(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, n: 
     """
     items = item_factors.select("id", "features").toPandas()
     ids = items["id"].to_numpy(dtype=np.int64)
-    vt = np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T) if len(items) else np.zeros((1, 0), np.float32)
+    vt = (
+        np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T)
+        if len(items)
+        else np.zeros((1, 0), np.float32)
+    )
     spark = user_factors.sparkSession
     bc = spark.sparkContext.broadcast((ids, vt, explain))
     rows = block or block_rows(ids.size)
     if explain is None:
         seen_lists = seen.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
     else:
-        history = seen.groupBy("user_idx").agg(F.collect_list(F.struct("item_idx", F.col("weight").cast("double").alias("weight"))).alias("_h"))
+        history = seen.groupBy("user_idx").agg(
+            F.collect_list(F.struct("item_idx", F.col("weight").cast("double").alias("weight"))).alias("_h")
+        )
         seen_lists = history.select("user_idx", F.col("_h.item_idx").alias("seen"), F.col("_h.weight").alias("weights"))
     users = user_factors.select(F.col("id").alias("user_idx"), "features").join(seen_lists, "user_idx", "left")
 
@@ -91,8 +103,16 @@ def _flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return lens, pc.list_flatten(column).to_numpy(zero_copy_only=False)
 
 
-def _score_batch(batch: pa.RecordBatch, item_ids: np.ndarray, vt: np.ndarray, pos: np.ndarray, n: int, rows: int,
-                 explain: Explain | None = None, gram: np.ndarray | None = None) -> pa.RecordBatch:
+def _score_batch(
+    batch: pa.RecordBatch,
+    item_ids: np.ndarray,
+    vt: np.ndarray,
+    pos: np.ndarray,
+    n: int,
+    rows: int,
+    explain: Explain | None = None,
+    gram: np.ndarray | None = None,
+) -> pa.RecordBatch:
     """Top-k of one Arrow batch: seen items as (row, column) pairs once, then blocks of `rows` users.
     Lists are read and written as Arrow buffers, with no Python object per row."""
     k = min(n, item_ids.size)
@@ -134,8 +154,17 @@ def _score_batch(batch: pa.RecordBatch, item_ids: np.ndarray, vt: np.ndarray, po
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def explain_block(vt: np.ndarray, gram: np.ndarray | None, owners: np.ndarray, history: np.ndarray, weights: np.ndarray,
-                  targets: np.ndarray, implicit: bool, alpha: float, reg_param: float) -> np.ndarray:
+def explain_block(
+    vt: np.ndarray,
+    gram: np.ndarray | None,
+    owners: np.ndarray,
+    history: np.ndarray,
+    weights: np.ndarray,
+    targets: np.ndarray,
+    implicit: bool,
+    alpha: float,
+    reg_param: float,
+) -> np.ndarray:
     """(users x targets x H) contributions of each user's history items to each target's score,
     padded to the longest history H with zeros; each (user, target) sums to the score the user's
     factors give the target.
@@ -167,10 +196,20 @@ def explain_block(vt: np.ndarray, gram: np.ndarray | None, owners: np.ndarray, h
     return np.einsum("uhr,urk->ukh", yh * c[:, :, None], wy, optimize=True)
 
 
-def explain_scores(vt: np.ndarray, gram: np.ndarray | None, history: np.ndarray, weights: np.ndarray, targets: np.ndarray,
-                   implicit: bool, alpha: float, reg_param: float) -> np.ndarray:
+def explain_scores(
+    vt: np.ndarray,
+    gram: np.ndarray | None,
+    history: np.ndarray,
+    weights: np.ndarray,
+    targets: np.ndarray,
+    implicit: bool,
+    alpha: float,
+    reg_param: float,
+) -> np.ndarray:
     """One user's (targets x history) contributions: `explain_block` for a single user."""
-    block = explain_block(vt, gram, np.zeros(history.size, np.int64), history, weights, targets[None, :], implicit, alpha, reg_param)
+    block = explain_block(
+        vt, gram, np.zeros(history.size, np.int64), history, weights, targets[None, :], implicit, alpha, reg_param
+    )
     return block[0][:, : history.size]
 
 
@@ -190,8 +229,17 @@ def _chunks(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
         i = j
 
 
-def _because(explain: Explain, vt: np.ndarray, gram: np.ndarray | None, item_ids: np.ndarray, owners: np.ndarray,
-             history: np.ndarray, weights: np.ndarray, part: np.ndarray, keep: np.ndarray) -> pa.Array:
+def _because(
+    explain: Explain,
+    vt: np.ndarray,
+    gram: np.ndarray | None,
+    item_ids: np.ndarray,
+    owners: np.ndarray,
+    history: np.ndarray,
+    weights: np.ndarray,
+    part: np.ndarray,
+    keep: np.ndarray,
+) -> pa.Array:
     """`because` for every kept (user, rank) slot of `part` (users x k columns): the BECAUSE_TOP
     history items with the largest positive contributions, with their share of the score."""
     n_users, k = part.shape
@@ -206,7 +254,17 @@ def _because(explain: Explain, vt: np.ndarray, gram: np.ndarray | None, item_ids
         sizes = counts[chunk]
         slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         pair, local = np.repeat(starts[chunk], sizes) + slot, np.repeat(np.arange(chunk.size), sizes)
-        contrib = explain_block(vt, gram, local, history[pair], weights[pair], part[chunk], explain.implicit, explain.alpha, explain.reg_param)
+        contrib = explain_block(
+            vt,
+            gram,
+            local,
+            history[pair],
+            weights[pair],
+            part[chunk],
+            explain.implicit,
+            explain.alpha,
+            explain.reg_param,
+        )
         cols = np.zeros((chunk.size, contrib.shape[2]), np.int64)
         cols[local, slot] = history[pair]
         best = np.argsort(-contrib, axis=2, kind="stable")[:, :, :BECAUSE_TOP]
@@ -220,9 +278,13 @@ def _because(explain: Explain, vt: np.ndarray, gram: np.ndarray | None, item_ids
     idx = item_ids[best_col[valid]]
     offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int32)
     entries = pa.StructArray.from_arrays(
-        [pa.array(explain.item_ids[idx], pa.string()), pa.array(explain.names[idx], pa.string()),
-         pa.array((best_c / total[:, None])[valid].astype(np.float32))],
-        names=["item_id", "name", "share"])
+        [
+            pa.array(explain.item_ids[idx], pa.string()),
+            pa.array(explain.names[idx], pa.string()),
+            pa.array((best_c / total[:, None])[valid].astype(np.float32)),
+        ],
+        names=["item_id", "name", "share"],
+    )
     return pa.ListArray.from_arrays(pa.array(offsets), entries)
 
 
@@ -250,7 +312,9 @@ def popularity(interactions: DataFrame) -> DataFrame:
 def top_n_popular(users: DataFrame, pop: DataFrame, seen: DataFrame, n: int) -> DataFrame:
     """The most popular items each user in `users` (user_idx) has not seen."""
     user_factors = users.select(F.col("user_idx").alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
-    item_factors = pop.select(F.col("item_idx").alias("id"), F.array(F.col("popularity").cast("float")).alias("features"))
+    item_factors = pop.select(
+        F.col("item_idx").alias("id"), F.array(F.col("popularity").cast("float")).alias("features")
+    )
     return top_n(user_factors, item_factors, seen, n)
 
 
@@ -266,7 +330,9 @@ def explainer(m: TrainedModel, names: DataFrame | None = None) -> Explain | None
     if "weight" not in m.seen.columns:
         return None
     items = m.items if names is None else m.items.join(names.select("item_id", "name"), "item_id", "left")
-    labels = items.select("item_idx", "item_id", F.col("name") if names is not None else F.lit(None).cast("string").alias("name")).toPandas()
+    labels = items.select(
+        "item_idx", "item_id", F.col("name") if names is not None else F.lit(None).cast("string").alias("name")
+    ).toPandas()
     idx = labels["item_idx"].to_numpy()  # catalogue-sized
     return explain_for(m.config, indexed(idx, labels["item_id"].to_numpy()), indexed(idx, labels["name"].to_numpy()))
 
@@ -282,8 +348,13 @@ def indexed(idx: np.ndarray, values: np.ndarray, size: int | None = None) -> np.
 def explain_for(config: dict[str, Any], item_ids: np.ndarray, names: np.ndarray) -> Explain:
     """The Explain of a saved model's config (the chosen alpha and reg_param, else the configured ones)."""
     chosen = config.get("chosen", {})
-    return Explain(implicit=config["interactions"]["mode"] == "implicit", alpha=float(chosen.get("alpha", config["als"]["alpha"])),
-                   reg_param=float(chosen.get("reg_param", config["als"]["reg_param"])), item_ids=item_ids, names=names)
+    return Explain(
+        implicit=config["interactions"]["mode"] == "implicit",
+        alpha=float(chosen.get("alpha", config["als"]["alpha"])),
+        reg_param=float(chosen.get("reg_param", config["als"]["reg_param"])),
+        item_ids=item_ids,
+        names=names,
+    )
 
 
 def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: DataFrame | None = None) -> DataFrame:
@@ -305,24 +376,44 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
         served, fallback = with_factors, m.users.join(with_factors, "user_id", "left_anti").select("user_id")
     explain = explainer(m, names)
     no_reason = F.lit(None).cast(BECAUSE_TYPE)
-    named = lambda recs, source, because: recs.join(m.users, "user_idx").join(m.items, "item_idx").select(
-        "user_id", "rank", "item_id", "score", F.lit(source).alias("source"), because.alias("because"))
-    als = named(als_top_n(m.als, served.select("user_idx"), m.seen, n, explain), "als", F.col("because") if explain else no_reason)
-    known = named(top_n_popular(fallback.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n), "popular", no_reason)
+
+    def named(recs, source, because):
+        return (
+            recs.join(m.users, "user_idx")
+            .join(m.items, "item_idx")
+            .select("user_id", "rank", "item_id", "score", F.lit(source).alias("source"), because.alias("because"))
+        )
+
+    als = named(
+        als_top_n(m.als, served.select("user_idx"), m.seen, n, explain),
+        "als",
+        F.col("because") if explain else no_reason,
+    )
+    known = named(
+        top_n_popular(fallback.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n), "popular", no_reason
+    )
     best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
     top = spark.createDataFrame(
-        [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)], "rank int, item_id string, score float"
+        [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)],
+        "rank int, item_id string, score float",
     )
-    unknown = fallback.join(m.users, "user_id", "left_anti").crossJoin(F.broadcast(top)).select(
-        "user_id", "rank", "item_id", "score", F.lit("popular").alias("source"), no_reason.alias("because"))
+    unknown = (
+        fallback.join(m.users, "user_id", "left_anti")
+        .crossJoin(F.broadcast(top))
+        .select("user_id", "rank", "item_id", "score", F.lit("popular").alias("source"), no_reason.alias("because"))
+    )
     return als.unionByName(known).unionByName(unknown).withColumn("why", why(F.col("source"), F.col("because")))
 
 
 def why(source: Column, because: Column) -> Column:
     """The explanation as a sentence: "because of <name> (41%), ..." or what the popular fallback means."""
-    part = lambda b: F.format_string("%s (%d%%)", F.coalesce(b["name"], b["item_id"]), F.round(b["share"] * 100).cast("int"))
-    return (F.when(source == "popular", F.lit("popular with all users: the model has no factors for this user"))
-            .when(F.size(because) > 0, F.concat(F.lit("because of "), F.array_join(F.transform(because, part), ", "))))
+
+    def part(b):
+        return F.format_string("%s (%d%%)", F.coalesce(b["name"], b["item_id"]), F.round(b["share"] * 100).cast("int"))
+
+    return F.when(source == "popular", F.lit("popular with all users: the model has no factors for this user")).when(
+        F.size(because) > 0, F.concat(F.lit("because of "), F.array_join(F.transform(because, part), ", "))
+    )
 
 
 def top_n_naive(als_model, seen: DataFrame, n: int) -> DataFrame:
@@ -334,6 +425,8 @@ def top_n_naive(als_model, seen: DataFrame, n: int) -> DataFrame:
     )
     kept = flat.join(seen.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti")
     w = Window.partitionBy("user_idx").orderBy(F.desc("score"), "item_idx")
-    return kept.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= n).select(
-        "user_idx", F.col("rank").cast("int"), "item_idx", F.col("score").cast("float")
+    return (
+        kept.withColumn("rank", F.row_number().over(w))
+        .where(F.col("rank") <= n)
+        .select("user_idx", F.col("rank").cast("int"), "item_idx", F.col("score").cast("float"))
     )

@@ -61,8 +61,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as e:
         problem = str(getattr(e, "reason", e))
     raise RecsysError(
-        f"MLflow tracking server {redact_uri(uri)} is not reachable ({redact_uri(problem)}): start it, or point tracking.uri / "
-        "MLFLOW_TRACKING_URI at a running server, or set tracking.enabled=false"
+        f"MLflow tracking server {redact_uri(uri)} is not reachable ({redact_uri(problem)}): "
+        "start it, or point tracking.uri / MLFLOW_TRACKING_URI at a running server, or set tracking.enabled=false"
     )
 
 
@@ -169,8 +169,6 @@ def end_orphaned_runs(cfg: Config) -> list[str]:
             ended.append(run.info.run_id)
     return ended
 
-    return True
-
 
 def log_config(cfg: Config, master: str | None) -> None:
     if mlflow.active_run() is None:
@@ -223,7 +221,9 @@ def log_trials(rows: list[dict[str, Any]], metric: str) -> None:
     if mlflow.active_run() is None:
         return
     for row in rows:
-        with mlflow.start_run(run_name=f"trial-{row['trial']}", nested=True, tags={"job": "tune_trial", "state": row["state"]}):
+        with mlflow.start_run(
+            run_name=f"trial-{row['trial']}", nested=True, tags={"job": "tune_trial", "state": row["state"]}
+        ):
             mlflow.log_params({k: v for k, v in row.items() if k in FIT_PARAMS})
             scores = {f"validation_{m}": row[m] for m in (metric, f"rung_{metric}") if row.get(m) is not None}
             mlflow.log_metrics({**scores, "seconds": row["seconds"]})
@@ -268,9 +268,14 @@ def log_pyfunc(local_dir: str, name: str | None) -> Any:
     from .serving import Recommender
 
     with tempfile.TemporaryDirectory() as tmp:
-        return mlflow.pyfunc.log_model(name="recommender", python_model=Recommender(), artifacts={"model": local_dir},
-                                       code_paths=[_package_dir(tmp)], registered_model_name=name,
-                                       pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"])
+        return mlflow.pyfunc.log_model(
+            name="recommender",
+            python_model=Recommender(),
+            artifacts={"model": local_dir},
+            code_paths=[_package_dir(tmp)],
+            registered_model_name=name,
+            pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"],
+        )
 
 
 def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
@@ -291,9 +296,15 @@ def register_model(local_dir: str, name: str | None, metric: str, value: float, 
         champion, best = None, None
     if value <= baseline:
         stays = f"stays v{champion.version}" if champion else "stays unset"
-        return f"{name} v{version} registered; {CHAMPION} {stays}: {metric} {value:.4f} does not beat popularity {baseline:.4f}"
+        return (
+            f"{name} v{version} registered; {CHAMPION} {stays}: "
+            f"{metric} {value:.4f} does not beat popularity {baseline:.4f}"
+        )
     if champion is not None and best is not None and value <= best:
-        return f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: {metric} {value:.4f} does not beat its {best:.4f}"
+        return (
+            f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: "
+            f"{metric} {value:.4f} does not beat its {best:.4f}"
+        )
     client.set_registered_model_alias(name, CHAMPION, version)
     return f"{name} v{version} registered and is now {CHAMPION} ({metric} {value:.4f}, popularity {baseline:.4f})"
 
@@ -306,8 +317,13 @@ def current_run_id() -> str | None:
 def fingerprint(count: int, first: Any, last: Any, partitions: list[str]) -> dict[str, str]:
     """Tags that identify a dataset: rows, date range, and a hash of its partition list."""
     digest = hashlib.sha1("\n".join(sorted(partitions)).encode()).hexdigest()[:12]
-    return {"data_rows": str(count), "data_first_date": str(first), "data_last_date": str(last),
-            "data_partitions": str(len(partitions)), "data_partitions_sha1": digest}
+    return {
+        "data_rows": str(count),
+        "data_first_date": str(first),
+        "data_last_date": str(last),
+        "data_partitions": str(len(partitions)),
+        "data_partitions_sha1": digest,
+    }
 
 
 def log_table_tags(spark: SparkSession, path: str, events: DataFrame) -> None:
@@ -323,9 +339,11 @@ def download_model(uri: str) -> str:
     dst = tempfile.mkdtemp(prefix="recsys-model-")
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
-    except Exception as e:  # noqa: BLE001 - MLflow raises several types for a bad URI
-        raise RecsysError(f"cannot download model {uri} from MLflow ({redact_uri(tracking_uri_now())}): "
-                          f"{redact_uri(str(e).splitlines()[0])}") from None
+    except Exception as e:  # MLflow raises several types for a bad URI
+        raise RecsysError(
+            f"cannot download model {uri} from MLflow ({redact_uri(tracking_uri_now())}): "
+            f"{redact_uri(str(e).splitlines()[0])}"
+        ) from None
 
 
 def tracking_uri_now() -> str:
@@ -339,9 +357,9 @@ def _short(v: Any) -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-

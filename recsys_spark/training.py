@@ -18,7 +18,15 @@ from pyspark.sql import functions as F
 
 from .config import Config
 from .errors import RecsysError
-from .evaluation import HISTORY_COHORTS, ItemMeasures, beyond_accuracy, by_history, per_user_metrics, relevant_items, summarize
+from .evaluation import (
+    HISTORY_COHORTS,
+    ItemMeasures,
+    beyond_accuracy,
+    by_history,
+    per_user_metrics,
+    relevant_items,
+    summarize,
+)
 from .interactions import IndexedInteractions
 from .model import fit_als, fit_params
 from .split import Splits
@@ -36,7 +44,9 @@ class Evaluation:
     by_history: list[dict[str, Any]]  # per history cohort: history, users, ALS metrics, baseline_ metrics
 
 
-def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True, new_below: int = 5) -> Evaluation:
+def evaluate(
+    model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True, new_below: int = 5
+) -> Evaluation:
     """Metrics@k of `model` (and unless `baseline` is false, of the popularity baseline) on the
     users with training history and a new test item, overall and by cohort of history length.
     `per_user` also says whether the user's list held a new item: one fewer than `new_below`
@@ -46,16 +56,27 @@ def evaluate(model: ALSModel, train: DataFrame, test: DataFrame, k: int, baselin
     users = relevant.select("user_idx").distinct()
     if users.isEmpty():
         relevant.unpersist()
-        raise RecsysError("the test period has no users with training history and a new item: "
-                          "widen split.test_days or move split.cutoff earlier")
+        raise RecsysError(
+            "the test period has no users with training history and a new item: "
+            "widen split.test_days or move split.cutoff earlier"
+        )
     sizes = train.agg(F.countDistinct("item_idx").alias("items"), F.countDistinct("user_idx").alias("users")).first()
     n_catalog, n_train_users = sizes["items"], sizes["users"]
     seen = train.select("user_idx", "item_idx")
     recs = als_top_n(model, users, seen, k).persist(keep)
     pop = popularity(train)
-    with_new = recs.where(F.col("rank") <= k).join(pop.where(F.col("popularity") < new_below), "item_idx").select("user_idx").distinct()
-    per_user = (per_user_metrics(recs, relevant, k).join(with_new.withColumn("new_in_list", F.lit(True)), "user_idx", "left")
-                .fillna(False, ["new_in_list"]).persist(keep))
+    with_new = (
+        recs.where(F.col("rank") <= k)
+        .join(pop.where(F.col("popularity") < new_below), "item_idx")
+        .select("user_idx")
+        .distinct()
+    )
+    per_user = (
+        per_user_metrics(recs, relevant, k)
+        .join(with_new.withColumn("new_in_list", F.lit(True)), "user_idx", "left")
+        .fillna(False, ["new_in_list"])
+        .persist(keep)
+    )
     metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
     measures = ItemMeasures.of(model.itemFactors, pop, n_train_users)  # diversity by ALS item factors, for both models
     metrics |= beyond_accuracy(recs, measures, k)
@@ -101,12 +122,17 @@ def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clo
         clock.start("tune")
         if splits.tune_train.persist(StorageLevel.MEMORY_AND_DISK).isEmpty():
             raise RecsysError(
-                f"tuning has no training data before the validation slice ({cfg.tune.validation_days} days before the cutoff): "
+                "tuning has no training data before the validation slice "
+                f"({cfg.tune.validation_days} days before the cutoff): "
                 "lower tune.validation_days or split.test_days, or set tune.enabled=false"
             )
         data_t = tuning_data(splits.tune_train, splits.tune_val, cfg.tune)
-        log.info("[train] tuning data ready: %d sampled validation users, %d of them in the first rung (%.1f s)",
-                 len(data_t.users), int(data_t.users["in_rung"].sum()), clock.elapsed())
+        log.info(
+            "[train] tuning data ready: %d sampled validation users, %d of them in the first rung (%.1f s)",
+            len(data_t.users),
+            int(data_t.users["in_rung"].sum()),
+            clock.elapsed(),
+        )
         try:
             params, tuning = search(data_t, cfg.als, cfg.tune, implicit, k)
         finally:

@@ -37,8 +37,8 @@ from .config import ALSConfig, SearchSpace, TuneConfig
 from .errors import RecsysError
 from .evaluation import relevant_items
 from .model import fit_als, fit_params
-from .topn import top_k_rows, block_rows
 from .split import unit_hash
+from .topn import block_rows, top_k_rows
 
 log = logging.getLogger("recsys_spark")
 
@@ -67,12 +67,22 @@ def tuning_data(train: DataFrame, validation: DataFrame, tune: TuneConfig) -> Tu
     candidates = relevant.select("user_idx").distinct().persist(StorageLevel.MEMORY_AND_DISK)
     # Spark's top-k keeps a queue of `limit` slots: never ask for more users than there are.
     n = min(tune.validation_users, candidates.count())
-    users = candidates.withColumn("_h", unit_hash("user_idx", tune.seed)).orderBy("_h", "user_idx").limit(n).select("user_idx", in_rung.alias("in_rung"))
-    sampled = users.toPandas() if n else pd.DataFrame({"user_idx": [], "in_rung": []})  # bounded by tune.validation_users
+    users = (
+        candidates.withColumn("_h", unit_hash("user_idx", tune.seed))
+        .orderBy("_h", "user_idx")
+        .limit(n)
+        .select("user_idx", in_rung.alias("in_rung"))
+    )
+    sampled = (
+        users.toPandas() if n else pd.DataFrame({"user_idx": [], "in_rung": []})
+    )  # bounded by tune.validation_users
     candidates.unpersist()
     if sampled.empty:
-        raise RecsysError(f"tuning has no validation users (training history and a new item in the {tune.validation_days} days before "
-                          "the cutoff): lower tune.validation_days or split.test_days, or set tune.enabled=false")
+        raise RecsysError(
+            "tuning has no validation users "
+            f"(training history and a new item in the {tune.validation_days} days before "
+            "the cutoff): lower tune.validation_days or split.test_days, or set tune.enabled=false"
+        )
     chosen = F.broadcast(train.sparkSession.createDataFrame(sampled[["user_idx"]].astype("int32")))
     seen = train.join(chosen, "user_idx").select("user_idx", "item_idx").toPandas()
     rel = relevant.join(chosen, "user_idx").select("user_idx", "item_idx").toPandas()
@@ -98,11 +108,23 @@ def sample_metric(model: ALSModel, data: TuningData, k: int, metric: str, rung: 
     item_ids, v = _factors(model.itemFactors)
     if not item_ids.size:
         return 0.0
-    return float(np.mean(rank_metrics(users["user_idx"].to_numpy(np.int64), uid, u, item_ids, v, data.seen, data.relevant, k)[metric]))
+    return float(
+        np.mean(
+            rank_metrics(users["user_idx"].to_numpy(np.int64), uid, u, item_ids, v, data.seen, data.relevant, k)[metric]
+        )
+    )
 
 
-def rank_metrics(users: np.ndarray, uid: np.ndarray, u: np.ndarray, item_ids: np.ndarray, v: np.ndarray,
-                 seen: pd.DataFrame, relevant: pd.DataFrame, k: int) -> dict[str, np.ndarray]:
+def rank_metrics(
+    users: np.ndarray,
+    uid: np.ndarray,
+    u: np.ndarray,
+    item_ids: np.ndarray,
+    v: np.ndarray,
+    seen: pd.DataFrame,
+    relevant: pd.DataFrame,
+    k: int,
+) -> dict[str, np.ndarray]:
     """Per-user precision, recall, ndcg, map and hit_rate @k of the factors (uid, u) x (item_ids, v)
     for `users`, by the definitions in `evaluation`; users without factors get no recommendations."""
     row = pd.Series(np.arange(users.size), index=users)
@@ -153,10 +175,17 @@ def suggest(trial: optuna.Trial, space: SearchSpace, implicit: bool) -> dict[str
         lo, hi = bounds[0], bounds[-1]
         if lo == hi:
             return lo
-        return trial.suggest_int(name, lo, hi, log=True) if isinstance(lo, int) else trial.suggest_float(name, lo, hi, log=True)
+        return (
+            trial.suggest_int(name, lo, hi, log=True)
+            if isinstance(lo, int)
+            else trial.suggest_float(name, lo, hi, log=True)
+        )
 
-    p = {"rank": number("rank", space.rank), "reg_param": number("reg_param", space.reg_param),
-         "max_iter": number("max_iter", space.max_iter)}
+    p = {
+        "rank": number("rank", space.rank),
+        "reg_param": number("reg_param", space.reg_param),
+        "max_iter": number("max_iter", space.max_iter),
+    }
     if implicit:  # alpha and the confidence transform mean nothing to explicit ALS
         p["alpha"] = number("alpha", space.alpha)
         p["confidence"] = trial.suggest_categorical("confidence", space.confidence)
@@ -193,8 +222,14 @@ class _TrialCache:
             rdds[i].unpersist(False)
 
 
-def search(data: TuningData, als: ALSConfig, tune: TuneConfig, implicit: bool, k: int,
-           points: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def search(
+    data: TuningData,
+    als: ALSConfig,
+    tune: TuneConfig,
+    implicit: bool,
+    k: int,
+    points: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the study; return the best complete trial's parameters and one row per trial.
 
     `points` are the first trials, in order (default: the configured model); the sampler takes over after them.
@@ -206,7 +241,8 @@ def search(data: TuningData, als: ALSConfig, tune: TuneConfig, implicit: bool, k
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=max(3, min(10, tune.trials // 3))),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=tune.reduction_factor)
-        if rung else optuna.pruners.NopPruner(),
+        if rung
+        else optuna.pruners.NopPruner(),
     )
     for point in [configured_point(als, tune.space)] if points is None else points:
         study.enqueue_trial(point)
@@ -227,18 +263,37 @@ def search(data: TuningData, als: ALSConfig, tune: TuneConfig, implicit: bool, k
                 trial.report(first, 1)
                 if trial.should_prune():
                     row.update(state="pruned", seconds=round(time.perf_counter() - t0, 2))
-                    log.info("[train] trial %d/%d: %s -> first rung %s=%.4f, pruned (%.1f s)", trial.number + 1, tune.trials, shown, key, first, row["seconds"])
+                    log.info(
+                        "[train] trial %d/%d: %s -> first rung %s=%.4f, pruned (%.1f s)",
+                        trial.number + 1,
+                        tune.trials,
+                        shown,
+                        key,
+                        first,
+                        row["seconds"],
+                    )
                     raise optuna.TrialPruned()
             value = sample_metric(fit_als(data.pairs, als, implicit, **p), data, k, tune.metric)
         finally:
             cache.release()
         row.update({key: value, "state": "complete", "seconds": round(time.perf_counter() - t0, 2)})
-        log.info("[train] trial %d/%d: %s -> %s=%.4f (%.1f s)", trial.number + 1, tune.trials, shown, key, value, row["seconds"])
+        log.info(
+            "[train] trial %d/%d: %s -> %s=%.4f (%.1f s)",
+            trial.number + 1,
+            tune.trials,
+            shown,
+            key,
+            value,
+            row["seconds"],
+        )
         return value
 
     study.optimize(objective, n_trials=tune.trials, timeout=tune.timeout_s)
     done = [r for r in rows if r["state"] == "complete"]
     if not done:
-        raise RecsysError(f"tuning finished no trial within tune.timeout_s={tune.timeout_s}: raise it, or leave it null and set tune.trials")
+        raise RecsysError(
+            f"tuning finished no trial within tune.timeout_s={tune.timeout_s}: "
+            "raise it, or leave it null and set tune.trials"
+        )
     best = max(done, key=lambda r: (r[key], -r["trial"]))
     return {n: best[n] for n in fit_params(als) if n in best}, rows

@@ -9,8 +9,15 @@ from recsys_spark import blas
 from recsys_spark.config import load_config
 from recsys_spark.session import build_session
 
-overrides = [a for flag, a in zip(sys.argv[1::2], sys.argv[2::2]) if flag == "--set"]
+overrides = [a for flag, a in zip(sys.argv[1::2], sys.argv[2::2], strict=False) if flag == "--set"]
 spark = build_session(load_config(None, overrides))
-print(json.dumps({"driver_pid": str(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()),
-                  "executors": blas.executors(spark), "describe": blas.describe(spark)}))
+print(
+    json.dumps(
+        {
+            "driver_pid": str(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()),
+            "executors": blas.executors(spark),
+            "describe": blas.describe(spark),
+        }
+    )
+)
 spark.stop()

@@ -16,8 +16,15 @@ import pytest
 
 # Flags for a closed network: without the background-networking ones Chromium keeps trying to
 # reach Google's hosts, and each refused connection is noise in the console.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium() -> str:
@@ -49,8 +56,14 @@ def page(width: int = 1280, height: int = 900) -> Iterator[tuple[object, Console
             pg = browser.new_page(viewport={"width": width, "height": height})
             pg.on("console", lambda m: seen.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
             pg.on("pageerror", lambda e: seen.errors.append(f"uncaught: {e}"))
-            pg.on("request", lambda r: seen.remote_requests.append(r.url)
-                  if not r.url.startswith(("data:", "file:", "http://127.0.0.1", "blob:http://127.0.0.1", "about:")) else None)
+            pg.on(
+                "request",
+                lambda r: (
+                    seen.remote_requests.append(r.url)
+                    if not r.url.startswith(("data:", "file:", "http://127.0.0.1", "blob:http://127.0.0.1", "about:"))
+                    else None
+                ),
+            )
             yield pg, seen
         finally:
             browser.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os as _os
+import time as _time
+
 import pytest
 
 from recsys_spark.config import Config, SearchSpace
@@ -15,7 +18,11 @@ def small_config(root: str) -> Config:
     cfg.spark.shuffle_partitions = 2
     cfg.spark.driver_memory = "4g"  # the whole suite shares it (2g ran out near the end once the suite grew)
     cfg.spark.log_level = "ERROR"
-    cfg.spark.conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.default.parallelism": "2"}
+    cfg.spark.conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.default.parallelism": "2",
+    }
     cfg.output.root = root
     g = cfg.generate
     g.events, g.users, g.items, g.clusters, g.days, g.users_per_chunk = 6000, 400, 120, 4, 56, 200
@@ -33,7 +40,9 @@ def spark(tmp_path_factory):
 def tiny_training(cfg):
     cfg.als.max_iter = 5
     cfg.tune.trials = 3
-    cfg.tune.space = SearchSpace(rank=[4, 8], reg_param=[0.05], alpha=[1.0, 10.0], max_iter=[5], confidence=["linear", "log"])
+    cfg.tune.space = SearchSpace(
+        rank=[4, 8], reg_param=[0.05], alpha=[1.0, 10.0], max_iter=[5], confidence=["linear", "log"]
+    )
     cfg.split.test_days, cfg.tune.validation_days = 7, 7
     cfg.recommend.n = 5
     return cfg
@@ -56,8 +65,5 @@ def cfg(tmp_path) -> Config:
 
 
 # Collected and created timestamps are naive local times in PySpark: make local time UTC.
-import os as _os
-import time as _time
-
 _os.environ["TZ"] = "UTC"
 _time.tzset()

@@ -26,16 +26,24 @@ from recsys_spark.topn import top_n
 cfg = small_config(sys.argv[2])
 cfg.spark.native_blas = sys.argv[1]
 spark = build_session(cfg)
-rows = [(u, i, float(1 + (u * 7 + i * 3) % 5)) for u in range(40) for i in range(30) if (u + i) % 3 and (u * i) % 7 != 1]
+rows = [(u, i, float(1 + (u * 7 + i * 3) % 5)) for u in range(40) \
+for i in range(30) if (u + i) % 3 and (u * i) % 7 != 1]
 pairs = spark.createDataFrame(rows, "user_idx int, item_idx int, confidence float")
 model = fit_als(pairs, ALSConfig(rank=8, max_iter=6, reg_param=0.1, alpha=5.0), implicit=True)
-recs = top_n(model.userFactors, model.itemFactors, pairs.select("user_idx", "item_idx"), 5).orderBy("user_idx", "rank").collect()
+recs = top_n(model.userFactors, model.itemFactors, pairs.select("user_idx", "item_idx"), 5)\
+.orderBy("user_idx", "rank").collect()
 print(json.dumps({"loaded": blas.loaded(spark), "recs": [[r.user_idx, r.item_idx, r.score] for r in recs]}))
 """
 
 
 def fit_with(setting: str, tmp_path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", FIT, setting, str(tmp_path / setting)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", FIT, setting, str(tmp_path / setting)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -57,7 +65,7 @@ def test_native_blas_gives_the_same_recommendations_as_java_blas(tmp_path):
     assert native["loaded"]["blas"] == "JNIBLAS" and java["loaded"]["blas"] != "JNIBLAS"
     assert java["loaded"]["lapack"] != "JNILAPACK"
     assert [r[:2] for r in native["recs"]] == [r[:2] for r in java["recs"]]  # same items, same order, every user
-    for a, b in zip(native["recs"], java["recs"]):
+    for a, b in zip(native["recs"], java["recs"], strict=True):
         assert a[2] == pytest.approx(b[2], rel=1e-4, abs=1e-5)
 
 

@@ -9,18 +9,43 @@ import mlflow
 import pytest
 
 TINY = [
-    "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2",
-    "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80",
-    "--set", "generate.days=42", "--set", "spark.conf.spark.ui.enabled=false",
-    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.space.rank=[4]",
-    "--set", "tune.space.alpha=[5.0]", "--set", "tune.trials=2", "--set", "tune.space.max_iter=[3]", "--set", "als.max_iter=3",
+    "--set",
+    "spark.master=local[2]",
+    "--set",
+    "spark.shuffle_partitions=2",
+    "--set",
+    "generate.events=3000",
+    "--set",
+    "generate.users=200",
+    "--set",
+    "generate.items=80",
+    "--set",
+    "generate.days=42",
+    "--set",
+    "spark.conf.spark.ui.enabled=false",
+    "--set",
+    "split.test_days=7",
+    "--set",
+    "tune.validation_days=7",
+    "--set",
+    "tune.space.rank=[4]",
+    "--set",
+    "tune.space.alpha=[5.0]",
+    "--set",
+    "tune.trials=2",
+    "--set",
+    "tune.space.max_iter=[3]",
+    "--set",
+    "als.max_iter=3",
 ]
 
 
 def cli(*args, cwd):
     # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a user's shell would not have it.
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HADOOP_CONF_DIR", "YARN_CONF_DIR")}
-    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -32,12 +57,28 @@ def restore_tracking_uri():
 
 @pytest.mark.slow
 def test_run_generates_ingests_and_prints_summary(tmp_path):
-    out = cli("run", "--set", f"output.root={tmp_path}/out", "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2",
-              "--summary-json", "summary.json", *TINY, cwd=tmp_path)
+    out = cli(
+        "run",
+        "--set",
+        f"output.root={tmp_path}/out",
+        "--set",
+        "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2",
+        "--summary-json",
+        "summary.json",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
     steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
-    assert list(summary) == ["generate", "ingest", "train", "recommend", "items", "retention"]  # items: skipped, no text.path
+    assert list(summary) == [
+        "generate",
+        "ingest",
+        "train",
+        "recommend",
+        "items",
+        "retention",
+    ]  # items: skipped, no text.path
     assert list(summary["train"]["steps"]) == steps
     assert sum(summary["train"]["steps"].values()) <= summary["train"]["seconds"]
     assert summary["ingest"]["rows_read"] == summary["ingest"]["rows_clean"] + summary["ingest"]["rows_quarantined"]
@@ -67,7 +108,9 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
         assert by_name.loc[stage, "metrics.seconds_" + stage] >= 0
     assert all(by_name.loc["train", f"metrics.seconds_{s}"] > 0 for s in steps)
     trials = runs[runs["tags.job"] == "tune_trial"]
-    assert len(trials) == 2 and set(trials["tags.mlflow.parentRunId"]) == {by_name.loc["train", "run_id"]}  # tune.trials=2
+    assert len(trials) == 2 and set(trials["tags.mlflow.parentRunId"]) == {
+        by_name.loc["train", "run_id"]
+    }  # tune.trials=2
     assert set(trials["tags.state"]) <= {"complete", "pruned"} and trials["metrics.seconds"].notna().all()
     assert trials["params.rank"].tolist() == ["4", "4"] and trials["metrics.validation_ndcg_at_10"].notna().any()
     assert parent["params.spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
@@ -76,7 +119,10 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert parent["metrics.rows_read"] == parent["metrics.rows_clean"] + parent["metrics.rows_quarantined"]
     assert by_name.loc["ingest", "tags.data_rows"] == str(int(parent["metrics.rows_read"]))
     client = mlflow.MlflowClient()
-    art = lambda run, path=None: {a.path for a in client.list_artifacts(run, path)}
+
+    def art(run, path=None):
+        return {a.path for a in client.list_artifacts(run, path)}
+
     assert "retention/retention_heatmap.png" in art(by_name.loc["retention", "run_id"], "retention")
     assert {"eval/metrics.csv", "eval/tuning.csv"} <= art(by_name.loc["train", "run_id"], "eval")
     assert "model/als" in art(by_name.loc["train", "run_id"], "model")
@@ -84,8 +130,17 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
 
     # The recommend job loads the model logged to MLflow, by run id.
     train_run = by_name.loc["train", "run_id"]
-    rec = cli("recommend", "--model", f"runs:/{train_run}/model", "--users", "u0000001,nobody",
-              "--set", f"output.root={tmp_path}/out2", *TINY, cwd=tmp_path)
+    rec = cli(
+        "recommend",
+        "--model",
+        f"runs:/{train_run}/model",
+        "--users",
+        "u0000001,nobody",
+        "--set",
+        f"output.root={tmp_path}/out2",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert rec.returncode == 0, rec.stderr[-3000:]
     assert "rows from als" in rec.stdout and "rows from popular" in rec.stdout
 
@@ -114,11 +169,14 @@ def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
     assert "log4j" not in out.stderr  # caught before Spark started
 
 
-@pytest.mark.parametrize("master, message", [
-    ("yarn", "error: spark.master is 'yarn' but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set"),
-    ("spark://127.0.0.1:1", "error: spark.master 'spark://127.0.0.1:1': cannot reach 127.0.0.1:1"),
-    ("local[x]", "error: spark.master 'local[x]' is not a Spark master URL"),
-])
+@pytest.mark.parametrize(
+    "master, message",
+    [
+        ("yarn", "error: spark.master is 'yarn' but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set"),
+        ("spark://127.0.0.1:1", "error: spark.master 'spark://127.0.0.1:1': cannot reach 127.0.0.1:1"),
+        ("local[x]", "error: spark.master 'local[x]' is not a Spark master URL"),
+    ],
+)
 def test_a_master_spark_cannot_use_is_one_line_error(tmp_path, master, message):
     out = cli("train", "--set", f"spark.master={master}", "--set", "tracking.enabled=false", cwd=tmp_path)
     assert out.returncode == 2

@@ -29,7 +29,9 @@ def cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("cluster")
     script = REPO / "scripts" / "standalone-cluster.sh"
     env = {**os.environ, "PYTHON": sys.executable}
-    out = subprocess.run(["bash", str(script), "start", str(d), "2"], capture_output=True, text=True, env=env, timeout=180)
+    out = subprocess.run(
+        ["bash", str(script), "start", str(d), "2"], capture_output=True, text=True, env=env, timeout=180
+    )
     assert out.returncode == 0, out.stderr
     yield out.stdout.strip()
     subprocess.run(["bash", str(script), "stop", str(d)], env=env, timeout=120)
@@ -43,18 +45,43 @@ def pyfiles(tmp_path_factory):
 
 def submit(master: str, root: Path, pyfiles: str, *extra: str) -> subprocess.CompletedProcess:
     overrides = [
-        f"output.root=file://{root}/out", f"spark.checkpoint_dir=file://{root}/checkpoints", "input.path=null",
-        f"tracking.uri=sqlite:///{root}/mlflow.db", "spark.shuffle_partitions=4", "spark.conf.spark.executor.memory=1g",
-        "spark.conf.spark.executor.cores=1", "spark.conf.spark.ui.showConsoleProgress=false",
-        "generate.events=4000", "generate.users=240", "generate.items=80", "generate.days=42", "generate.users_per_chunk=60",
-        "split.test_days=7", "split.followup_days=7", "tune.enabled=false", "als.rank=8", "als.max_iter=5",
-        "als.num_user_blocks=2", "als.num_item_blocks=2", "retention.granularity=week",
+        f"output.root=file://{root}/out",
+        f"spark.checkpoint_dir=file://{root}/checkpoints",
+        "input.path=null",
+        f"tracking.uri=sqlite:///{root}/mlflow.db",
+        "spark.shuffle_partitions=4",
+        "spark.conf.spark.executor.memory=1g",
+        "spark.conf.spark.executor.cores=1",
+        "spark.conf.spark.ui.showConsoleProgress=false",
+        "generate.events=4000",
+        "generate.users=240",
+        "generate.items=80",
+        "generate.days=42",
+        "generate.users_per_chunk=60",
+        "split.test_days=7",
+        "split.followup_days=7",
+        "tune.enabled=false",
+        "als.rank=8",
+        "als.max_iter=5",
+        "als.num_user_blocks=2",
+        "als.num_item_blocks=2",
+        "retention.granularity=week",
     ]
     sets = [a for o in overrides for a in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env |= {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    cmd = [str(SPARK_SUBMIT), "--master", master, "--py-files", pyfiles, *extra,
-           str(REPO / "jobs" / "pipeline.py"), "--config", str(REPO / "conf" / "cluster.yaml"), *sets]
+    cmd = [
+        str(SPARK_SUBMIT),
+        "--master",
+        master,
+        "--py-files",
+        pyfiles,
+        *extra,
+        str(REPO / "jobs" / "pipeline.py"),
+        "--config",
+        str(REPO / "conf" / "cluster.yaml"),
+        *sets,
+    ]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -67,14 +94,25 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, p
     assert b.returncode == 0, b.stderr[-4000:]
     assert "ALS vs popularity baseline" in b.stdout
 
-    read = lambda root, table: spark.read.parquet(f"{root}/out/{table}")
+    def read(root, table):
+        return spark.read.parquet(f"{root}/out/{table}")
+
     assert_df_equality(read(remote, "events"), read(local, "events"), ignore_row_order=True)
     assert_df_equality(read(remote, "retention/cohorts"), read(local, "retention/cohorts"), ignore_row_order=True)
-    recs = lambda root: read(root, "recommendations").drop("run_id", "run_date", "because", "why")
+
+    def recs(root):
+        return read(root, "recommendations").drop("run_id", "run_date", "because", "why")
+
     assert_approx_df_equality(recs(remote), recs(local), 1e-3, ignore_row_order=True)
+
     # The reasons too (their shares flat, so the float tolerance applies to them).
-    reasons = lambda root: read(root, "recommendations").select("user_id", "rank", F.posexplode("because")).select(
-        "user_id", "rank", "pos", "col.item_id", "col.share")
+    def reasons(root):
+        return (
+            read(root, "recommendations")
+            .select("user_id", "rank", F.posexplode("because"))
+            .select("user_id", "rank", "pos", "col.item_id", "col.share")
+        )
+
     assert_approx_df_equality(reasons(remote), reasons(local), 1e-3, ignore_row_order=True)
 
     mlflow.set_tracking_uri(f"sqlite:///{remote}/mlflow.db")
@@ -92,27 +130,64 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, p
 def test_a_local_checkpoint_path_on_a_cluster_is_refused(cluster, pyfiles, tmp_path):
     # (file:// URIs pass: the test above runs the cluster with them.)
     bad = subprocess.run(
-        [str(SPARK_SUBMIT), "--master", cluster, "--py-files", pyfiles, str(REPO / "jobs" / "train.py"),
-         "--set", "spark.checkpoint_dir=checkpoints", "--set", f"output.root=file://{tmp_path}/o", "--set", "tracking.enabled=false"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            str(SPARK_SUBMIT),
+            "--master",
+            cluster,
+            "--py-files",
+            pyfiles,
+            str(REPO / "jobs" / "train.py"),
+            "--set",
+            "spark.checkpoint_dir=checkpoints",
+            "--set",
+            f"output.root=file://{tmp_path}/o",
+            "--set",
+            "tracking.enabled=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
     )
     # spark-submit's PythonRunner merges the driver's stderr into its stdout.
     errors = [line for line in (bad.stdout + bad.stderr).splitlines() if line.startswith("error:")]
     assert bad.returncode == 2, bad.stderr[-3000:]
-    assert errors and errors[0].startswith(f"error: spark.checkpoint_dir is the local path 'checkpoints' but the master is {cluster}"), bad.stderr[-3000:]
+    assert errors and errors[0].startswith(
+        f"error: spark.checkpoint_dir is the local path 'checkpoints' but the master is {cluster}"
+    ), bad.stderr[-3000:]
 
 
 def test_executors_load_native_blas_with_the_configured_threads(cluster, pyfiles, tmp_path):
     native = blas.resolve("auto")
     if native.source == "none found":
         pytest.skip("no native BLAS here: no system libblas.so.3 and no loadable cmeel-openblas")
-    sets = ["--set", "spark.blas_threads=2", "--set", "tracking.enabled=false", "--set", f"output.root=file://{tmp_path}/o",
-            "--set", f"spark.checkpoint_dir=file://{tmp_path}/ckpt"]
+    sets = [
+        "--set",
+        "spark.blas_threads=2",
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        f"output.root=file://{tmp_path}/o",
+        "--set",
+        f"spark.checkpoint_dir=file://{tmp_path}/ckpt",
+    ]
     out = subprocess.run(
-        [str(SPARK_SUBMIT), "--master", cluster, "--py-files", pyfiles, "--total-executor-cores", "2",
-         str(REPO / "tests" / "blas_probe.py"), *sets],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            str(SPARK_SUBMIT),
+            "--master",
+            cluster,
+            "--py-files",
+            pyfiles,
+            "--total-executor-cores",
+            "2",
+            str(REPO / "tests" / "blas_probe.py"),
+            *sets,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -120,4 +195,6 @@ def test_executors_load_native_blas_with_the_configured_threads(cluster, pyfiles
     executors = got["executors"]
     assert executors and all(e["pid"] != got["driver_pid"] for e in executors), got  # asked in the workers' JVMs
     assert {(e["blas"], e["lapack"], e["blas_threads"]) for e in executors} == {("JNIBLAS", "JNILAPACK", "2")}, got
-    assert "executors (" in got["describe"] and "JNIBLAS/JNILAPACK, OpenBLAS threads 2" in got["describe"], got["describe"]
+    assert "executors (" in got["describe"] and "JNIBLAS/JNILAPACK, OpenBLAS threads 2" in got["describe"], got[
+        "describe"
+    ]

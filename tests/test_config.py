@@ -4,8 +4,14 @@ import pytest
 
 from recsys_spark.config import Config, ConfigError, flatten, load_config
 
-
-DEMO_KEYS = ["als.rank=11", "als.max_iter=5", "als.reg_param=0.047", "als.alpha=3.0", "als.confidence=log", "tune.trials=5"]
+DEMO_KEYS = [
+    "als.rank=11",
+    "als.max_iter=5",
+    "als.reg_param=0.047",
+    "als.alpha=3.0",
+    "als.confidence=log",
+    "tune.trials=5",
+]
 
 
 def test_conf_local_yaml_is_the_defaults_but_its_demo_keys():
@@ -15,7 +21,12 @@ def test_conf_local_yaml_is_the_defaults_but_its_demo_keys():
 
 def test_overrides_are_typed_and_nested():
     cfg = load_config(
-        None, ["ingest.max_bad_fraction=0.05", "generate.start_date=2026-02-02", "spark.conf.spark.sql.adaptive.enabled=false"]
+        None,
+        [
+            "ingest.max_bad_fraction=0.05",
+            "generate.start_date=2026-02-02",
+            "spark.conf.spark.sql.adaptive.enabled=false",
+        ],
     )
     assert cfg.ingest.max_bad_fraction == 0.05
     assert cfg.generate.start_date == dt.date(2026, 2, 2)
@@ -57,7 +68,10 @@ def test_rules_are_parsed_into_objects():
         ("ingest.max_bad_fraction=1.5", "ingest.max_bad_fraction must be between 0 and 1, got 1.5"),
         ("split.test_fraction=1", "split.test_fraction must be strictly between 0 and 1, got 1.0"),
         ("tune.space.rank=[16, 0]", "tune.space.rank[1] must be a positive integer, got 0"),
-        ("tune.space.rank=[64, 8]", "tune.space.rank must be [low, high] with low <= high, or [value] to fix it; got [64, 8]"),
+        (
+            "tune.space.rank=[64, 8]",
+            "tune.space.rank must be [low, high] with low <= high, or [value] to fix it; got [64, 8]",
+        ),
         ("tune.space.alpha=[]", "tune.space.alpha must be [low, high] with low <= high"),
         ("tune.space.reg_param=[0, 1]", "tune.space.reg_param[0] must be > 0, got 0.0"),
         ("tune.space.confidence=[]", "tune.space.confidence is empty"),
@@ -67,19 +81,40 @@ def test_rules_are_parsed_into_objects():
         ("tune.reduction_factor=1", "tune.reduction_factor must be an integer >= 2, got 1"),
         ("tune.alpha=[5.0]", "config key 'tune.alpha' is now tune.space.alpha ([low, high])"),
         ("als.confidence=sqrt", "als.confidence: expected one of ['linear', 'log'], got 'sqrt'"),
-        ("input.timestamp_format=[unix_seconds, yyyy-MM-dd]", "input.timestamp_format ['unix_seconds', 'yyyy-MM-dd'] mixes unix_seconds/unix_millis"),
+        (
+            "input.timestamp_format=[unix_seconds, yyyy-MM-dd]",
+            "input.timestamp_format ['unix_seconds', 'yyyy-MM-dd'] mixes unix_seconds/unix_millis",
+        ),
         ("als.checkpoint_interval=0", "als.checkpoint_interval must be a positive integer or -1 (never), got 0"),
         ("interactions.half_life_days=0", "interactions.half_life_days must be > 0, got 0.0"),
         ("recommend.users=[]", "recommend.users is an empty list"),
-        ("retention.event_types=[refund]", "retention.event_types has unknown event type(s) ['refund']; known: ['cart', 'click', 'purchase', 'view']"),
-        ("input.columns={user_id: a, item_id: b, event_ts: c}", "input.columns has no 'event_type' source column: map one, or set input.event_type"),
-        ("input.columns={user_id: a, event_type: e, event_ts: c}", "input.columns must map 'item_id' to a source column"),
-        ("input.columns={user_id: a, item_id: b, event_type: e, event_ts: c, rating: r}", "input.columns has unknown canonical column(s) ['rating']"),
+        (
+            "retention.event_types=[refund]",
+            "retention.event_types has unknown event type(s) ['refund']; known: ['cart', 'click', 'purchase', 'view']",
+        ),
+        (
+            "input.columns={user_id: a, item_id: b, event_ts: c}",
+            "input.columns has no 'event_type' source column: map one, or set input.event_type",
+        ),
+        (
+            "input.columns={user_id: a, event_type: e, event_ts: c}",
+            "input.columns must map 'item_id' to a source column",
+        ),
+        (
+            "input.columns={user_id: a, item_id: b, event_type: e, event_ts: c, rating: r}",
+            "input.columns has unknown canonical column(s) ['rating']",
+        ),
         ("output.root=/", "output.root '/' is not a folder of its own"),
         ("output.root=", "output.root: expected a string"),
         ("events.weights={}", "events.weights is empty"),
-        ("ingest.rules=[{reason: x, when: \"reflect('java.lang.System', 'exit', 1) = 1\"}]", "ingest.rules[0] (x): reflect() is not allowed in a rule"),
-        ("ingest.rules=[{reason: x, when: \"JAVA_METHOD ('java.lang.Runtime', 'x') IS NULL\"}]", "ingest.rules[0] (x): JAVA_METHOD() is not allowed"),
+        (
+            "ingest.rules=[{reason: x, when: \"reflect('java.lang.System', 'exit', 1) = 1\"}]",
+            "ingest.rules[0] (x): reflect() is not allowed in a rule",
+        ),
+        (
+            "ingest.rules=[{reason: x, when: \"JAVA_METHOD ('java.lang.Runtime', 'x') IS NULL\"}]",
+            "ingest.rules[0] (x): JAVA_METHOD() is not allowed",
+        ),
         ("spark.master=local[x]", "spark.master 'local[x]' is not a Spark master URL: use local[*]"),
     ],
 )

@@ -5,20 +5,34 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from recsys_spark.jobs.runner import JOBS, run_pipeline
 from recsys_spark.config import load_config
 from recsys_spark.errors import RecsysError
+from recsys_spark.jobs.runner import JOBS, run_pipeline
 from recsys_spark.results import TrainResult
 from recsys_spark.tables import read_table
 
 T0 = 964_000_000  # 2000-07-19, MovieLens-era unix seconds
-SMALL = ["split.test_days=7", "split.followup_days=7", "tune.validation_days=7", "tune.space.rank=[4]", "tune.space.alpha=[5.0]",
-         "tune.space.reg_param=[0.1]", "tune.space.max_iter=[3]", "tune.trials=2", "als.max_iter=3", "spark.shuffle_partitions=2"]
+SMALL = [
+    "split.test_days=7",
+    "split.followup_days=7",
+    "tune.validation_days=7",
+    "tune.space.rank=[4]",
+    "tune.space.alpha=[5.0]",
+    "tune.space.reg_param=[0.1]",
+    "tune.space.max_iter=[3]",
+    "tune.trials=2",
+    "als.max_iter=3",
+    "spark.shuffle_partitions=2",
+]
 
 
 def ratings(users=12):
     """(user, movie, rating, unix seconds): every user rates 12 movies, one every 5 days."""
-    return [(u, (u * 3 + j) % 20 + 1, 0.5 + (u + j) % 10 / 2, T0 + (5 * j + u % 5) * 86_400 + u * 60) for u in range(1, users + 1) for j in range(12)]
+    return [
+        (u, (u * 3 + j) % 20 + 1, 0.5 + (u + j) % 10 / 2, T0 + (5 * j + u % 5) * 86_400 + u * 60)
+        for u in range(1, users + 1)
+        for j in range(12)
+    ]
 
 
 def config(name, tmp_path, path):
@@ -42,10 +56,16 @@ def test_movielens_ratings_csv(spark, tmp_path):
     cfg = config("movielens", tmp_path, tmp_path / "ratings.csv")
     out = JOBS["ingest"](spark, cfg)
     assert (out.rows_read, out.rows_clean) == (len(good) + 5, len(good))
-    assert out.quarantined_by_reason == {"bad_timestamp": 1, "bad_value": 1, "duplicate": 1, "malformed_row": 1, "null_user_id": 1}
+    assert out.quarantined_by_reason == {
+        "bad_timestamp": 1,
+        "bad_value": 1,
+        "duplicate": 1,
+        "malformed_row": 1,
+        "null_user_id": 1,
+    }
     u, m, r, t = good[0]
     first = read_table(spark, cfg.path("events")).where(f"user_id = '{u}' and item_id = '{m}'")
-    ts = dt.datetime.fromtimestamp(t, dt.timezone.utc).replace(tzinfo=None)
+    ts = dt.datetime.fromtimestamp(t, dt.UTC).replace(tzinfo=None)
     expected = spark.createDataFrame([(str(u), str(m), "rating", ts, r, ts.date())], first.schema)
     assert_df_equality(first, expected)
     cfg.interactions.min_value = 3.0
@@ -60,7 +80,9 @@ def test_movielens_100k_u_data_explicit_with_random_split(spark, tmp_path):
     folder = tmp_path / "ml-100k"  # the folder as unpacked: u.data beside files of other layouts
     folder.mkdir()
     (folder / "u.data").write_text("\n".join(lines) + "\n")
-    (folder / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|0|0|0|1|1|1|0\n")
+    (folder / "u.item").write_text(
+        "1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy%20Story%20(1995)|0|0|0|1|1|1|0\n"
+    )
     (folder / "u.info").write_text("943 users\n1682 items\n100000 ratings\n")
     cfg = config("movielens-100k", tmp_path, folder)
     assert cfg.split.method == "random"  # the default for MovieLens, as in published tables
@@ -81,7 +103,9 @@ def retail_rows():
             when = start + dt.timedelta(days=5 * j + c % 5, minutes=c)
             stamp = f"{when.month}/{when.day}/{when.year} {when.hour}:{when.minute:02d}"
             code = f"2{(c * 3 + j) % 20:04d}"
-            rows.append(f"{536365 + c * 100 + j},{code},ITEM {code},{1 + j % 4},{stamp},2.55,{17850 + c}.0,United Kingdom")
+            rows.append(
+                f"{536365 + c * 100 + j},{code},ITEM {code},{1 + j % 4},{stamp},2.55,{17850 + c}.0,United Kingdom"
+            )
     return rows
 
 
@@ -98,10 +122,17 @@ def test_online_retail_rules_quarantine_with_their_own_reasons(spark, tmp_path):
     ]
     (tmp_path / "online_retail.csv").write_text("\n".join([RETAIL_HEADER, *good, *bad]) + "\n")
     cfg = config("online_retail", tmp_path, tmp_path / "online_retail.csv")
-    cfg.text.path = None  # the shipped descriptions name real StockCodes, not these rows' (test_real_data runs the items stage)
+    # The shipped descriptions name real StockCodes, not these rows' (test_real_data runs the items stage).
+    cfg.text.path = None
     out = JOBS["ingest"](spark, cfg)
     assert out.rows_clean == len(good)
-    assert out.quarantined_by_reason == {"bad_timestamp": 1, "cancelled": 1, "malformed_row": 1, "missing_customer": 2, "non_positive_quantity": 1}
+    assert out.quarantined_by_reason == {
+        "bad_timestamp": 1,
+        "cancelled": 1,
+        "malformed_row": 1,
+        "missing_customer": 2,
+        "non_positive_quantity": 1,
+    }
     events = read_table(spark, cfg.path("events"))
     first = events.where("user_id = '17850.0' and item_id = '20000'").first()
     # 8:26 in London in December is 8:26 UTC (GMT); the quantity is the value.

@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 
-from recsys_spark.evaluation import ItemMeasures, beyond_accuracy, list_measures, per_user_metrics, relevant_items, summarize
+from recsys_spark.evaluation import (
+    ItemMeasures,
+    beyond_accuracy,
+    list_measures,
+    per_user_metrics,
+    relevant_items,
+    summarize,
+)
 
 L2 = math.log2
 RECS_SCHEMA = "user_idx int, rank int, item_idx int, score float"
@@ -31,7 +38,8 @@ def test_every_metric_on_a_hand_computed_ranking(spark, toy):
             (2, 1, 1, 1 / 5, 1.0, 1.0, 1.0, 1.0),
             (3, 1, 0, 0.0, 0.0, 0.0, 0.0, 0.0),
         ],
-        "user_idx int, n_relevant int, hits int, precision double, recall double, ndcg double, map double, hit_rate double",
+        "user_idx int, n_relevant int, hits int, precision double, recall double, "
+        "ndcg double, map double, hit_rate double",
     )
     assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
@@ -88,21 +96,32 @@ def test_spark_metrics_match_an_independent_numpy_implementation(spark):
         rel += [(u, int(i)) for i in rng.choice(60, size=rng.integers(1, 12), replace=False)]
     recs_pd = pd.DataFrame(recs, columns=["user_idx", "rank", "item_idx", "score"])
     rel_pd = pd.DataFrame(rel, columns=["user_idx", "item_idx"])
-    got = per_user_metrics(spark.createDataFrame(recs_pd, RECS_SCHEMA), spark.createDataFrame(rel_pd, "user_idx int, item_idx int"), 10)
+    got = per_user_metrics(
+        spark.createDataFrame(recs_pd, RECS_SCHEMA), spark.createDataFrame(rel_pd, "user_idx int, item_idx int"), 10
+    )
     got = got.select("user_idx", "precision", "recall", "ndcg", "map", "hit_rate")
-    expected = spark.createDataFrame(_numpy_metrics(recs_pd, rel_pd, 10), "user_idx int, precision double, recall double, ndcg double, map double, hit_rate double")
+    expected = spark.createDataFrame(
+        _numpy_metrics(recs_pd, rel_pd, 10),
+        "user_idx int, precision double, recall double, ndcg double, map double, hit_rate double",
+    )
     assert_approx_df_equality(got, expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_diversity_and_novelty_by_hand(spark):
     # items 1 = (1, 0), 2 = (0, 1), 3 = (2, 2): cos(1, 2) = 0, cos(1, 3) = cos(2, 3) = 1/sqrt(2).
-    vectors = spark.createDataFrame([(1, [1.0, 0.0]), (2, [0.0, 1.0]), (3, [2.0, 2.0])], "id int, features array<float>")
-    recs = spark.createDataFrame([(7, 1, 1, 0.9), (7, 2, 2, 0.8), (8, 1, 1, 0.9), (8, 2, 2, 0.8), (8, 3, 3, 0.7), (9, 1, 3, 0.5)], RECS_SCHEMA)
+    vectors = spark.createDataFrame(
+        [(1, [1.0, 0.0]), (2, [0.0, 1.0]), (3, [2.0, 2.0])], "id int, features array<float>"
+    )
+    recs = spark.createDataFrame(
+        [(7, 1, 1, 0.9), (7, 2, 2, 0.8), (8, 1, 1, 0.9), (8, 2, 2, 0.8), (8, 3, 3, 0.7), (9, 1, 3, 0.5)], RECS_SCHEMA
+    )
     # 8 training users: item 1 used by 8 (share 1: 0 bits), item 2 by 2 (1/4: 2 bits), item 3 by 1 (1/8: 3 bits).
     pop = spark.createDataFrame([(1, 8.0), (2, 2.0), (3, 1.0)], "item_idx int, popularity float")
     c = 1 / math.sqrt(2)
-    expected = spark.createDataFrame([(7, 1.0, 1.0, 2), (8, 1 - (0 + c + c) / 3, 5 / 3, 3), (9, None, 3.0, 1)],  # user 9: one item, no pairs
-                                     "user_idx int, diversity double, novelty double, items int")
+    expected = spark.createDataFrame(
+        [(7, 1.0, 1.0, 2), (8, 1 - (0 + c + c) / 3, 5 / 3, 3), (9, None, 3.0, 1)],  # user 9: one item, no pairs
+        "user_idx int, diversity double, novelty double, items int",
+    )
     measures = ItemMeasures.of(vectors, pop, n_users=8)
     got = list_measures(recs, measures, k=3)
     assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)

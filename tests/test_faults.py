@@ -13,10 +13,30 @@ from chispa import assert_df_equality
 
 pytestmark = pytest.mark.slow
 TINY = [
-    "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2", "--set", "spark.conf.spark.ui.enabled=false",
-    "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80", "--set", "generate.days=42",
-    "--set", "split.test_days=7", "--set", "tune.enabled=false", "--set", "als.max_iter=3", "--set", "als.rank=4",
-    "--set", "tracking.enabled=false",
+    "--set",
+    "spark.master=local[2]",
+    "--set",
+    "spark.shuffle_partitions=2",
+    "--set",
+    "spark.conf.spark.ui.enabled=false",
+    "--set",
+    "generate.events=3000",
+    "--set",
+    "generate.users=200",
+    "--set",
+    "generate.items=80",
+    "--set",
+    "generate.days=42",
+    "--set",
+    "split.test_days=7",
+    "--set",
+    "tune.enabled=false",
+    "--set",
+    "als.max_iter=3",
+    "--set",
+    "als.rank=4",
+    "--set",
+    "tracking.enabled=false",
 ]
 # The second ingest differs from the first: it quarantines one user's events by a rule.
 DROP_U1 = ["--set", "ingest.rules=[{reason: dropped, when: \"user_id = 'u0000001'\"}]"]
@@ -27,8 +47,14 @@ def cli(root, *args, kill_at=None):
     if kill_at:
         env["RECSYS_TEST_KILL_AT"] = kill_at
     command, *rest = args
-    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", command, "--set", f"output.root={root}", *TINY, *rest],
-                          cwd=root.parent, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", command, "--set", f"output.root={root}", *TINY, *rest],
+        cwd=root.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +123,10 @@ def test_ingest_killed_between_its_two_switches_is_completed_by_the_next_run(spa
     mlflow.set_tracking_uri(f"sqlite:///{before.parent}/between.db")
     runs = mlflow.search_runs(experiment_names=["recsys-spark"]).set_index("tags.job")
     assert runs.loc["ingest", "status"] == "KILLED" and runs.loc["retention", "status"] == "FINISHED"
-    assert f"[recover] MLflow run {runs.loc['ingest', 'run_id']} was left RUNNING by a killed process: marked KILLED" in nxt.stderr
+    assert (
+        f"[recover] MLflow run {runs.loc['ingest', 'run_id']} was left RUNNING by a killed process: marked KILLED"
+        in nxt.stderr
+    )
     for table in ("events", "quarantine"):
         same(spark, root, undisturbed, table)
 
@@ -109,12 +138,17 @@ def test_train_and_recommend_killed_before_their_switch_keep_the_previous_model_
     same(spark, root, before, "model/items")
     recs = cli(root, "recommend", kill_at="staged")
     assert recs.returncode == -signal.SIGKILL
-    assert_df_equality(rows(spark, root, "recommendations"), rows(spark, before, "recommendations"), ignore_row_order=True)
+    assert_df_equality(
+        rows(spark, root, "recommendations"), rows(spark, before, "recommendations"), ignore_row_order=True
+    )
     again = cli(root, "recommend")  # the previous model still serves; leftovers of both kills are gone
     assert again.returncode == 0, again.stderr[-3000:]
     assert "rows from als" in again.stdout
     assert not (root / "checkpoints").exists()  # the killed runs' checkpoint folders went with their leftovers
-    versions = lambda r: sorted(v.name for v in (r / ".versions" / "model").iterdir())
+
+    def versions(r):
+        return sorted(v.name for v in (r / ".versions" / "model").iterdir())
+
     assert versions(root) == versions(before)  # what the killed train staged was dropped by the next run
 
 

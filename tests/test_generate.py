@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 from chispa import assert_df_equality
 
-from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import GenerateConfig
 from recsys_spark.generate import RAW_SCHEMA, generate_chunk, generate_events, make_catalog
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.tables import read_table
 
 

@@ -66,7 +66,9 @@ def test_every_rule_gives_its_reason_and_clean_rows_are_canonical(spark, raw):
     )
     assert_df_equality(clean_events(validated), expected_clean, ignore_row_order=True, ignore_nullable=True)
     expected_bad = spark.createDataFrame(EXPECTED_REASONS, "uid string, _reason string")
-    assert_df_equality(quarantine_rows(validated, raw.columns).select("uid", S.REASON), expected_bad, ignore_row_order=True)
+    assert_df_equality(
+        quarantine_rows(validated, raw.columns).select("uid", S.REASON), expected_bad, ignore_row_order=True
+    )
 
 
 def test_clean_plus_quarantined_equals_input(raw):
@@ -82,26 +84,52 @@ def test_quarantine_keeps_raw_columns_source_and_date(raw):
 
 
 def test_timezone_and_unix_formats(spark):
-    df = spark.createDataFrame([("u", "i", "2026-01-15 01:30", "1768440600")], "u string, i string, t string, epoch string")
-    local = InputConfig(columns={"user_id": "u", "item_id": "i", "event_ts": "t"}, event_type="view",
-                        timestamp_format="yyyy-MM-dd HH:mm", timezone="America/New_York")
-    epoch = InputConfig(columns={"user_id": "u", "item_id": "i", "event_ts": "epoch"}, event_type="view",
-                        timestamp_format="unix_seconds")
-    got = [clean_events(validate_events(df.withColumn(S.SOURCE, F.lit("m")), inp, IngestConfig(), WEIGHTS, NOW)).first().event_ts
-           for inp in (local, epoch)]
+    df = spark.createDataFrame(
+        [("u", "i", "2026-01-15 01:30", "1768440600")], "u string, i string, t string, epoch string"
+    )
+    local = InputConfig(
+        columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+        event_type="view",
+        timestamp_format="yyyy-MM-dd HH:mm",
+        timezone="America/New_York",
+    )
+    epoch = InputConfig(
+        columns={"user_id": "u", "item_id": "i", "event_ts": "epoch"},
+        event_type="view",
+        timestamp_format="unix_seconds",
+    )
+    got = [
+        clean_events(validate_events(df.withColumn(S.SOURCE, F.lit("m")), inp, IngestConfig(), WEIGHTS, NOW))
+        .first()
+        .event_ts
+        for inp in (local, epoch)
+    ]
     # 01:30 in New York (EST, UTC-5) is 06:30 UTC; 1768440600 s is 2026-01-15 01:30 UTC.
     assert got == [dt.datetime(2026, 1, 15, 6, 30), dt.datetime(2026, 1, 15, 1, 30)]
 
 
 def test_timestamp_formats_are_tried_in_order(spark):
     """Online Retail's gzip copy writes 2010-12-01 08:26:00, the xlsx export 12/1/2010 8:26: one config reads both."""
-    df = spark.createDataFrame([("u", "i", "2010-12-01 08:26:00"), ("u", "j", "12/1/2010 8:26"), ("u", "k", "Dec 1 2010")], "u string, i string, t string")
-    inp = InputConfig(columns={"user_id": "u", "item_id": "i", "event_ts": "t"}, event_type="view",
-                      timestamp_format=["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"])
+    df = spark.createDataFrame(
+        [("u", "i", "2010-12-01 08:26:00"), ("u", "j", "12/1/2010 8:26"), ("u", "k", "Dec 1 2010")],
+        "u string, i string, t string",
+    )
+    inp = InputConfig(
+        columns={"user_id": "u", "item_id": "i", "event_ts": "t"},
+        event_type="view",
+        timestamp_format=["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"],
+    )
     validated = validate_events(df.withColumn(S.SOURCE, F.lit("m")), inp, IngestConfig(), WEIGHTS, NOW)
     got = clean_events(validated).select("item_id", "event_ts")
-    assert_df_equality(got, spark.createDataFrame([("i", dt.datetime(2010, 12, 1, 8, 26)), ("j", dt.datetime(2010, 12, 1, 8, 26))],
-                                                  "item_id string, event_ts timestamp"), ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        got,
+        spark.createDataFrame(
+            [("i", dt.datetime(2010, 12, 1, 8, 26)), ("j", dt.datetime(2010, 12, 1, 8, 26))],
+            "item_id string, event_ts timestamp",
+        ),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
     assert [r[S.REASON] for r in quarantine_rows(validated, df.columns).collect()] == [S.BAD_TIMESTAMP]
 
 

@@ -8,9 +8,9 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark import schema as S
-from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import RowRule
 from recsys_spark.errors import RecsysError
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.tables import path_exists, read_table, write_table
 
 RETAIL_CSV = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
@@ -25,13 +25,25 @@ C536379,D,Discount,-1,12/3/2010 9:41,27.5,14527,United Kingdom
 536371,22727,ALARM CLOCK RED,abc,12/3/2010 8:45,3.75,12583,France
 536372,22726,ALARM CLOCK GREEN,1,12/3/2010 8:45
 """
-RETAIL_COUNTS = {"duplicate": 1, "null_user_id": 2, "cancelled": 1, "bad_timestamp": 1, "bad_value": 1, "malformed_row": 1}
+RETAIL_COUNTS = {
+    "duplicate": 1,
+    "null_user_id": 2,
+    "cancelled": 1,
+    "bad_timestamp": 1,
+    "bad_value": 1,
+    "malformed_row": 1,
+}
 
 
 def retail(cfg, path):
     cfg.input.path = str(path)
     cfg.input.format = "csv"
-    cfg.input.columns = {"user_id": "CustomerID", "item_id": "StockCode", "event_ts": "InvoiceDate", "value": "Quantity"}
+    cfg.input.columns = {
+        "user_id": "CustomerID",
+        "item_id": "StockCode",
+        "event_ts": "InvoiceDate",
+        "value": "Quantity",
+    }
     cfg.input.event_type = "purchase"
     cfg.input.timestamp_format = "M/d/yyyy H:mm"
     cfg.ingest.rules = [RowRule(reason="cancelled", when="InvoiceNo LIKE 'C%'")]
@@ -52,7 +64,9 @@ def test_csv_quarantine_counts_match_the_file(spark, retail_cfg):
     out = JOBS["ingest"](spark, retail_cfg)
     assert out.rows_read == 10
     assert out.rows_clean == 3
-    assert out.quarantined_by_reason == dict(sorted({**RETAIL_COUNTS, "from_mars": 0}.items()))  # a rule matching nothing shows 0
+    assert out.quarantined_by_reason == dict(
+        sorted({**RETAIL_COUNTS, "from_mars": 0}.items())
+    )  # a rule matching nothing shows 0
     assert "  quarantined from_mars: 0" in out.lines()
     events = read_table(spark, retail_cfg.path("events"))
     expected = spark.createDataFrame(
@@ -98,8 +112,11 @@ def test_timestamp_mismatch_names_the_value_and_the_pattern(spark, retail_cfg):
         JOBS["ingest"](spark, retail_cfg)
     msg = str(e.value)
     assert "top reasons: bad_timestamp=6" in msg
-    assert re.search(r"InvoiceDate='1\d/\d+/2010 \d+:\d\d' does not parse with input.timestamp_format='yyyy-MM-dd HH:mm:ss': "
-                     r"set input.timestamp_format", msg), msg
+    assert re.search(
+        r"InvoiceDate='1\d/\d+/2010 \d+:\d\d' does not parse with input.timestamp_format='yyyy-MM-dd HH:mm:ss': "
+        r"set input.timestamp_format",
+        msg,
+    ), msg
 
 
 def test_no_valid_row_fails(spark, retail_cfg):
@@ -113,7 +130,10 @@ def test_no_valid_row_fails(spark, retail_cfg):
 
 def test_missing_column_fails_before_work(spark, retail_cfg):
     retail_cfg.input.columns["user_id"] = "Customer ID"
-    with pytest.raises(RecsysError, match=r"retail is missing column\(s\) Customer ID \(for user_id\); columns found: InvoiceNo, StockCode"):
+    with pytest.raises(
+        RecsysError,
+        match=r"retail is missing column\(s\) Customer ID \(for user_id\); columns found: InvoiceNo, StockCode",
+    ):
         JOBS["ingest"](spark, retail_cfg)
 
 

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 
 from recsys_spark.cold_items import cold_factors, knn_factors, ridge_factors, ridge_map
 from recsys_spark.config import ALSConfig, NewItemsConfig
-from recsys_spark.item_text import item_texts, word2vec_embeddings
 from recsys_spark.errors import RecsysError
+from recsys_spark.item_text import item_texts, word2vec_embeddings
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.model import load_model
 from recsys_spark.new_items import evaluate_new_items, holdout_items, item_status
@@ -32,7 +32,9 @@ def test_ridge_map_recovers_a_linear_map_and_matches_the_closed_form():
     xb = np.hstack([x, np.ones((40, 1))])
     expected = np.linalg.inv(xb.T @ xb + np.diag([2.0, 2.0, 2.0, 0.0])) @ xb.T @ y
     np.testing.assert_allclose(ridge_map(x, y, reg=2.0), expected, rtol=1e-8)
-    np.testing.assert_allclose(ridge_factors(x, y, x[:2], reg=2.0), np.hstack([x[:2], np.ones((2, 1))]) @ expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        ridge_factors(x, y, x[:2], reg=2.0), np.hstack([x[:2], np.ones((2, 1))]) @ expected, rtol=1e-5
+    )
 
 
 def test_knn_factors_average_the_nearest_warm_items_by_cosine():
@@ -48,16 +50,27 @@ def test_knn_factors_average_the_nearest_warm_items_by_cosine():
 
 def test_item_texts_keep_each_items_most_frequent_text(spark):
     lines = spark.createDataFrame(
-        [("A", "RED MUG ", None), ("A", "RED MUG", None), ("A", "red mug, large", None), ("B", None, None), ("C", "LAMP", "blue"),
-         (None, "orphan", None), ("D", "", "")],
+        [
+            ("A", "RED MUG ", None),
+            ("A", "RED MUG", None),
+            ("A", "red mug, large", None),
+            ("B", None, None),
+            ("C", "LAMP", "blue"),
+            (None, "orphan", None),
+            ("D", "", ""),
+        ],
         "StockCode string, Description string, Colour string",
     )
     expected = spark.createDataFrame([("A", "RED MUG"), ("C", "LAMP blue")], "item_id string, text string")
-    assert_df_equality(item_texts(lines, "StockCode", ["Description", "Colour"]), expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        item_texts(lines, "StockCode", ["Description", "Colour"]), expected, ignore_row_order=True, ignore_nullable=True
+    )
 
 
 def test_word2vec_embeddings_one_vector_per_item_same_for_one_seed(spark):
-    texts = spark.createDataFrame([("a", "red mug"), ("b", "blue mug"), ("c", "garden chair"), ("d", "")], "item_id string, text string")
+    texts = spark.createDataFrame(
+        [("a", "red mug"), ("b", "blue mug"), ("c", "garden chair"), ("d", "")], "item_id string, text string"
+    )
     one, two = word2vec_embeddings(texts, dimension=8, seed=3), word2vec_embeddings(texts, dimension=8, seed=3)
     rows = {r.item_id: r.vector for r in one.collect()}
     assert sorted(rows) == ["a", "b", "c", "d"] and all(len(v) == 8 for v in rows.values())
@@ -66,8 +79,10 @@ def test_word2vec_embeddings_one_vector_per_item_same_for_one_seed(spark):
 
 
 def test_holdout_takes_items_whole(spark):
-    pairs = spark.createDataFrame([(u, i, 1.0) for u in range(20) for i in range(30) if (u + i) % 3 == 0],
-                                  "user_idx int, item_idx int, confidence float")
+    pairs = spark.createDataFrame(
+        [(u, i, 1.0) for u in range(20) for i in range(30) if (u + i) % 3 == 0],
+        "user_idx int, item_idx int, confidence float",
+    )
     warm, cold = holdout_items(pairs, 0.3, seed=7)
     warm_items = {r.item_idx for r in warm.select("item_idx").distinct().collect()}
     cold_items = {r.item_idx for r in cold.select("item_idx").distinct().collect()}
@@ -83,19 +98,25 @@ def planted(spark):
     pairs = [(u, c * 16 + int(i), 1.0) for u in range(96) for c in [u % 4] for i in rng.choice(16, 8, replace=False)]
     centres = np.eye(4, 6) * 3
     emb = [(i, [float(v) for v in centres[i // 16] + rng.normal(scale=0.5, size=6)]) for i in range(64)]
-    return (spark.createDataFrame(pairs, "user_idx int, item_idx int, confidence float"),
-            spark.createDataFrame(emb, "item_idx int, vector array<float>"))
+    return (
+        spark.createDataFrame(pairs, "user_idx int, item_idx int, confidence float"),
+        spark.createDataFrame(emb, "item_idx int, vector array<float>"),
+    )
 
 
 def test_text_places_held_out_items_and_the_shuffled_control_does_not(planted):
     pairs, embeddings = planted
-    cfg = NewItemsConfig(holdout_fraction=0.3, seed=5, validation_fraction=0.2, reg_params=[0.1, 10.0], neighbours=[5, 10])
+    cfg = NewItemsConfig(
+        holdout_fraction=0.3, seed=5, validation_fraction=0.2, reg_params=[0.1, 10.0], neighbours=[5, 10]
+    )
     got = evaluate_new_items(pairs, embeddings, ALSConfig(rank=4, max_iter=8, reg_param=0.05, alpha=5.0), cfg, k=5)
     ndcg = {method: m["ndcg_at_5"] for method, m in got.metrics.items()}
     assert sorted(got.chosen.labelled()) == ["knn(k=10)", "knn(k=5)", "ridge(reg=0.1)", "ridge(reg=10)"]
     assert got.chosen.validation[(got.chosen.method, got.chosen.param)] == max(got.chosen.validation.values())
     assert got.items_without_text == 0 and got.items_held_out >= 10 and got.users_evaluated > 50
-    assert {m["users_evaluated"] for m in got.metrics.values()} == {got.users_evaluated}  # every method ranks for the same users
+    assert {m["users_evaluated"] for m in got.metrics.values()} == {
+        got.users_evaluated
+    }  # every method ranks for the same users
     for method in ("ridge", "knn", "content"):
         assert ndcg[method] > 2 * ndcg["random"], ndcg
         if method != "content":
@@ -110,12 +131,18 @@ def test_sentence_encoder_runs_in_the_workers_as_on_the_driver(spark):
         pytest.skip("the text extra is not installed: pip install '.[text]'")
     kind, path = resolve_encoder(TextConfig(encoder="auto"))
     assert kind == "sentence-transformers" and Path(path, "config.json").is_file()  # the packaged folder: no download
-    texts = spark.createDataFrame([("a", "red coffee mug"), ("b", "blue tea cup"), ("c", "garden hose reel")], "item_id string, text string")
-    got = {r.item_id: np.array(r.vector) for r in sentence_embeddings(texts.repartition(2), path, batch_size=2).collect()}
+    texts = spark.createDataFrame(
+        [("a", "red coffee mug"), ("b", "blue tea cup"), ("c", "garden hose reel")], "item_id string, text string"
+    )
+    got = {
+        r.item_id: np.array(r.vector) for r in sentence_embeddings(texts.repartition(2), path, batch_size=2).collect()
+    }
     from sentence_transformers import SentenceTransformer
 
-    expected = SentenceTransformer(path, device="cpu").encode(["red coffee mug", "blue tea cup", "garden hose reel"], normalize_embeddings=True)
-    for item, row in zip("abc", expected):
+    expected = SentenceTransformer(path, device="cpu").encode(
+        ["red coffee mug", "blue tea cup", "garden hose reel"], normalize_embeddings=True
+    )
+    for item, row in zip("abc", expected, strict=True):
         np.testing.assert_allclose(got[item], row, atol=1e-5)
     assert got["a"] @ got["b"] > got["a"] @ got["c"]  # a mug is nearer a cup than a hose
 
@@ -139,11 +166,21 @@ def test_items_stage_writes_new_items_and_similar_items(spark, trained, tmp_path
     got = JOBS["items"](spark, cfg)
     model = load_model(spark, cfg.path("model"))
     assert got.texts == 120 - 5 and got.encoded == got.texts
-    assert got.catalogue_without_text == model.items.where(F.col("item_id") < "i000005").count()  # missing text is counted
+    assert (
+        got.catalogue_without_text == model.items.where(F.col("item_id") < "i000005").count()
+    )  # missing text is counted
     assert set(got.validation) == {"ridge(reg=1)", "knn(k=5)", "knn(k=10)"} and got.method in got.validation
 
     new = read_table(spark, cfg.path("new_items"))
-    assert new.columns == ["user_id", "rank", "item_id", "score", "source", "run_id", "run_date"]  # the recommendations contract
+    assert new.columns == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "source",
+        "run_id",
+        "run_date",
+    ]  # the recommendations contract
     assert {r.source for r in new.select("source").distinct().collect()} == {"text_" + got.method.split("(")[0]}
     events = read_table(spark, cfg.path("events"))
     last = events.agg(F.max("event_ts")).first()[0]

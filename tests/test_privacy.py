@@ -12,7 +12,6 @@ import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
-from conftest import small_config, tiny_training
 from recsys_spark import cli, tracking
 from recsys_spark.jobs.forget import forget
 from recsys_spark.jobs.lookup import lookup
@@ -21,11 +20,15 @@ from recsys_spark.privacy import pseudonym
 from recsys_spark.results import IngestResult, TrainResult
 from recsys_spark.tables import read_table
 
+from conftest import small_config, tiny_training
+
 PLANTED = "planted-user-4711"
 KEY = "test-key-0123456789abcdef"
 T0 = dt.datetime(2026, 1, 6, 8, 0, 1)  # the generator starts its days later than 08:00:01
-PLANTED_ROWS = [(PLANTED, f"i{i:06d}", "purchase", T0 + dt.timedelta(days=d), 1.0, (T0 + dt.timedelta(days=d)).date())
-                for d, i in [(0, 1), (1, 2), (3, 3), (8, 5), (15, 8)]]
+PLANTED_ROWS = [
+    (PLANTED, f"i{i:06d}", "purchase", T0 + dt.timedelta(days=d), 1.0, (T0 + dt.timedelta(days=d)).date())
+    for d, i in [(0, 1), (1, 2), (3, 3), (8, 5), (15, 8)]
+]
 PLANTED_BAD = [(PLANTED, "i000009", "bogus", T0 + dt.timedelta(days=2), None, (T0 + dt.timedelta(days=2)).date())]
 
 
@@ -88,8 +91,12 @@ def test_metrics_and_retention_are_the_same_with_pseudonyms(spark, runs):
     assert pseudo.get(TrainResult).quality == pytest.approx(plain.get(TrainResult).quality, rel=1e-12, abs=1e-12)
     assert plain.get(TrainResult).chosen_params == pseudo.get(TrainResult).chosen_params
     for table in ("retention/cohorts", "retention/stickiness", "retention/quality_by_cohort", "eval/metrics"):
-        assert_approx_df_equality(read_table(spark, pseudo_cfg.path(table)), read_table(spark, plain_cfg.path(table)), 1e-12,
-                                  ignore_row_order=True)
+        assert_approx_df_equality(
+            read_table(spark, pseudo_cfg.path(table)),
+            read_table(spark, plain_cfg.path(table)),
+            1e-12,
+            ignore_row_order=True,
+        )
     # The tables hold the keyed hash of each id, not the id.
     pseudo_events = read_table(spark, pseudo_cfg.path("events"))
     assert pseudo_events.where(F.col("user_id") == pseudonym(KEY.encode(), PLANTED)).count() == len(PLANTED_ROWS)
@@ -99,17 +106,23 @@ def test_metrics_and_retention_are_the_same_with_pseudonyms(spark, runs):
 def test_no_raw_user_id_in_any_output_or_the_mlflow_store(spark, runs):
     base, out = runs
     plain_cfg, _ = out["plain"]
-    some_ids = [r.user_id for r in read_table(spark, plain_cfg.path("events")).select("user_id").distinct().limit(5).collect()]
+    some_ids = [
+        r.user_id for r in read_table(spark, plain_cfg.path("events")).select("user_id").distinct().limit(5).collect()
+    ]
     raw = str(base / "raw")
     # The plain run shows where the ids would be: outputs, the model artifact, the MLflow store.
     assert files_holding(base / "plain" / "out", PLANTED) and files_holding(base / "plain" / "mlruns", PLANTED)
     for needle in [PLANTED, *some_ids]:
         leaks = [p for p in files_holding(base / "pseudo", needle) if not str(p).startswith(raw)]
         assert not leaks, f"{needle} found in {leaks[:5]}"
-    assert KEY not in "".join(strings_in(p) for p in (base / "pseudo").rglob("*") if p.is_file() and p.suffix != ".parquet")
+    assert KEY not in "".join(
+        strings_in(p) for p in (base / "pseudo").rglob("*") if p.is_file() and p.suffix != ".parquet"
+    )
     # The planted user's quarantined row holds the pseudonym too.
     pseudo_cfg, _ = out["pseudo"]
-    bad = read_table(spark, pseudo_cfg.path("quarantine")).where((F.col("event_type") == "bogus") & (F.col("item_id") == "i000009"))
+    bad = read_table(spark, pseudo_cfg.path("quarantine")).where(
+        (F.col("event_type") == "bogus") & (F.col("item_id") == "i000009")
+    )
     assert pseudonym(KEY.encode(), PLANTED) in {r.user_id for r in bad.collect()}
 
 
@@ -126,9 +139,13 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
     _, out = runs
     cfg, _ = out["pseudo"]
     gone = [pseudonym(KEY.encode(), u) for u in (PLANTED, "u0000001")]
-    counts = lambda table, col="user_id": {  # noqa: E731
-        "theirs": read_table(spark, cfg.path(table)).where(F.col(col).isin(gone)).count(),
-        "all": read_table(spark, cfg.path(table)).count()}
+
+    def counts(table, col="user_id"):
+        return {
+            "theirs": read_table(spark, cfg.path(table)).where(F.col(col).isin(gone)).count(),
+            "all": read_table(spark, cfg.path(table)).count(),
+        }
+
     before = {t: counts(t) for t in ("events", "recommendations", "eval/per_user")}
     before["quarantine"] = counts("quarantine")
     assert before["events"]["theirs"] > len(PLANTED_ROWS) and before["quarantine"]["theirs"] == 1
@@ -155,9 +172,23 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
 def test_missing_key_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
     root = tmp_path / "out"
-    code = cli.main(["ingest", "--set", "privacy.pseudonymize=true", "--set", f"output.root={root}", "--set", "tracking.enabled=false"])
+    code = cli.main(
+        [
+            "ingest",
+            "--set",
+            "privacy.pseudonymize=true",
+            "--set",
+            f"output.root={root}",
+            "--set",
+            "tracking.enabled=false",
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "environment variable RECSYS_PSEUDONYM_KEY is not set" in err and "privacy.pseudonymize=false" in err
+    assert (
+        code == 2
+        and "environment variable RECSYS_PSEUDONYM_KEY is not set" in err
+        and "privacy.pseudonymize=false" in err
+    )
     assert not root.exists()
     monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", "short")
     assert cli.main(["train", "--set", "privacy.pseudonymize=true", "--set", f"output.root={root}"]) == 2

@@ -28,18 +28,30 @@ def bash_blocks() -> list[str]:
 
 # First line of a block -> why it is not run here.
 SKIPPED = {
-    "make run    #": "run line by line below: `make run` by test_quickstart_make_run; `make test` is the command running this test",
-    "# ml-latest-small": "needs the MovieLens download (the configs are tested on files in the exact formats in test_datasets.py)",
-    ".venv/bin/recsys-spark run --config conf/online_retail.yaml": "20 trials up to rank 128 take minutes: test_real_data.py runs "
-                                                                  "the same config end to end on the shared file with a small tuning budget",
+    "make run    #": (
+        "run line by line below: `make run` by test_quickstart_make_run; `make test` is the command running this test"
+    ),
+    "# ml-latest-small": (
+        "needs the MovieLens download (the configs are tested on files in the exact formats in test_datasets.py)"
+    ),
+    ".venv/bin/recsys-spark run --config conf/online_retail.yaml": (
+        "20 trials up to rank 128 take minutes: test_real_data.py runs "
+        "the same config end to end on the shared file with a small tuning budget"
+    ),
     "make dist\n.venv/bin/spark-submit --master yarn": "needs a YARN cluster and HDFS",
     "python -m venv pyspark_venv": "ships a packed virtualenv to a cluster (Spark's guide); needs a cluster",
-    ". .venv/bin/activate          # mlflow starts": "needs a registered model: test_serving.py loads the champion and runs "
-                                                   "`mlflow models serve` against a real store, posting to /invocations",
-    ".venv/bin/recsys-spark report ": "test_report.py runs both commands through the CLI's main on a tracked pipeline run "
-                                      "(the latest by default, then --run-id and --out)",
-    "export RECSYS_PSEUDONYM_KEY": "the same pipeline pseudonymized runs in test_privacy.py (in the shared session, with a key the "
-                                   "test sets); `lookup` and `forget` run as commands in test_faults.py",
+    ". .venv/bin/activate          # mlflow starts": (
+        "needs a registered model: test_serving.py loads the champion and runs "
+        "`mlflow models serve` against a real store, posting to /invocations"
+    ),
+    ".venv/bin/recsys-spark report ": (
+        "test_report.py runs both commands through the CLI's main on a tracked pipeline run "
+        "(the latest by default, then --run-id and --out)"
+    ),
+    "export RECSYS_PSEUDONYM_KEY": (
+        "the same pipeline pseudonymized runs in test_privacy.py (in the shared session, with a key the "
+        "test sets); `lookup` and `forget` run as commands in test_faults.py"
+    ),
 }
 RUN = {
     "make dist\nscripts/standalone-cluster.sh start": "test_standalone_cluster_block",
@@ -60,8 +72,13 @@ def test_every_bash_block_is_run_or_skipped_with_a_reason():
 @pytest.fixture
 def clone(tmp_path):
     """The working tree (tracked and new files) in a fresh folder, sharing the project's venv."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     dst = tmp_path / "repo"
     for f in files:
         if (REPO / f).is_file():
@@ -77,7 +94,9 @@ def clone(tmp_path):
 
 def run(script: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYSPARK_PYTHON")}
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow

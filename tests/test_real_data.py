@@ -11,24 +11,52 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL_BUDGET = ["tune.trials=3", "tune.space.rank=[16, 32]", "tune.space.max_iter=[5, 8]", "als.rank=32", "als.max_iter=8"]
+SMALL_BUDGET = [
+    "tune.trials=3",
+    "tune.space.rank=[16, 32]",
+    "tune.space.max_iter=[5, 8]",
+    "als.rank=32",
+    "als.max_iter=8",
+]
 
 
 @pytest.mark.slow
 def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
-    args = ["run", "--config", "conf/online_retail.yaml", "--summary-json", str(tmp_path / "summary.json"),
-            "--set", f"output.root={tmp_path}/out", "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "--set", "spark.master=local[2]"]
+    args = [
+        "run",
+        "--config",
+        "conf/online_retail.yaml",
+        "--summary-json",
+        str(tmp_path / "summary.json"),
+        "--set",
+        f"output.root={tmp_path}/out",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "--set",
+        "spark.master=local[2]",
+    ]
     for item in SMALL_BUDGET:
         args += ["--set", item]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # From the repository root, as a user runs it: input.path is data/online_retail/online_retail.csv.gz.
-    out = subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     stages = json.loads((tmp_path / "summary.json").read_text())["stages"]
     ingest = stages["ingest"]
     # SOURCE.md's published checks: 541,909 rows, 135,080 without CustomerID; cancellations among the rest.
     assert (ingest["rows_read"], ingest["rows_clean"]) == (541_909, 392_668)
-    assert {r: n for r, n in ingest["quarantined_by_reason"].items() if n} == {"missing_customer": 135_080, "cancelled": 8_905, "duplicate": 5_256}
+    assert {r: n for r, n in ingest["quarantined_by_reason"].items() if n} == {
+        "missing_customer": 135_080,
+        "cancelled": 8_905,
+        "duplicate": 5_256,
+    }
     train = stages["train"]
     q = train["quality"]
     assert q["users_evaluated"] > 1000
@@ -42,12 +70,33 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     assert items["texts"] > 3900 and items["rows_new_items"] > 0 and items["rows_similar"] > 0
 
     # The cold-item protocol with the light encoder (no extra needed) on the same clean events.
-    args = ["evaluate-new-items", "--config", "conf/online_retail.yaml", "--summary-json", str(tmp_path / "new.json"),
-            "--set", f"output.root={tmp_path}/out", "--set", "tracking.enabled=false", "--set", "spark.master=local[2]",
-            "--set", "text.encoder=word2vec"]
-    out = subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    args = [
+        "evaluate-new-items",
+        "--config",
+        "conf/online_retail.yaml",
+        "--summary-json",
+        str(tmp_path / "new.json"),
+        "--set",
+        f"output.root={tmp_path}/out",
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        "spark.master=local[2]",
+        "--set",
+        "text.encoder=word2vec",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     m = json.loads((tmp_path / "new.json").read_text())["stages"]["evaluate-new-items"]["metrics_by_method"]
     ndcg = {method: row["ndcg_at_10"] for method, row in m.items()}
     assert max(ndcg["ridge"], ndcg["knn"]) >= 3 * ndcg["random"], ndcg  # the target for the light encoder
-    assert ndcg["knn_shuffled"] < 1.5 * ndcg["random"] and ndcg["ridge_shuffled"] < 1.5 * ndcg["random"], ndcg  # the control
+    assert ndcg["knn_shuffled"] < 1.5 * ndcg["random"] and ndcg["ridge_shuffled"] < 1.5 * ndcg["random"], (
+        ndcg
+    )  # the control

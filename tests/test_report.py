@@ -15,15 +15,24 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from browser import page
-from conftest import small_config, tiny_training
 from recsys_spark import cli, tracking
 from recsys_spark.jobs.runner import PIPELINE, run_pipeline
 
+from browser import page
+from conftest import small_config, tiny_training
+
 REPO = Path(__file__).resolve().parent.parent
 SHOTS = REPO / "output" / "screenshots"  # kept by CI as artifacts
-SECTIONS = ["Summary", "Stage seconds", "ALS vs the popularity baseline", "Tuning trials", "Retention by cohort",
-            "Stickiness over time", "Recommendation quality by cohort", "Quarantine by reason"]
+SECTIONS = [
+    "Summary",
+    "Stage seconds",
+    "ALS vs the popularity baseline",
+    "Tuning trials",
+    "Retention by cohort",
+    "Stickiness over time",
+    "Recommendation quality by cohort",
+    "Quarantine by reason",
+]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,9 @@ def test_the_pipeline_writes_a_self_contained_report_and_logs_it(pipeline):
     assert headings == SECTIONS
     assert 'class="missing"' not in text and "class=missing" not in text  # every section had its data
     assert "<script" not in text and not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 4  # by history, heatmap, curves, stickiness
+    assert (
+        len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 4
+    )  # by history, heatmap, curves, stickiness
     # The numbers are the run's: rows, ALS vs baseline, the quarantine by reason.
     ingest = result.stages["ingest"]
     assert f"<td>{ingest.rows_read:,}</td>" in text and f"<td>{ingest.rows_quarantined:,}</td>" in text
@@ -135,7 +146,9 @@ def test_report_command_for_a_run_id_and_its_errors(pipeline, tmp_path, capsys):
     assert cli.main(["report", *sets, "--run-id", "0" * 32]) == 2
     assert f"--run-id {'0' * 32}: no such run" in capsys.readouterr().err
     client = mlflow.MlflowClient()
-    stage = client.search_runs([client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.job = 'train'")[0]
+    stage = client.search_runs(
+        [client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.job = 'train'"
+    )[0]
     assert cli.main(["report", *sets, "--run-id", stage.info.run_id]) == 2
     assert f"--run-id {stage.info.run_id} is a 'train' run; the report takes a pipeline run" in capsys.readouterr().err
 
@@ -152,8 +165,24 @@ def test_the_mlflow_ui_shows_the_pipeline_run_and_its_stage_runs(pipeline):
     port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen([str(mlflow_bin), "server", "--backend-store-uri", cfg.tracking.uri, "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"], cwd=base, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            cfg.tracking.uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=base,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 120
         while True:

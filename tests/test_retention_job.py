@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.jobs.runner import JOBS
 from recsys_spark.config import ConfigError, RetentionConfig, load_config
 from recsys_spark.errors import RecsysError
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.tables import read_table
 
 

@@ -10,17 +10,49 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
 TINY = [
-    "--set", "spark.master=local[2]", "--set", "spark.shuffle_partitions=2", "--set", "spark.conf.spark.ui.enabled=false",
-    "--set", "generate.events=3000", "--set", "generate.users=200", "--set", "generate.items=80", "--set", "generate.days=42",
-    "--set", "split.test_days=7", "--set", "tune.validation_days=7", "--set", "tune.space.rank=[4]", "--set", "tune.space.alpha=[5.0]", "--set", "tune.trials=2", "--set", "tune.space.max_iter=[3]",
-    "--set", "als.max_iter=3", "--set", "tracking.enabled=false",
+    "--set",
+    "spark.master=local[2]",
+    "--set",
+    "spark.shuffle_partitions=2",
+    "--set",
+    "spark.conf.spark.ui.enabled=false",
+    "--set",
+    "generate.events=3000",
+    "--set",
+    "generate.users=200",
+    "--set",
+    "generate.items=80",
+    "--set",
+    "generate.days=42",
+    "--set",
+    "split.test_days=7",
+    "--set",
+    "tune.validation_days=7",
+    "--set",
+    "tune.space.rank=[4]",
+    "--set",
+    "tune.space.alpha=[5.0]",
+    "--set",
+    "tune.trials=2",
+    "--set",
+    "tune.space.max_iter=[3]",
+    "--set",
+    "als.max_iter=3",
+    "--set",
+    "tracking.enabled=false",
 ]
 
 
 def cli(*args, cwd, env=None):
     base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TZ")}
-    return subprocess.run([sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -28,16 +60,31 @@ def test_same_tables_in_any_time_zone(spark, tmp_path):
     roots = {}
     for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
         root = tmp_path / tz.replace("/", "_")
-        out = cli("run", "--set", f"output.root={root}", "--summary-json", str(root) + ".json", *TINY, cwd=tmp_path, env={"TZ": tz})
+        out = cli(
+            "run",
+            "--set",
+            f"output.root={root}",
+            "--summary-json",
+            str(root) + ".json",
+            *TINY,
+            cwd=tmp_path,
+            env={"TZ": tz},
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         roots[tz] = root
     split = {tz: json.loads(open(f"{r}.json").read())["stages"]["train"]["split"] for tz, r in roots.items()}
     assert split["Asia/Tokyo"] == split["America/Los_Angeles"] == split["UTC"]
-    read = lambda tz, table: spark.read.parquet(f"{roots[tz]}/{table}")
+
+    def read(tz, table):
+        return spark.read.parquet(f"{roots[tz]}/{table}")
+
     for tz in ("Asia/Tokyo", "America/Los_Angeles"):
         for table in ("events", "retention/cohorts", "retention/stickiness", "eval/per_user"):
             assert_df_equality(read(tz, table), read("UTC", table), ignore_row_order=True)
-        recs = lambda t: read(t, "recommendations").drop("run_id", "run_date", "because", "why")  # reasons: test_cluster compares them
+
+        def recs(t):  # reasons: test_cluster compares them
+            return read(t, "recommendations").drop("run_id", "run_date", "because", "why")
+
         assert_approx_df_equality(recs(tz), recs("UTC"), 1e-4, ignore_row_order=True)
 
 
@@ -74,12 +121,16 @@ def test_years_before_min_event_date_are_quarantined_as_too_old(spark, cfg, tmp_
     from recsys_spark.tables import read_table
 
     (tmp_path / "csv").mkdir()
-    (tmp_path / "csv" / "e.csv").write_text("uid,iid,kind,ts\nu1,i1,view,1500-01-01 00:00:00\nu2,i1,view,1900-06-01 00:00:00\n"
-                                             "u3,i1,view,1970-01-01 00:00:00\nu4,i1,view,2026-01-05 10:00:00\n")
+    (tmp_path / "csv" / "e.csv").write_text(
+        "uid,iid,kind,ts\nu1,i1,view,1500-01-01 00:00:00\nu2,i1,view,1900-06-01 00:00:00\n"
+        "u3,i1,view,1970-01-01 00:00:00\nu4,i1,view,2026-01-05 10:00:00\n"
+    )
     out = JOBS["ingest"](spark, csv_cfg(cfg, tmp_path / "csv"))
     assert out.quarantined_by_reason == {"too_old": 2} and out.rows_clean == 2
     # (Spark infers the partition as a date when no row is `unparsed`, pandas reads the string.)
-    q = sorted((r.uid, r._reason, str(r.parsed_event_date)) for r in read_table(spark, cfg.path("quarantine")).collect())
+    q = sorted(
+        (r.uid, r._reason, str(r.parsed_event_date)) for r in read_table(spark, cfg.path("quarantine")).collect()
+    )
     assert q == [("u1", "too_old", "1500-01-01"), ("u2", "too_old", "1900-06-01")]
 
 
@@ -87,11 +138,16 @@ def test_a_struct_id_column_is_refused_naming_it(spark, cfg, tmp_path):
     from recsys_spark.errors import RecsysError
     from recsys_spark.jobs.runner import JOBS
 
-    df = spark.createDataFrame([((21, "x21"), "i1", "view", "2026-01-05 10:00:00")],
-                               "user_id struct<n:int,s:string>, item_id string, event_type string, event_ts string")
+    df = spark.createDataFrame(
+        [((21, "x21"), "i1", "view", "2026-01-05 10:00:00")],
+        "user_id struct<n:int,s:string>, item_id string, event_type string, event_ts string",
+    )
     df.write.parquet(str(tmp_path / "structs"))
     cfg.input.path = str(tmp_path / "structs")
-    with pytest.raises(RecsysError, match=r"column user_id \(for user_id\) is of type struct<n:int,s:string>; ids must be strings or numbers"):
+    with pytest.raises(
+        RecsysError,
+        match=r"column user_id \(for user_id\) is of type struct<n:int,s:string>; ids must be strings or numbers",
+    ):
         JOBS["ingest"](spark, cfg)
 
 
@@ -113,20 +169,33 @@ def test_a_second_run_on_one_output_root_fails_at_once_naming_the_holder(tmp_pat
     try:
         root = tmp_path / "out"
         root.mkdir()
-        (root / "_recsys.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "command": "run",
-                                                       "started": "2026-11-25T10:00:00+00:00"}))
+        (root / "_recsys.lock").write_text(
+            json.dumps(
+                {
+                    "pid": holder.pid,
+                    "host": os.uname().nodename,
+                    "command": "run",
+                    "started": "2026-11-25T10:00:00+00:00",
+                }
+            )
+        )
         out = cli("ingest", "--set", f"output.root={root}", *TINY, cwd=tmp_path)
         assert out.returncode == 2
         assert out.stderr.strip().splitlines() == [
-            f"error: output.root {root} is in use by pid {holder.pid} on {os.uname().nodename} (run, started 2026-11-25T10:00:00+00:00): "
-            f"wait for it, or use another output.root; if that run is gone, delete {root}/_recsys.lock"]
+            f"error: output.root {root} is in use by pid {holder.pid} on {os.uname().nodename} "
+            "(run, started 2026-11-25T10:00:00+00:00): "
+            f"wait for it, or use another output.root; if that run is gone, delete {root}/_recsys.lock"
+        ]
     finally:
         holder.kill()
         holder.wait()
     # The holder is gone now: its lock is stale, reported and taken over; the run then fails only
     # for its own reason (no input), and leaves no lock behind.
     out = cli("ingest", "--set", f"output.root={root}", *TINY, cwd=tmp_path)
-    assert f"removing a stale lock on {root}: pid {holder.pid} (run, started 2026-11-25T10:00:00+00:00) is gone" in out.stderr
+    assert (
+        f"removing a stale lock on {root}: pid {holder.pid} (run, started 2026-11-25T10:00:00+00:00) is gone"
+        in out.stderr
+    )
     assert "error: input path not found" in out.stderr and not (root / "_recsys.lock").exists()
 
 
@@ -134,15 +203,28 @@ def test_an_output_root_that_is_a_file_is_refused_before_spark(tmp_path):
     (tmp_path / "afile").write_text("x")
     out = cli("ingest", "--set", f"output.root={tmp_path}/afile/out", *TINY, cwd=tmp_path)
     assert out.returncode == 2 and "log4j" not in out.stderr
-    assert out.stderr.strip() == f"error: output.root '{tmp_path}/afile/out': {tmp_path}/afile is a file, not a folder: point output.root at a folder (e.g. output)"
+    assert (
+        out.stderr.strip() == f"error: output.root '{tmp_path}/afile/out': {tmp_path}/afile is a file, not a folder: "
+        "point output.root at a folder (e.g. output)"
+    )
 
 
 @pytest.mark.slow
 def test_no_secret_in_any_output_store_artifact_or_log(tmp_path):
     root = tmp_path / "out"
-    out = cli("run", "--set", f"output.root={root}", "--set", "input.options.password=hunter2-planted",
-              "--set", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2-s3", *TINY[:-2],  # TINY with tracking on
-              "--set", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", cwd=tmp_path)
+    out = cli(
+        "run",
+        "--set",
+        f"output.root={root}",
+        "--set",
+        "input.options.password=hunter2-planted",
+        "--set",
+        "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2-s3",
+        *TINY[:-2],  # TINY with tracking on
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
     assert not leaks and "hunter2" not in out.stdout + out.stderr
@@ -153,16 +235,26 @@ def test_no_secret_in_any_output_store_artifact_or_log(tmp_path):
     assert "error: MLflow tracking server http://***@127.0.0.1:1 is not reachable" in bad.stderr
 
 
-RAW_D = [("u1", "i1", "2026-01-10 10:00:00"), ("u2", "i1", "2026-01-10 11:00:00"),
-         ("u3", "i2", "2026-01-11 09:00:00"),  # in raw partition D but dated D+1: a late event
-         ("u4", "i3", "not a time"), (None, "i1", "2026-01-11 12:00:00")]
-RAW_D1 = [("u5", "i1", "2026-01-11 10:00:00"), ("u6", "i2", "2026-01-11 11:00:00"), ("u7", "i3", "2026-01-11 12:00:00"),
-          ("u8", "i1", "bad")]
+RAW_D = [
+    ("u1", "i1", "2026-01-10 10:00:00"),
+    ("u2", "i1", "2026-01-10 11:00:00"),
+    ("u3", "i2", "2026-01-11 09:00:00"),  # in raw partition D but dated D+1: a late event
+    ("u4", "i3", "not a time"),
+    (None, "i1", "2026-01-11 12:00:00"),
+]
+RAW_D1 = [
+    ("u5", "i1", "2026-01-11 10:00:00"),
+    ("u6", "i2", "2026-01-11 11:00:00"),
+    ("u7", "i3", "2026-01-11 12:00:00"),
+    ("u8", "i1", "bad"),
+]
 
 
 def write_raw(spark, path, parts):
     rows = [(u, i, "view", ts, None, day) for day, rs in parts.items() for u, i, ts in rs]
-    df = spark.createDataFrame(rows, "user_id string, item_id string, event_type string, event_ts string, value double, event_date string")
+    df = spark.createDataFrame(
+        rows, "user_id string, item_id string, event_type string, event_ts string, value double, event_date string"
+    )
     df.write.mode("overwrite").partitionBy("event_date").parquet(str(path))
 
 
@@ -170,12 +262,25 @@ def tables(spark, cfg):
     from recsys_spark.tables import read_table
 
     events = sorted((str(r.event_date), r.user_id) for r in read_table(spark, cfg.path("events")).collect())
-    quarantine = sorted((str(r.parsed_event_date), r.user_id, r._reason) for r in read_table(spark, cfg.path("quarantine")).collect())
+    quarantine = sorted(
+        (str(r.parsed_event_date), r.user_id, r._reason) for r in read_table(spark, cfg.path("quarantine")).collect()
+    )
     return events, quarantine
 
 
-FULL_EVENTS = [("2026-01-10", "u1"), ("2026-01-10", "u2"), ("2026-01-11", "u3"), ("2026-01-11", "u5"), ("2026-01-11", "u6"), ("2026-01-11", "u7")]
-FULL_QUARANTINE = [("2026-01-11", None, "null_user_id"), ("unparsed", "u4", "bad_timestamp"), ("unparsed", "u8", "bad_timestamp")]
+FULL_EVENTS = [
+    ("2026-01-10", "u1"),
+    ("2026-01-10", "u2"),
+    ("2026-01-11", "u3"),
+    ("2026-01-11", "u5"),
+    ("2026-01-11", "u6"),
+    ("2026-01-11", "u7"),
+]
+FULL_QUARANTINE = [
+    ("2026-01-11", None, "null_user_id"),
+    ("unparsed", "u4", "bad_timestamp"),
+    ("unparsed", "u8", "bad_timestamp"),
+]
 
 
 def test_a_partial_run_touches_only_its_dates_and_merges_what_falls_outside(spark, cfg, tmp_path):

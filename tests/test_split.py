@@ -7,7 +7,10 @@ from recsys_spark.split import default_cutoff, random_split, temporal_split
 
 def test_temporal_split_has_no_leakage(spark):
     base = dt.datetime(2026, 1, 1)
-    ev = spark.createDataFrame([("u", "i", base + dt.timedelta(hours=h)) for h in range(0, 24 * 30, 5)], "user_id string, item_id string, event_ts timestamp")
+    ev = spark.createDataFrame(
+        [("u", "i", base + dt.timedelta(hours=h)) for h in range(0, 24 * 30, 5)],
+        "user_id string, item_id string, event_ts timestamp",
+    )
     cutoff = dt.datetime(2026, 1, 20)
     train, test = temporal_split(ev, cutoff, 7)
     assert train.agg(F.max("event_ts")).first()[0] < cutoff

@@ -15,7 +15,9 @@ def fitted(spark, tmp_path_factory):
 
     cfg = small_config(str(tmp_path_factory.mktemp("topn")))
     events = generate_events(spark, cfg.generate).where(F.col("user_id").isNotNull() & (F.trim("item_id") != ""))
-    pairs = build_interactions(events.where(F.col("event_type") != "bogus"), InteractionsConfig(), cfg.events.weights, None)
+    pairs = build_interactions(
+        events.where(F.col("event_type") != "bogus"), InteractionsConfig(), cfg.events.weights, None
+    )
     users, items = build_id_map(pairs, "user_id", "user_idx"), build_id_map(pairs, "item_id", "item_idx")
     inter = index_interactions(pairs, users, items).cache()
     model = fit_als(inter, ALSConfig(rank=8, max_iter=5), implicit=True)
@@ -52,15 +54,28 @@ def test_popularity_baseline_ranks_by_distinct_users_excluding_seen(spark):
     users = spark.createDataFrame([(0,), (3,)], "user_idx int")
     got = top_n_popular(users, popularity(inter), inter.select("user_idx", "item_idx"), 2)
     # popularity: item 1 -> 3 users, 2 -> 2, 3 -> 2 (tie broken by item id). User 0 saw 1, 2, 3.
-    expected = spark.createDataFrame([(3, 1, 1, 3.0), (3, 2, 2, 2.0)], "user_idx int, rank int, item_idx int, score float")
+    expected = spark.createDataFrame(
+        [(3, 1, 1, 3.0), (3, 2, 2, 2.0)], "user_idx int, rank int, item_idx int, score float"
+    )
     assert_approx_df_equality(got, expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_ties_at_the_kth_score_keep_the_lowest_item_ids(spark):
     # 600 items, every score equal except two: top-4 is item 7 (2.0), then the lowest ids among the
     # 1.0 ties not seen by the user (0 is seen): 1, 2, 3. And with fewer unseen items than n, only those.
-    items = spark.createDataFrame([(i, [2.0 if i == 7 else 0.5 if i == 9 else 1.0]) for i in range(600)], "id int, features array<float>")
+    items = spark.createDataFrame(
+        [(i, [2.0 if i == 7 else 0.5 if i == 9 else 1.0]) for i in range(600)], "id int, features array<float>"
+    )
     users = spark.createDataFrame([(0, [1.0]), (1, [1.0])], "id int, features array<float>")
-    seen = spark.createDataFrame([(0, 0), *[(1, i) for i in range(600) if i not in (9, 42)]], "user_idx int, item_idx int")
+    seen = spark.createDataFrame(
+        [(0, 0), *[(1, i) for i in range(600) if i not in (9, 42)]], "user_idx int, item_idx int"
+    )
     got = {(r.user_idx, r["rank"]): (r.item_idx, r.score) for r in top_n(users, items, seen, 4).collect()}
-    assert got == {(0, 1): (7, 2.0), (0, 2): (1, 1.0), (0, 3): (2, 1.0), (0, 4): (3, 1.0), (1, 1): (42, 1.0), (1, 2): (9, 0.5)}
+    assert got == {
+        (0, 1): (7, 2.0),
+        (0, 2): (1, 1.0),
+        (0, 3): (2, 1.0),
+        (0, 4): (3, 1.0),
+        (1, 1): (42, 1.0),
+        (1, 2): (9, 0.5),
+    }

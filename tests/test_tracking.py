@@ -29,8 +29,14 @@ def store(tmp_path):
 
 
 def test_secret_looking_keys_are_redacted():
-    cfg = load_config(None, ["spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2", "spark.conf.spark.hadoop.fs.s3a.access.key=AKIA1",
-                             "spark.conf.spark.sql.shuffle.partitions=4"])
+    cfg = load_config(
+        None,
+        [
+            "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2",
+            "spark.conf.spark.hadoop.fs.s3a.access.key=AKIA1",
+            "spark.conf.spark.sql.shuffle.partitions=4",
+        ],
+    )
     params = tracking.config_params(cfg)
     assert params["spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
     assert params["spark.conf.spark.hadoop.fs.s3a.access.key"] == "***"
@@ -71,8 +77,15 @@ def test_compare_lists_runs_sorted_by_a_metric(store):
     cfg = load_config(None, [f"tracking.uri={store}", "tracking.experiment=cmp"])
     tracking.start(cfg)
     a, b = _run("a", "8", 0.1), _run("b", "16", 0.25)
-    args = argparse.Namespace(runs=None, last=10, job="pipeline", params="chosen.rank", metrics="ndcg_at_10,rows_clean",
-                              sort_by="ndcg_at_10", format="csv")
+    args = argparse.Namespace(
+        runs=None,
+        last=10,
+        job="pipeline",
+        params="chosen.rank",
+        metrics="ndcg_at_10,rows_clean",
+        sort_by="ndcg_at_10",
+        format="csv",
+    )
     lines = compare_runs(cfg, args).splitlines()
     assert lines[0] == "run_id,run_name,status,start_time,chosen.rank,ndcg_at_10,rows_clean"
     assert lines[1].startswith(f"{b},b,FINISHED,") and lines[1].endswith(",16,0.25,1000.0")
@@ -97,8 +110,13 @@ def test_unreachable_server_fails_fast_naming_the_uri():
 
 
 def test_cli_fails_before_spark_when_the_server_is_unreachable(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "recsys_spark.cli", "ingest", "--set", "tracking.uri=http://127.0.0.1:9"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", "ingest", "--set", "tracking.uri=http://127.0.0.1:9"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "error: MLflow tracking server http://127.0.0.1:9 is not reachable" in out.stderr
     assert "log4j" not in out.stderr  # no JVM was started
@@ -113,9 +131,20 @@ def _free_port() -> int:
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = _free_port()
-    cmd = [os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts"),
-           "--workers", "1"]
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -137,7 +166,9 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_over_http_reads_back(mlflow_server):
-    cfg = load_config(None, [f"tracking.uri={mlflow_server}", "tracking.experiment=http", "spark.conf.spark.x.password=pw"])
+    cfg = load_config(
+        None, [f"tracking.uri={mlflow_server}", "tracking.experiment=http", "spark.conf.spark.x.password=pw"]
+    )
     tracking.start(cfg)
     with tracking.tracked_run(cfg, "pipeline") as parent:
         tracking.log_config(cfg, "local[2]")
@@ -156,13 +187,20 @@ def test_a_run_over_http_reads_back(mlflow_server):
 
 
 def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
-    """MLflow creates a new store's tables on first use; without the lock two processes at once failed (3 of 3 tries)."""
-    code = ("import sys; from recsys_spark import tracking; from recsys_spark.config import load_config; "
-            "tracking.start(load_config(None, ['tracking.uri=sqlite:///' + sys.argv[1]]))")
+    """MLflow creates a new store's tables on first use; without the lock two processes at once failed
+    (3 of 3 tries)."""
+    code = (
+        "import sys; from recsys_spark import tracking; from recsys_spark.config import load_config; "
+        "tracking.start(load_config(None, ['tracking.uri=sqlite:///' + sys.argv[1]]))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     for i in range(3):
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"new{i}.db")], stderr=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(tmp_path / f"new{i}.db")], stderr=subprocess.PIPE, text=True, env=env
+            )
+            for _ in range(2)
+        ]
         errors = [p.communicate(timeout=300)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], errors
 
@@ -170,6 +208,9 @@ def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
 def test_credentials_in_uris_are_hidden_in_params():
     from recsys_spark.config import load_config
 
-    params = tracking.config_params(load_config(None, ["tracking.uri=https://alice:s3cret@mlflow.example.com",
-                                                       "input.path=s3a://KEY:SECRET@bucket/raw"]))
+    params = tracking.config_params(
+        load_config(
+            None, ["tracking.uri=https://alice:s3cret@mlflow.example.com", "input.path=s3a://KEY:SECRET@bucket/raw"]
+        )
+    )
     assert params["tracking.uri"] == "https://***@mlflow.example.com" and params["input.path"] == "s3a://***@bucket/raw"

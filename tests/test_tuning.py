@@ -21,14 +21,27 @@ PAIRS = "user_idx int, item_idx int, confidence float, n_events int, max_value f
 
 
 def test_log_confidence_and_min_value_by_hand(spark):
-    pairs = spark.createDataFrame([(0, 0, 0.0, 1, 5.0), (0, 1, 1.0, 1, 3.0), (1, 0, 3.0, 2, None), (1, 2, 8.0, 4, 4.0)], PAIRS)
+    pairs = spark.createDataFrame(
+        [(0, 0, 0.0, 1, 5.0), (0, 1, 1.0, 1, 3.0), (1, 0, 3.0, 2, None), (1, 2, 8.0, 4, 4.0)], PAIRS
+    )
     # log: log(1 + r / epsilon) with epsilon 2 -> log 1, log 1.5, log 2.5, log 5
-    expected = spark.createDataFrame([(0, 0, 0.0, 1, 5.0), (0, 1, math.log(1.5), 1, 3.0), (1, 0, math.log(2.5), 2, None),
-                                      (1, 2, math.log(5.0), 4, 4.0)], PAIRS)
-    assert_approx_df_equality(als_input(pairs, "log", 2.0, None), expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
+    expected = spark.createDataFrame(
+        [
+            (0, 0, 0.0, 1, 5.0),
+            (0, 1, math.log(1.5), 1, 3.0),
+            (1, 0, math.log(2.5), 2, None),
+            (1, 2, math.log(5.0), 4, 4.0),
+        ],
+        PAIRS,
+    )
+    assert_approx_df_equality(
+        als_input(pairs, "log", 2.0, None), expected, 1e-6, ignore_row_order=True, ignore_nullable=True
+    )
     # linear keeps r; min_value 4 leaves out the pairs whose highest value is below 4 (and those with none)
     expected = spark.createDataFrame([(0, 0, 0.0, 1, 5.0), (1, 2, 8.0, 4, 4.0)], PAIRS)
-    assert_approx_df_equality(als_input(pairs, "linear", 1.0, 4.0), expected, 1e-6, ignore_row_order=True, ignore_nullable=True)
+    assert_approx_df_equality(
+        als_input(pairs, "linear", 1.0, 4.0), expected, 1e-6, ignore_row_order=True, ignore_nullable=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +65,24 @@ def test_driver_side_scoring_equals_the_spark_evaluation(spark, splits):
     assert len(data.users) == want["users_evaluated"] > 10
     for metric in ("precision", "recall", "ndcg", "map", "hit_rate"):
         assert sample_metric(model, data, 10, metric) == pytest.approx(want[f"{metric}_at_10"], abs=1e-6), metric
-    assert sample_metric(model, data, 3, "ndcg") == pytest.approx(evaluate(model, splits.tune_train, splits.tune_val, 3, baseline=False).metrics["ndcg_at_3"], abs=1e-6)
+    assert sample_metric(model, data, 3, "ndcg") == pytest.approx(
+        evaluate(model, splits.tune_train, splits.tune_val, 3, baseline=False).metrics["ndcg_at_3"], abs=1e-6
+    )
 
 
-TINY_SPACE = SearchSpace(rank=[2, 8], reg_param=[0.01, 0.5], alpha=[1.0, 20.0], max_iter=[2, 4], confidence=["linear", "log"])
+TINY_SPACE = SearchSpace(
+    rank=[2, 8], reg_param=[0.01, 0.5], alpha=[1.0, 20.0], max_iter=[2, 4], confidence=["linear", "log"]
+)
 
 
 def test_trials_are_reproducible_for_a_seed(splits):
     tune = TuneConfig(trials=3, space=TINY_SPACE, validation_users=200, rung_fraction=1.0, seed=7)
     data = tuning_data(splits.tune_train, splits.tune_val, tune)
     runs = [search(data, ALSConfig(), t, True, 10) for t in (tune, tune, dataclasses.replace(tune, seed=8))]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
     assert strip(runs[0][1]) == strip(runs[1][1]) and runs[0][0] == runs[1][0]
     # Trial 1 is the configured model for any seed; the sampled trials follow the seed.
     assert strip(runs[0][1])[0] == strip(runs[2][1])[0] and strip(runs[0][1])[1:] != strip(runs[2][1])[1:]
@@ -72,7 +92,11 @@ def test_pruning_keeps_the_best_trial(splits):
     """Hand-built: three weak rank-1 models, then a good one, last, where the most trials compete
     with it. Scored at full fidelity first, then with a first rung on half the users and half the
     iterations and successive halving: the good one must survive and be chosen."""
-    weak = [{"rank": 1, "reg_param": 1.0, "alpha": 0.1}, {"rank": 1, "reg_param": 0.5, "alpha": 0.2}, {"rank": 1, "reg_param": 1.0, "alpha": 0.3}]
+    weak = [
+        {"rank": 1, "reg_param": 1.0, "alpha": 0.1},
+        {"rank": 1, "reg_param": 0.5, "alpha": 0.2},
+        {"rank": 1, "reg_param": 1.0, "alpha": 0.3},
+    ]
     good = {"rank": 8, "reg_param": 0.05, "alpha": 10.0}
     space = SearchSpace(rank=[1, 8], reg_param=[0.01, 1.0], alpha=[0.1, 20.0], max_iter=[4], confidence=["linear"])
     full = TuneConfig(trials=4, space=space, validation_users=400, rung_fraction=1.0, reduction_factor=2)
@@ -81,6 +105,8 @@ def test_pruning_keeps_the_best_trial(splits):
     scores = [r["ndcg_at_10"] for r in rows]
     assert scores.index(max(scores)) == 3, scores  # the hand-built case is what it claims: the good model wins
     pruned = dataclasses.replace(full, rung_fraction=0.5)
-    best, rows = search(tuning_data(splits.tune_train, splits.tune_val, pruned), ALSConfig(), pruned, True, 10, points=[*weak, good])
+    best, rows = search(
+        tuning_data(splits.tune_train, splits.tune_val, pruned), ALSConfig(), pruned, True, 10, points=[*weak, good]
+    )
     assert [r["state"] for r in rows][3] == "complete" and "pruned" in [r["state"] for r in rows], rows
     assert {k: best[k] for k in good} == good

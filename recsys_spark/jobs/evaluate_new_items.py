@@ -27,9 +27,21 @@ def evaluate_new(spark: SparkSession, cfg: Config) -> NewItemsEvalResult:
     with_idx = emb.join(data.items, "item_id").select("item_idx", "vector")
     k = cfg.train.k
     ev = evaluate_new_items(data.pairs, with_idx, cfg.als, cfg.new_items, k)
-    rows = [{"method": m, "metric": name, "value": v} for m, row in ev.metrics.items() for name, v in row.items() if name != "users_evaluated"]
+    rows = [
+        {"method": m, "metric": name, "value": v}
+        for m, row in ev.metrics.items()
+        for name, v in row.items()
+        if name != "users_evaluated"
+    ]
     write_table(spark.createDataFrame(pd.DataFrame(rows)), cfg.path("eval/new_items"))
     data.release()
-    return NewItemsEvalResult(k=k, encoder=model, metrics_by_method=ev.metrics, chosen=ev.chosen.describe(), items_held_out=ev.items_held_out,
-                              items_without_text=ev.items_without_text, users_evaluated=ev.users_evaluated,
-                              paths={"eval/new_items": cfg.path("eval/new_items")})
+    return NewItemsEvalResult(
+        k=k,
+        encoder=model,
+        metrics_by_method=ev.metrics,
+        chosen=ev.chosen.describe(),
+        items_held_out=ev.items_held_out,
+        items_without_text=ev.items_without_text,
+        users_evaluated=ev.users_evaluated,
+        paths={"eval/new_items": cfg.path("eval/new_items")},
+    )

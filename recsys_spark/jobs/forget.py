@@ -28,8 +28,13 @@ log = logging.getLogger("recsys_spark")
 
 # (table, partition column or None): the tables holding rows per user, user ids in `user_id`
 # (quarantine: in the raw user column, as it came in).
-USER_TABLES = (("events", "event_date"), ("quarantine", S.QUARANTINE_DATE), ("recommendations", "run_date"),
-               ("new_items", "run_date"), ("eval/per_user", None))
+USER_TABLES = (
+    ("events", "event_date"),
+    ("quarantine", S.QUARANTINE_DATE),
+    ("recommendations", "run_date"),
+    ("new_items", "run_date"),
+    ("eval/per_user", None),
+)
 
 
 def read_users_file(path: str) -> list[str]:
@@ -38,7 +43,9 @@ def read_users_file(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()]
     except OSError as e:
-        raise RecsysError(f"cannot read --users-file {path}: {e.strerror}; give a text file with one user id per line") from None
+        raise RecsysError(
+            f"cannot read --users-file {path}: {e.strerror}; give a text file with one user id per line"
+        ) from None
 
 
 def forget(spark: SparkSession, cfg: Config, users: list[str]) -> ForgetResult:
@@ -60,8 +67,13 @@ def forget(spark: SparkSession, cfg: Config, users: list[str]) -> ForgetResult:
                 log.info("[forget] %s: %d rows removed", name, n)
     listed_now = read_table(spark, cfg.erasure_list).count()
     model_run = _tag_model(spark, cfg, wanted)
-    return ForgetResult(users=len(ids), rows_removed=removed, listed=listed_now, model_run=model_run,
-                        paths={"erasure_list": cfg.erasure_list})
+    return ForgetResult(
+        users=len(ids),
+        rows_removed=removed,
+        listed=listed_now,
+        model_run=model_run,
+        paths={"erasure_list": cfg.erasure_list},
+    )
 
 
 def _user_match(cfg: Config, name: str, df: DataFrame) -> Column | None:
@@ -85,8 +97,13 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
     # One scan counts, per partition, its rows and the wanted users' rows: what to rewrite, and how many rows stay.
     hit = F.broadcast(wanted.withColumn("_hit", F.lit(1)))
     key = [F.col(part).cast("string").alias("_part")] if part else []
-    counts = (df.join(hit, match, "left").groupBy(*key).agg(F.count(F.lit(1)).alias("rows"), F.count("_hit").alias("hits"))
-              .where(F.col("hits") > 0).collect())  # one row per touched partition (per date)
+    counts = (
+        df.join(hit, match, "left")
+        .groupBy(*key)
+        .agg(F.count(F.lit(1)).alias("rows"), F.count("_hit").alias("hits"))
+        .where(F.col("hits") > 0)
+        .collect()
+    )  # one row per touched partition (per date)
     n = sum(r["hits"] for r in counts)
     if not n:
         return 0

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import pandas as pd
 from pyspark import StorageLevel
-from collections.abc import Callable
-
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -22,7 +21,14 @@ from .. import schema as S
 from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
-from ..ingest import PARSED_USER_ID, check_source_columns, clean_events, pseudonymize_rows, quarantine_rows, validate_events
+from ..ingest import (
+    PARSED_USER_ID,
+    check_source_columns,
+    clean_events,
+    pseudonymize_rows,
+    quarantine_rows,
+    validate_events,
+)
 from ..privacy import ERASED, erased_ids, flag_erased, pseudonym_key
 from ..results import IngestResult
 from ..sources import in_date_range, read_source
@@ -34,7 +40,7 @@ log = logging.getLogger("recsys_spark")
 def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     raw = read_source(spark, cfg.input, cfg.input_path, cfg.ingest.date_from, cfg.ingest.date_to)
     check_source_columns(raw, cfg.input, cfg.input_path)
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     key = pseudonym_key(cfg.privacy)
     every = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now)
     if key:
@@ -60,32 +66,69 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
         events, quarantine = clean_events(validated), quarantine_rows(validated, raw.columns)
         partial = bool(cfg.ingest.date_from or cfg.ingest.date_to)
         if partial:
-            inside = lambda day: in_date_range(day, cfg.ingest.date_from, cfg.ingest.date_to)
+
+            def inside(day):
+                return in_date_range(day, cfg.ingest.date_from, cfg.ingest.date_to)
+
             # Events: clean events hold no exact repeats (ingest quarantines them), so a repeat is this run's copy.
-            events = merge_outside(events, cfg.path("events"), "event_date", inside(F.col("event_date")),
-                                   lambda old, extra: old.unionByName(extra).dropDuplicates())
+            events = merge_outside(
+                events,
+                cfg.path("events"),
+                "event_date",
+                inside(F.col("event_date")),
+                lambda old, extra: old.unionByName(extra).dropDuplicates(),
+            )
             # Quarantine: the rows these files gave last time are superseded by this run's.
             sources = raw.select(S.SOURCE).distinct()
-            quarantine = merge_outside(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE, inside(F.col(S.QUARANTINE_DATE).try_cast("date")),
-                                       lambda old, extra: old.join(sources, S.SOURCE, "left_anti").unionByName(extra, allowMissingColumns=True))
+            quarantine = merge_outside(
+                quarantine,
+                cfg.path("quarantine"),
+                S.QUARANTINE_DATE,
+                inside(F.col(S.QUARANTINE_DATE).try_cast("date")),
+                lambda old, extra: old.join(sources, S.SOURCE, "left_anti").unionByName(
+                    extra, allowMissingColumns=True
+                ),
+            )
         with transaction(spark) as tx:  # events and quarantine change together
-            tx.write_table(events, cfg.path("events"), "event_date", expected_rows=events.count() if partial else clean,
-                           whole_table=not partial)
-            tx.write_table(quarantine, cfg.path("quarantine"), S.QUARANTINE_DATE,
-                           expected_rows=quarantine.count() if partial else bad, whole_table=not partial)
+            tx.write_table(
+                events,
+                cfg.path("events"),
+                "event_date",
+                expected_rows=events.count() if partial else clean,
+                whole_table=not partial,
+            )
+            tx.write_table(
+                quarantine,
+                cfg.path("quarantine"),
+                S.QUARANTINE_DATE,
+                expected_rows=quarantine.count() if partial else bad,
+                whole_table=not partial,
+            )
     finally:
         flagged.unpersist()
     written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()
-    tracking.log_tags({"dataset_path": cfg.input_path, "dataset_format": cfg.input.format,
-                       **tracking.fingerprint(rows_read, written[0], written[1], list_names(spark, cfg.input_path))})
+    tracking.log_tags(
+        {
+            "dataset_path": cfg.input_path,
+            "dataset_format": cfg.input.format,
+            **tracking.fingerprint(rows_read, written[0], written[1], list_names(spark, cfg.input_path)),
+        }
+    )
     reasons = pd.DataFrame(sorted(by_reason.items()), columns=["reason", "rows"])
     tracking.log_bytes(reasons.to_csv(index=False).encode(), "quarantine/summary.csv")
-    return IngestResult(rows_read=rows_read, rows_clean=clean, rows_quarantined=bad, quarantined_by_reason=dict(sorted(by_reason.items())),
-                        rows_erased=rows_erased,
-                        paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")})
+    return IngestResult(
+        rows_read=rows_read,
+        rows_clean=clean,
+        rows_quarantined=bad,
+        quarantined_by_reason=dict(sorted(by_reason.items())),
+        rows_erased=rows_erased,
+        paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")},
+    )
 
 
-def merge_outside(new: DataFrame, table: str, part: str, inside: Column, merge: Callable[[DataFrame, DataFrame], DataFrame]) -> DataFrame:
+def merge_outside(
+    new: DataFrame, table: str, part: str, inside: Column, merge: Callable[[DataFrame, DataFrame], DataFrame]
+) -> DataFrame:
     """`new`, where each partition it touches outside this run's range holds `merge(rows already
     there, new rows there)`: such a partition is rewritten whole, with nothing of it lost."""
     spark = new.sparkSession
@@ -97,7 +140,9 @@ def merge_outside(new: DataFrame, table: str, part: str, inside: Column, merge: 
     return new.where(inside).unionByName(merge(old, new.where(~inside)).select(*new.columns))
 
 
-def check_bad_fraction(validated: DataFrame, rows_read: int, clean: int, by_reason: dict[str, int], cfg: Config) -> None:
+def check_bad_fraction(
+    validated: DataFrame, rows_read: int, clean: int, by_reason: dict[str, int], cfg: Config
+) -> None:
     """Refuse the input when nothing is valid or too much is bad, with the top reasons and one example row."""
     bad, limit = rows_read - clean, cfg.ingest.max_bad_fraction
     if rows_read == 0:
@@ -105,15 +150,27 @@ def check_bad_fraction(validated: DataFrame, rows_read: int, clean: int, by_reas
     if clean > 0 and bad / rows_read <= limit:
         return
     top = sorted(((r, n) for r, n in by_reason.items() if n), key=lambda kv: (-kv[1], kv[0]))
-    example = validated.where(F.col(S.REASON) == top[0][0]).drop(*[c for c in validated.columns if c.startswith("__")]).first()
-    head = "no row is valid" if clean == 0 else f"{bad / rows_read:.1%} of rows are bad, above ingest.max_bad_fraction={limit}"
+    example = (
+        validated.where(F.col(S.REASON) == top[0][0])
+        .drop(*[c for c in validated.columns if c.startswith("__")])
+        .first()
+    )
+    head = (
+        "no row is valid"
+        if clean == 0
+        else f"{bad / rows_read:.1%} of rows are bad, above ingest.max_bad_fraction={limit}"
+    )
     reasons = ", ".join(f"{r}={n}" for r, n in top[:3])
     hint = ""
     if top[0][0] == S.BAD_TIMESTAMP:
         col, fmt = cfg.input.columns["event_ts"], cfg.input.timestamp_format
-        hint = (f" {col}={example[col]!r} does not parse " + (f"with input.timestamp_format={fmt!r}" if fmt else "as a timestamp (input.timestamp_format is not set)")
-                + ": set input.timestamp_format to this value's Spark datetime pattern, or add it to the list of patterns (e.g. 'yyyy-MM-dd HH:mm:ss' or 'M/d/yyyy H:mm'), "
-                "or to unix_seconds / unix_millis.")
+        hint = (
+            f" {col}={example[col]!r} does not parse "
+            + (f"with input.timestamp_format={fmt!r}" if fmt else "as a timestamp (input.timestamp_format is not set)")
+            + ": set input.timestamp_format to this value's Spark datetime pattern, or add it to the list of patterns "
+            "(e.g. 'yyyy-MM-dd HH:mm:ss' or 'M/d/yyyy H:mm'), "
+            "or to unix_seconds / unix_millis."
+        )
     raise RecsysError(
         f"ingest: {head} ({bad} of {rows_read}); top reasons: {reasons}; example row: {example.asDict()}.{hint} "
         "Fix the input, input.columns or input.timestamp_format, or raise ingest.max_bad_fraction; nothing was written"

@@ -33,7 +33,10 @@ def read_texts(spark: SparkSession, cfg: Config) -> DataFrame:
     table = read_side_table(spark, "text.path", t.format, t.path, t.options)
     missing = sorted({t.id_column, *t.columns} - set(table.columns))
     if missing:
-        raise RecsysError(f"text.path {t.path} has no column(s) {missing} (its columns: {table.columns}): set text.id_column and text.columns")
+        raise RecsysError(
+            f"text.path {t.path} has no column(s) {missing} (its columns: {table.columns}): "
+            "set text.id_column and text.columns"
+        )
     return item_texts(table, t.id_column, t.columns)
 
 
@@ -71,8 +74,12 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     status = item_status(events, last, cfg.new_items)
     # Every item with text, once on the driver (catalogue-sized): its index when the model knows it,
     # and whether it is new (young, few users, or no events at all).
-    catalogue = (emb.join(m.items, "item_id", "left").join(status, "item_id", "left")
-                 .select("item_id", "item_idx", "vector", F.coalesce(F.col("is_new"), F.lit(True)).alias("is_new")).toPandas())
+    catalogue = (
+        emb.join(m.items, "item_id", "left")
+        .join(status, "item_id", "left")
+        .select("item_id", "item_idx", "vector", F.coalesce(F.col("is_new"), F.lit(True)).alias("is_new"))
+        .toPandas()
+    )
     indexed = catalogue[catalogue["item_idx"].notna()]
     text = ItemMatrix.from_pandas(indexed, "item_idx", "vector")
     factors = ItemMatrix.of(m.als.itemFactors, "id", "features")
@@ -80,22 +87,36 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     warm = factors.ids[np.isin(factors.ids, old)]
     x_warm, y_warm = text.take(warm), factors.take(warm)
     chosen = choose_map(m.als, m.seen, warm, x_warm, y_warm, cfg.new_items, cfg.train.k)
-    log.info("[items] new-item factors by %s (validation NDCG@%d: %s)", chosen.source, cfg.train.k,
-             ", ".join(f"{k} {v:.3f}" for k, v in chosen.labelled().items()))
+    log.info(
+        "[items] new-item factors by %s (validation NDCG@%d: %s)",
+        chosen.source,
+        cfg.train.k,
+        ", ".join(f"{k} {v:.3f}" for k, v in chosen.labelled().items()),
+    )
     new = catalogue[catalogue["is_new"]]
     new_ids = new["item_id"].tolist()
-    x_new = np.vstack(new["vector"].to_numpy()).astype(np.float32) if new_ids else np.zeros((0, x_warm.shape[1]), np.float32)
+    x_new = (
+        np.vstack(new["vector"].to_numpy()).astype(np.float32)
+        if new_ids
+        else np.zeros((0, x_warm.shape[1]), np.float32)
+    )
     new_factors = chosen.factors(x_warm, y_warm, x_new)
 
     clock.start("new_items")
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
-    today = dt.datetime.now(dt.timezone.utc).date()
-    users = m.users.join(m.als.userFactors.withColumnRenamed("id", "user_idx"), "user_idx").select("user_id", F.col("user_idx").alias("id"), "features")
+    today = dt.datetime.now(dt.UTC).date()
+    users = m.users.join(m.als.userFactors.withColumnRenamed("id", "user_idx"), "user_idx").select(
+        "user_id", F.col("user_idx").alias("id"), "features"
+    )
     seen = m.seen.join(m.users, "user_idx").join(m.items, "item_idx").select("user_id", "item_id")
     rows_new = 0
     if new_ids:
         recs = recommend_new(users, seen, new_ids, new_factors, cfg.new_items.n, chosen.source)
-        write_table(recs.withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today)), cfg.path("new_items"), "run_date")
+        write_table(
+            recs.withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today)),
+            cfg.path("new_items"),
+            "run_date",
+        )
         rows_new = read_table(spark, cfg.path("new_items")).where(F.col("run_date") == F.lit(today)).count()
     else:
         log.info("[items] no new items with text: the new_items table is left as it was")
@@ -107,11 +128,27 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     if new_ids:
         vectors = np.vstack(catalogue["vector"].to_numpy()).astype(np.float32)
         of = np.flatnonzero(catalogue["is_new"].to_numpy())
-        sim = sim.unionByName(similar_items(spark, catalogue["item_id"].tolist(), vectors, of, cfg.new_items.similar_n, "text"))
+        sim = sim.unionByName(
+            similar_items(spark, catalogue["item_id"].tolist(), vectors, of, cfg.new_items.similar_n, "text")
+        )
     write_table(sim, cfg.path("similar_items"))
     rows_sim = read_table(spark, cfg.path("similar_items")).count()
     catalogue_without_text = m.items.join(emb.select("item_id"), "item_id", "left_anti").count()
-    return ItemsResult(texts=n_texts, catalogue_without_text=catalogue_without_text, encoder=model_name, encoded=encoded,
-                       encode_seconds=round(encode_secs, 2), new_items=len(new_ids), method=chosen.describe(),
-                       validation=chosen.labelled(), rows_new_items=rows_new, rows_similar=rows_sim, steps=clock.stop(),
-                       paths={"embeddings": cfg.path("embeddings"), "new_items": cfg.path("new_items"), "similar_items": cfg.path("similar_items")})
+    return ItemsResult(
+        texts=n_texts,
+        catalogue_without_text=catalogue_without_text,
+        encoder=model_name,
+        encoded=encoded,
+        encode_seconds=round(encode_secs, 2),
+        new_items=len(new_ids),
+        method=chosen.describe(),
+        validation=chosen.labelled(),
+        rows_new_items=rows_new,
+        rows_similar=rows_sim,
+        steps=clock.stop(),
+        paths={
+            "embeddings": cfg.path("embeddings"),
+            "new_items": cfg.path("new_items"),
+            "similar_items": cfg.path("similar_items"),
+        },
+    )

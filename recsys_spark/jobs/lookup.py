@@ -21,9 +21,15 @@ def lookup(spark: SparkSession, cfg: Config, user: str) -> str:
     recs = read_table(spark, cfg.path("recommendations")).where(F.col("user_id") == uid)
     latest = recs.agg(F.max("run_date")).first()[0]
     if latest is None:
-        return f"{shown}: no recommendations in {cfg.path('recommendations')} (a user the model never saw gets the popular list at the next recommend)"
+        return (
+            f"{shown}: no recommendations in {cfg.path('recommendations')} "
+            "(a user the model never saw gets the popular list at the next recommend)"
+        )
     rows = recs.where(F.col("run_date") == latest).orderBy("rank").collect()  # n rows
     why = "why" in rows[0].asDict()
     lines = [f"{shown}: {len(rows)} recommendations of {latest} (run {rows[0]['run_id']})"]
-    lines += [f"  {r['rank']:>3}  {r['item_id']:<16} {r['score']:>9.4f}  {r['source']:<8}" + (f"  {r['why']}" if why else "") for r in rows]
+    lines += [
+        f"  {r['rank']:>3}  {r['item_id']:<16} {r['score']:>9.4f}  {r['source']:<8}" + (f"  {r['why']}" if why else "")
+        for r in rows
+    ]
     return "\n".join(lines)

@@ -28,9 +28,13 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
         key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
         wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     names = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
-    out = recommend_users(model, wanted, cfg.recommend.n, names).withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today))
+    out = (
+        recommend_users(model, wanted, cfg.recommend.n, names)
+        .withColumn("run_id", F.lit(run_id))
+        .withColumn("run_date", F.lit(today))
+    )
     table = cfg.path("recommendations")
     if wanted is not None and path_exists(spark, f"{table}/run_date={today}"):
         # Some users only: today's rows of everyone else stay (the partition is rewritten whole).

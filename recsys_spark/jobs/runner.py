@@ -26,11 +26,24 @@ from .train import train
 log = logging.getLogger("recsys_spark")
 
 Job = Callable[[SparkSession, Config], StageResult]
-JOBS: dict[str, Job] = {"generate": generate, "ingest": ingest, "train": train, "recommend": recommend, "items": items,
-                        "retention": retention, "evaluate-new-items": evaluate_new}
+JOBS: dict[str, Job] = {
+    "generate": generate,
+    "ingest": ingest,
+    "train": train,
+    "recommend": recommend,
+    "items": items,
+    "retention": retention,
+    "evaluate-new-items": evaluate_new,
+}
 # `run`: the stages in order; generate only when there is no input yet.
-PIPELINE: list[tuple[str, Job]] = [("generate", generate_if_missing), ("ingest", ingest), ("train", train),
-                                   ("recommend", recommend), ("items", items), ("retention", retention)]
+PIPELINE: list[tuple[str, Job]] = [
+    ("generate", generate_if_missing),
+    ("ingest", ingest),
+    ("train", train),
+    ("recommend", recommend),
+    ("items", items),
+    ("retention", retention),
+]
 
 
 def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str = "") -> StageResult:
