@@ -15,11 +15,17 @@ Java (VectorBLAS, F2J LAPACK), 1.2-2x slower for a rank-64 fit on 2 cores. `spar
 
 OpenBLAS threads are pinned to `spark.blas_threads` (default 1): Spark already runs one task per
 core, and each task's solves are small, so more threads only oversubscribe the cores.
+
+A library is only used when a fresh process can load it and run a few BLAS calls on this CPU
+(`_runs`): a build for another processor dies of SIGILL there. The cmeel-openblas 0.3.31 wheel is
+such a build (its only kernel is SKYLAKEX, AVX-512); on a CPU without AVX-512 a JVM that loads it
+dies in `daxpy_k` during an ALS fit, so `auto` then falls back to Java BLAS and says why.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import subprocess
 import sys
@@ -28,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RecsysError
+
+log = logging.getLogger("recsys_spark")
 
 SYSTEM = ("libblas.so.3", "liblapack.so.3")
 SOURCE_KEY = "spark.recsys.nativeBlasSource"  # where the session's choice came from, kept in its Spark conf
@@ -57,13 +65,36 @@ class NativeBlas:
         )
 
 
-def _loads(library: str, loader_dir: str | None = None) -> bool:
-    """Whether a fresh process can dlopen `library` (with `loader_dir` on LD_LIBRARY_PATH)."""
+# Runs daxpy and dgemm on arrays long enough for the wide (AVX2/AVX-512) kernels and checks every
+# element; no core file if the library dies of SIGILL.
+_RUN = """
+import ctypes, resource, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+b = ctypes.CDLL(sys.argv[1])
+n, one, i = 4099, ctypes.c_double(1.0), ctypes.byref(ctypes.c_int(1))
+x, y = (ctypes.c_double * n)(*range(n)), (ctypes.c_double * n)()
+b.daxpy_(ctypes.byref(ctypes.c_int(n)), ctypes.byref(ctypes.c_double(2.0)), x, i, y, i)
+m, k = ctypes.byref(ctypes.c_int(64)), 64 * 64
+a, c = (ctypes.c_double * k)(*([1.0] * k)), (ctypes.c_double * k)()
+no, zero = ctypes.c_char(b"N"), ctypes.c_double(0.0)
+b.dgemm_(ctypes.byref(no), ctypes.byref(no), m, m, m, ctypes.byref(one), a, m, a, m, ctypes.byref(zero), c, m)
+ok = all(y[j] == 2.0 * j for j in range(n)) and all(v == 64.0 for v in c)
+sys.exit(0 if ok else 3)
+"""
+
+
+def _loads(library: str, loader_dir: str | None = None, run: bool = False) -> bool:
+    """Whether a fresh process can dlopen `library` (with `loader_dir` on LD_LIBRARY_PATH) and, with
+    `run`, compute a daxpy and a dgemm with it: a build for another CPU loads, then dies of SIGILL."""
     env = dict(os.environ)
     if loader_dir:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (loader_dir, env.get("LD_LIBRARY_PATH")) if p)
-    probe = f"import ctypes; ctypes.CDLL({library!r})"
-    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
+    probe = _RUN if run else "import ctypes, sys; ctypes.CDLL(sys.argv[1])"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe, library], env=env, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
 
 
 def wheel_openblas() -> Path | None:
@@ -117,17 +148,25 @@ def resolve(setting: str) -> NativeBlas:
                 "/usr/lib/x86_64-linux-gnu/libopenblas.so.0), auto, or off"
             )
         return NativeBlas("path", setting)
-    if all(_loads(lib) for lib in SYSTEM):
+    if _loads(SYSTEM[0], run=True) and _loads(SYSTEM[1]):
         return NativeBlas("system")
     lib = wheel_openblas()
     if lib is None:
         return NativeBlas("none found")
-    if _loads(str(lib)):
-        return NativeBlas("cmeel-openblas", str(lib))
-    runtime = fortran_runtime_dir()
-    if runtime and _loads(str(lib), str(runtime)):
-        return NativeBlas("cmeel-openblas", str(lib), str(runtime))
-    return NativeBlas("none found")
+    loader_dir = None
+    if not _loads(str(lib)):
+        runtime = fortran_runtime_dir()
+        if not (runtime and _loads(str(lib), str(runtime))):
+            return NativeBlas("none found")
+        loader_dir = str(runtime)
+    if not _loads(str(lib), loader_dir, run=True):
+        log.warning(
+            "[blas] %s loads but cannot run on this CPU (a build for another processor, e.g. AVX-512 only): ALS "
+            "uses Java BLAS; install the system's OpenBLAS (apt-get install libopenblas0-pthread) for native speed",
+            lib,
+        )
+        return NativeBlas("none found")
+    return NativeBlas("cmeel-openblas", str(lib), loader_dir)
 
 
 def loaded(spark) -> dict[str, str]:  # a SparkSession; typed loosely to keep this module Spark-free
