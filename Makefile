@@ -27,11 +27,14 @@ check-java:
 	if [ -z "$$major" ]; then echo "error: java not found; install Java 17+ (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"; exit 1; fi; \
 	if [ "$$major" -lt 17 ]; then echo "error: java $$major found; Spark 4 needs Java 17+: install it and set JAVA_HOME"; exit 1; fi
 
+# ARGS: extra arguments for the command, e.g. make run ARGS='--set generate.events=20000'.
 run: check-java $(STAMP)
-	$(BIN)/recsys-spark run --config conf/local.yaml
+	$(BIN)/recsys-spark run --config conf/local.yaml $(ARGS)
 
+# Two xdist workers: the suite's Spark jobs are small, so each waits on the scheduler and JVM much of
+# the time and two streams share the 2 cores; files sharing a set-up run on one worker (conftest.py).
 test: check-java $(STAMP) $(TEXT_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-fast: check-java $(STAMP) $(TEXT_STAMP)
 	$(BIN)/python -m pytest -m 'not slow'

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIT = """
 import json, sys
 sys.path.insert(0, "tests")
-from conftest import small_config
+from support import small_config
 from recsys_spark import blas
 from recsys_spark.config import ALSConfig
 from recsys_spark.model import fit_als
@@ -91,3 +91,23 @@ def test_executors_are_probed_in_their_own_jvm(spark):
     pid = str(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
     assert [e["pid"] for e in got] == [pid]  # local mode: the driver's JVM runs every task
     assert got[0]["blas"] == blas.loaded(spark)["blas"] and got[0]["blas_threads"] == "1"
+
+
+def test_a_library_is_used_only_when_it_runs_blas_on_this_cpu():
+    # libm loads but has no daxpy/dgemm: loading alone is not enough (a build for another CPU loads, then dies).
+    assert blas._loads("libm.so.6") and not blas._loads("libm.so.6", run=True)
+    native = blas.resolve("auto")
+    if native.source == "none found":
+        pytest.skip("no native BLAS here: no system libblas.so.3 and no cmeel-openblas this CPU can run")
+    assert blas._loads(native.library or blas.SYSTEM[0], native.loader_dir, run=True)
+
+
+def test_a_wheel_that_loads_but_cannot_run_is_not_used_and_says_so(monkeypatch, caplog):
+    # As the cmeel wheel (an AVX-512 build) on a CPU without AVX-512, where no system BLAS is found:
+    # dlopen succeeds, the first wide kernel dies of SIGILL.
+    if blas.wheel_openblas() is None:
+        pytest.skip("the cmeel-openblas wheel is not installed")
+    monkeypatch.setattr(blas, "_loads", lambda lib, loader_dir=None, run=False: lib != blas.SYSTEM[0] and not run)
+    with caplog.at_level("WARNING", "recsys_spark"):
+        assert blas.resolve("auto") == blas.NativeBlas("none found")
+    assert "loads but cannot run on this CPU" in caplog.text and "ALS uses Java BLAS" in caplog.text

@@ -1,102 +1,38 @@
-"""The command line as a user runs it: a real process, its exit code and what it prints."""
-
-import json
-import os
-import subprocess
-import sys
+"""The command line as a user runs it: a real process, its exit code and what it prints; the
+errors that come before Spark starts through `cli.main` in the test's own process."""
 
 import mlflow
 import pytest
 
-TINY = [
-    "--set",
-    "spark.master=local[2]",
-    "--set",
-    "spark.shuffle_partitions=2",
-    "--set",
-    "generate.events=3000",
-    "--set",
-    "generate.users=200",
-    "--set",
-    "generate.items=80",
-    "--set",
-    "generate.days=42",
-    "--set",
-    "spark.conf.spark.ui.enabled=false",
-    "--set",
-    "split.test_days=7",
-    "--set",
-    "tune.validation_days=7",
-    "--set",
-    "tune.space.rank=[4]",
-    "--set",
-    "tune.space.alpha=[5.0]",
-    "--set",
-    "tune.trials=2",
-    "--set",
-    "tune.space.max_iter=[3]",
-    "--set",
-    "als.max_iter=3",
-]
+from recsys_spark import cli as recsys_cli
 
-
-def cli(*args, cwd):
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; a user's shell would not have it.
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HADOOP_CONF_DIR", "YARN_CONF_DIR")}
-    return subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-@pytest.fixture(autouse=True)
-def restore_tracking_uri():
-    before = mlflow.get_tracking_uri()
-    yield
-    mlflow.set_tracking_uri(before)
+from support import cli, tiny
 
 
 @pytest.mark.slow
-def test_run_generates_ingests_and_prints_summary(tmp_path):
-    out = cli(
-        "run",
-        "--set",
-        f"output.root={tmp_path}/out",
-        "--set",
-        "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2",
-        "--summary-json",
-        "summary.json",
-        *TINY,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())["stages"]
+def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
+    base, out, summary = pipeline_run.base, pipeline_run, pipeline_run.stages
     steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
-    assert list(summary) == [
-        "generate",
-        "ingest",
-        "train",
-        "recommend",
-        "items",
-        "retention",
-    ]  # items: skipped, no text.path
+    # items: skipped, no text.path
+    assert list(summary) == ["generate", "ingest", "train", "recommend", "items", "retention"]
     assert list(summary["train"]["steps"]) == steps
     assert sum(summary["train"]["steps"].values()) <= summary["train"]["seconds"]
     assert summary["ingest"]["rows_read"] == summary["ingest"]["rows_clean"] + summary["ingest"]["rows_quarantined"]
     assert "  of which train: prepare " in out.stdout
     assert "== recsys-spark summary ==" in out.stdout
-    assert "rows read" in out.stdout and f"wrote events: {tmp_path}/out/events" in out.stdout
+    assert "rows read" in out.stdout and f"wrote events: {base}/out/events" in out.stdout
     assert "ALS vs popularity baseline" in out.stdout and "ndcg_at_10" in out.stdout
     assert "rows from als" in out.stdout
     assert "retention of the three largest cohorts (week 1 / week 4, bounded)" in out.stdout
     assert "DAU/MAU, mean over the last 30 days" in out.stdout
-    assert (tmp_path / "out" / "retention" / "retention_heatmap.png").exists()
+    assert (base / "out" / "retention" / "retention_heatmap.png").exists()
     for table in ("events", "quarantine", "model", "eval/metrics", "recommendations", "retention/cohorts"):
-        assert (tmp_path / "out" / table / "_SUCCESS").exists(), table
-    assert not (tmp_path / "out" / "checkpoints").exists()  # removed after the successful run
-    assert out.stdout.count("generated ") == 1 and f"raw events: {tmp_path}/out/raw" in out.stdout
+        assert (base / "out" / table / "_SUCCESS").exists(), table
+    assert not (base / "out" / "checkpoints").exists()  # removed after the successful run
+    assert out.stdout.count("generated ") == 1 and f"raw events: {base}/out/raw" in out.stdout
 
     # MLflow: the default store is sqlite:///mlflow.db in the working directory.
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{base}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["recsys-spark"])
     by_name = runs.set_index("tags.mlflow.runName")
     parent = by_name.loc["pipeline"]
@@ -108,11 +44,12 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
         assert by_name.loc[stage, "metrics.seconds_" + stage] >= 0
     assert all(by_name.loc["train", f"metrics.seconds_{s}"] > 0 for s in steps)
     trials = runs[runs["tags.job"] == "tune_trial"]
-    assert len(trials) == 2 and set(trials["tags.mlflow.parentRunId"]) == {
-        by_name.loc["train", "run_id"]
-    }  # tune.trials=2
+    assert len(trials) == 3  # tune.trials=3
+    assert set(trials["tags.mlflow.parentRunId"]) == {by_name.loc["train", "run_id"]}
     assert set(trials["tags.state"]) <= {"complete", "pruned"} and trials["metrics.seconds"].notna().all()
-    assert trials["params.rank"].tolist() == ["4", "4"] and trials["metrics.validation_ndcg_at_10"].notna().any()
+    assert all(4 <= int(r) <= 8 for r in trials["params.rank"])  # tune.space.rank: [4, 8]
+    assert set(trials["params.max_iter"]) == {"5"} and set(trials["params.reg_param"]) == {"0.05"}  # one-value spaces
+    assert trials["metrics.validation_ndcg_at_10"].notna().any()
     assert parent["params.spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***"
     assert parent["params.spark_master"] == "local[2]" and parent["params.version_pyspark"].startswith("4.")
     assert parent["metrics.ndcg_at_10"] > 0 and parent["metrics.baseline_ndcg_at_10"] > 0
@@ -128,7 +65,8 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
     assert "model/als" in art(by_name.loc["train", "run_id"], "model")
     assert "hunter2" not in mlflow.artifacts.load_text(f"runs:/{parent.run_id}/config/resolved.yaml")
 
-    # The recommend job loads the model logged to MLflow, by run id.
+    # The recommend job loads the model logged to MLflow, by run id (its own run goes to another
+    # experiment of the same default store, so the pipeline's experiment stays as the run left it).
     train_run = by_name.loc["train", "run_id"]
     rec = cli(
         "recommend",
@@ -136,10 +74,8 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
         f"runs:/{train_run}/model",
         "--users",
         "u0000001,nobody",
-        "--set",
-        f"output.root={tmp_path}/out2",
-        *TINY,
-        cwd=tmp_path,
+        *tiny(output__root=f"{tmp_path}/out2", tracking__enabled="true", tracking__experiment="by-run-id"),
+        cwd=base,
     )
     assert rec.returncode == 0, rec.stderr[-3000:]
     assert "rows from als" in rec.stdout and "rows from popular" in rec.stdout
@@ -147,19 +83,25 @@ def test_run_generates_ingests_and_prints_summary(tmp_path):
 
 @pytest.mark.slow
 def test_tuning_without_room_before_the_validation_slice_is_a_clear_error(tmp_path):
-    out = cli("run", "--set", f"output.root={tmp_path}/out", *TINY, "--set", "tune.validation_days=60", cwd=tmp_path)
+    out = cli(
+        "run", *tiny(output__root=f"{tmp_path}/out", tune__validation_days=60, tracking__enabled="true"), cwd=tmp_path
+    )
     assert out.returncode == 2
     assert "error: tuning has no training data before the validation slice (60 days before the cutoff)" in out.stderr
 
 
-def test_unknown_key_is_one_line_error_and_exit_2(tmp_path):
-    out = cli("ingest", "--set", "ingest.max_bad_fractoin=0.1", cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("error: unknown config key 'ingest.max_bad_fractoin'")
+def test_unknown_key_is_one_line_error_and_exit_2(capsys):
+    assert recsys_cli.main(["ingest", "--set", "ingest.max_bad_fractoin=0.1"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown config key 'ingest.max_bad_fractoin'")
+    )
 
 
 def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
-    out = cli("ingest", "--set", f"input.path={tmp_path}/nope", *TINY, cwd=tmp_path)
+    out = cli("ingest", *tiny(input__path=f"{tmp_path}/nope", tracking__enabled="true"), cwd=tmp_path)
     assert out.returncode == 2
     assert f"error: input path not found: {tmp_path}/nope" in out.stderr
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
@@ -169,15 +111,26 @@ def test_missing_input_path_exits_non_zero_naming_it(tmp_path):
     assert "log4j" not in out.stderr  # caught before Spark started
 
 
+def test_a_master_url_that_is_not_one_is_a_one_line_error(capfd):
+    # Refused while the config is read, before any work: in-process.
+    assert recsys_cli.main(["train", "--set", "spark.master=local[x]", "--set", "tracking.enabled=false"]) == 2
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: spark.master 'local[x]' is not a Spark master URL"), err[
+        -2000:
+    ]
+
+
 @pytest.mark.parametrize(
     "master, message",
     [
         ("yarn", "error: spark.master is 'yarn' but neither HADOOP_CONF_DIR nor YARN_CONF_DIR is set"),
         ("spark://127.0.0.1:1", "error: spark.master 'spark://127.0.0.1:1': cannot reach 127.0.0.1:1"),
-        ("local[x]", "error: spark.master 'local[x]' is not a Spark master URL"),
     ],
 )
 def test_a_master_spark_cannot_use_is_one_line_error(tmp_path, master, message):
+    # Checked where the session is built, after the lock: a process of its own (no JVM starts), so
+    # the single stderr line is everything the process printed.
     out = cli("train", "--set", f"spark.master={master}", "--set", "tracking.enabled=false", cwd=tmp_path)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(message), out.stderr[-2000:]

@@ -6,7 +6,6 @@ outputs must match, and the MLflow run must record the cluster's master.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,91 +18,57 @@ from pyspark.sql import functions as F
 
 from recsys_spark import blas
 
+from support import bash
+
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cluster")
-    script = REPO / "scripts" / "standalone-cluster.sh"
-    env = {**os.environ, "PYTHON": sys.executable}
-    out = subprocess.run(
-        ["bash", str(script), "start", str(d), "2"], capture_output=True, text=True, env=env, timeout=180
-    )
-    assert out.returncode == 0, out.stderr
-    yield out.stdout.strip()
-    subprocess.run(["bash", str(script), "stop", str(d)], env=env, timeout=120)
+def cluster(standalone) -> str:
+    """The README block's cluster (1 master, 2 workers of 1 core on 127.0.0.1), up for the session."""
+    return standalone.master
 
 
 @pytest.fixture(scope="module")
-def pyfiles(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dist")
-    return shutil.make_archive(str(d / "recsys_spark"), "zip", str(REPO), "recsys_spark")
+def pyfiles(standalone) -> str:
+    """What the block's `make dist` built: the zip of recsys_spark for --py-files."""
+    return standalone.pyfiles
 
 
-def submit(master: str, root: Path, pyfiles: str, *extra: str) -> subprocess.CompletedProcess:
-    overrides = [
-        f"output.root=file://{root}/out",
-        f"spark.checkpoint_dir=file://{root}/checkpoints",
-        "input.path=null",
-        f"tracking.uri=sqlite:///{root}/mlflow.db",
-        "spark.shuffle_partitions=4",
-        "spark.conf.spark.executor.memory=1g",
-        "spark.conf.spark.executor.cores=1",
-        "spark.conf.spark.ui.showConsoleProgress=false",
-        "generate.events=4000",
-        "generate.users=240",
-        "generate.items=80",
-        "generate.days=42",
-        "generate.users_per_chunk=60",
-        "split.test_days=7",
-        "split.followup_days=7",
-        "tune.enabled=false",
-        "als.rank=8",
-        "als.max_iter=5",
-        "als.num_user_blocks=2",
-        "als.num_item_blocks=2",
-        "retention.granularity=week",
-    ]
-    sets = [a for o in overrides for a in ("--set", o)]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env |= {"PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
-    cmd = [
-        str(SPARK_SUBMIT),
-        "--master",
-        master,
-        "--py-files",
-        pyfiles,
-        *extra,
-        str(REPO / "jobs" / "pipeline.py"),
-        "--config",
-        str(REPO / "conf" / "cluster.yaml"),
-        *sets,
-    ]
-    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900)
+def local_twin(standalone, root: Path) -> str:
+    """The block's spark-submit command with --master local[2] and its output, checkpoints and MLflow
+    store under `root`: the same pipeline on the same settings, in local mode."""
+    master = '"$(cat /tmp/spark-cluster/master-url)"'
+    assert master in standalone.submit, standalone.submit
+    script = standalone.submit.replace(master, "local[2]")
+    for path, name in (("/tmp/recsys-out", "out"), ("/tmp/recsys-ckpt", "checkpoints")):
+        assert f"file://{path}" in script, path
+        script = script.replace(f"file://{path}", f"file://{root}/{name}")
+    return f"{script} --set tracking.uri=sqlite:///{root}/mlflow.db"
 
 
-def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, pyfiles, tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "cluster"
-    local.mkdir(), remote.mkdir()
-    a = submit("local[2]", local, pyfiles)
-    assert a.returncode == 0, a.stderr[-4000:]
-    b = submit(cluster, remote, pyfiles, "--total-executor-cores", "2")
-    assert b.returncode == 0, b.stderr[-4000:]
+def test_cluster_run_matches_local_mode_and_records_the_master(spark, standalone, tmp_path):
+    # The README block ran the pipeline on the cluster (outputs in /tmp/recsys-out, MLflow's default
+    # store in the clone); the same command runs here with --master local[2].
+    b = standalone.job
+    assert b.returncode == 0, (b.stdout + b.stderr)[-4000:]
     assert "ALS vs popularity baseline" in b.stdout
+    a = bash(local_twin(standalone, tmp_path), standalone.clone)
+    assert a.returncode == 0, (a.stdout + a.stderr)[-4000:]
+    roots = {"local": tmp_path / "out", "cluster": Path("/tmp/recsys-out")}
 
     def read(root, table):
-        return spark.read.parquet(f"{root}/out/{table}")
+        return spark.read.parquet(f"{roots[root]}/{table}")
 
-    assert_df_equality(read(remote, "events"), read(local, "events"), ignore_row_order=True)
-    assert_df_equality(read(remote, "retention/cohorts"), read(local, "retention/cohorts"), ignore_row_order=True)
+    assert_df_equality(read("cluster", "events"), read("local", "events"), ignore_row_order=True)
+    assert_df_equality(read("cluster", "retention/cohorts"), read("local", "retention/cohorts"), ignore_row_order=True)
 
     def recs(root):
         return read(root, "recommendations").drop("run_id", "run_date", "because", "why")
 
-    assert_approx_df_equality(recs(remote), recs(local), 1e-3, ignore_row_order=True)
+    assert_approx_df_equality(recs("cluster"), recs("local"), 1e-3, ignore_row_order=True)
 
     # The reasons too (their shares flat, so the float tolerance applies to them).
     def reasons(root):
@@ -113,15 +78,18 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, cluster, p
             .select("user_id", "rank", "pos", "col.item_id", "col.share")
         )
 
-    assert_approx_df_equality(reasons(remote), reasons(local), 1e-3, ignore_row_order=True)
+    assert_approx_df_equality(reasons("cluster"), reasons("local"), 1e-3, ignore_row_order=True)
 
-    mlflow.set_tracking_uri(f"sqlite:///{remote}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")  # the twin ran in local mode
+    twin = mlflow.search_runs(experiment_names=["recsys-spark"], filter_string="tags.job = 'pipeline'").iloc[0]
+    assert twin["params.spark_master"] == "local[2]"
+    mlflow.set_tracking_uri(f"sqlite:///{standalone.clone}/mlflow.db")
     parent = mlflow.search_runs(experiment_names=["recsys-spark"], filter_string="tags.job = 'pipeline'").iloc[0]
-    assert parent["params.spark_master"] == cluster
+    assert parent["params.spark_master"] == standalone.master
     assert parent.status == "FINISHED"
     # The model was logged from inside --py-files recsys_spark.zip: the registered pyfunc still loads and answers.
     served = mlflow.pyfunc.load_model("models:/recsys-spark@champion")
-    table = read(remote, "recommendations").where("source = 'als'")
+    table = read("cluster", "recommendations").where("source = 'als'")
     user = table.agg(F.min("user_id")).first()[0]
     got = served.predict(pd.DataFrame({"user_id": [user]}))
     assert list(got.item_id) == [r.item_id for r in table.where(F.col("user_id") == user).orderBy("rank").collect()]

@@ -2,66 +2,47 @@
 every table stays readable with whole rows of one version, ingest's events and quarantine end up
 changed together, and a plain rerun gives exactly the undisturbed output."""
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 from chispa import assert_df_equality
 
+from support import cli as run_cli
+from support import sets
+
 pytestmark = pytest.mark.slow
-TINY = [
-    "--set",
-    "spark.master=local[2]",
-    "--set",
-    "spark.shuffle_partitions=2",
-    "--set",
-    "spark.conf.spark.ui.enabled=false",
-    "--set",
-    "generate.events=3000",
-    "--set",
-    "generate.users=200",
-    "--set",
-    "generate.items=80",
-    "--set",
-    "generate.days=42",
-    "--set",
-    "split.test_days=7",
-    "--set",
-    "tune.enabled=false",
-    "--set",
-    "als.max_iter=3",
-    "--set",
-    "als.rank=4",
-    "--set",
-    "tracking.enabled=false",
-]
+# Every command here: no tuning, a small model, tracking off (one test turns it on).
+SETTINGS = sets(
+    {
+        "spark.master": "local[2]",
+        "spark.shuffle_partitions": 2,
+        "spark.conf.spark.ui.enabled": "false",
+        "split.test_days": 7,
+        "tune.enabled": "false",
+        "als.max_iter": 3,
+        "als.rank": 4,
+        "tracking.enabled": "false",
+    }
+)
 # The second ingest differs from the first: it quarantines one user's events by a rule.
 DROP_U1 = ["--set", "ingest.rules=[{reason: dropped, when: \"user_id = 'u0000001'\"}]"]
 
 
 def cli(root, *args, kill_at=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RECSYS_TEST_KILL_AT")}
-    if kill_at:
-        env["RECSYS_TEST_KILL_AT"] = kill_at
     command, *rest = args
-    return subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", command, "--set", f"output.root={root}", *TINY, *rest],
-        cwd=root.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    env = {"RECSYS_TEST_KILL_AT": kill_at} if kill_at else None
+    return run_cli(command, "--set", f"output.root={root}", *SETTINGS, *rest, cwd=root.parent, env=env)
 
 
 @pytest.fixture(scope="module")
 def before(tmp_path_factory):
-    """A root after one whole pipeline run: the previous version of every table."""
+    """A root after one whole pipeline run (tuning off): the previous version of every table. Its own
+    run, not the suite's shared one, so this module can run on the other xdist worker."""
     root = tmp_path_factory.mktemp("faults") / "out"
-    out = cli(root, "run")
+    out = cli(
+        root, "run", *sets({"generate.events": 3000, "generate.users": 200, "generate.items": 80, "generate.days": 42})
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return root
 

@@ -20,7 +20,7 @@ from recsys_spark.privacy import pseudonym
 from recsys_spark.results import IngestResult, TrainResult
 from recsys_spark.tables import read_table
 
-from conftest import small_config, tiny_training
+from support import inside, mlflow_state, small_config, tiny_training
 
 PLANTED = "planted-user-4711"
 KEY = "test-key-0123456789abcdef"
@@ -51,20 +51,15 @@ def runs(spark, tmp_path_factory):
     planted = spark.createDataFrame(PLANTED_ROWS + PLANTED_BAD, spark.read.parquet(gen.input_path).schema)
     spark.read.parquet(gen.input_path).unionByName(planted).write.partitionBy("event_date").parquet(str(base / "raw"))
     os.environ["RECSYS_PSEUDONYM_KEY"] = KEY
-    cwd, out = os.getcwd(), {}
-    try:
-        for name, on in (("plain", False), ("pseudo", True)):
-            (base / name).mkdir()
-            os.chdir(base / name)  # MLflow's default artifact root ./mlruns lands in this run's folder
+    out = {}
+    for name, on in (("plain", False), ("pseudo", True)):
+        (base / name).mkdir()
+        with inside(base / name), mlflow_state():  # MLflow's default artifact root ./mlruns lands in this run's folder
             cfg = configured(base / name / "out", base / "raw", base / name / "mlflow.db", on)
             tracking.start(cfg)
             with tracking.tracked_run(cfg, "pipeline"):
                 tracking.log_config(cfg, spark.sparkContext.master)
                 out[name] = (cfg, run_pipeline(spark, cfg))
-    finally:
-        os.chdir(cwd)
-        while mlflow.active_run():
-            mlflow.end_run()
     yield base, out
     os.environ.pop("RECSYS_PSEUDONYM_KEY", None)
 

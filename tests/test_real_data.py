@@ -3,14 +3,11 @@ is (see data/online_retail/SOURCE.md), with a small tuning budget so the suite s
 `python -m bench.tuning` runs the config's own 20-trial budget beside `implicit`."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO, cli
+
 SMALL_BUDGET = [
     "tune.trials=3",
     "tune.space.rank=[16, 32]",
@@ -37,16 +34,8 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     ]
     for item in SMALL_BUDGET:
         args += ["--set", item]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # From the repository root, as a user runs it: input.path is data/online_retail/online_retail.csv.gz.
-    out = subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    out = cli(*args, cwd=REPO, timeout=1200)
     assert out.returncode == 0, out.stderr[-3000:]
     stages = json.loads((tmp_path / "summary.json").read_text())["stages"]
     ingest = stages["ingest"]
@@ -85,14 +74,7 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
         "--set",
         "text.encoder=word2vec",
     ]
-    out = subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    out = cli(*args, cwd=REPO, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     m = json.loads((tmp_path / "new.json").read_text())["stages"]["evaluate-new-items"]["metrics_by_method"]
     ndcg = {method: row["ndcg_at_10"] for method, row in m.items()}

@@ -2,26 +2,19 @@
 real headless Chromium; and the MLflow UI itself, served by a real `mlflow server` on 127.0.0.1,
 showing the pipeline run with its nested stage runs."""
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from recsys_spark import cli, tracking
-from recsys_spark.jobs.runner import PIPELINE, run_pipeline
+from recsys_spark import cli
+from recsys_spark.jobs.runner import PIPELINE
 
 from browser import page
-from conftest import small_config, tiny_training
+from support import BIN, REPO, free_port, server
 
-REPO = Path(__file__).resolve().parent.parent
 SHOTS = REPO / "output" / "screenshots"  # kept by CI as artifacts
 SECTIONS = [
     "Summary",
@@ -36,23 +29,13 @@ SECTIONS = [
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark, tmp_path_factory):
-    """One tracked pipeline run on tiny generated data, with its own SQLite store and ./mlruns."""
-    base = tmp_path_factory.mktemp("report")
-    cfg = tiny_training(small_config(str(base / "out")))
-    cfg.tracking.uri = f"sqlite:///{base}/mlflow.db"
-    cwd = os.getcwd()
-    os.chdir(base)
-    try:
-        tracking.start(cfg)
-        with tracking.tracked_run(cfg, "pipeline") as run_id:
-            tracking.log_config(cfg, spark.sparkContext.master)
-            result = run_pipeline(spark, cfg)
-    finally:
-        os.chdir(cwd)
-        while mlflow.active_run():
-            mlflow.end_run()
-    return base, cfg, run_id, result
+def pipeline(pipeline_run):
+    """The suite's tracked `recsys-spark run`: its folder, config, pipeline run id and summary."""
+    cfg = pipeline_run.cfg
+    client = mlflow.MlflowClient(cfg.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("recsys-spark").experiment_id], "tags.job = 'pipeline'")
+    assert len(runs) == 1, runs
+    return pipeline_run.base, cfg, runs[0].info.run_id, pipeline_run
 
 
 class Tables(HTMLParser):
@@ -92,7 +75,7 @@ def tables(text: str) -> dict[tuple[str, ...], list[list[str]]]:
 def report_path(pipeline) -> Path:
     base, cfg, run_id, result = pipeline
     path = Path(cfg.output.root) / "reports" / f"report-{run_id}.html"
-    assert str(path) in result.report, result.report
+    assert f"report: {path} (and report.html of MLflow run {run_id})" in result.stdout, result.stdout[-2000:]
     return path
 
 
@@ -108,15 +91,15 @@ def test_the_pipeline_writes_a_self_contained_report_and_logs_it(pipeline):
     )  # by history, heatmap, curves, stickiness
     # The numbers are the run's: rows, ALS vs baseline, the quarantine by reason.
     ingest = result.stages["ingest"]
-    assert f"<td>{ingest.rows_read:,}</td>" in text and f"<td>{ingest.rows_quarantined:,}</td>" in text
+    assert f"<td>{ingest['rows_read']:,}</td>" in text and f"<td>{ingest['rows_quarantined']:,}</td>" in text
     found = tables(text)
     metrics = {row[0]: row[1:] for row in found[("metric", "als", "baseline")]}
-    quality = result.stages["train"].quality
+    quality = result.stages["train"]["quality"]
     assert metrics["ndcg_at_10"] == [f"{quality['ndcg_at_10']:.4f}", f"{quality['baseline_ndcg_at_10']:.4f}"]
-    assert {r: int(n.replace(",", "")) for r, n in found[("reason", "rows")]} == ingest.quarantined_by_reason
+    assert {r: int(n.replace(",", "")) for r, n in found[("reason", "rows")]} == ingest["quarantined_by_reason"]
     stages = [row[0] for row in found[("stage", "seconds")]]
     assert stages[: len(PIPELINE)] == [name for name, _ in PIPELINE]  # in the order they ran, then train's steps
-    assert [row[1] for row in found[("stage", "seconds")]][1] == f"{ingest.seconds:.1f}"
+    assert [row[1] for row in found[("stage", "seconds")]][1] == f"{ingest['seconds']:.1f}"
     # The same page is the run's MLflow artifact.
     mlflow.set_tracking_uri(cfg.tracking.uri)
     logged = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="report.html", dst_path=str(base / "dl"))
@@ -153,46 +136,17 @@ def test_report_command_for_a_run_id_and_its_errors(pipeline, tmp_path, capsys):
     assert f"--run-id {stage.info.run_id} is a 'train' run; the report takes a pipeline run" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_mlflow_ui_shows_the_pipeline_run_and_its_stage_runs(pipeline):
     base, cfg, run_id, _ = pipeline
     port = free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            cfg.tracking.uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=base,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, server.stdout.read().decode()[-3000:]
-                time.sleep(1)
-        experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", cfg.tracking.uri]
+    with server(
+        [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        f"http://127.0.0.1:{port}/health",
+        base,
+    ):
+        experiment = mlflow.MlflowClient(cfg.tracking.uri).get_run(run_id).info.experiment_id
         stages = [name for name, _ in PIPELINE]
         with page(1600, 1000) as (pg, seen):
             pg.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs", wait_until="load")  # "Training runs"
@@ -211,6 +165,3 @@ def test_the_mlflow_ui_shows_the_pipeline_run_and_its_stage_runs(pipeline):
             pg.frame_locator("iframe").first.get_by_text("Quarantine by reason").wait_for(timeout=30_000)
             pg.screenshot(path=str(SHOTS / "mlflow-report-artifact.png"))
         assert seen.remote_requests == [], seen.remote_requests
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

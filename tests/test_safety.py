@@ -4,75 +4,25 @@ deterministic ties. Real subprocesses where the process environment is what is t
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-TINY = [
-    "--set",
-    "spark.master=local[2]",
-    "--set",
-    "spark.shuffle_partitions=2",
-    "--set",
-    "spark.conf.spark.ui.enabled=false",
-    "--set",
-    "generate.events=3000",
-    "--set",
-    "generate.users=200",
-    "--set",
-    "generate.items=80",
-    "--set",
-    "generate.days=42",
-    "--set",
-    "split.test_days=7",
-    "--set",
-    "tune.validation_days=7",
-    "--set",
-    "tune.space.rank=[4]",
-    "--set",
-    "tune.space.alpha=[5.0]",
-    "--set",
-    "tune.trials=2",
-    "--set",
-    "tune.space.max_iter=[3]",
-    "--set",
-    "als.max_iter=3",
-    "--set",
-    "tracking.enabled=false",
-]
-
-
-def cli(*args, cwd, env=None):
-    base = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "TZ")}
-    return subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", *args],
-        cwd=cwd,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from support import PIPELINE_RUN, cli, sets, tiny
 
 
 @pytest.mark.slow
-def test_same_tables_in_any_time_zone(spark, tmp_path):
-    roots = {}
-    for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+def test_same_tables_in_any_time_zone(spark, pipeline_run, tmp_path):
+    # The suite's run is the UTC one (its process ran with TZ=UTC); the same settings run again under
+    # two other process time zones, tracking off.
+    roots, split = {"UTC": pipeline_run.base / "out"}, {"UTC": pipeline_run.stages["train"]["split"]}
+    for tz in ("Asia/Tokyo", "America/Los_Angeles"):
         root = tmp_path / tz.replace("/", "_")
-        out = cli(
-            "run",
-            "--set",
-            f"output.root={root}",
-            "--summary-json",
-            str(root) + ".json",
-            *TINY,
-            cwd=tmp_path,
-            env={"TZ": tz},
-        )
+        args = sets({**PIPELINE_RUN, "output.root": root, "tracking.enabled": "false"})
+        out = cli("run", "--summary-json", f"{root}.json", *args, cwd=tmp_path, env={"TZ": tz}, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
         roots[tz] = root
-    split = {tz: json.loads(open(f"{r}.json").read())["stages"]["train"]["split"] for tz, r in roots.items()}
+        split[tz] = json.loads((tmp_path / f"{root.name}.json").read_text())["stages"]["train"]["split"]
     assert split["Asia/Tokyo"] == split["America/Los_Angeles"] == split["UTC"]
 
     def read(tz, table):
@@ -179,7 +129,7 @@ def test_a_second_run_on_one_output_root_fails_at_once_naming_the_holder(tmp_pat
                 }
             )
         )
-        out = cli("ingest", "--set", f"output.root={root}", *TINY, cwd=tmp_path)
+        out = cli("ingest", *tiny(output__root=root), cwd=tmp_path)
         assert out.returncode == 2
         assert out.stderr.strip().splitlines() == [
             f"error: output.root {root} is in use by pid {holder.pid} on {os.uname().nodename} "
@@ -191,7 +141,7 @@ def test_a_second_run_on_one_output_root_fails_at_once_naming_the_holder(tmp_pat
         holder.wait()
     # The holder is gone now: its lock is stale, reported and taken over; the run then fails only
     # for its own reason (no input), and leaves no lock behind.
-    out = cli("ingest", "--set", f"output.root={root}", *TINY, cwd=tmp_path)
+    out = cli("ingest", *tiny(output__root=root), cwd=tmp_path)
     assert (
         f"removing a stale lock on {root}: pid {holder.pid} (run, started 2026-11-25T10:00:00+00:00) is gone"
         in out.stderr
@@ -201,7 +151,7 @@ def test_a_second_run_on_one_output_root_fails_at_once_naming_the_holder(tmp_pat
 
 def test_an_output_root_that_is_a_file_is_refused_before_spark(tmp_path):
     (tmp_path / "afile").write_text("x")
-    out = cli("ingest", "--set", f"output.root={tmp_path}/afile/out", *TINY, cwd=tmp_path)
+    out = cli("ingest", *tiny(output__root=f"{tmp_path}/afile/out"), cwd=tmp_path)
     assert out.returncode == 2 and "log4j" not in out.stderr
     assert (
         out.stderr.strip() == f"error: output.root '{tmp_path}/afile/out': {tmp_path}/afile is a file, not a folder: "
@@ -210,25 +160,12 @@ def test_an_output_root_that_is_a_file_is_refused_before_spark(tmp_path):
 
 
 @pytest.mark.slow
-def test_no_secret_in_any_output_store_artifact_or_log(tmp_path):
-    root = tmp_path / "out"
-    out = cli(
-        "run",
-        "--set",
-        f"output.root={root}",
-        "--set",
-        "input.options.password=hunter2-planted",
-        "--set",
-        "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2-s3",
-        *TINY[:-2],  # TINY with tracking on
-        "--set",
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
-    assert not leaks and "hunter2" not in out.stdout + out.stderr
-    assert (root / "model" / "config.yaml").exists()
+def test_no_secret_in_any_output_store_artifact_or_log(pipeline_run, tmp_path):
+    # The suite's run planted a password in the reader options and an S3 secret in the Spark conf.
+    base = pipeline_run.base
+    leaks = [p for p in base.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
+    assert not leaks and "hunter2" not in pipeline_run.stdout + pipeline_run.stderr
+    assert (base / "out" / "model" / "config.yaml").exists()
     # Credentials in a tracking URI are never printed, not even in the error for an unreachable server.
     bad = cli("ingest", "--set", "tracking.uri=http://alice:hunter3@127.0.0.1:1", cwd=tmp_path)
     assert bad.returncode == 2 and "hunter3" not in bad.stdout + bad.stderr

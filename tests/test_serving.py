@@ -3,14 +3,8 @@ and served by a real `mlflow models serve` process on 127.0.0.1."""
 
 import dataclasses
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -21,30 +15,17 @@ from recsys_spark import tracking
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.tables import read_table
 
+from support import BIN, free_port, inside, mlflow_state, server
+
 CHAMPION = "models:/recsys-spark@champion"
 
 
-@pytest.fixture(scope="module")
-def registered(spark, trained, tmp_path_factory):
-    """The trained fixture's events trained again with tracking on (so the model is registered), and recommended."""
-    cfg0, _ = trained
-    base = tmp_path_factory.mktemp("serving")
-    cfg = dataclasses.replace(
-        cfg0,
-        output=dataclasses.replace(cfg0.output, root=str(base / "out")),
-        tracking=dataclasses.replace(cfg0.tracking, uri=f"sqlite:///{base}/mlflow.db"),
-    )
-    shutil.copytree(cfg0.path("events"), cfg.path("events"))
-    cwd = os.getcwd()
-    os.chdir(base)  # MLflow's default artifact root ./mlruns lands here
-    try:
-        tracking.start(cfg)
-        with tracking.tracked_run(cfg, "train"):
-            result = JOBS["train"](spark, cfg)
-        JOBS["recommend"](spark, cfg, run_id="served")
-    finally:
-        os.chdir(cwd)
-    return base, cfg, result
+@pytest.fixture
+def registered(pipeline_run):
+    """The suite's tracked run, whose train registered the model and whose recommend wrote the table."""
+    with mlflow_state():
+        mlflow.set_tracking_uri(pipeline_run.cfg.tracking.uri)
+        yield pipeline_run.base, pipeline_run.cfg, pipeline_run.stdout
 
 
 def table_rows(spark, cfg, users):
@@ -71,8 +52,8 @@ def served_rows(frame):
 
 
 def test_champion_loads_without_spark_and_matches_the_table(spark, registered):
-    base, cfg, result = registered
-    assert "is now champion" in result.registry
+    base, cfg, stdout = registered
+    assert "model: recsys-spark v1 registered and is now champion" in stdout
     users = [
         r.user_id
         for r in read_table(spark, cfg.path("recommendations"))
@@ -89,73 +70,37 @@ def test_champion_loads_without_spark_and_matches_the_table(spark, registered):
     assert set(popular.source) == {"popular"} and list(popular["rank"]) == list(range(1, cfg.recommend.n + 1))
 
 
-def test_a_worse_model_does_not_take_the_alias(spark, registered):
+def test_a_worse_model_does_not_take_the_alias(spark, registered, tmp_path):
     base, cfg, _ = registered
+    # The same events in a root of its own (the shared run's tables stay as they are), its run in an
+    # experiment of its own: the registry and the alias are the store's.
     worse = dataclasses.replace(
         cfg,
+        output=dataclasses.replace(cfg.output, root=str(tmp_path / "out")),
+        tracking=dataclasses.replace(cfg.tracking, experiment="worse-model"),
         tune=dataclasses.replace(cfg.tune, enabled=False),
         als=dataclasses.replace(cfg.als, rank=1, max_iter=1, reg_param=50.0),
     )
+    shutil.copytree(cfg.path("events"), worse.path("events"))
     before = mlflow.MlflowClient().get_model_version_by_alias("recsys-spark", "champion").version
-    cwd = os.getcwd()
-    os.chdir(base)
-    try:
+    with inside(base):
+        tracking.start(worse)
         with tracking.tracked_run(worse, "train"):
             out = JOBS["train"](spark, worse)
-    finally:
-        os.chdir(cwd)
     assert f"champion stays v{before}" in out.registry
     assert mlflow.MlflowClient().get_model_version_by_alias("recsys-spark", "champion").version == before
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_like_the_table(spark, registered):
     base, cfg, _ = registered
     port = free_port()
-    bin_dir = str(
-        Path(sys.executable).parent
-    )  # mlflow starts uvicorn by name: the venv must be on PATH, as after `. .venv/bin/activate`
-    env = {**os.environ, "MLFLOW_TRACKING_URI": cfg.tracking.uri, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            CHAMPION,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=base,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()[-3000:]
-                time.sleep(1)
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local"]
+    env = {"MLFLOW_TRACKING_URI": cfg.tracking.uri}
+    with server([*command, "-h", "127.0.0.1", "-p", str(port)], f"http://127.0.0.1:{port}/ping", base, env):
         users = ["u0000001", "u0000002"]
         body = json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[u] for u in users]}}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(req, timeout=60).read())
         got = pd.DataFrame(answer["predictions"])
         assert served_rows(got) == table_rows(spark, cfg, users)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -8,11 +8,11 @@ from recsys_spark.interactions import build_id_map, build_interactions, index_in
 from recsys_spark.model import fit_als
 from recsys_spark.topn import block_rows, popularity, top_n, top_n_naive, top_n_popular
 
+from support import small_config
+
 
 @pytest.fixture(scope="module")
 def fitted(spark, tmp_path_factory):
-    from tests.conftest import small_config
-
     cfg = small_config(str(tmp_path_factory.mktemp("topn")))
     events = generate_events(spark, cfg.generate).where(F.col("user_id").isNotNull() & (F.trim("item_id") != ""))
     pairs = build_interactions(

@@ -1,12 +1,10 @@
 """MLflow tracking against real stores: a temporary SQLite file and a real `mlflow server`."""
 
 import argparse
-import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import mlflow
 import pytest
@@ -16,16 +14,14 @@ from recsys_spark.compare import compare_runs
 from recsys_spark.config import Config, load_config
 from recsys_spark.errors import RecsysError
 
+from support import BIN, cli, free_port, mlflow_state, scrubbed_env, server
+
 
 @pytest.fixture
 def store(tmp_path):
     """A fresh SQLite tracking store; the global MLflow state is restored afterwards."""
-    before = mlflow.get_tracking_uri()
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.set_tracking_uri(before)
+    with mlflow_state():
+        yield f"sqlite:///{tmp_path}/mlflow.db"
 
 
 def test_secret_looking_keys_are_redacted():
@@ -110,58 +106,25 @@ def test_unreachable_server_fails_fast_naming_the_uri():
 
 
 def test_cli_fails_before_spark_when_the_server_is_unreachable(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", "ingest", "--set", "tracking.uri=http://127.0.0.1:9"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = cli("ingest", "--set", "tracking.uri=http://127.0.0.1:9", cwd=tmp_path, timeout=60)
     assert out.returncode == 2
     assert "error: MLflow tracking server http://127.0.0.1:9 is not reachable" in out.stderr
     assert "log4j" not in out.stderr  # no JVM was started
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    cmd = [
-        os.path.join(os.path.dirname(sys.executable), "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    port = free_port()
+    store = [
         "--backend-store-uri",
         f"sqlite:///{tmp_path}/server.db",
         "--artifacts-destination",
         str(tmp_path / "artifacts"),
-        "--workers",
-        "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), *store, "--workers", "1"]
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
-    before = mlflow.get_tracking_uri()
-    yield uri
-    mlflow.set_tracking_uri(before)
-    proc.terminate()
-    proc.wait(timeout=30)
+    with server(cmd, f"{uri}/health", cwd=tmp_path), mlflow_state():
+        yield uri
 
 
 @pytest.mark.slow
@@ -193,7 +156,7 @@ def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
         "import sys; from recsys_spark import tracking; from recsys_spark.config import load_config; "
         "tracking.start(load_config(None, ['tracking.uri=sqlite:///' + sys.argv[1]]))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = scrubbed_env()
     for i in range(3):
         procs = [
             subprocess.Popen(

@@ -1,0 +1,267 @@
+"""The tests' shared helpers: tiny configs (in-process and as `--set` arguments), the `recsys-spark`
+subprocess, a scrubbed environment, free ports, waiting for a server, and MLflow state restored."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from recsys_spark.config import Config, SearchSpace
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# What a user's shell would not have: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, the
+# kill hook is set per test, and a Hadoop client's variables would send `yarn` checks elsewhere.
+SCRUBBED = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "RECSYS_TEST_KILL_AT",
+    "HADOOP_CONF_DIR",
+    "YARN_CONF_DIR",
+    "PYSPARK_PYTHON",
+)
+
+
+def small_config(root: str) -> Config:
+    """Config sized for tests: local[2], 2 shuffle partitions, no UI, outputs under `root`."""
+    cfg = Config()
+    cfg.spark.master = "local[2]"
+    cfg.spark.shuffle_partitions = 2
+    cfg.spark.driver_memory = "4g"  # the whole suite shares it (2g ran out near the end once the suite grew)
+    cfg.spark.log_level = "ERROR"
+    cfg.spark.conf = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.default.parallelism": "2",
+    }
+    cfg.output.root = root
+    g = cfg.generate
+    g.events, g.users, g.items, g.clusters, g.days, g.users_per_chunk = 6000, 400, 120, 4, 56, 200
+    return cfg
+
+
+def tiny_training(cfg: Config) -> Config:
+    """A three-trial tuning budget over a tiny space, 7-day slices, top 5."""
+    cfg.als.max_iter = 5
+    cfg.tune.trials = 3
+    cfg.tune.space = SearchSpace(
+        rank=[4, 8], reg_param=[0.05], alpha=[1.0, 10.0], max_iter=[5], confidence=["linear", "log"]
+    )
+    cfg.split.test_days, cfg.tune.validation_days = 7, 7
+    cfg.recommend.n = 5
+    return cfg
+
+
+def sets(overrides: Mapping[str, object]) -> list[str]:
+    """`--set key=value` arguments for a command line."""
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
+
+
+# The command-line twin of small_config + a two-trial tuning budget: 3,000 events, tracking off.
+TINY: dict[str, object] = {
+    "spark.master": "local[2]",
+    "spark.shuffle_partitions": 2,
+    "spark.conf.spark.ui.enabled": "false",
+    "generate.events": 3000,
+    "generate.users": 200,
+    "generate.items": 80,
+    "generate.days": 42,
+    "split.test_days": 7,
+    "tune.validation_days": 7,
+    "tune.space.rank": "[4]",
+    "tune.space.alpha": "[5.0]",
+    "tune.trials": 2,
+    "tune.space.max_iter": "[3]",
+    "als.max_iter": 3,
+    "tracking.enabled": "false",
+}
+
+
+# The suite's one tracked `recsys-spark run` (conftest's pipeline_run): small_config's data and
+# tiny_training's budget as a user's `--set` arguments, with two secrets planted to look for.
+PIPELINE_RUN: dict[str, object] = {
+    "spark.master": "local[2]",
+    "spark.shuffle_partitions": 2,
+    "spark.conf.spark.ui.enabled": "false",
+    "spark.conf.spark.ui.showConsoleProgress": "false",
+    "generate.events": 6000,
+    "generate.users": 400,
+    "generate.items": 120,
+    "generate.clusters": 4,
+    "generate.days": 56,
+    "generate.users_per_chunk": 200,
+    "als.max_iter": 5,
+    "tune.trials": 3,
+    "tune.space.rank": "[4, 8]",
+    "tune.space.reg_param": "[0.05]",
+    "tune.space.alpha": "[1.0, 10.0]",
+    "tune.space.max_iter": "[5]",
+    "tune.space.confidence": "[linear, log]",
+    "split.test_days": 7,
+    "tune.validation_days": 7,
+    "recommend.n": 5,
+    "spark.conf.spark.hadoop.fs.s3a.secret.key": "hunter2-s3",
+    "input.options.password": "hunter2-planted",
+}
+
+
+def tiny(**changes: object) -> list[str]:
+    """TINY as `--set` arguments, with `changes` (dots written as `__`: tracking__enabled=True)."""
+    return sets({**TINY, **{k.replace("__", "."): v for k, v in changes.items()}})
+
+
+def scrubbed_env(extra: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment a user's shell would give a command, plus `extra`, minus `drop`."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED + drop}
+    return {**env, **(extra or {})}
+
+
+def cli(
+    *args: str,
+    cwd: Path | str,
+    env: Mapping[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    timeout: int = 600,
+) -> subprocess.CompletedProcess:
+    """`recsys-spark ARGS` as a real process: its exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", *args],
+        cwd=cwd,
+        env=scrubbed_env(env, drop),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120, log: Path | None = None) -> None:
+    """Wait until `url` answers; fail with the server's log if it exits or the time runs out."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            alive = proc is None or proc.poll() is None
+            if not alive or time.time() > deadline:
+                why = "exited" if not alive else "timed out"
+                output = log.read_text()[-3000:] if log is not None and log.exists() else ""
+                raise AssertionError(f"{url} did not answer ({why}): {output}") from None
+            time.sleep(0.5)
+
+
+@contextmanager
+def server(cmd: list[str], health: str, cwd: Path | str, env: Mapping[str, str] | None = None) -> Iterator:
+    """A real server process on 127.0.0.1, answering `health`, its output in `cwd`/server.log
+    (a file: a pipe nobody reads would block a chatty server), stopped on the way out."""
+    path = (
+        f"{BIN}:{os.environ.get('PATH', '')}"  # mlflow starts uvicorn/gunicorn by name, as after `. .venv/bin/activate`
+    )
+    log = Path(cwd) / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=scrubbed_env({"PATH": path, **(env or {})}), stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_http(health, proc, log=log)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextmanager
+def mlflow_state() -> Iterator[None]:
+    """Restore MLflow's global state afterwards: the tracking URI, the environment variables
+    set_tracking_uri and set_experiment export, and active runs."""
+    import mlflow  # here, not at the top: test_blas's fitting subprocess imports this module
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    uri, env = mlflow.get_tracking_uri(), {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+        mlflow.set_tracking_uri(uri)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def inside(folder: Path | str) -> Iterator[None]:
+    """Run in `folder` (MLflow's default artifact root ./mlruns lands there), then come back."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+def bash_blocks() -> list[str]:
+    """The README's ```bash blocks, in order."""
+    blocks, current = [], None
+    for line in (REPO / "README.md").read_text().splitlines():
+        if current is None and line.strip() == "```bash":
+            current = []
+        elif current is not None and line.strip() == "```":
+            blocks.append("\n".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def bash(script: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    """A README script as a user's shell runs it (bash -euo pipefail)."""
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=scrubbed_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def clone_repo(dst: Path) -> Path:
+    """The working tree (tracked and new files) in a fresh folder, sharing the project's venv."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for f in files:
+        if (REPO / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)  # keeps mtimes: make sees the venv as up to date
+    venv = Path(sys.executable).parent.parent
+    (dst / ".venv").symlink_to(venv)
+    stamp = venv / ".installed"
+    if stamp.exists():  # make must not reinstall the shared venv as an editable install of this temporary copy
+        os.utime(dst / "pyproject.toml", (stamp.stat().st_mtime - 1,) * 2)
+    return dst
