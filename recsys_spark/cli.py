@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from typing import Any
 
 from .config import Config, ConfigError, load_config, validate
 from .errors import RecsysError
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import tracking
 
         if args.command not in READ_MLFLOW_ONLY:
-            from .privacy import pseudonym_key
+            from .privacy import check_root_setting, pseudonym_key
 
             pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
         bound = _forget_job(args) if args.command == "forget" else None  # an unreadable --users-file fails before Spark
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             from .jobs.lookup import lookup
             from .session import build_session
 
+            check_root_setting(cfg.output.root, cfg.privacy, record=False)
             spark = build_session(cfg)
             try:
                 print(lookup(spark, cfg, args.user))
@@ -170,31 +172,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, report_dir(cfg))}")
             return 0
-        from . import blas
-        from .jobs.runner import run_job, run_pipeline
         from .lock import check_output_root, output_lock
-        from .session import build_session, remove_checkpoints
-        from .sources import check_local_input
-        from .tables import recover
 
         name = "pipeline" if args.command == "run" else args.command
         check_output_root(cfg.output.root)
-        with output_lock(cfg.output.root, name), tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
-            for done in recover(cfg.output.root, cfg.checkpoint_dir):  # what a killed run left half done
-                log.warning("[recover] %s", done)
-            for run_id in tracking.end_orphaned_runs(cfg):
-                log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
-            if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
-                check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
-            spark = build_session(cfg)
-            try:
-                tracking.log_config(cfg, spark.sparkContext.master)
-                tracking.log_tags(blas.loaded(spark))
-                result = run_pipeline(spark, cfg) if args.command == "run" else run_job(name, spark, cfg, bound)
-                result.linear_algebra = blas.describe(spark)
-                remove_checkpoints(spark, cfg)
-            finally:
-                spark.stop()
+        with output_lock(cfg.output.root, name):
+            if args.command != "generate":  # generate writes the raw input only, which is the caller's
+                check_root_setting(cfg.output.root, cfg.privacy)
+            result = _run(args, cfg, name, bound)
     except (ConfigError, RecsysError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -203,6 +188,33 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.summary_json, "w") as f:
             json.dump(result.to_json(), f, indent=2, default=str)
     return 0
+
+
+def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:
+    """One command's Spark work in its MLflow run, after a killed run's leftovers are recovered."""
+    from . import blas, tracking
+    from .jobs.runner import run_job, run_pipeline
+    from .session import build_session, remove_checkpoints
+    from .sources import check_local_input
+    from .tables import recover
+
+    with tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
+        for done in recover(cfg.output.root, cfg.checkpoint_dir):  # what a killed run left half done
+            log.warning("[recover] %s", done)
+        for run_id in tracking.end_orphaned_runs(cfg):
+            log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
+        if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
+            check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
+        spark = build_session(cfg)
+        try:
+            tracking.log_config(cfg, spark.sparkContext.master)
+            tracking.log_tags(blas.loaded(spark))
+            result = run_pipeline(spark, cfg) if args.command == "run" else run_job(name, spark, cfg, bound)
+            result.linear_algebra = blas.describe(spark)
+            remove_checkpoints(spark, cfg)
+        finally:
+            spark.stop()
+    return result
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import re
 import types
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -392,6 +394,41 @@ _RANGES: list[tuple[str, str, str]] = [
 ]
 
 
+def _is_zone(name: str) -> bool:
+    """Whether Spark can read `name` as a zone: a tz database region id, UTC/GMT/Z, or an offset."""
+    if re.fullmatch(r"(UTC|GMT|UT)?[+-]\d{1,2}(:?\d{2})?|UTC|GMT|UT|Z", name.strip(), re.IGNORECASE):
+        return True
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _normal(path: str) -> str:
+    """A path for comparing folders: URIs as written, local paths absolute."""
+    path = path.strip().rstrip("/")
+    return path if "://" in path else os.path.abspath(path.removeprefix("file:"))
+
+
+def _check_checkpoint_dir(cfg: Config) -> None:
+    """Refuse a checkpoint dir that is, or holds, the output root or the input: checkpoints are
+    deleted after each run and by the next one's recovery."""
+    ckpt = cfg.spark.checkpoint_dir
+    if not ckpt:
+        return
+    c = _normal(ckpt)
+    for key, other in (("output.root", cfg.output.root), ("input.path", cfg.input_path)):
+        o = _normal(other)
+        if o == c or o.startswith(c + "/"):
+            where = "is" if o == c else "holds"
+            raise ConfigError(
+                f"spark.checkpoint_dir {ckpt!r} {where} {key} {other!r}: checkpoint folders are deleted after "
+                "every run, so it must be a folder of its own; leave it unset (<output.root>/checkpoints) "
+                "or point it at an empty folder"
+            )
+
+
 def _lookup(cfg: Config, key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):
@@ -440,7 +477,13 @@ def validate(cfg: Config) -> Config:
             f"output.root {cfg.output.root!r} is not a folder of its own: tables would land in it directly or at the "
             "filesystem root; use a dedicated folder such as output"
         )
+    _check_checkpoint_dir(cfg)
     inp = cfg.input
+    if not _is_zone(inp.timezone):
+        raise ConfigError(
+            f"input.timezone {inp.timezone!r} is not a time zone: use a region id such as Europe/London or "
+            "America/New_York, an offset such as +02:00, or UTC"
+        )
     unknown = sorted(set(inp.columns) - set(CANONICAL_COLUMNS))
     if unknown:
         raise ConfigError(

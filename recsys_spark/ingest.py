@@ -180,8 +180,15 @@ def parse_timestamp(df: DataFrame, col: str, inp: InputConfig) -> Column:
         local = F.coalesce(*[F.try_to_timestamp(c.cast("string"), F.lit(f)) for f in fmts])
     else:
         local = c.cast("string").try_cast("timestamp")
-    # The session time zone is UTC, so `local` holds the wall-clock time; shift it from inp.timezone.
-    return local if inp.timezone.upper() == "UTC" else F.to_utc_timestamp(local, inp.timezone)
+    # The session time zone is UTC, so `local` holds the wall-clock time; shift it from inp.timezone,
+    # unless the text carried its own offset (10:00+02:00, 10:00Z): that parse is the instant already.
+    if inp.timezone.upper() == "UTC":
+        return local
+    own_offset = F.trim(c.cast("string")).rlike(OWN_OFFSET)
+    return F.when(own_offset, local).otherwise(F.to_utc_timestamp(local, inp.timezone))
+
+
+OWN_OFFSET = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|(UTC|GMT)?[+-]\d{2}(:?\d{2})?|UTC|GMT)$"
 
 
 def _rule_condition(df: DataFrame, index: int, reason: str, when: str) -> Column:

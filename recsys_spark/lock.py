@@ -2,7 +2,8 @@
 
 A second run on the same root fails at once with a one-line error naming the holder, instead of
 both runs interleaving their swaps. A lock whose process is gone (same host, pid not alive) is
-stale: it is reported and taken over. Taken with an atomic exclusive create on the local disk
+stale: it is reported and taken over, as is an empty or unreadable lock file older than a few
+seconds (its writer died between creating and filling it). Taken with an atomic exclusive create on the local disk
 before Spark starts; roots on other filesystems (hdfs://, s3a://) are not locked here.
 """
 
@@ -13,8 +14,10 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from .errors import RecsysError
 from .tables import local_path
@@ -39,6 +42,16 @@ def check_output_root(root: str) -> None:
                     f"output.root {root!r}: {p} is not writable by this user: choose a folder you can write"
                 )
             return
+
+
+HALF_WRITTEN_S = 10  # a lock's writer fills it within microseconds of creating it: older and unreadable is stale
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def process_alive(pid: int) -> bool:
@@ -75,6 +88,10 @@ def output_lock(root: str, command: str) -> Iterator[None]:
                 holder = json.loads(lock.read_text() or "{}")
             except (OSError, ValueError):
                 holder = {}
+            if not isinstance(holder.get("pid"), int) and _age(lock) > HALF_WRITTEN_S:
+                log.warning("removing an empty or half-written lock on %s (%s): its writer is gone", root, lock)
+                lock.unlink(missing_ok=True)
+                continue
             if (
                 holder.get("host") == me["host"]
                 and isinstance(holder.get("pid"), int)
@@ -89,6 +106,8 @@ def output_lock(root: str, command: str) -> Iterator[None]:
                 )
                 lock.unlink(missing_ok=True)
                 continue
+            if not isinstance(holder.get("pid"), int):
+                raise RecsysError(f"output.root {root}: another run is taking {lock} right now: try again") from None
             raise RecsysError(
                 f"output.root {root} is in use by pid {holder.get('pid')} on {holder.get('host')} "
                 f"({holder.get('command')}, started {holder.get('started')}): "

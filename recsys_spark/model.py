@@ -100,6 +100,28 @@ def save_model(model: TrainedModel, path: str) -> None:
         write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
 
 
+def remove_users(spark: SparkSession, path: str, ids: DataFrame) -> tuple[int, dict[str, Any]]:
+    """Rewrite the saved model at `path` without the users in `ids` (user_id): their id-map rows,
+    factors and seen pairs (items and popularity are aggregates and stay). (users removed, the
+    model's config)."""
+    model = load_model(spark, path)
+    gone = model.users.join(F.broadcast(ids.select("user_id").distinct()), "user_id", "left_semi").cache()
+    n = gone.count()
+    if n:
+        idx = F.broadcast(gone.select("user_idx"))
+        with staged_dir(spark, path) as tmp:
+            model.als.write().overwrite().save(f"{tmp}/als")
+            factors = model.als.userFactors.join(idx.withColumnRenamed("user_idx", "id"), "id", "left_anti")
+            factors.write.mode("overwrite").parquet(f"{tmp}/als/userFactors")
+            model.users.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/users")
+            model.seen.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/seen")
+            for name in ("items", "popular"):
+                getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
+            write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
+    gone.unpersist()
+    return n, model.config
+
+
 def load_model(spark: SparkSession, path: str) -> TrainedModel:
     if not path_exists(spark, f"{path.rstrip('/')}/{SUCCESS}"):
         raise RecsysError(

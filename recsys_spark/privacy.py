@@ -10,14 +10,19 @@ query plan, hence in the Spark UI, `explain()` output and event logs.
 
 Erasure keeps a list of SHA-256 digests of erased users' ids as the tables hold them (the
 pseudonym when pseudonymizing), so the list itself holds no readable id; ingest drops matching
-rows before writing. The list matches the `pseudonymize` setting it was written under.
+rows before writing, and recommend serves nobody on it. The list matches the `pseudonymize`
+setting it was written under, so the output root records that setting (with a fingerprint of the
+key, never the key) at its first command, and every later command that disagrees is refused
+before it writes a row: raw ids in a pseudonymized table, or digests that match nobody, otherwise.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
+from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,9 +30,10 @@ from pyspark.sql import functions as F
 
 from .config import Config, PrivacyConfig
 from .errors import RecsysError
-from .tables import path_exists, read_table
+from .tables import local_path, path_exists, read_table
 
 MIN_KEY_CHARS = 16
+SETTING = "_privacy.json"  # in the output root: {"pseudonymize": bool, "key_fingerprint": str | None}
 
 
 def pseudonym_key(cfg: PrivacyConfig) -> bytes | None:
@@ -44,6 +50,55 @@ def pseudonym_key(cfg: PrivacyConfig) -> bytes | None:
             "lookups and erasure need the same key), or set privacy.pseudonymize=false"
         )
     return value.encode()
+
+
+def key_fingerprint(key: bytes) -> str:
+    """16 hex characters that tell two keys apart without revealing either."""
+    return hmac.new(key, b"recsys-spark key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def check_root_setting(root: str, cfg: PrivacyConfig, record: bool = True) -> None:
+    """Refuse a command whose pseudonymization (or key) differs from what the output root was first
+    written with; record the setting when the root has none yet (`record`). Local roots only."""
+    path = local_path(root)
+    if path is None:
+        return
+    key = pseudonym_key(cfg)
+    now = {"pseudonymize": key is not None, "key_fingerprint": key_fingerprint(key) if key else None}
+    file = path / SETTING
+    try:
+        was = json.loads(file.read_text())
+    except FileNotFoundError:
+        if record:
+            path.mkdir(parents=True, exist_ok=True)
+            _write_setting(file, now)
+        return
+    except ValueError:
+        raise RecsysError(f"{file} is not valid JSON: restore it, or delete it if the tables are empty") from None
+    if was.get("pseudonymize") != now["pseudonymize"]:
+        held = "pseudonymized ids" if was.get("pseudonymize") else "raw user ids"
+        fix = (
+            f"pass --set privacy.pseudonymize=true with the key it was written with in {cfg.key_env}"
+            if was.get("pseudonymize")
+            else "pass --set privacy.pseudonymize=false"
+        )
+        flag = "true" if now["pseudonymize"] else "false"
+        raise RecsysError(
+            f"output.root {root} holds {held} but this command has privacy.pseudonymize={flag}: "
+            f"{fix}, or use another output.root"
+        )
+    if was.get("key_fingerprint") != now["key_fingerprint"]:
+        raise RecsysError(
+            f"the key in {cfg.key_env} (fingerprint {now['key_fingerprint']}) is not the one output.root {root} "
+            f"was written with (fingerprint {was.get('key_fingerprint')}): nothing would match; "
+            f"export the original key in {cfg.key_env}"
+        )
+
+
+def _write_setting(file: Path, setting: dict[str, object]) -> None:
+    tmp = file.with_name(f".{file.name}.tmp")
+    tmp.write_text(json.dumps(setting))
+    tmp.replace(file)
 
 
 def pseudonym(key: bytes, user_id: str) -> str:
@@ -78,6 +133,11 @@ def erased_ids(spark: SparkSession, cfg: Config) -> DataFrame | None:
 
 
 ERASED = "_erased"
+
+
+def without_erased(df: DataFrame, column: str, erased: DataFrame | None) -> DataFrame:
+    """`df` without the rows whose `column` (a table-form user id) is on the erasure list."""
+    return flag_erased(df, column, erased).where(~F.col(ERASED)).drop(ERASED)
 
 
 def flag_erased(df: DataFrame, column: str, erased: DataFrame | None) -> DataFrame:

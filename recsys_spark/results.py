@@ -185,7 +185,10 @@ class ForgetResult(StageResult):
     users: int  # distinct users asked for
     rows_removed: dict[str, int]  # table -> rows removed (tables that do not exist are left out)
     listed: int  # users on the erasure list now
-    model_run: str | None = None  # the MLflow run of the current model, tagged when it was trained on them
+    versions_removed: int = 0  # kept earlier versions of the user tables (they held the rows too)
+    model_users_removed: int = 0  # users whose ids, factors and seen pairs left the saved model
+    model_run: str | None = None  # the MLflow run of the current model, when it was trained on them
+    model_run_tagged: bool = False  # whether that run was tagged (not with tracking off)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -200,11 +203,19 @@ class ForgetResult(StageResult):
             "(every later ingest leaves them out)"
         ]
         out += [f"  {table}: removed {n:,} rows" for table, n in self.rows_removed.items()]
-        if self.model_run:
+        if self.versions_removed:
+            out.append(f"  kept earlier table versions: {self.versions_removed:,} removed (they held the rows too)")
+        if self.model_users_removed:
+            out.append(f"  model: {self.model_users_removed:,} users' ids, factors and seen pairs removed")
+        if self.model_run and self.model_run_tagged:
             out.append(
-                f"  the current model was trained on their data: MLflow run {self.model_run} "
-                "tagged trained_on_erased_data=true "
-                "(train again to drop them from the model)"
+                f"  the model's MLflow run {self.model_run} (its logged artifacts still hold them) "
+                "tagged trained_on_erased_data=true, with its registered versions: train again to replace them"
+            )
+        elif self.model_run:
+            out.append(
+                f"  the model's MLflow run {self.model_run} was NOT tagged trained_on_erased_data "
+                "(tracking is off, or the run is in another store): its logged artifacts still hold them"
             )
         return out
 

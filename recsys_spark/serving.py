@@ -18,6 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 
 from .topn import _because, explain_for, indexed, top_k_rows
 
@@ -40,6 +43,39 @@ def _factors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t.column("id").to_numpy().astype(np.int64), values.reshape(t.num_rows, -1) if t.num_rows else values.reshape(
         0, 0
     )
+
+
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "user_id"), ColSpec("long", "n", required=False)]))
+EXAMPLE = '{"dataframe_split": {"columns": ["user_id", "n"], "data": [["u0000001", 10]]}}'
+
+
+def requests(frame: Any, default_n: int) -> list[tuple[str, int]]:
+    """(user id, n) per row of a request frame, ids trimmed as ingest trims them; a bad request is
+    an MlflowException naming the rows and the fix (HTTP 400 from `mlflow models serve`)."""
+    if not isinstance(frame, pd.DataFrame) or "user_id" not in frame.columns:
+        got = list(frame.columns) if isinstance(frame, pd.DataFrame) else type(frame).__name__
+        raise MlflowException.invalid_parameter_value(f"the request needs a user_id column (got {got}): send {EXAMPLE}")
+    ids = frame["user_id"].map(lambda v: v.strip() if isinstance(v, str) else None)
+    bad = [i for i, v in enumerate(ids) if not v]
+    if bad:
+        raise MlflowException.invalid_parameter_value(
+            f"user_id must be a non-empty string; rows {bad[:5]} are not "
+            f"({[frame['user_id'].iloc[i] for i in bad[:5]]}): send ids as strings, e.g. {EXAMPLE}"
+        )
+    if "n" not in frame.columns:
+        return [(u, default_n) for u in ids]
+    ns = pd.to_numeric(frame["n"], errors="coerce")
+    bad = [
+        i
+        for i, (raw, v) in enumerate(zip(frame["n"], ns, strict=True))
+        if pd.notna(raw) and not (v >= 1 and v == int(v))
+    ]
+    if bad:
+        raise MlflowException.invalid_parameter_value(
+            f"n must be a whole number of at least 1; rows {bad[:5]} have {[frame['n'].iloc[i] for i in bad[:5]]}: "
+            f"leave n out for the model's {default_n}"
+        )
+    return [(u, int(v) if pd.notna(v) else default_n) for u, v in zip(ids, ns, strict=True)]
 
 
 class Recommender(mlflow.pyfunc.PythonModel):
@@ -79,10 +115,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        frames = [
-            self.recommend(str(row.user_id), int(row.n) if "n" in model_input and pd.notna(row.n) else self.n)
-            for row in model_input.itertuples()
-        ]
+        frames = [self.recommend(user, n) for user, n in requests(model_input, self.n)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
     def recommend(self, user_id: str, n: int) -> pd.DataFrame:

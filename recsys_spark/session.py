@@ -88,6 +88,10 @@ def build_session(cfg: Config) -> SparkSession:
         check_java()
         # Workers must run the driver's interpreter (the venv with pandas/pyarrow), not `python3`.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if (cfg.spark.master or "").startswith("local"):
+            # The driver's RPC, block manager and UI bind loopback only (Spark's default is the machine's
+            # external interface and 0.0.0.0 for the UI); export SPARK_LOCAL_IP to choose otherwise.
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(cfg.spark.app_name)
     if cfg.spark.master and not under_spark_submit():
         check_master(cfg.spark.master)

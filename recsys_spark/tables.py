@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -37,6 +38,7 @@ from .errors import RecsysError
 SUCCESS = "_SUCCESS"
 VERSIONS = ".versions"
 JOURNAL = "_commit-"
+SPARK_CHECKPOINT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KEEP_VERSIONS = 1  # previous versions kept per table; set from output.keep_versions by the CLI
 
 
@@ -365,6 +367,20 @@ def _prune(link: Path) -> None:
         _remove(v)
 
 
+def drop_kept_versions(path: str) -> int:
+    """Remove every kept version of the table at `path` but its current one (erasure: an older
+    version still holds the erased rows); how many were removed. Local tables only."""
+    link = local_path(path.rstrip("/"))
+    current = _current(link) if link is not None else None
+    versions = _versions_dir(link) if link is not None else None
+    if current is None or versions is None or not versions.is_dir():
+        return 0
+    older = [v for v in versions.iterdir() if v.is_dir() and v.resolve() != current]
+    for v in older:
+        _remove(v)
+    return len(older)
+
+
 def recover(root: str, checkpoint_dir: str | None = None) -> list[str]:
     """Complete the commits a killed run left half done, drop what killed runs staged, and remove
     their leftovers (`_staging/`, `*.__old-*`, link temporaries, and their checkpoint folders when
@@ -376,7 +392,8 @@ def recover(root: str, checkpoint_dir: str | None = None) -> list[str]:
     done = []
     ckpt = local_path(checkpoint_dir) if checkpoint_dir else None
     if ckpt is not None and ckpt.is_dir() and ckpt.resolve().is_relative_to(base.resolve()):
-        for run_dir in (d for d in ckpt.iterdir() if d.is_dir()):  # a successful run removes its own
+        # Spark names each session's folder by a UUID: a successful run removes its own; nothing else is touched.
+        for run_dir in (d for d in ckpt.iterdir() if d.is_dir() and SPARK_CHECKPOINT.fullmatch(d.name)):
             _remove(run_dir)
             done.append(f"removed {run_dir}")
     for journal in sorted(base.rglob(f"{VERSIONS}/{JOURNAL}*.json")):

@@ -8,6 +8,7 @@ with the error as a tag and an artifact.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import importlib.metadata
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -40,7 +42,12 @@ from .tables import list_names
 log = logging.getLogger("recsys_spark")
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-SECRET_WORDS = ("password", "token", "secret", "key", "credential")
+# A config key is a secret when any of its parts (split at . _ -) is one of SECRET_PARTS, ends or
+# starts with "key" (accesskey, keyfile), or holds one of SECRET_WORDS: Hadoop and cloud keys put the
+# secret's name anywhere (fs.azure.account.key.<account>.dfs.core.windows.net, fs.azure.sas.<c>.<a>...).
+SECRET_PARTS = frozenset({"key", "pwd", "pass", "auth", "sas", "sig", "salt", "jaas"})
+SECRET_WORDS = ("password", "passwd", "token", "secret", "credential", "signature", "private")
+SECRET_QUERY = re.compile(r"([?&](?:sig|signature|token|access_token|key|password|code)=)[^&\s]+", re.IGNORECASE)
 PERSONAL_KEYS = ("recommend.users",)  # config keys holding raw user ids: logged as a count only
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -53,8 +60,14 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, naming the URI, when an HTTP tracking server does not answer."""
     if not uri.startswith(("http://", "https://")):
         return
+    parts = urllib.parse.urlsplit(uri)
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2], path=f"{parts.path.rstrip('/')}/health")
+    request = urllib.request.Request(urllib.parse.urlunsplit(bare))
+    if parts.username is not None:  # http://user:pw@host: basic auth, as MLflow's client sends it
+        pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             if resp.status == 200:
                 return
             problem = f"HTTP {resp.status}"
@@ -67,20 +80,29 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def redact_uri(text: str) -> str:
-    """Hide the credentials of any URI in `text`: https://user:pw@host -> https://***@host."""
-    return re.sub(r"([A-Za-z][\w+.-]*://)[^/@\s]+@", r"\1***@", text)
+    """Hide the credentials of any URI in `text`: https://user:pw@host -> https://***@host, and
+    secret query parameters (a SAS token's sig=..., token=...)."""
+    return SECRET_QUERY.sub(r"\1***", re.sub(r"([A-Za-z][\w+.-]*://)[^/@\s]+@", r"\1***@", text))
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key names a secret (see SECRET_PARTS)."""
+    parts = [p for p in re.split(r"[._-]", key.lower()) if p]
+    return any(
+        p in SECRET_PARTS or p.startswith("key") or p.endswith("key") or any(w in p for w in SECRET_WORDS)
+        for p in parts
+    )
 
 
 def redact(params: dict[str, Any]) -> dict[str, Any]:
-    """Hide values whose key's last part looks like a secret (password, token, secret, key), raw
-    user ids (PERSONAL_KEYS: their count only), and the credentials inside any URI."""
+    """Hide values whose key names a secret (`is_secret_key`), raw user ids (PERSONAL_KEYS: their
+    count only), and the credentials inside any URI."""
     out = {}
     for k, v in params.items():
-        last = k.rsplit(".", 1)[-1].lower()
         if k in PERSONAL_KEYS and v is not None:
             out[k] = f"{len(v)} user ids (not logged)"
         else:
-            out[k] = "***" if any(w in last for w in SECRET_WORDS) else redact_uri(v) if isinstance(v, str) else v
+            out[k] = "***" if is_secret_key(k) else redact_uri(v) if isinstance(v, str) else v
     return out
 
 
@@ -229,22 +251,23 @@ def log_trials(rows: list[dict[str, Any]], metric: str) -> None:
             mlflow.log_metrics({**scores, "seconds": row["seconds"]})
 
 
-def tag_run(run_id: str | None, tags: dict[str, str]) -> None:
+def tag_run(run_id: str | None, tags: dict[str, str]) -> bool:
     """Set tags on another run (e.g. the one that logged the current model) and on every registered
-    model version logged from it; quietly nothing when tracking is off or the run is not in this store."""
+    model version logged from it; whether it did (not when tracking is off or the run is not in this store)."""
     if run_id is None or mlflow.active_run() is None:
-        return
+        return False
     client = mlflow.MlflowClient()
     try:
         client.get_run(run_id)
     except mlflow.exceptions.MlflowException:
         log.warning("[tracking] run %s of the current model is not in this MLflow store: not tagged", run_id)
-        return
+        return False
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
         for version in versions:
             client.set_model_version_tag(version.name, version.version, k, v)
+    return True
 
 
 CHAMPION = "champion"
@@ -265,7 +288,7 @@ def _package_dir(tmp: str) -> str:
 def log_pyfunc(local_dir: str, name: str | None) -> Any:
     """Log the saved model directory as the `recommender` pyfunc of the active run, with this
     package's code inside it (registered as `name` unless None). Returns MLflow's ModelInfo."""
-    from .serving import Recommender
+    from .serving import SIGNATURE, Recommender
 
     with tempfile.TemporaryDirectory() as tmp:
         return mlflow.pyfunc.log_model(
@@ -274,6 +297,7 @@ def log_pyfunc(local_dir: str, name: str | None) -> Any:
             artifacts={"model": local_dir},
             code_paths=[_package_dir(tmp)],
             registered_model_name=name,
+            signature=SIGNATURE,
             pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"],
         )
 

@@ -116,6 +116,11 @@ def test_rules_are_parsed_into_objects():
             "ingest.rules[0] (x): JAVA_METHOD() is not allowed",
         ),
         ("spark.master=local[x]", "spark.master 'local[x]' is not a Spark master URL: use local[*]"),
+        # Start-up recovery deletes the checkpoint dir's run folders: it must never be, or hold, the tables.
+        ("spark.checkpoint_dir=output", "spark.checkpoint_dir 'output' is output.root 'output': checkpoint folders"),
+        ("spark.checkpoint_dir=./output/", "spark.checkpoint_dir './output/' is output.root 'output'"),
+        ("spark.checkpoint_dir=/", "spark.checkpoint_dir '/' holds output.root 'output'"),
+        ("input.timezone=Europe/Lndon", "input.timezone 'Europe/Lndon' is not a time zone: use a region id such as"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
@@ -143,3 +148,13 @@ def test_missing_file_names_the_path(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/London", "America/New_York", "+02:00", "GMT+2"])
+def test_time_zones_spark_reads_are_accepted(zone):
+    assert load_config(None, [f"input.timezone={zone}"]).input.timezone == zone
+
+
+def test_a_checkpoint_dir_of_its_own_is_accepted(tmp_path):
+    cfg = load_config(None, [f"spark.checkpoint_dir={tmp_path}/ckpt", f"output.root={tmp_path}/out"])
+    assert cfg.checkpoint_dir == f"{tmp_path}/ckpt"

@@ -145,3 +145,33 @@ def test_bad_rule_sql_fails_naming_the_rule(raw):
     bad = IngestConfig(rules=[RowRule(reason="oops", when="no_such_col > 1")])
     with pytest.raises(RecsysError, match=r"ingest.rules\[0\] \(oops\): invalid SQL condition"):
         validate_events(raw, MAPPED, bad, WEIGHTS, NOW)
+
+
+def test_timestamps_with_their_own_offset_are_not_shifted_again(spark):
+    """input.timezone is for timestamps written without a zone: 10:00+02:00 was stored as 07:00
+    UTC under Europe/London (the zone applied twice); in July London is UTC+1."""
+    rows = [
+        ("a", "2025-07-05 10:00:00+02:00"),
+        ("b", "2025-07-05T10:00:00Z"),
+        ("c", "2025-07-05 10:00:00"),
+        ("d", "2025-07-05T10:00:00.250-04:30"),
+    ]
+    df = spark.createDataFrame([("u", i, t) for i, t in rows], "u string, i string, t string")
+    inp = InputConfig(
+        columns={"user_id": "u", "item_id": "i", "event_ts": "t"}, event_type="view", timezone="Europe/London"
+    )
+    got = clean_events(validate_events(df.withColumn(S.SOURCE, F.lit("m")), inp, IngestConfig(), WEIGHTS, NOW))
+    assert_df_equality(
+        got.select("item_id", "event_ts"),
+        spark.createDataFrame(
+            [
+                ("a", dt.datetime(2025, 7, 5, 8, 0)),
+                ("b", dt.datetime(2025, 7, 5, 10, 0)),
+                ("c", dt.datetime(2025, 7, 5, 9, 0)),
+                ("d", dt.datetime(2025, 7, 5, 14, 30, 0, 250000)),
+            ],
+            "item_id string, event_ts timestamp",
+        ),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )

@@ -1,14 +1,17 @@
 """Data safety (issue 13): the same answer in any time zone, guards before any work, and
 deterministic ties. Real subprocesses where the process environment is what is tested."""
 
+import ipaddress
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from support import PIPELINE_RUN, cli, sets, tiny
+from support import PIPELINE_RUN, cli, scrubbed_env, sets, tiny
 
 
 @pytest.mark.slow
@@ -249,3 +252,85 @@ def test_a_full_run_leaves_nothing_of_an_earlier_different_input(spark, cfg, tmp
     out = JOBS["ingest"](spark, cfg)
     assert tables(spark, cfg) == ([("2026-01-12", "u9")], [("unparsed", "u9", "bad_timestamp")])
     assert (out.rows_clean, out.rows_quarantined) == (1, 1)
+
+
+def test_recovery_removes_only_sparks_checkpoint_folders(tmp_path):
+    """A checkpoint dir that holds tables (spark.checkpoint_dir = output.root, refused by config
+    since) once made start-up recovery delete every table: only UUID-named session folders go."""
+    from recsys_spark.tables import recover
+
+    root = tmp_path / "out"
+    session = root / "0f8fad5b-d9cb-469f-a165-70867728950e"
+    for d in (root / "events" / "event_date=2026-01-05", root / "raw", session / "rdd-7"):
+        d.mkdir(parents=True)
+    (root / "events" / "event_date=2026-01-05" / "part-0.parquet").write_text("x")
+    assert recover(str(root), str(root)) == [f"removed {session}"]
+    assert sorted(p.name for p in root.iterdir()) == ["events", "raw"]
+    assert (root / "events" / "event_date=2026-01-05" / "part-0.parquet").exists()
+
+
+def test_an_empty_or_half_written_lock_is_taken_over_once_its_writer_is_gone(tmp_path, caplog):
+    """A lock whose writer died between creating and filling it held the root forever ("pid None
+    on None"); a fresh one is a writer mid-way: try again."""
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.lock import LOCK_NAME, output_lock
+
+    root = tmp_path / "out"
+    root.mkdir()
+    lock = root / LOCK_NAME
+    lock.write_text('{"pid": 12')  # half-written
+    with pytest.raises(RecsysError, match=f"another run is taking {lock} right now: try again"):
+        with output_lock(str(root), "ingest"):
+            pass
+    for text in ('{"pid": 12', ""):
+        lock.write_text(text)
+        os.utime(lock, (1_700_000_000, 1_700_000_000))  # written long ago
+        with output_lock(str(root), "ingest"):
+            assert json.loads(lock.read_text())["pid"] == os.getpid()
+        assert not lock.exists()
+    assert caplog.text.count(f"removing an empty or half-written lock on {root}") == 2
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs process `pid` listens on (TCP over IPv4 and IPv6), read from /proc."""
+    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+    inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+    out = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                host, port = f[1].split(":")
+                raw = bytes.fromhex(host)  # 32-bit words, each little-endian
+                addr = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+                out.add((str(getattr(addr, "ipv4_mapped", None) or addr), int(port, 16)))
+    return out
+
+
+def test_local_mode_listens_on_loopback_only_with_the_ui_on(tmp_path):
+    """The driver bound the machine's external interface and the UI 0.0.0.0:4040; local mode now
+    keeps every port (RPC, block manager, UI) on 127.0.0.1."""
+    script = (
+        "import os, sys, json\n"
+        "from recsys_spark.config import load_config\n"
+        "from recsys_spark.session import build_session\n"
+        f"cfg = load_config(None, ['spark.master=local[1]', 'output.root={tmp_path}/out'])\n"
+        "cfg.spark.conf = {'spark.ui.enabled': 'true', 'spark.ui.port': '0'}\n"
+        "spark = build_session(cfg)\n"
+        "pid = spark._jvm.java.lang.ProcessHandle.current().pid()\n"
+        "print(json.dumps({'pid': pid, 'ui': spark.sparkContext.uiWebUrl}))\n"
+        "sys.stdout.flush(); sys.stdin.readline(); spark.stop()\n"
+    )
+    env = scrubbed_env(drop=("SPARK_LOCAL_IP",))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
+    try:
+        up = json.loads(proc.stdout.readline())
+        addresses = listening(up["pid"])
+        assert up["ui"]  # the UI is on (its URL names the host: localhost)
+        ui_port = int(up["ui"].rsplit(":", 1)[1])
+        assert len(addresses) >= 3 and ui_port in {port for _, port in addresses}, addresses  # RPC, blocks, UI, py4j
+        assert {host for host, _ in addresses} == {"127.0.0.1"}, addresses
+    finally:
+        proc.communicate("\n", timeout=120)

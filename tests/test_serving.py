@@ -4,6 +4,7 @@ and served by a real `mlflow models serve` process on 127.0.0.1."""
 import dataclasses
 import json
 import shutil
+import urllib.error
 import urllib.request
 
 import mlflow
@@ -104,3 +105,29 @@ def test_mlflow_models_serve_answers_like_the_table(spark, registered):
         answer = json.loads(urllib.request.urlopen(req, timeout=60).read())
         got = pd.DataFrame(answer["predictions"])
         assert served_rows(got) == table_rows(spark, cfg, users)
+        bad = json.dumps({"dataframe_split": {"columns": ["user_id", "n"], "data": [["u0000001", 0]]}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", bad, {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=60)
+        assert e.value.code == 400 and "n must be a whole number of at least 1" in e.value.read().decode()
+
+
+def test_bad_requests_are_refused_naming_the_fix(registered):
+    """No user_id column was an AttributeError, n <= 0 crashed or gave 79 rows, n=2.7 became 2, and
+    None / NaN were answered as users "None" / "nan"."""
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    one = {"user_id": ["u0000001"]}
+    cases = [
+        ({"user": ["u0000001"]}, "user_id"),
+        ({**one, "n": [0]}, r"n must be a whole number of at least 1; rows \[0\] have \[0\]"),
+        ({**one, "n": [-3]}, r"n must be a whole number of at least 1; rows \[0\] have \[-3\]"),
+        ({**one, "n": [2.7]}, "n"),
+        ({"user_id": [None]}, "user_id"),
+        ({"user_id": ["   "]}, r"user_id must be a non-empty string; rows \[0\]"),
+    ]
+    for frame, message in cases:
+        with pytest.raises(mlflow.exceptions.MlflowException, match=message):
+            model.predict(pd.DataFrame(frame))
+    # Ids with the spaces ingest trims are the users the tables hold; n is honoured.
+    spaced = model.predict(pd.DataFrame({"user_id": ["  u0000001 "], "n": [3]}))
+    assert served_rows(spaced) == served_rows(model.predict(pd.DataFrame(one)))[:3]

@@ -1,9 +1,12 @@
 """MLflow tracking against real stores: a temporary SQLite file and a real `mlflow server`."""
 
 import argparse
+import base64
+import http.server
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import mlflow
@@ -177,3 +180,56 @@ def test_credentials_in_uris_are_hidden_in_params():
         )
     )
     assert params["tracking.uri"] == "https://***@mlflow.example.com" and params["input.path"] == "s3a://***@bucket/raw"
+
+
+def test_secrets_are_redacted_wherever_the_key_names_them():
+    """Only a key's last dotted part was read: Azure account keys, SAS tokens, passwd and auth
+    settings reached the params and config/resolved.yaml in clear."""
+    secret = {
+        "spark.conf.spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net": "AZKEY",
+        "spark.conf.spark.hadoop.fs.azure.sas.container.acct.blob.core.windows.net": "SASTOKEN",
+        "spark.conf.spark.hadoop.javax.jdo.option.ConnectionPasswd": "PW1",
+        "spark.conf.spark.authenticate.secret": "PW2",
+        "spark.conf.spark.hadoop.fs.gs.auth.service.account.json.keyfile": "/k.json",
+        "spark.conf.spark.hadoop.fs.s3a.session.token": "TOK",
+    }
+    plain = {
+        "spark.conf.spark.sql.shuffle.partitions": "4",
+        "spark.conf.spark.hadoop.fs.azure.account.oauth.provider.type": "ClientCredsTokenProvider",
+    }
+    cfg = load_config(None, [f"{k}={v}" for k, v in {**secret, **plain}.items()])
+    params = tracking.config_params(cfg)
+    assert {k: params[k] for k in secret} == dict.fromkeys(secret, "***")
+    assert {k: params[k] for k in plain} == plain
+    nested = str(tracking.redact_nested(cfg.to_dict()))
+    assert not [v for v in secret.values() if v in nested]
+    # A SAS token in a value (a URI's query string) is hidden too.
+    sas = "abfss://c@acct.dfs.core.windows.net/raw?sv=2022-11-02&sig=Zm9vYmFy%3D&se=2027-01-01"
+    assert tracking.redact({"input.path": sas})["input.path"] == (
+        "abfss://***@acct.dfs.core.windows.net/raw?sv=2022-11-02&sig=***&se=2027-01-01"
+    )
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    """/health answers 200 only to basic auth alice:pw (as an authenticating proxy in front of MLflow)."""
+
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"alice:p@ss").decode()
+        self.send_response(200 if ok and self.path == "/health" else 401)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_credentialed_tracking_uri_passes_the_reachability_check():
+    """http://user:pw@host:port failed the pre-check (urllib cannot open such a URL) with the server up."""
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        port = httpd.server_address[1]
+        tracking.check_reachable(f"http://alice:p%40ss@127.0.0.1:{port}")
+        with pytest.raises(RecsysError) as e:
+            tracking.check_reachable(f"http://alice:wrong@127.0.0.1:{port}")
+        httpd.shutdown()
+    assert str(e.value).startswith(f"MLflow tracking server http://***@127.0.0.1:{port} is not reachable (")
+    assert "wrong" not in str(e.value)

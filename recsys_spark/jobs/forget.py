@@ -4,14 +4,17 @@ Their rows leave events, quarantine, recommendations, new_items and the per-user
 the partitions holding them are rewritten (the others are linked in unchanged), and every table
 switches in one transaction together with the erasure list: a run killed part-way leaves each
 table as it was before or as it is after, and the next command completes an interrupted switch.
-The saved model is not rewritten: its MLflow run is tagged `trained_on_erased_data`, and the next
-train leaves the users out because the events no longer hold them.
+The kept earlier versions of those tables (`output.keep_versions`) are removed: they hold the
+rows too. The saved model is rewritten without the users' ids, factors and seen pairs; its MLflow
+run (whose logged artifacts still hold them) is tagged `trained_on_erased_data`. Recommend and
+the items job read the erasure list as well, so nobody on it is served even from an older model.
 """
 
 from __future__ import annotations
 
 import logging
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -19,10 +22,10 @@ from .. import schema as S
 from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
-from ..model import load_model
+from ..model import remove_users
 from ..privacy import digest, erased_ids, pseudonym_key, table_id
 from ..results import ForgetResult
-from ..tables import SUCCESS, Transaction, path_exists, read_table, transaction
+from ..tables import SUCCESS, Transaction, drop_kept_versions, path_exists, read_table, transaction
 
 log = logging.getLogger("recsys_spark")
 
@@ -65,13 +68,19 @@ def forget(spark: SparkSession, cfg: Config, users: list[str]) -> ForgetResult:
             if n is not None:
                 removed[name] = n
                 log.info("[forget] %s: %d rows removed", name, n)
+    versions = sum(drop_kept_versions(cfg.path(name)) for name, _ in USER_TABLES)
     listed_now = read_table(spark, cfg.erasure_list).count()
-    model_run = _tag_model(spark, cfg, wanted)
+    model_users, model_run, tagged = _remove_from_model(spark, cfg, wanted)
+    if model_users:
+        log.info("[forget] model: %d users' factors and seen pairs removed", model_users)
     return ForgetResult(
         users=len(ids),
         rows_removed=removed,
         listed=listed_now,
+        versions_removed=versions,
+        model_users_removed=model_users,
         model_run=model_run,
+        model_run_tagged=tagged,
         paths={"erasure_list": cfg.erasure_list},
     )
 
@@ -90,7 +99,12 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
     spark, path = wanted.sparkSession, cfg.path(name)
     if not path_exists(spark, path):
         return None
-    df = read_table(spark, path)
+    try:
+        df = read_table(spark, path)
+    except AnalysisException as e:
+        if e.getCondition() == "UNABLE_TO_INFER_SCHEMA":  # written with no rows (a clean input's quarantine)
+            return 0
+        raise
     match = _user_match(cfg, name, df)
     if match is None:
         return None
@@ -117,15 +131,17 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
     return n
 
 
-def _tag_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> str | None:
-    """Tag the MLflow run of the current model when the model was trained on any of these users."""
+def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> tuple[int, str | None, bool]:
+    """Rewrite the current model without these users (and drop its kept versions); when it held
+    any, tag its MLflow run. (users removed, that run's id, whether it was tagged)."""
     path = cfg.recommend.model or cfg.path("model")
-    if not path_exists(spark, f"{path}/{SUCCESS}"):
-        return None
-    model = load_model(spark, path)
-    if model.users.join(F.broadcast(wanted), F.col("user_id") == F.col("_forget_id"), "left_semi").isEmpty():
-        return None
-    run_id = (model.config or {}).get("mlflow_run_id")
-    tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
+    if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")) or not path_exists(spark, f"{path}/{SUCCESS}"):
+        return 0, None, False
+    n, config = remove_users(spark, path, wanted.withColumnRenamed("_forget_id", "user_id"))
+    drop_kept_versions(path)
+    if not n:
+        return 0, None, False
+    run_id = (config or {}).get("mlflow_run_id")
+    tagged = tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
     tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
-    return run_id or "unknown (the model was saved without a run id)"
+    return n, run_id or "unknown (the model was saved without a run id)", tagged

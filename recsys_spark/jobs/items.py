@@ -19,6 +19,7 @@ from ..errors import RecsysError
 from ..item_text import embed, item_texts
 from ..model import load_model
 from ..new_items import ItemMatrix, choose_map, item_status, recommend_new, similar_items
+from ..privacy import erased_ids, without_erased
 from ..results import ItemsResult
 from ..sources import read_side_table
 from ..tables import path_exists, read_table, write_table
@@ -105,7 +106,8 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     clock.start("new_items")
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     today = dt.datetime.now(dt.UTC).date()
-    users = m.users.join(m.als.userFactors.withColumnRenamed("id", "user_idx"), "user_idx").select(
+    users = without_erased(m.users, "user_id", erased_ids(spark, cfg))  # forgotten users are served nothing
+    users = users.join(m.als.userFactors.withColumnRenamed("id", "user_idx"), "user_idx").select(
         "user_id", F.col("user_idx").alias("id"), "features"
     )
     seen = m.seen.join(m.users, "user_idx").join(m.items, "item_idx").select("user_id", "item_id")

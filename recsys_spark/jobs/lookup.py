@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from ..config import Config
-from ..privacy import pseudonym_key, table_id
+from ..privacy import digest, erased_ids, pseudonym_key, table_id
 from ..tables import read_table
 
 
@@ -20,6 +20,9 @@ def lookup(spark: SparkSession, cfg: Config, user: str) -> str:
     shown = f"user {user}" + (f" (pseudonym {uid[:12]}...)" if uid != user else "")
     recs = read_table(spark, cfg.path("recommendations")).where(F.col("user_id") == uid)
     latest = recs.agg(F.max("run_date")).first()[0]
+    erased = erased_ids(spark, cfg)
+    if erased is not None and not erased.where(F.col("id_sha256") == digest(F.lit(uid))).isEmpty():
+        return f"{shown}: no recommendations: erased by forget (on the erasure list, so never served again)"
     if latest is None:
         return (
             f"{shown}: no recommendations in {cfg.path('recommendations')} "

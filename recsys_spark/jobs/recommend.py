@@ -1,4 +1,7 @@
-"""recommend: top-N per user from a saved model (seen excluded) to the recommendations table."""
+"""recommend: top-N per user from a saved model (seen excluded) to the recommendations table.
+
+Users on the erasure list get no rows, whether asked for by --users or not: a forget stays in
+force even for a model trained before it, or one whose directory was restored."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pyspark.sql import functions as F
 from .. import tracking
 from ..config import Config
 from ..model import load_model
-from ..privacy import pseudonym_key, table_id
+from ..privacy import erased_ids, pseudonym_key, table_id, without_erased
 from ..results import RecommendResult
 from ..tables import path_exists, read_table, write_table
 from ..topn import recommend_users
@@ -27,6 +30,9 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     if cfg.recommend.users:
         key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
         wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
+    erased = erased_ids(spark, cfg)
+    if erased is not None:
+        wanted = without_erased(wanted if wanted is not None else model.users.select("user_id"), "user_id", erased)
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     today = dt.datetime.now(dt.UTC).date()
     names = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
