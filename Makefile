@@ -37,7 +37,7 @@ test: check-java $(STAMP) $(TEXT_STAMP)
 	$(BIN)/python -m pytest -n 2
 
 test-fast: check-java $(STAMP) $(TEXT_STAMP)
-	$(BIN)/python -m pytest -m 'not slow'
+	$(BIN)/python -m pytest -n 2 -m 'not slow'
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

@@ -21,6 +21,7 @@ from . import schema as S
 from .config import IngestConfig, InputConfig
 from .errors import RecsysError
 from .privacy import pseudonymized
+from .rules import check_rule
 
 CORRUPT = "_corrupt_record"
 _C = {name: f"__{name}" for name in ("user_id", "item_id", "event_type", "event_ts", "value", "value_raw")}
@@ -192,6 +193,7 @@ OWN_OFFSET = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?\s*([zZ]|(UTC|GMT)?[+-]\d{2}(:?\d{2})
 
 
 def _rule_condition(df: DataFrame, index: int, reason: str, when: str) -> Column:
+    check_rule(df.sparkSession, index, reason, when)  # parsed and checked before anything is analysed
     try:
         cond = F.expr(when)
         _ = df.select(cond).schema  # analyse now, so a bad rule fails before any work

@@ -186,9 +186,11 @@ class ForgetResult(StageResult):
     rows_removed: dict[str, int]  # table -> rows removed (tables that do not exist are left out)
     listed: int  # users on the erasure list now
     versions_removed: int = 0  # kept earlier versions of the user tables (they held the rows too)
+    unmatchable_lines: int = 0  # malformed quarantine lines kept as keyed hashes (pseudonymized): no id matches them
     model_users_removed: int = 0  # users whose ids, factors and seen pairs left the saved model
     model_run: str | None = None  # the MLflow run of the current model, when it was trained on them
     model_run_tagged: bool = False  # whether that run was tagged (not with tracking off)
+    mlflow_replaced: list[str] = field(default_factory=list)  # what was replaced or deleted in MLflow, a line each
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -203,15 +205,21 @@ class ForgetResult(StageResult):
             "(every later ingest leaves them out)"
         ]
         out += [f"  {table}: removed {n:,} rows" for table, n in self.rows_removed.items()]
+        if self.unmatchable_lines:
+            out.append(
+                f"  quarantine: {self.unmatchable_lines:,} malformed lines are kept only as keyed hashes of their "
+                "text (pseudonymized root): no id can be matched in them, and none is readable"
+            )
         if self.versions_removed:
             out.append(f"  kept earlier table versions: {self.versions_removed:,} removed (they held the rows too)")
         if self.model_users_removed:
             out.append(f"  model: {self.model_users_removed:,} users' ids, factors and seen pairs removed")
         if self.model_run and self.model_run_tagged:
             out.append(
-                f"  the model's MLflow run {self.model_run} (its logged artifacts still hold them) "
-                "tagged trained_on_erased_data=true, with its registered versions: train again to replace them"
+                f"  the model's MLflow run {self.model_run} tagged trained_on_erased_data=true, "
+                "with its registered versions"
             )
+            out += [f"  {line}" for line in self.mlflow_replaced]
         elif self.model_run:
             out.append(
                 f"  the model's MLflow run {self.model_run} was NOT tagged trained_on_erased_data "

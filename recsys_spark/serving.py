@@ -60,7 +60,7 @@ def requests(frame: Any, default_n: int) -> list[tuple[str, int]]:
     if bad:
         raise MlflowException.invalid_parameter_value(
             f"user_id must be a non-empty string; rows {bad[:5]} are not "
-            f"({[frame['user_id'].iloc[i] for i in bad[:5]]}): send ids as strings, e.g. {EXAMPLE}"
+            f"({[frame['user_id'].tolist()[i] for i in bad[:5]]}): send ids as strings, e.g. {EXAMPLE}"
         )
     if "n" not in frame.columns:
         return [(u, default_n) for u in ids]
@@ -72,7 +72,7 @@ def requests(frame: Any, default_n: int) -> list[tuple[str, int]]:
     ]
     if bad:
         raise MlflowException.invalid_parameter_value(
-            f"n must be a whole number of at least 1; rows {bad[:5]} have {[frame['n'].iloc[i] for i in bad[:5]]}: "
+            f"n must be a whole number of at least 1; rows {bad[:5]} have {[frame['n'].tolist()[i] for i in bad[:5]]}: "
             f"leave n out for the model's {default_n}"
         )
     return [(u, int(v) if pd.notna(v) else default_n) for u, v in zip(ids, ns, strict=True)]

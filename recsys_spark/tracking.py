@@ -273,6 +273,45 @@ def tag_run(run_id: str | None, tags: dict[str, str]) -> bool:
 CHAMPION = "champion"
 
 
+def replace_erased_model(run_id: str, scrubbed_dir: str, name: str | None) -> list[str]:
+    """After forget rewrote the saved model (`scrubbed_dir`): replace the `model/` artifacts of
+    the run that logged the old one, delete the artifacts of every model it logged (the pyfuncs
+    hold the users' factors and seen pairs), log the scrubbed model as a new registered version
+    of `name`, move the aliases of the old versions to it, and tag the old versions unservable.
+    Returns what it did, a line each. Needs the active run (the forget run) and the old run here."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    done = []
+    if any(f.path == "model" for f in client.list_artifacts(run_id)):
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts("model")
+        client.log_artifacts(run_id, scrubbed_dir, "model")
+        done.append(f"MLflow run {run_id}: model/ artifacts replaced by the rewritten model")
+    logged = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    new = None
+    if versions and name:
+        new = log_pyfunc(scrubbed_dir, name).registered_model_version
+        done.append(f"registered {name} v{new}: the rewritten model, logged by this forget run")
+    for model in logged:
+        get_artifact_repository(model.artifact_location).delete_artifacts()
+        done.append(f"logged model {model.model_id} of run {run_id}: artifacts deleted")
+    for v in versions:
+        for alias in v.aliases:
+            if new is not None:
+                client.set_registered_model_alias(v.name, alias, new)
+                done.append(f"alias {alias} moved from {v.name} v{v.version} to v{new}")
+        client.set_model_version_tag(v.name, v.version, "erased_data_removed", "true")
+        client.update_model_version(
+            v.name, v.version, description=f"Unservable: its artifacts were deleted by forget (use v{new} instead)."
+        )
+        done.append(f"{v.name} v{v.version}: artifacts deleted, tagged erased_data_removed=true (unservable)")
+    return done
+
+
 def _package_dir(tmp: str) -> str:
     """This package's source folder, for the pyfunc's code_paths. Under `spark-submit --py-files
     recsys_spark.zip` the package sits inside the zip, which MLflow cannot copy: extract it to `tmp`."""

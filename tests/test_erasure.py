@@ -166,3 +166,22 @@ def test_the_root_records_its_pseudonymization_and_refuses_commands_that_disagre
     check_root_setting(str(plain), PrivacyConfig())
     assert cli.main(command("ingest", plain, *on)) == 2
     assert "holds raw user ids but this command has privacy.pseudonymize=true" in capsys.readouterr().err
+
+
+def test_a_malformed_line_is_matched_by_the_id_as_a_word_in_its_text(spark, tmp_path):
+    """An unparseable raw line of the user stayed in the quarantine through forget and every later
+    ingest: erasure matched the parsed user column, which is null there."""
+    cfg = small_config(str(tmp_path / "out"))
+    rows = [
+        (None, '{"user_id": "u0000001", "item_id": "i1", "ts": 2026-01-0', "malformed_row"),
+        (None, "u0000001;i2;view;garbled", "malformed_row"),
+        (None, '{"user_id": "u00000012", "item_id": "i1", "ts": ', "malformed_row"),  # another user: stays
+        ("u0000001", None, "unknown_event_type"),
+        ("u2", None, "unknown_event_type"),
+    ]
+    df = spark.createDataFrame(rows, "user_id string, _corrupt_record string, _reason string")
+    write_table(df.withColumn("parsed_event_date", F.lit("unparsed")), cfg.path("quarantine"), "parsed_event_date")
+    result = forget(spark, cfg, [GONE])
+    assert result.rows_removed == {"quarantine": 3} and result.unmatchable_lines == 0
+    left = read_table(spark, cfg.path("quarantine")).select("user_id", "_corrupt_record").collect()
+    assert sorted(map(tuple, left), key=str) == sorted([(None, rows[2][1]), ("u2", None)], key=str)

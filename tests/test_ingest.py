@@ -175,3 +175,45 @@ def test_timestamps_with_their_own_offset_are_not_shifted_again(spark):
         ignore_row_order=True,
         ignore_nullable=True,
     )
+
+
+@pytest.mark.parametrize(
+    "when, refused",
+    [
+        (
+            "`reflect`('java.lang.System', 'getProperty', 'user.home') IS NOT NULL",
+            "the function reflect() is not allowed",
+        ),
+        ("reflect/**/('java.lang.System', 'exit', 1) = 1", "the function reflect() is not allowed"),
+        ("JAVA_METHOD('java.lang.Runtime', 'getRuntime') IS NULL", "the function java_method() is not allowed"),
+        ("(SELECT count(*) FROM text.`{secret}`) > 0", "a subquery is not allowed in a rule"),
+        ("EXISTS (SELECT 1)", "a subquery (EXISTS) is not allowed in a rule"),
+        ("uid IN (SELECT value FROM text.`{secret}`)", "a subquery (IN (SELECT ...)) is not allowed"),
+        ("current_user() = 'root'", "the function current_user() is not allowed"),
+    ],
+)
+def test_rules_are_parsed_and_only_pure_expressions_pass(raw, tmp_path, when, refused):
+    """One regex guarded the rules: a quoted or commented `reflect` ran JVM methods, and a subquery
+    over text.`/etc/hostname` read a local file (its content even reached the error message)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("planted-file-content-4711")
+    rule = RowRule(reason="attack", when=when.format(secret=secret))
+    with pytest.raises(RecsysError) as e:
+        validate_events(raw, MAPPED, IngestConfig(rules=[rule]), WEIGHTS, NOW)
+    assert str(e.value).startswith("ingest.rules[0] (attack): ") and refused in str(e.value)
+    assert "planted-file-content" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_shipped_rules_and_ordinary_sql_pass_the_rule_check(spark):
+    from recsys_spark.config import load_config
+    from recsys_spark.rules import check_rule
+
+    shipped = load_config("conf/online_retail.yaml").ingest.rules
+    ordinary = [
+        "lower(trim(uid)) LIKE 'bot%' OR length(iid) > 20",
+        "CASE WHEN try_cast(qty AS DOUBLE) < 0 THEN true ELSE uid IS NULL END",
+        "qty BETWEEN 1 AND 3 AND iid IN ('a', 'b') AND NOT (uid <=> 'x')",
+        "coalesce(uid, '') RLIKE '^[0-9]+$' AND abs(-1 * 2) % 2 = 0",
+    ]
+    for i, when in enumerate([r.when for r in shipped] + ordinary):
+        check_rule(spark, i, "ok", when)

@@ -104,6 +104,7 @@ def planted(spark):
     )
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_text_places_held_out_items_and_the_shuffled_control_does_not(planted):
     pairs, embeddings = planted
     cfg = NewItemsConfig(
@@ -123,6 +124,7 @@ def test_text_places_held_out_items_and_the_shuffled_control_does_not(planted):
             assert ndcg[method] > 2 * ndcg[f"{method}_shuffled"], ndcg
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_sentence_encoder_runs_in_the_workers_as_on_the_driver(spark):
     from recsys_spark.config import TextConfig
     from recsys_spark.item_text import has_sentence_transformers, resolve_encoder, sentence_embeddings

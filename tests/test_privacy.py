@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_approx_df_equality
@@ -131,7 +132,7 @@ def test_lookup_finds_a_user_by_raw_id(spark, runs):
 
 
 def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark, runs):
-    _, out = runs
+    base, out = runs
     cfg, _ = out["pseudo"]
     gone = [pseudonym(KEY.encode(), u) for u in (PLANTED, "u0000001")]
 
@@ -151,10 +152,19 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
     for table, c in before.items():
         assert result.rows_removed[table] == c["theirs"]
         assert counts(table) == {"theirs": 0, "all": c["all"] - c["theirs"]}
-    model_run = mlflow.MlflowClient().get_run(result.model_run)
+    client = mlflow.MlflowClient()
+    model_run = client.get_run(result.model_run)
     assert model_run.data.tags["trained_on_erased_data"] == "true" and model_run.data.tags["job"] == "train"
-    versions = mlflow.MlflowClient().search_model_versions(f"run_id = '{result.model_run}'")  # the registered model too
+    versions = client.search_model_versions(f"run_id = '{result.model_run}'")  # the registered model too
     assert versions and all(v.tags.get("trained_on_erased_data") == "true" for v in versions)
+    assert all(v.tags.get("erased_data_removed") == "true" for v in versions)
+    # The rewritten model is the new champion, and it answers the erased ids as users it never saw.
+    name = cfg.train.registered_model
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.run_id != result.model_run and champion.version not in {v.version for v in versions}
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"user_id": gone}))
+    assert set(served.source) == {"popular"}
+
     # A later ingest of the same raw events leaves them out, and says how many rows that was.
     again = JOBS["ingest"](spark, cfg)
     assert isinstance(again, IngestResult)
@@ -162,6 +172,12 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
     assert again.rows_clean + again.rows_quarantined + again.rows_erased == again.rows_read
     assert counts("events") == {"theirs": 0, "all": before["events"]["all"] - before["events"]["theirs"]}
     assert forget(spark, cfg, [PLANTED]).rows_removed["events"] == 0  # forgetting again: nothing left, still listed
+    # After forget and the next ingest, every file of this root and its MLflow store (tables, kept
+    # versions, model, run artifacts, logged models, registry, report) is free of them; the raw
+    # input (base/raw) is the caller's.
+    for needle in gone:
+        leaks = files_holding(base / "pseudo", needle)
+        assert not leaks, f"{needle} still in {leaks[:5]}"
 
 
 def test_missing_key_is_refused_before_any_work(tmp_path, monkeypatch, capsys):

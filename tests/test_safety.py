@@ -41,6 +41,7 @@ def test_same_tables_in_any_time_zone(spark, pipeline_run, tmp_path):
         assert_approx_df_equality(recs(tz), recs("UTC"), 1e-4, ignore_row_order=True)
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_csv_written_by_python_keeps_quotes_and_newlines_inside_fields(spark, cfg, tmp_path):
     import csv
 
@@ -223,6 +224,7 @@ FULL_QUARANTINE = [
 ]
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_a_partial_run_touches_only_its_dates_and_merges_what_falls_outside(spark, cfg, tmp_path):
     import datetime as dt
 
@@ -307,6 +309,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
     return out
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_local_mode_listens_on_loopback_only_with_the_ui_on(tmp_path):
     """The driver bound the machine's external interface and the UI 0.0.0.0:4040; local mode now
     keeps every port (RPC, block manager, UI) on 127.0.0.1."""

@@ -152,6 +152,7 @@ def test_a_run_over_http_reads_back(mlflow_server):
     assert "experiment: http" in resolved and "pw" not in resolved
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
     """MLflow creates a new store's tables on first use; without the lock two processes at once failed
     (3 of 3 tries)."""

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
@@ -82,6 +83,7 @@ def test_random_split_holds_out_within_each_user_and_again_for_tuning(spark):
     data.release()
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_refit_decision_serves_all_interactions_or_the_training_side(spark, tmp_path):
     events = events_df(spark)
     data = prepare_interactions(events, InteractionsConfig(), WEIGHTS, T(2026, 1, 28))
@@ -104,6 +106,7 @@ def test_refit_decision_serves_all_interactions_or_the_training_side(spark, tmp_
     data.release()
 
 
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_users_without_factors_get_the_most_popular_items_ties_by_index(spark):
     # Popularity (distinct users): a 3, b 2, c 2, d 1; b and c tie and b has the lower index.
     seen_rows = [("u1", "a"), ("u2", "a"), ("u3", "a"), ("u1", "b"), ("u2", "c"), ("u3", "b"), ("u1", "c"), ("u3", "d")]

@@ -22,10 +22,11 @@ from .. import schema as S
 from .. import tracking
 from ..config import Config
 from ..errors import RecsysError
+from ..ingest import CORRUPT
 from ..model import remove_users
 from ..privacy import digest, erased_ids, pseudonym_key, table_id
 from ..results import ForgetResult
-from ..tables import SUCCESS, Transaction, drop_kept_versions, path_exists, read_table, transaction
+from ..tables import SUCCESS, Transaction, drop_kept_versions, local_dir, path_exists, read_table, transaction
 
 log = logging.getLogger("recsys_spark")
 
@@ -69,8 +70,9 @@ def forget(spark: SparkSession, cfg: Config, users: list[str]) -> ForgetResult:
                 removed[name] = n
                 log.info("[forget] %s: %d rows removed", name, n)
     versions = sum(drop_kept_versions(cfg.path(name)) for name, _ in USER_TABLES)
+    unmatchable = _unmatchable_lines(spark, cfg)
     listed_now = read_table(spark, cfg.erasure_list).count()
-    model_users, model_run, tagged = _remove_from_model(spark, cfg, wanted)
+    model_users, model_run, tagged, replaced = _remove_from_model(spark, cfg, wanted)
     if model_users:
         log.info("[forget] model: %d users' factors and seen pairs removed", model_users)
     return ForgetResult(
@@ -78,19 +80,40 @@ def forget(spark: SparkSession, cfg: Config, users: list[str]) -> ForgetResult:
         rows_removed=removed,
         listed=listed_now,
         versions_removed=versions,
+        unmatchable_lines=unmatchable,
         model_users_removed=model_users,
         model_run=model_run,
         model_run_tagged=tagged,
+        mlflow_replaced=replaced,
         paths={"erasure_list": cfg.erasure_list},
     )
 
 
 def _user_match(cfg: Config, name: str, df: DataFrame) -> Column | None:
-    """The condition matching a row of table `name` to `_forget_id` (None: the table has no user column)."""
+    """The condition matching a row of table `name` to `_forget_id` (None: the table has no user column).
+
+    The quarantine keeps ids as they came in, and a malformed line (`_corrupt_record`) has no
+    parsed user: it matches when the id appears in its text as a whole word. A pseudonymized root
+    keeps such a line only as its keyed hash, which no id can match (`forget` reports them)."""
     column = cfg.input.columns["user_id"] if name == "quarantine" else "user_id"
-    if column not in df.columns:
-        return None
-    return F.trim(F.col(column).cast("string")) == F.col("_forget_id")  # quarantine keeps ids as they came in
+    by_id = F.trim(F.col(column).cast("string")) == F.col("_forget_id") if column in df.columns else None
+    if name != "quarantine" or CORRUPT not in df.columns or cfg.privacy.pseudonymize:
+        return by_id
+    word = F.concat(F.lit(r"(?<![A-Za-z0-9_])\Q"), F.col("_forget_id"), F.lit(r"\E(?![A-Za-z0-9_])"))
+    by_text = F.coalesce(F.regexp_like(F.col(CORRUPT), word), F.lit(False))
+    return by_text if by_id is None else (by_id | by_text)
+
+
+def _unmatchable_lines(spark: SparkSession, cfg: Config) -> int:
+    """Malformed lines in a pseudonymized quarantine: kept as keyed hashes, no id can match them."""
+    path = cfg.path("quarantine")
+    if not cfg.privacy.pseudonymize or not path_exists(spark, path):
+        return 0
+    try:
+        df = read_table(spark, path)
+    except AnalysisException:
+        return 0
+    return df.where(F.col(CORRUPT).isNotNull()).count() if CORRUPT in df.columns else 0
 
 
 def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, wanted: DataFrame) -> int | None:
@@ -131,17 +154,22 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
     return n
 
 
-def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> tuple[int, str | None, bool]:
+def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> tuple[int, str | None, bool, list[str]]:
     """Rewrite the current model without these users (and drop its kept versions); when it held
-    any, tag its MLflow run. (users removed, that run's id, whether it was tagged)."""
+    any, tag its MLflow run and replace what that run logged (tracking.replace_erased_model).
+    (users removed, that run's id, whether it was tagged, what was replaced in MLflow)."""
     path = cfg.recommend.model or cfg.path("model")
+    registry = cfg.train.registered_model
     if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")) or not path_exists(spark, f"{path}/{SUCCESS}"):
-        return 0, None, False
+        return 0, None, False, []
     n, config = remove_users(spark, path, wanted.withColumnRenamed("_forget_id", "user_id"))
     drop_kept_versions(path)
     if not n:
-        return 0, None, False
+        return 0, None, False, []
     run_id = (config or {}).get("mlflow_run_id")
     tagged = tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
     tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
-    return n, run_id or "unknown (the model was saved without a run id)", tagged
+    replaced = tracking.replace_erased_model(run_id, local_dir(spark, path), registry) if tagged else []
+    for line in replaced:
+        log.info("[forget] %s", line)
+    return n, run_id or "unknown (the model was saved without a run id)", tagged, replaced
