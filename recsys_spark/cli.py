@@ -69,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the whole pipeline: generate if needed, ingest, train, recommend, items, retention",
     )
+    eff = sub.add_parser(
+        "effect",
+        parents=[common],
+        help="treatment vs control after a served run: effect on returning, active days, purchases, with intervals",
+    )
+    served = eff.add_mutually_exclusive_group()
+    served.add_argument("--run-id", dest="effect_run_id", help="the recommend run to measure (default: the latest)")
+    served.add_argument(
+        "--served-date", type=dt.date.fromisoformat, help="the serving date to measure (YYYY-MM-DD; default: latest)"
+    )
     fgt = sub.add_parser(
         "forget", parents=[common], help="erase users' rows from every table and keep them out of later ingests"
     )
@@ -119,6 +129,10 @@ def _config(args: argparse.Namespace) -> Config:
         cfg.ingest.date_to = args.date_to
     if getattr(args, "model", None):
         cfg.recommend.model = args.model
+    if getattr(args, "effect_run_id", None):
+        cfg.effect.run_id = args.effect_run_id
+    if getattr(args, "served_date", None):
+        cfg.effect.served_date = args.served_date
     if getattr(args, "users", None) is not None:
         cfg.recommend.users = [u.strip() for u in args.users.split(",") if u.strip()]
     return validate(cfg)

@@ -222,10 +222,33 @@ class TrainConfig:
 
 
 @dataclass
+class HoldoutConfig:
+    """The control arm: users whose keyed hash of (salt, user id) falls below `fraction` are
+    served `policy` instead of their recommendations (see arms.py); stable while the salt is."""
+
+    fraction: float = 0.0  # 0: no control arm; at most 0.5
+    salt: str | None = None  # needed when fraction > 0; logged to MLflow as an id only
+    policy: Literal["popular", "none"] = "popular"  # the control's list: most popular unseen items, or nothing
+
+
+@dataclass
 class RecommendConfig:
     n: int = 10
     users: list[str] | None = None  # null: every user the model knows
     model: str | None = None  # null: <output.root>/model
+    run_date: dt.date | None = None  # the serving date (null: today, UTC); the simulator sets its own day
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+
+
+@dataclass
+class EffectConfig:
+    """What `effect` measures after a served run: outcomes in windows after the serving date."""
+
+    windows: list[int] = field(default_factory=lambda: [7, 14, 28])  # follow-up days
+    pre_days: int = 28  # the CUPED covariate: active days in this many days up to the serving date
+    purchase_types: list[str] = field(default_factory=lambda: ["purchase"])  # event types counted as purchases
+    served_date: dt.date | None = None  # null: the latest served run (or --run-id)
+    run_id: str | None = None  # a recommend run's id (its served date)
 
 
 @dataclass
@@ -296,6 +319,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    effect: EffectConfig = field(default_factory=EffectConfig)
     text: TextConfig = field(default_factory=TextConfig)
     new_items: NewItemsConfig = field(default_factory=NewItemsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -381,6 +405,8 @@ _RANGES: list[tuple[str, str, str]] = [
     ("tune.validation_days", "positive", "try 14"),
     ("train.k", "positive", "try 10"),
     ("recommend.n", "positive", "try 10"),
+    ("effect.windows", "positive", "try [7, 14, 28]"),
+    ("effect.pre_days", "positive", "try 28"),
     ("text.dimension", "positive", "try 64"),
     ("text.batch_size", "positive", "try 64"),
     ("new_items.max_age_days", "non_negative", "try 30"),
@@ -403,6 +429,19 @@ def _is_zone(name: str) -> bool:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def _check_holdout(h: HoldoutConfig) -> None:
+    if not 0 <= h.fraction <= 0.5:
+        raise ConfigError(
+            f"recommend.holdout.fraction must be in [0, 0.5], got {h.fraction}: try 0.1 (a tenth of users in the "
+            "control arm), or 0 for no control arm"
+        )
+    if h.fraction > 0 and not (h.salt or "").strip():
+        raise ConfigError(
+            f"recommend.holdout.fraction is {h.fraction} but recommend.holdout.salt is not set: set a salt "
+            "(any fixed string; keep it, the same salt keeps every user in the same arm), or set the fraction to 0"
+        )
 
 
 def _normal(path: str) -> str:
@@ -478,6 +517,7 @@ def validate(cfg: Config) -> Config:
             "filesystem root; use a dedicated folder such as output"
         )
     _check_checkpoint_dir(cfg)
+    _check_holdout(cfg.recommend.holdout)
     inp = cfg.input
     if not _is_zone(inp.timezone):
         raise ConfigError(

@@ -226,6 +226,11 @@ def render(data: RunData) -> str:
     )
 
     out.append("<h2>Recommendation quality by cohort</h2>")
+    out.append(
+        '<p class="meta">The return rates with and without a hit are an <b>association</b>, not an effect: users '
+        "who get hits differ in other ways. The effect of recommendations is measured against the control arm by "
+        "<code>recsys-spark effect</code>.</p>"
+    )
     quality = _csv(data, "quality_by_cohort")
     out.append(
         _table(quality)

@@ -169,14 +169,28 @@ class RecommendResult(StageResult):
     stage: ClassVar[str] = "recommend"
     run_id: str
     rows_by_source: dict[str, int]  # als / popular -> rows written
+    users_by_arm: dict[str, int] = field(default_factory=dict)  # treatment / control -> users served
+    holdout_fraction: float = 0.0
+    run_date: dt.date | None = None  # the serving date
 
     def metrics(self) -> dict[str, float]:
-        return {f"recommendations_{src}": n for src, n in self.rows_by_source.items()}
+        return {
+            **{f"recommendations_{src}": n for src, n in self.rows_by_source.items()},
+            **{f"users_{arm}": n for arm, n in self.users_by_arm.items()},
+            "holdout_fraction": self.holdout_fraction,
+        }
 
     def lines(self) -> list[str]:
-        return [
+        out = [
             "recommendations: " + ", ".join(f"{n:,} rows from {src}" for src, n in sorted(self.rows_by_source.items()))
         ]
+        if self.holdout_fraction > 0:
+            t, c = self.users_by_arm.get("treatment", 0), self.users_by_arm.get("control", 0)
+            out.append(
+                f"arms (served {self.run_date}): {t:,} treatment, {c:,} control "
+                f"(holdout fraction {self.holdout_fraction}); `recsys-spark effect` measures the difference"
+            )
+        return out
 
 
 @dataclass(kw_only=True)
@@ -364,8 +378,8 @@ class RetentionResult(StageResult):
         out.append(f"DAU/MAU, mean over the last 30 days: {self.dau_mau_last_30_days:.3f}")
         out += [
             f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, "
-            f"hit rate {q['hit_rate']:.2f}, came back after the test: {_pct(q['retained_with_hit'])} with a hit "
-            f"vs {_pct(q['retained_without_hit'])} without"
+            f"hit rate {q['hit_rate']:.2f}; association (not an effect): came back after the test "
+            f"{_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without"
             for q in self.quality_by_cohort[-3:]
         ]
         new = self.new_item_link()
@@ -435,3 +449,77 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         """{"stages": {name: {field: value}}}: what `--summary-json` writes."""
         return {"stages": {name: dataclasses.asdict(r) for name, r in self.stages.items()}}
+
+
+@dataclass(kw_only=True)
+class EffectResult(StageResult):
+    stage: ClassVar[str] = "effect"
+    served_date: dt.date
+    run_id: str
+    data_end: dt.date  # the last event date: windows ending later are not yet observable
+    arms: dict[str, int]  # treatment / control -> users
+    fraction: float  # the configured control fraction
+    srm_chi2: float
+    srm_p_value: float
+    estimates: list[dict[str, Any]]  # one per outcome, window and cohort ("all" first); see effect.Estimate
+    not_observable: list[int] = field(default_factory=list)  # windows (days) ending after the data
+
+    SRM_ALPHA: ClassVar[float] = 0.001
+
+    def overall(self) -> list[dict[str, Any]]:
+        return [e for e in self.estimates if e["cohort"] == "all"]
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {
+            "effect_users_treatment": self.arms.get("treatment", 0),
+            "effect_users_control": self.arms.get("control", 0),
+            "effect_srm_p_value": self.srm_p_value,
+        }
+        for e in self.overall():
+            base = f"effect_{e['outcome']}_{e['window_days']}d"
+            out |= {
+                base: e["effect"],
+                f"{base}_ci_low": e["ci_low"],
+                f"{base}_ci_high": e["ci_high"],
+                f"{base}_cuped": e["effect_cuped"],
+                f"{base}_cuped_ci_low": e["ci_low_cuped"],
+                f"{base}_cuped_ci_high": e["ci_high_cuped"],
+                f"{base}_variance_ratio": e["variance_ratio"],
+                f"{base}_mde": e["mde"],
+                f"{base}_control": e["mean_control"],
+                f"{base}_treatment": e["mean_treatment"],
+            }
+        return {k: v for k, v in out.items() if v is not None and v == v}  # NaN is not a metric
+
+    def lines(self) -> list[str]:
+        t, c = self.arms.get("treatment", 0), self.arms.get("control", 0)
+        out = [
+            f"effect of recommendations, served {self.served_date} (run {self.run_id}): {t:,} treatment vs {c:,} "
+            f"control users, intent to treat; treatment - control, 95% interval (CUPED: adjusted for active days "
+            "before serving)"
+        ]
+        for e in self.overall():
+            unit = " pp" if e["outcome"] == "return" else ""
+            k = 100.0 if e["outcome"] == "return" else 1.0
+
+            def iv(lo: float, hi: float, k: float = k, unit: str = unit) -> str:
+                return f"[{lo * k:+.2f}, {hi * k:+.2f}]{unit}"
+
+            label = {"return": "returned", "active_days": "active days", "purchases": "purchases"}[e["outcome"]]
+            out.append(
+                f"  {label} within {e['window_days']}d: {e['effect'] * k:+.2f}{unit} {iv(e['ci_low'], e['ci_high'])}; "
+                f"CUPED {e['effect_cuped'] * k:+.2f}{unit} {iv(e['ci_low_cuped'], e['ci_high_cuped'])}, variance x"
+                f"{e['variance_ratio']:.2f}; control {e['mean_control'] * k:.2f}{unit.strip() and '%'}, "
+                f"MDE {e['mde'] * k:.2f}{unit}"
+            )
+        for w in self.not_observable:
+            out.append(
+                f"  within {w}d: not yet observable (the data ends {self.data_end}; needs events to "
+                f"{self.served_date + dt.timedelta(days=w)})"
+            )
+        flag = "MISMATCH: the assignment looks broken" if self.srm_p_value < self.SRM_ALPHA else "ok"
+        out.append(
+            f"  sample ratio: control {c / max(t + c, 1):.3f} of users vs {self.fraction} configured, "
+            f"chi-square {self.srm_chi2:.2f}, p {self.srm_p_value:.3g}: {flag}"
+        )
+        return out

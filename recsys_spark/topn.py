@@ -363,11 +363,8 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
 
     Users with ALS factors get their top-n, seen items excluded (`source` als), each row with the
     user's history items that contributed most to its score (`because`; names from `names`).
-    Users the model cannot score get the most popular items (`source` popular, `why` says so),
-    ties broken by item index: those in the id maps without factors (a model not refitted on all
-    data) with their seen items excluded, unknown users the n most popular of all.
+    Users the model cannot score get `popular_lists`.
     """
-    spark = m.users.sparkSession
     with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
     if wanted is not None:
         served = wanted.join(with_factors, "user_id")
@@ -375,34 +372,46 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
     else:
         served, fallback = with_factors, m.users.join(with_factors, "user_id", "left_anti").select("user_id")
     explain = explainer(m, names)
-    no_reason = F.lit(None).cast(BECAUSE_TYPE)
-
-    def named(recs, source, because):
-        return (
-            recs.join(m.users, "user_idx")
-            .join(m.items, "item_idx")
-            .select("user_id", "rank", "item_id", "score", F.lit(source).alias("source"), because.alias("because"))
+    als = (
+        als_top_n(m.als, served.select("user_idx"), m.seen, n, explain)
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select(
+            "user_id",
+            "rank",
+            "item_id",
+            "score",
+            F.lit("als").alias("source"),
+            (F.col("because") if explain else F.lit(None).cast(BECAUSE_TYPE)).alias("because"),
         )
-
-    als = named(
-        als_top_n(m.als, served.select("user_idx"), m.seen, n, explain),
-        "als",
-        F.col("because") if explain else no_reason,
     )
-    known = named(
-        top_n_popular(fallback.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n), "popular", no_reason
+    return als.withColumn("why", why(F.col("source"), F.col("because"))).unionByName(popular_lists(m, fallback, n))
+
+
+def popular_lists(m: TrainedModel, users: DataFrame, n: int) -> DataFrame:
+    """The most popular items for `users` (user_id), ties broken by item index, in recommend_users'
+    columns (`source` popular): users in the id maps without their seen items, unknown users the
+    n most popular of all. The fallback for users the model cannot score, and the control arm's list."""
+    spark = m.users.sparkSession
+    no_reason = F.lit(None).cast(BECAUSE_TYPE)
+    known = (
+        top_n_popular(users.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n)
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select("user_id", "rank", "item_id", "score")
     )
     best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
     top = spark.createDataFrame(
         [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)],
         "rank int, item_id string, score float",
     )
-    unknown = (
-        fallback.join(m.users, "user_id", "left_anti")
-        .crossJoin(F.broadcast(top))
-        .select("user_id", "rank", "item_id", "score", F.lit("popular").alias("source"), no_reason.alias("because"))
+    unknown = users.join(m.users, "user_id", "left_anti").crossJoin(F.broadcast(top))
+    return (
+        known.unionByName(unknown.select("user_id", "rank", "item_id", "score"))
+        .withColumn("source", F.lit("popular"))
+        .withColumn("because", no_reason)
+        .withColumn("why", why(F.col("source"), F.col("because")))
     )
-    return als.unionByName(known).unionByName(unknown).withColumn("why", why(F.col("source"), F.col("because")))
 
 
 def why(source: Column, because: Column) -> Column:

@@ -273,11 +273,12 @@ def tag_run(run_id: str | None, tags: dict[str, str]) -> bool:
 CHAMPION = "champion"
 
 
-def replace_erased_model(run_id: str, scrubbed_dir: str, name: str | None) -> list[str]:
+def replace_erased_model(run_id: str, scrubbed_dir: str) -> list[str]:
     """After forget rewrote the saved model (`scrubbed_dir`): replace the `model/` artifacts of
     the run that logged the old one, delete the artifacts of every model it logged (the pyfuncs
-    hold the users' factors and seen pairs), log the scrubbed model as a new registered version
-    of `name`, move the aliases of the old versions to it, and tag the old versions unservable.
+    hold the users' factors and seen pairs), log the scrubbed model as a new version of each
+    registered model it had versions in, move the old versions' aliases to it, and tag the old
+    versions unservable.
     Returns what it did, a line each. Needs the active run (the forget run) and the old run here."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -292,21 +293,20 @@ def replace_erased_model(run_id: str, scrubbed_dir: str, name: str | None) -> li
         experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
     versions = client.search_model_versions(f"run_id = '{run_id}'")
-    new = None
-    if versions and name:
-        new = log_pyfunc(scrubbed_dir, name).registered_model_version
-        done.append(f"registered {name} v{new}: the rewritten model, logged by this forget run")
+    new = {}
+    for name in sorted({v.name for v in versions}):
+        new[name] = log_pyfunc(scrubbed_dir, name).registered_model_version
+        done.append(f"registered {name} v{new[name]}: the rewritten model, logged by this forget run")
     for model in logged:
         get_artifact_repository(model.artifact_location).delete_artifacts()
         done.append(f"logged model {model.model_id} of run {run_id}: artifacts deleted")
     for v in versions:
-        for alias in v.aliases:
-            if new is not None:
-                client.set_registered_model_alias(v.name, alias, new)
-                done.append(f"alias {alias} moved from {v.name} v{v.version} to v{new}")
+        for alias in client.get_model_version(v.name, v.version).aliases:  # a search does not fill in aliases
+            client.set_registered_model_alias(v.name, alias, new[v.name])
+            done.append(f"alias {alias} moved from {v.name} v{v.version} to v{new[v.name]}")
         client.set_model_version_tag(v.name, v.version, "erased_data_removed", "true")
         client.update_model_version(
-            v.name, v.version, description=f"Unservable: its artifacts were deleted by forget (use v{new} instead)."
+            v.name, v.version, description=f"Unservable: its artifacts were deleted by forget (use v{new[v.name]})."
         )
         done.append(f"{v.name} v{v.version}: artifacts deleted, tagged erased_data_removed=true (unservable)")
     return done

@@ -11,6 +11,8 @@ DEMO_KEYS = [
     "als.alpha=3.0",
     "als.confidence=log",
     "tune.trials=5",
+    "recommend.holdout.fraction=0.1",
+    "recommend.holdout.salt=recsys-demo-holdout-1",
 ]
 
 

@@ -1,13 +1,14 @@
 """forget: erase users from every table that holds their rows, and keep them out of later ingests.
 
-Their rows leave events, quarantine, recommendations, new_items and the per-user evaluation. Only
-the partitions holding them are rewritten (the others are linked in unchanged), and every table
-switches in one transaction together with the erasure list: a run killed part-way leaves each
-table as it was before or as it is after, and the next command completes an interrupted switch.
-The kept earlier versions of those tables (`output.keep_versions`) are removed: they hold the
-rows too. The saved model is rewritten without the users' ids, factors and seen pairs; its MLflow
-run (whose logged artifacts still hold them) is tagged `trained_on_erased_data`. Recommend and
-the items job read the erasure list as well, so nobody on it is served even from an older model.
+Their rows leave events, quarantine, recommendations, assignments, new_items and the per-user
+evaluation. Only the partitions holding them are rewritten (the others are linked in unchanged),
+and every table switches in one transaction together with the erasure list: a run killed
+part-way leaves each table as it was before or as it is after, and the next command completes an
+interrupted switch. The kept earlier versions of those tables (`output.keep_versions`) are
+removed: they hold the rows too. The saved model is rewritten without the users' ids, factors and
+seen pairs; its MLflow run is tagged `trained_on_erased_data` and what it logged is replaced
+(tracking.replace_erased_model). Recommend and the items job read the erasure list as well, so
+nobody on it is served even from an older model.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ USER_TABLES = (
     ("events", "event_date"),
     ("quarantine", S.QUARANTINE_DATE),
     ("recommendations", "run_date"),
+    ("assignments", "run_date"),
     ("new_items", "run_date"),
     ("eval/per_user", None),
 )
@@ -159,7 +161,6 @@ def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> t
     any, tag its MLflow run and replace what that run logged (tracking.replace_erased_model).
     (users removed, that run's id, whether it was tagged, what was replaced in MLflow)."""
     path = cfg.recommend.model or cfg.path("model")
-    registry = cfg.train.registered_model
     if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")) or not path_exists(spark, f"{path}/{SUCCESS}"):
         return 0, None, False, []
     n, config = remove_users(spark, path, wanted.withColumnRenamed("_forget_id", "user_id"))
@@ -169,7 +170,7 @@ def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> t
     run_id = (config or {}).get("mlflow_run_id")
     tagged = tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
     tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
-    replaced = tracking.replace_erased_model(run_id, local_dir(spark, path), registry) if tagged else []
+    replaced = tracking.replace_erased_model(run_id, local_dir(spark, path)) if tagged else []
     for line in replaced:
         log.info("[forget] %s", line)
     return n, run_id or "unknown (the model was saved without a run id)", tagged, replaced

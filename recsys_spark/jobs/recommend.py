@@ -1,24 +1,34 @@
 """recommend: top-N per user from a saved model (seen excluded) to the recommendations table.
 
 Users on the erasure list get no rows, whether asked for by --users or not: a forget stays in
-force even for a model trained before it, or one whose directory was restored."""
+force even for a model trained before it, or one whose directory was restored.
+
+Every served user gets an arm (arms.py): `treatment` users get their recommendations, `control`
+users (recommend.holdout.fraction of them) the control policy's list: the most popular items they
+have not seen, or nothing. The `assignments` table (user_id, arm, run_id, run_date) records every
+served user's arm, whatever the policy: with the recommendations it is the exposure log that
+`effect` reads.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import tracking
+from ..arms import CONTROL, TREATMENT, assign_arms, salt_id
 from ..config import Config
 from ..model import load_model
 from ..privacy import erased_ids, pseudonym_key, table_id, without_erased
 from ..results import RecommendResult
-from ..tables import path_exists, read_table, write_table
-from ..topn import recommend_users
+from ..tables import path_exists, read_table, transaction
+from ..topn import popular_lists, recommend_users
 from .items import read_texts
+
+CONTROL_WHY = "control group: the most popular items you have not seen (held out to measure what recommendations do)"
 
 
 def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> RecommendResult:
@@ -30,23 +40,54 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     if cfg.recommend.users:
         key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
         wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
-    erased = erased_ids(spark, cfg)
-    if erased is not None:
-        wanted = without_erased(wanted if wanted is not None else model.users.select("user_id"), "user_id", erased)
+    users = wanted if wanted is not None else model.users.select("user_id")
+    users = without_erased(users, "user_id", erased_ids(spark, cfg))
+    h = cfg.recommend.holdout
+    assigned = assign_arms(users, h).cache()
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
-    today = dt.datetime.now(dt.UTC).date()
+    day = cfg.recommend.run_date or dt.datetime.now(dt.UTC).date()
     names = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
-    out = (
-        recommend_users(model, wanted, cfg.recommend.n, names)
-        .withColumn("run_id", F.lit(run_id))
-        .withColumn("run_date", F.lit(today))
+    out = recommend_users(model, _in_arm(assigned, TREATMENT), cfg.recommend.n, names).withColumn(
+        "arm", F.lit(TREATMENT)
     )
-    table = cfg.path("recommendations")
-    if wanted is not None and path_exists(spark, f"{table}/run_date={today}"):
-        # Some users only: today's rows of everyone else stay (the partition is rewritten whole).
-        others = read_table(spark, table).where(F.col("run_date") == F.lit(today)).join(wanted, "user_id", "left_anti")
-        out = others.select(*[c for c in out.columns if c in others.columns]).unionByName(out, allowMissingColumns=True)
-    write_table(out, table, "run_date")
-    written = read_table(spark, cfg.path("recommendations")).where(F.col("run_date") == F.lit(today))
+    if h.fraction > 0 and h.policy == "popular":
+        control = popular_lists(model, _in_arm(assigned, CONTROL), cfg.recommend.n)
+        out = out.unionByName(control.withColumn("why", F.lit(CONTROL_WHY)).withColumn("arm", F.lit(CONTROL)))
+    stamp = [F.lit(run_id).alias("run_id"), F.lit(day).alias("run_date")]
+    out = out.select("*", *stamp)
+    assignments = assigned.select("user_id", "arm", *stamp)
+    table, arms_table = cfg.path("recommendations"), cfg.path("assignments")
+    if wanted is not None:  # some users only: today's rows of everyone else stay (the partition is rewritten whole)
+        out = _with_others(spark, table, day, wanted, out)
+        assignments = _with_others(spark, arms_table, day, wanted, assignments)
+    with transaction(spark) as tx:  # the served lists and the arms switch together
+        tx.write_table(out, table, "run_date")
+        tx.write_table(assignments, arms_table, "run_date")
+    assigned.unpersist()
+    written = read_table(spark, table).where(F.col("run_date") == F.lit(day))
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
-    return RecommendResult(run_id=run_id, rows_by_source=counts, paths={"recommendations": cfg.path("recommendations")})
+    arms = {
+        r["arm"]: r["count"]
+        for r in read_table(spark, arms_table).where(F.col("run_date") == F.lit(day)).groupBy("arm").count().collect()
+    }
+    tracking.log_params({"holdout.salt_id": salt_id(h.salt) if h.fraction > 0 else "none"})
+    return RecommendResult(
+        run_id=run_id,
+        rows_by_source=counts,
+        users_by_arm={TREATMENT: arms.get(TREATMENT, 0), CONTROL: arms.get(CONTROL, 0)},
+        holdout_fraction=h.fraction,
+        run_date=day,
+        paths={"recommendations": table, "assignments": arms_table},
+    )
+
+
+def _in_arm(assigned: DataFrame, name: str) -> DataFrame:
+    return assigned.where(F.col("arm") == name).select("user_id")
+
+
+def _with_others(spark: SparkSession, table: str, day: dt.date, wanted: DataFrame, rows: DataFrame) -> DataFrame:
+    """`rows` with the other users' rows of `day` already in `table`."""
+    if not path_exists(spark, f"{table}/run_date={day}"):
+        return rows
+    others = read_table(spark, table).where(F.col("run_date") == F.lit(day)).join(wanted, "user_id", "left_anti")
+    return others.select(*[c for c in rows.columns if c in others.columns]).unionByName(rows, allowMissingColumns=True)

@@ -15,6 +15,7 @@ from ..config import Config, validate
 from ..report import write_report
 from ..results import RunResult, StageResult, TrainResult
 from ..tables import local_path
+from .effect import effect
 from .evaluate_new_items import evaluate_new
 from .generate import generate, generate_if_missing
 from .ingest import ingest
@@ -34,6 +35,7 @@ JOBS: dict[str, Job] = {
     "items": items,
     "retention": retention,
     "evaluate-new-items": evaluate_new,
+    "effect": effect,
 }
 # `run`: the stages in order; generate only when there is no input yet.
 PIPELINE: list[tuple[str, Job]] = [
