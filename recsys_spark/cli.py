@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     served.add_argument(
         "--served-date", type=dt.date.fromisoformat, help="the serving date to measure (YYYY-MM-DD; default: latest)"
     )
+    sim = sub.add_parser(
+        "simulate",
+        parents=[common],
+        help="the feedback loop with a known effect: train, serve both arms, simulated responses, effect; per round",
+    )
+    sim.add_argument("--rounds", type=int, default=2, help="rounds to run (default 2)")
     fgt = sub.add_parser(
         "forget", parents=[common], help="erase users' rows from every table and keep them out of later ingests"
     )
@@ -150,6 +156,15 @@ def _forget_job(args: argparse.Namespace):
     return lambda spark, cfg: forget(spark, cfg, users)
 
 
+def _simulate_job(rounds: int):
+    """The simulate job bound to --rounds."""
+    from .jobs.simulate import simulate
+
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
+    return lambda spark, cfg: simulate(spark, cfg, rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -163,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
             pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
         bound = _forget_job(args) if args.command == "forget" else None  # an unreadable --users-file fails before Spark
+        if args.command == "simulate":
+            bound = _simulate_job(args.rounds)
         if args.command == "lookup":  # read-only: no MLflow run, no lock
             from .jobs.lookup import lookup
             from .session import build_session

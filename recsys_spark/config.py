@@ -241,6 +241,15 @@ class RecommendConfig:
 
 
 @dataclass
+class SimulateConfig:
+    """`recsys-spark simulate`: users who respond to what they were served (see simulate.py)."""
+
+    effect: float = 1.0  # how strongly matching served items raise the return chance; 0: lists change nothing
+    days: int = 7  # each round's period: served, then this many days of new events
+    seed: int = 7
+
+
+@dataclass
 class EffectConfig:
     """What `effect` measures after a served run: outcomes in windows after the serving date."""
 
@@ -320,6 +329,7 @@ class Config:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
     text: TextConfig = field(default_factory=TextConfig)
     new_items: NewItemsConfig = field(default_factory=NewItemsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -407,6 +417,8 @@ _RANGES: list[tuple[str, str, str]] = [
     ("recommend.n", "positive", "try 10"),
     ("effect.windows", "positive", "try [7, 14, 28]"),
     ("effect.pre_days", "positive", "try 28"),
+    ("simulate.effect", "non_negative", "try 1.0, or 0 for lists that change nothing"),
+    ("simulate.days", "positive", "try 7"),
     ("text.dimension", "positive", "try 64"),
     ("text.batch_size", "positive", "try 64"),
     ("new_items.max_age_days", "non_negative", "try 30"),
@@ -426,7 +438,7 @@ def _is_zone(name: str) -> bool:
         return True
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder name such as America
         return False
     return True
 
@@ -518,6 +530,8 @@ def validate(cfg: Config) -> Config:
         )
     _check_checkpoint_dir(cfg)
     _check_holdout(cfg.recommend.holdout)
+    if not cfg.effect.windows:
+        raise ConfigError("effect.windows is empty: give the follow-up windows in days, e.g. [7, 14, 28]")
     inp = cfg.input
     if not _is_zone(inp.timezone):
         raise ConfigError(

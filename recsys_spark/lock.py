@@ -86,8 +86,13 @@ def output_lock(root: str, command: str) -> Iterator[None]:
         except FileExistsError:
             try:
                 holder = json.loads(lock.read_text() or "{}")
-            except (OSError, ValueError):
+            except OSError as e:  # unreadable (permissions): not ours to take over
+                raise RecsysError(
+                    f"output.root {root}: cannot read its lock {lock} ({e.strerror}): check its owner"
+                ) from None
+            except ValueError:
                 holder = {}
+            holder = holder if isinstance(holder, dict) else {}
             if not isinstance(holder.get("pid"), int) and _age(lock) > HALF_WRITTEN_S:
                 log.warning("removing an empty or half-written lock on %s (%s): its writer is gone", root, lock)
                 lock.unlink(missing_ok=True)

@@ -100,10 +100,13 @@ def save_model(model: TrainedModel, path: str) -> None:
         write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
 
 
-def remove_users(spark: SparkSession, path: str, ids: DataFrame) -> tuple[int, dict[str, Any]]:
+def remove_users(
+    spark: SparkSession, path: str, ids: DataFrame, run_id: str | None = None
+) -> tuple[int, dict[str, Any]]:
     """Rewrite the saved model at `path` without the users in `ids` (user_id): their id-map rows,
-    factors and seen pairs (items and popularity are aggregates and stay). (users removed, the
-    model's config)."""
+    factors and seen pairs (items and popularity are aggregates and stay). With `run_id` (the
+    forget run that will log the rewritten model) its config names that run, so the next forget
+    finds what it logged. (users removed, the model's config as it was)."""
     model = load_model(spark, path)
     gone = model.users.join(F.broadcast(ids.select("user_id").distinct()), "user_id", "left_semi").cache()
     n = gone.count()
@@ -117,7 +120,9 @@ def remove_users(spark: SparkSession, path: str, ids: DataFrame) -> tuple[int, d
             model.seen.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/seen")
             for name in ("items", "popular"):
                 getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
-            write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
+            earlier = [*model.config.get("rewritten_from_runs", []), model.config.get("mlflow_run_id")]
+            config = {**model.config, "mlflow_run_id": run_id, "rewritten_from_runs": [r for r in earlier if r]}
+            write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(config if run_id else model.config, sort_keys=False))
     gone.unpersist()
     return n, model.config
 

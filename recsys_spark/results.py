@@ -523,3 +523,42 @@ class EffectResult(StageResult):
             f"chi-square {self.srm_chi2:.2f}, p {self.srm_p_value:.3g}: {flag}"
         )
         return out
+
+
+@dataclass(kw_only=True)
+class SimulateResult(StageResult):
+    stage: ClassVar[str] = "simulate"
+    effect_strength: float  # simulate.effect
+    days: int
+    rounds: list[dict[str, Any]]  # one per round: true_effect, estimate, ci_low, ci_high, covered, ...
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in self.rounds:
+            k = r["round"]
+            out |= {
+                f"sim_true_effect_r{k}": r["true_effect"],
+                f"sim_estimate_r{k}": r["estimate"],
+                f"sim_ci_low_r{k}": r["ci_low"],
+                f"sim_ci_high_r{k}": r["ci_high"],
+                f"sim_estimate_cuped_r{k}": r["estimate_cuped"],
+            }
+        return out
+
+    def lines(self) -> list[str]:
+        out = [
+            f"simulation (simulate.effect={self.effect_strength}): returned within {self.days}d, treatment - control, "
+            "the simulator's exact true effect beside the estimate and its 95% interval"
+        ]
+        for r in self.rounds:
+
+            def pp(v: float) -> str:
+                return f"{v * 100:+.2f}"
+
+            out.append(
+                f"  round {r['round']} (served {r['served_date']}, {r['users_treatment']:,} vs {r['users_control']:,} "
+                f"users): true {pp(r['true_effect'])} pp, estimate {pp(r['estimate'])} "
+                f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}] {'covers' if r['covered'] else 'MISSES'} it; CUPED "
+                f"{pp(r['estimate_cuped'])} [{pp(r['ci_low_cuped'])}, {pp(r['ci_high_cuped'])}]"
+            )
+        return out

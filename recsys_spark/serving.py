@@ -71,11 +71,17 @@ def requests(frame: Any, default_n: int) -> list[tuple[str, int]]:
         if pd.notna(raw) and not (v >= 1 and v == int(v))
     ]
     if bad:
+        shown = [_shown(frame["n"].tolist()[i]) for i in bad[:5]]
         raise MlflowException.invalid_parameter_value(
-            f"n must be a whole number of at least 1; rows {bad[:5]} have {[frame['n'].tolist()[i] for i in bad[:5]]}: "
+            f"n must be a whole number of at least 1; rows {bad[:5]} have {shown}: "
             f"leave n out for the model's {default_n}"
         )
     return [(u, int(v) if pd.notna(v) else default_n) for u, v in zip(ids, ns, strict=True)]
+
+
+def _shown(value: Any) -> Any:
+    """A request value as its sender wrote it: 0.0 (a number column's 0) shows as 0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class Recommender(mlflow.pyfunc.PythonModel):

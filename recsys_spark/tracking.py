@@ -65,7 +65,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     request = urllib.request.Request(urllib.parse.urlunsplit(bare))
     if parts.username is not None:  # http://user:pw@host: basic auth, as MLflow's client sends it
         pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+        token = base64.b64encode(pair.encode()).decode()
+        request.add_unredirected_header("Authorization", f"Basic {token}")  # never forwarded to a redirect
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             if resp.status == 200:
@@ -292,10 +293,19 @@ def replace_erased_model(run_id: str, scrubbed_dir: str) -> list[str]:
     logged = client.search_logged_models(
         experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
-    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    versions = [  # versions an earlier forget replaced are unservable already
+        v for v in client.search_model_versions(f"run_id = '{run_id}'") if v.tags.get("erased_data_removed") != "true"
+    ]
     new = {}
+    # The quality the old versions were judged by travels with the new one, so the champion check of
+    # the next train compares against it (the forget run has no metrics of its own).
+    carried = {f"metric.{k}": str(v) for k, v in run.data.metrics.items() if "_at_" in k}
+    for v in versions:
+        carried |= {k: val for k, val in v.tags.items() if k.startswith("metric.")}
     for name in sorted({v.name for v in versions}):
         new[name] = log_pyfunc(scrubbed_dir, name).registered_model_version
+        for k, val in carried.items():
+            client.set_model_version_tag(name, new[name], k, val)
         done.append(f"registered {name} v{new[name]}: the rewritten model, logged by this forget run")
     for model in logged:
         get_artifact_repository(model.artifact_location).delete_artifacts()
@@ -355,6 +365,8 @@ def register_model(local_dir: str, name: str | None, metric: str, value: float, 
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
         best = client.get_run(champion.run_id).data.metrics.get(metric)
+        if best is None and f"metric.{metric}" in champion.tags:  # a version forget rewrote: its carried score
+            best = float(champion.tags[f"metric.{metric}"])
     except mlflow.exceptions.MlflowException:
         champion, best = None, None
     if value <= baseline:

@@ -164,6 +164,7 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
     assert champion.run_id != result.model_run and champion.version not in {v.version for v in versions}
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"user_id": gone}))
     assert set(served.source) == {"popular"}
+    assert any(k.startswith("metric.ndcg_at_") for k in champion.tags)  # the score the next train must beat
 
     # A later ingest of the same raw events leaves them out, and says how many rows that was.
     again = JOBS["ingest"](spark, cfg)
@@ -172,10 +173,17 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
     assert again.rows_clean + again.rows_quarantined + again.rows_erased == again.rows_read
     assert counts("events") == {"theirs": 0, "all": before["events"]["all"] - before["events"]["theirs"]}
     assert forget(spark, cfg, [PLANTED]).rows_removed["events"] == 0  # forgetting again: nothing left, still listed
+    # A second forget finds what the first one logged (the rewritten model names its run) and replaces it too.
+    third = pseudonym(KEY.encode(), "u0000002")
+    with tracking.tracked_run(cfg, "forget"):
+        again_forgotten = forget(spark, cfg, ["u0000002"])
+    assert again_forgotten.model_run == champion.run_id and again_forgotten.model_run_tagged
+    assert client.get_model_version(name, champion.version).tags.get("erased_data_removed") == "true"
+    assert int(client.get_model_version_by_alias(name, "champion").version) > int(champion.version)
     # After forget and the next ingest, every file of this root and its MLflow store (tables, kept
     # versions, model, run artifacts, logged models, registry, report) is free of them; the raw
     # input (base/raw) is the caller's.
-    for needle in gone:
+    for needle in [*gone, third]:
         leaks = files_holding(base / "pseudo", needle)
         assert not leaks, f"{needle} still in {leaks[:5]}"
 

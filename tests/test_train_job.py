@@ -72,7 +72,18 @@ def test_recommendations_exclude_seen_and_follow_the_contract(spark, trained):
     cfg, _ = trained
     out = JOBS["recommend"](spark, cfg, run_id="r1")
     recs = read_table(spark, cfg.path("recommendations"))
-    assert recs.columns == ["user_id", "rank", "item_id", "score", "source", "because", "why", "run_id", "run_date"]
+    assert recs.columns == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "source",
+        "because",
+        "why",
+        "arm",
+        "run_id",
+        "run_date",
+    ]
     assert out.rows_by_source == {"als": recs.count()}
     events = read_table(spark, cfg.path("events")).select("user_id", "item_id").distinct()
     assert recs.join(events, ["user_id", "item_id"]).count() == 0  # refit on all: every seen pair excluded

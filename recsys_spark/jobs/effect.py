@@ -61,7 +61,12 @@ def effect(spark: SparkSession, cfg: Config) -> EffectResult:
             f"run {run_id} (served {served}) has no control users: set recommend.holdout.fraction (e.g. 0.1) and "
             "recommend.holdout.salt, recommend again, and measure after the follow-up window"
         )
-    fraction = cfg.recommend.holdout.fraction
+    # The fraction the run served with (older runs' rows lack it: the configured one).
+    fraction = (
+        float(assignments.select(F.max("fraction")).first()[0])
+        if "fraction" in assignments.columns
+        else cfg.recommend.holdout.fraction
+    )
     chi2, p_srm = sample_ratio(sizes.get(TREATMENT, 0), sizes[CONTROL], fraction) if fraction > 0 else (0.0, 1.0)
     rows = []
     if windows:

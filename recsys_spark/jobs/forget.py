@@ -101,7 +101,7 @@ def _user_match(cfg: Config, name: str, df: DataFrame) -> Column | None:
     by_id = F.trim(F.col(column).cast("string")) == F.col("_forget_id") if column in df.columns else None
     if name != "quarantine" or CORRUPT not in df.columns or cfg.privacy.pseudonymize:
         return by_id
-    word = F.concat(F.lit(r"(?<![A-Za-z0-9_])\Q"), F.col("_forget_id"), F.lit(r"\E(?![A-Za-z0-9_])"))
+    word = F.concat(F.lit(r"(?<![A-Za-z0-9_.:/-])\Q"), F.col("_forget_id"), F.lit(r"\E(?![A-Za-z0-9_.:/-])"))
     by_text = F.coalesce(F.regexp_like(F.col(CORRUPT), word), F.lit(False))
     return by_text if by_id is None else (by_id | by_text)
 
@@ -157,20 +157,31 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
 
 
 def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> tuple[int, str | None, bool, list[str]]:
-    """Rewrite the current model without these users (and drop its kept versions); when it held
-    any, tag its MLflow run and replace what that run logged (tracking.replace_erased_model).
-    (users removed, that run's id, whether it was tagged, what was replaced in MLflow)."""
-    path = cfg.recommend.model or cfg.path("model")
-    if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")) or not path_exists(spark, f"{path}/{SUCCESS}"):
-        return 0, None, False, []
-    n, config = remove_users(spark, path, wanted.withColumnRenamed("_forget_id", "user_id"))
-    drop_kept_versions(path)
-    if not n:
-        return 0, None, False, []
-    run_id = (config or {}).get("mlflow_run_id")
-    tagged = tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
-    tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
-    replaced = tracking.replace_erased_model(run_id, local_dir(spark, path)) if tagged else []
-    for line in replaced:
+    """Rewrite the saved models without these users (`<output.root>/model` and a local
+    `recommend.model`; their kept versions dropped); where one held any, tag its MLflow run and
+    replace what that run logged (tracking.replace_erased_model). (users removed, that run's id,
+    whether it was tagged, what was done in MLflow, a line each)."""
+    total, first_run, tagged_any, lines = 0, None, False, []
+    forget_run = tracking.current_run_id()
+    for path in dict.fromkeys([cfg.path("model"), cfg.recommend.model or cfg.path("model")]):
+        if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+            lines.append(f"{path}: an MLflow model URI, not rewritten (forget rewrites the model directories)")
+            continue
+        if not path_exists(spark, f"{path}/{SUCCESS}"):
+            continue
+        n, config = remove_users(spark, path, wanted.withColumnRenamed("_forget_id", "user_id"), forget_run)
+        drop_kept_versions(path)
+        if not n:
+            continue
+        total += n
+        run_id = (config or {}).get("mlflow_run_id")
+        tagged = tracking.tag_run(run_id, {"trained_on_erased_data": "true"})
+        tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
+        if tagged:  # the run that logged this model, and every run that logged an earlier rewrite of it
+            for logged_by in dict.fromkeys([run_id, *(config or {}).get("rewritten_from_runs", [])]):
+                lines += tracking.replace_erased_model(logged_by, local_dir(spark, path))
+        first_run = first_run or run_id or "unknown (the model was saved without a run id)"
+        tagged_any = tagged_any or tagged
+    for line in lines:
         log.info("[forget] %s", line)
-    return n, run_id or "unknown (the model was saved without a run id)", tagged, replaced
+    return total, first_run, tagged_any, lines

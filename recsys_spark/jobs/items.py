@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import tracking
+from ..arms import TREATMENT, assign_arms
 from ..config import Config
 from ..errors import RecsysError
 from ..item_text import embed, item_texts
@@ -107,6 +108,8 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     today = dt.datetime.now(dt.UTC).date()
     users = without_erased(m.users, "user_id", erased_ids(spark, cfg))  # forgotten users are served nothing
+    # The control arm gets no personalised list of new items either (it would contaminate the control).
+    users = assign_arms(users, cfg.recommend.holdout).where(F.col("arm") == TREATMENT).drop("arm")
     users = users.join(m.als.userFactors.withColumnRenamed("id", "user_idx"), "user_idx").select(
         "user_id", F.col("user_idx").alias("id"), "features"
     )

@@ -55,7 +55,11 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
         out = out.unionByName(control.withColumn("why", F.lit(CONTROL_WHY)).withColumn("arm", F.lit(CONTROL)))
     stamp = [F.lit(run_id).alias("run_id"), F.lit(day).alias("run_date")]
     out = out.select("*", *stamp)
-    assignments = assigned.select("user_id", "arm", *stamp)
+    # The run's fraction and salt id travel with its arms: effect checks the sample ratio against them.
+    salt = salt_id(h.salt) if h.fraction > 0 else "none"
+    assignments = assigned.select(
+        "user_id", "arm", F.lit(float(h.fraction)).alias("fraction"), F.lit(salt).alias("salt_id"), *stamp
+    )
     table, arms_table = cfg.path("recommendations"), cfg.path("assignments")
     if wanted is not None:  # some users only: today's rows of everyone else stay (the partition is rewritten whole)
         out = _with_others(spark, table, day, wanted, out)
@@ -70,7 +74,7 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
         r["arm"]: r["count"]
         for r in read_table(spark, arms_table).where(F.col("run_date") == F.lit(day)).groupBy("arm").count().collect()
     }
-    tracking.log_params({"holdout.salt_id": salt_id(h.salt) if h.fraction > 0 else "none"})
+    tracking.log_params({"holdout.salt_id": salt})
     return RecommendResult(
         run_id=run_id,
         rows_by_source=counts,

@@ -22,6 +22,7 @@ from .ingest import ingest
 from .items import items
 from .recommend import recommend
 from .retention import retention
+from .simulate import simulate
 from .train import train
 
 log = logging.getLogger("recsys_spark")
@@ -36,6 +37,7 @@ JOBS: dict[str, Job] = {
     "retention": retention,
     "evaluate-new-items": evaluate_new,
     "effect": effect,
+    "simulate": simulate,
 }
 # `run`: the stages in order; generate only when there is no input yet.
 PIPELINE: list[tuple[str, Job]] = [
