@@ -23,7 +23,7 @@ import time
 
 from pyspark.sql import functions as F
 
-from recsys_spark.arms import TREATMENT, assign_arms
+from recsys_spark.arms import assign_arms
 from recsys_spark.config import HoldoutConfig, load_config
 from recsys_spark.generate import make_catalog
 from recsys_spark.jobs.effect import effect
@@ -31,7 +31,7 @@ from recsys_spark.jobs.runner import JOBS
 from recsys_spark.model import load_model
 from recsys_spark.results import RetentionResult
 from recsys_spark.session import build_session
-from recsys_spark.simulate import base_return, cluster_table, draw_events, matches, user_states, with_list
+from recsys_spark.simulate import base_return, cluster_table, draw_events, matches, responding, user_states, with_list
 from recsys_spark.tables import read_table, write_table
 from recsys_spark.topn import popular_lists, recommend_users
 
@@ -116,14 +116,7 @@ def main() -> None:
                 h = HoldoutConfig(fraction=0.5, salt=f"bench-effect-{seed}")
                 assigned = assign_arms(scored, h).cache()
                 truth = assigned.agg(F.avg(F.col("p_t") - F.col("p_c"))).first()[0]
-                treated = F.col("arm") == TREATMENT
-                respond = assigned.select(
-                    "user_id",
-                    "taste",
-                    "activity",
-                    F.when(treated, F.col("p_t")).otherwise(F.col("p_c")).alias("p_served"),
-                    F.when(treated, F.col("match_t")).otherwise(F.col("match_c")).alias("matching"),
-                )
+                respond = responding(assigned)
                 drawn = draw_events(respond, catalog, served, DAYS, seed, round_=int(strength * 1000) + 1)
                 write_table(drawn, scratch.path("events"), "event_date")  # replaces the previous seed's days
                 stamp = [F.lit(f"seed-{seed}").alias("run_id"), F.lit(served).alias("run_date")]

@@ -25,20 +25,9 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
 
-from .generate import Catalog
-
-STATE = "user_id string, taste int, activity double"
-DRAWN = StructType(
-    [
-        StructField("user_id", StringType()),
-        StructField("item_id", StringType()),
-        StructField("event_type", StringType()),
-        StructField("event_ts", TimestampType()),
-        StructField("value", DoubleType()),
-    ]
-)
+from .arms import TREATMENT
+from .generate import RAW_SCHEMA, Catalog
 
 
 def cluster_table(catalog: Catalog, spark: SparkSession) -> DataFrame:
@@ -79,6 +68,19 @@ def with_list(p0: Column, matched: Column, effect: float, n: int) -> Column:
     return F.lit(1.0) - (F.lit(1.0) - p0) * F.exp(F.lit(-effect / n) * F.coalesce(matched, F.lit(0)))
 
 
+def responding(users: DataFrame) -> DataFrame:
+    """(user_id, taste, activity, p_served, matching) from users with `arm`, p_t / p_c and
+    match_t / match_c: the chance to return and the matching items of the list their arm got."""
+    treated = F.col("arm") == TREATMENT
+    return users.select(
+        "user_id",
+        "taste",
+        "activity",
+        F.when(treated, F.col("p_t")).otherwise(F.col("p_c")).alias("p_served"),
+        F.when(treated, F.col("match_t")).otherwise(F.col("match_c")).alias("matching"),
+    )
+
+
 def draw_events(users: DataFrame, catalog: Catalog, start: object, days: int, seed: int, round_: int) -> DataFrame:
     """Next-period raw events of `users` (user_id, taste, activity, p_served, matching): each
     returns with probability p_served; seeded by (seed, round, user id), so a run is reproducible."""
@@ -112,6 +114,6 @@ def draw_events(users: DataFrame, catalog: Catalog, start: object, days: int, se
                             out.append((r.user_id, item, "click", at + pd.Timedelta(seconds=5), float("nan")))
                             if rng.random() < 0.1:
                                 out.append((r.user_id, item, "purchase", at + pd.Timedelta(seconds=60), 1.0))
-            yield pd.DataFrame(out, columns=[f.name for f in DRAWN.fields])
+            yield pd.DataFrame(out, columns=RAW_SCHEMA.fieldNames())
 
-    return users.mapInPandas(run, DRAWN).withColumn("event_date", F.to_date("event_ts"))
+    return users.mapInPandas(run, RAW_SCHEMA).withColumn("event_date", F.to_date("event_ts"))

@@ -17,13 +17,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import tracking
-from ..arms import TREATMENT
 from ..config import Config
 from ..errors import RecsysError
 from ..generate import Catalog, make_catalog
 from ..model import load_model
 from ..results import EffectResult, SimulateResult
-from ..simulate import base_return, cluster_table, draw_events, matches, user_states, with_list
+from ..simulate import base_return, cluster_table, draw_events, matches, responding, user_states, with_list
 from ..tables import read_table, write_table
 from ..topn import popular_lists, recommend_users
 from .effect import effect
@@ -96,14 +95,7 @@ def _run_round(spark: SparkSession, cfg: Config, r: int, rounds: int, catalog: C
         .cache()
     )
     truth = u.agg(F.avg(F.col("p_t") - F.col("p_c"))).first()[0]
-    treated = F.col("arm") == TREATMENT
-    respond = u.select(
-        "user_id",
-        "taste",
-        "activity",
-        F.when(treated, F.col("p_t")).otherwise(F.col("p_c")).alias("p_served"),
-        F.when(treated, F.col("match_t")).otherwise(F.col("match_c")).alias("matching"),
-    )
+    respond = responding(u)
     new = draw_events(respond, catalog, served, s.days, s.seed, r)
     write_table(new, cfg.input_path, "event_date")  # the next period's raw partitions, beside the history
     u.unpersist()
