@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import os
-from pathlib import Path
 
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -30,7 +29,7 @@ from pyspark.sql import functions as F
 
 from .config import Config, PrivacyConfig
 from .errors import RecsysError
-from .tables import local_path, path_exists, read_table
+from .tables import local_path, path_exists, read_table, write_atomically
 
 MIN_KEY_CHARS = 16
 SETTING = "_privacy.json"  # in the output root: {"pseudonymize": bool, "key_fingerprint": str | None}
@@ -71,7 +70,7 @@ def check_root_setting(root: str, cfg: PrivacyConfig, record: bool = True) -> No
     except FileNotFoundError:
         if record:
             path.mkdir(parents=True, exist_ok=True)
-            _write_setting(file, now)
+            write_atomically(file, json.dumps(now))
         return
     except ValueError:
         raise RecsysError(f"{file} is not valid JSON: restore it, or delete it if the tables are empty") from None
@@ -93,12 +92,6 @@ def check_root_setting(root: str, cfg: PrivacyConfig, record: bool = True) -> No
             f"was written with (fingerprint {was.get('key_fingerprint')}): nothing would match; "
             f"export the original key in {cfg.key_env}"
         )
-
-
-def _write_setting(file: Path, setting: dict[str, object]) -> None:
-    tmp = file.with_name(f".{file.name}.tmp")
-    tmp.write_text(json.dumps(setting))
-    tmp.replace(file)
 
 
 def pseudonym(key: bytes, user_id: str) -> str:

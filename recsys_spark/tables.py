@@ -214,7 +214,7 @@ class Transaction:
         journal = None
         if len(self.staged) > 1:
             journal = self.staged[0][0].parent / VERSIONS / f"{JOURNAL}{uuid.uuid4().hex[:12]}.json"
-            _write_atomically(journal, json.dumps([[str(link), str(v)] for link, v in self.staged]))
+            write_atomically(journal, json.dumps([[str(link), str(v)] for link, v in self.staged]))
             _kill_point("journal")
         for i, (link, version) in enumerate(self.staged):
             _switch(link, version)
@@ -331,7 +331,7 @@ def _link_untouched_partitions(link: Path, version: Path, replaced: set[str]) ->
                 os.link(f, dst)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     with open(tmp) as f:
