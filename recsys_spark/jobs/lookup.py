@@ -18,11 +18,11 @@ def lookup(spark: SparkSession, cfg: Config, user: str) -> str:
     """The printable list: rank, item, score, source and why, of the latest run_date."""
     uid = table_id(pseudonym_key(cfg.privacy), user)
     shown = f"user {user}" + (f" (pseudonym {uid[:12]}...)" if uid != user else "")
-    recs = read_table(spark, cfg.path("recommendations")).where(F.col("user_id") == uid)
-    latest = recs.agg(F.max("run_date")).first()[0]
     erased = erased_ids(spark, cfg)
     if erased is not None and not erased.where(F.col("id_sha256") == digest(F.lit(uid))).isEmpty():
         return f"{shown}: no recommendations: erased by forget (on the erasure list, so never served again)"
+    recs = read_table(spark, cfg.path("recommendations")).where(F.col("user_id") == uid)
+    latest = recs.agg(F.max("run_date")).first()[0]
     if latest is None:
         return (
             f"{shown}: no recommendations in {cfg.path('recommendations')} "
