@@ -189,9 +189,10 @@ def bench_topn(spark, cfg, args) -> list[dict]:
     from pyspark.sql import functions as F
 
     from recsys_spark.interactions import prepare_interactions
+    from recsys_spark.kernels import Explain
     from recsys_spark.model import fit_als
     from recsys_spark.tables import read_table
-    from recsys_spark.topn import Explain, top_n
+    from recsys_spark.topn import top_n
 
     if not path_exists(spark, cfg.path("events")):
         JOBS["ingest"](spark, cfg)

@@ -1,5 +1,5 @@
 """`python -m bench.topn_ties`: the top-k selection step alone, argpartition (ties kept arbitrarily)
-vs `topn.top_k_rows` (ties by item id), on the same random scores, side by side."""
+vs `kernels.top_k_rows` (ties by item id), on the same random scores, side by side."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from recsys_spark.topn import top_k_rows
+from recsys_spark.kernels import top_k_rows
 
 from .common import machine
 

@@ -198,10 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             print(compare_runs(cfg, args))
             return 0
         if args.command == "report":
-            from .jobs.runner import report_dir
             from .report import write_report
 
-            print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, report_dir(cfg))}")
+            print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, cfg.reports_dir)}")
             return 0
         from .lock import check_output_root, output_lock
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .topn import top_k_rows
+from .kernels import top_k_rows
 
 METHODS = ("ridge", "knn")
 

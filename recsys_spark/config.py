@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .paths import local_path
+
 
 class ConfigError(ValueError):
     """A config file, key or value is wrong; the message names it and what was expected."""
@@ -192,6 +194,9 @@ class SearchSpace:
     min_value: list[float | None] = field(default_factory=lambda: [None])  # e.g. [null, 3.0, 3.5] for ratings
 
 
+FIT_PARAMS = tuple(f.name for f in dataclasses.fields(SearchSpace))  # what tuning may choose, in the ALS config
+
+
 @dataclass
 class TuneConfig:
     """Optuna TPE search; each trial is scored on a validation slice cut from the training period.
@@ -350,6 +355,17 @@ class Config:
     @property
     def checkpoint_dir(self) -> str:
         return self.spark.checkpoint_dir or self.path("checkpoints")
+
+    @property
+    def model_path(self) -> str:
+        """The model the recommend and items jobs serve: recommend.model, else the one train writes."""
+        return self.recommend.model or self.path("model")
+
+    @property
+    def reports_dir(self) -> Path | None:
+        """Where reports go on disk: <output.root>/reports when the root is local (else MLflow only)."""
+        root = local_path(self.output.root)
+        return root / "reports" if root is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import RecsysError
-from .tables import local_path
+from .paths import local_path
 
 log = logging.getLogger("recsys_spark")
 LOCK_NAME = "_recsys.lock"

@@ -17,11 +17,9 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .config import ALSConfig
+from .config import FIT_PARAMS, ALSConfig
 from .errors import RecsysError
 from .tables import SUCCESS, path_exists, read_text, staged_dir, write_text
-
-FIT_PARAMS = ("rank", "reg_param", "alpha", "max_iter", "confidence", "min_value")  # what tuning may choose
 
 
 def fit_params(cfg: ALSConfig, **overrides: Any) -> dict[str, Any]:

@@ -117,6 +117,49 @@ def by_history_png(by_history: pd.DataFrame, metric: str) -> bytes:
     return _png(fig)
 
 
+# How each effect outcome is shown: its label and the factor to its unit (return: a rate, in points).
+EFFECT_UNITS = {
+    "return": ("returned (pp)", 100.0),
+    "active_days": ("active days", 1.0),
+    "purchases": ("purchases", 1.0),
+}
+
+
+def forest_png(estimates: pd.DataFrame) -> bytes:
+    """The effect estimates as a forest plot: one panel per outcome, one row per window and cohort
+    (`all` first), each with its 95% interval (plain difference in means, and CUPED's beside it),
+    and the zero line. `estimates` holds the effect job's rows (outcome, window_days, cohort,
+    effect, ci_low, ci_high, effect_cuped, ci_low_cuped, ci_high_cuped, q_value)."""
+    outcomes = [o for o in EFFECT_UNITS if o in set(estimates["outcome"])]
+    rows = max(len(estimates[estimates["outcome"] == o]) for o in outcomes)
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(4.2 * len(outcomes), 1.2 + 0.38 * rows), squeeze=False)
+    for ax, name in zip(axes[0], outcomes, strict=True):
+        label, k = EFFECT_UNITS[name]
+        t = estimates[estimates["outcome"] == name].copy()
+        t["_all"] = t["cohort"] != "all"
+        t = t.sort_values(["window_days", "_all", "cohort"]).reset_index(drop=True)
+        y = np.arange(len(t))[::-1]
+        for col, low, high, dy, color, tag in (
+            ("effect", "ci_low", "ci_high", 0.12, "black", "difference in means"),
+            ("effect_cuped", "ci_low_cuped", "ci_high_cuped", -0.12, "tab:blue", "CUPED"),
+        ):
+            mid = t[col].to_numpy(float) * k
+            err = np.vstack([mid - t[low].to_numpy(float) * k, t[high].to_numpy(float) * k - mid])
+            ax.errorbar(mid, y + dy, xerr=err, fmt="o", color=color, markersize=4, capsize=2, label=tag)
+        ax.axvline(0, color="gray", linewidth=1, linestyle="--")
+        q = t["q_value"] if "q_value" in t else pd.Series([np.nan] * len(t))
+        ticks = [
+            f"{w}d · {c}" + (f" (q {qv:.2f})" if qv == qv else "")
+            for w, c, qv in zip(t["window_days"], t["cohort"], q, strict=True)
+        ]
+        ax.set_yticks(y, ticks, fontsize=8)
+        ax.set_xlabel(f"treatment - control: {label}")
+        ax.set_title(name.replace("_", " "))
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle("effect of recommendations by window and cohort (95% intervals; q: Benjamini-Hochberg)")
+    return _png(fig)
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()

@@ -29,7 +29,8 @@ from pyspark.sql import functions as F
 
 from .config import Config, PrivacyConfig
 from .errors import RecsysError
-from .tables import local_path, path_exists, read_table, write_atomically
+from .paths import local_path
+from .tables import path_exists, read_table, write_atomically
 
 MIN_KEY_CHARS = 16
 SETTING = "_privacy.json"  # in the output root: {"pseudonymize": bool, "key_fingerprint": str | None}

@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.entities import Run
 
 from .errors import RecsysError
-from .plots import by_history_png, stickiness_png
+from .plots import EFFECT_UNITS, by_history_png, forest_png, stickiness_png
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,22 @@ ARTIFACTS = {  # what the report shows -> (stage, artifact path)
     "curves": ("retention", "retention/retention_curves.png"),
     "stickiness": ("retention", "retention/stickiness.csv"),
     "quality_by_cohort": ("retention", "retention/quality_by_cohort.csv"),
+}
+EFFECT_ARTIFACTS = {"effect_estimates": "effect/estimates.csv", "effect_arms": "effect/arms.csv"}
+EFFECT_COLUMNS = {  # the estimates table's columns as the report shows them
+    "outcome": "outcome",
+    "window_days": "window (days)",
+    "effect": "effect",
+    "ci_low": "95% low",
+    "ci_high": "95% high",
+    "effect_cuped": "CUPED effect",
+    "ci_low_cuped": "CUPED low",
+    "ci_high_cuped": "CUPED high",
+    "p_value": "p",
+    "mde": "MDE",
+    "mean_control": "control mean",
+    "n_treatment": "treatment users",
+    "n_control": "control users",
 }
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}
@@ -51,6 +67,7 @@ class RunData:
     run: Run
     stages: dict[str, Run]
     files: dict[str, bytes] = field(default_factory=dict)  # ARTIFACTS keys that were found
+    effect: Run | None = None  # the latest `recsys-spark effect` run on the lists this run served
 
 
 def find_run(experiment: str, run_id: str | None) -> Run:
@@ -89,19 +106,33 @@ def gather(run: Run) -> RunData:
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     children = sorted((c for c in children if "job" in c.data.tags), key=lambda c: c.info.start_time)
     stages = {c.data.tags["job"]: c for c in children}  # in the order they ran
-    data = RunData(run, stages)
+    data = RunData(run, stages, effect=_effect_run(run, stages))
+    sources = {key: (stages.get(stage), path) for key, (stage, path) in ARTIFACTS.items()}
+    sources |= {key: (data.effect, path) for key, path in EFFECT_ARTIFACTS.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, (stage, path) in ARTIFACTS.items():
-            if stage not in stages:
+        for key, (source, path) in sources.items():
+            if source is None:
                 continue
             try:
-                local = mlflow.artifacts.download_artifacts(
-                    run_id=stages[stage].info.run_id, artifact_path=path, dst_path=tmp
-                )
+                local = mlflow.artifacts.download_artifacts(run_id=source.info.run_id, artifact_path=path, dst_path=tmp)
             except (mlflow.exceptions.MlflowException, OSError):
                 continue  # the stage logged no such file (e.g. no evaluation): its section says so
             data.files[key] = Path(local).read_bytes()
     return data
+
+
+def _effect_run(run: Run, stages: dict[str, Run]) -> Run | None:
+    """The latest effect run measuring what this run's recommend stage served (effect_served_run_id)."""
+    served = stages.get("recommend")
+    if served is None:
+        return None
+    found = mlflow.MlflowClient().search_runs(
+        [run.info.experiment_id],
+        f"tags.job = 'effect' and params.effect_served_run_id = '{served.info.run_id}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return found[0] if found else None
 
 
 def _csv(data: RunData, key: str) -> pd.DataFrame | None:
@@ -225,6 +256,8 @@ def render(data: RunData) -> str:
         else _missing("no stickiness table was logged (retention did not run)")
     )
 
+    out += _effect_section(data)
+
     out.append("<h2>Recommendation quality by cohort</h2>")
     out.append(
         '<p class="meta">The return rates with and without a hit are an <b>association</b>, not an effect: users '
@@ -246,6 +279,50 @@ def render(data: RunData) -> str:
         out.append(_table(quarantine) if not quarantine.empty else "<p>no row was quarantined</p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _effect_section(data: RunData) -> list[str]:
+    """Treatment vs control for the lists this run served: the overall estimates as a table, every
+    window and cohort as a forest plot, with the assumptions the interval rests on."""
+    out = ["<h2>Effect of recommendations</h2>"]
+    served = data.stages.get("recommend")
+    estimates = _csv(data, "effect_estimates")
+    if data.effect is None or estimates is None:
+        how = f" --run-id {served.info.run_id}" if served is not None else ""
+        return out + [
+            _missing(
+                "no effect was measured for the lists this run served: after the follow-up window, ingest the "
+                f"new events and run `recsys-spark effect{how}` (needs recommend.holdout.fraction > 0)"
+            )
+        ]
+    p = data.effect.data.params
+    arms = _csv(data, "effect_arms")
+    sizes = dict(zip(arms["arm"], arms["users"], strict=True)) if arms is not None else {}
+    srm = float(arms["srm_p_value"].iloc[0]) if arms is not None and len(arms) else float("nan")
+    day = html.escape(p.get("effect_served_date", "?"))
+    out.append(
+        f"<p class=meta>effect run {data.effect.info.run_id} &middot; served {day}"
+        f" &middot; {sizes.get('treatment', 0):,} treatment vs {sizes.get('control', 0):,} control users &middot; "
+        f"sample-ratio p {srm:.3g}{' (MISMATCH: the assignment looks broken)' if srm < 0.001 else ''}</p>"
+        "<p>Treatment minus control, intent to treat: every assigned user counts in the arm the salted hash put "
+        "them in, whether or not they came back to see the list. The interval is a normal approximation (95%) "
+        "that assumes random assignment, no interference between users and outcomes counted from the ingested "
+        "events after the serving day; CUPED adjusts by each user's active days before serving. Cohort rows "
+        "carry Benjamini-Hochberg q-values. Return rates are shown in percentage points.</p>"
+    )
+    overall = estimates[estimates["cohort"] == "all"]
+    shown = overall[[c for c in EFFECT_COLUMNS if c in overall]].copy()
+    rates = shown["outcome"] == "return"
+    for col in ("effect", "ci_low", "ci_high", "effect_cuped", "ci_low_cuped", "ci_high_cuped", "mde", "mean_control"):
+        if col in shown:
+            shown.loc[rates, col] = shown.loc[rates, col] * 100
+    shown["outcome"] = shown["outcome"].map(lambda o: EFFECT_UNITS.get(o, (o, 1.0))[0])
+    out.append(_table(shown.rename(columns=EFFECT_COLUMNS)))
+    out.append(_img(forest_png(estimates), "effect forest plot by window and cohort"))
+    pending = p.get("effect_not_observable", "")
+    if pending:
+        out.append(f"<p>not yet observable (the data ends before the window does): {html.escape(pending)} days</p>")
+    return out
 
 
 def write_report(run_id: str | None, experiment: str, out: str | None = None, out_dir: str | Path | None = None) -> str:

@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from .topn import _because, explain_for, indexed, top_k_rows
+from .kernels import because_column, explain_for, indexed, top_k_rows
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
 
@@ -153,7 +153,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         if self.explain is not None:
             weights = self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
             history = cols[cols >= 0]
-            because = _because(
+            because = because_column(
                 self.explain,
                 self.vt,
                 self.gram,

@@ -16,7 +16,8 @@ from . import schema as S
 from .config import InputConfig
 from .errors import RecsysError, first_line
 from .ingest import CORRUPT, parse_timestamp
-from .tables import local_path, path_exists
+from .paths import local_path
+from .tables import path_exists
 
 
 def read_source(

@@ -34,19 +34,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from .errors import RecsysError
+from .paths import local_path
 
 SUCCESS = "_SUCCESS"
 VERSIONS = ".versions"
 JOURNAL = "_commit-"
 SPARK_CHECKPOINT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KEEP_VERSIONS = 1  # previous versions kept per table; set from output.keep_versions by the CLI
-
-
-def local_path(path: str) -> Path | None:
-    """`path` on the local disk, or None when it lives on another filesystem (hdfs://, s3a://)."""
-    if "://" in path and not path.startswith("file:"):
-        return None
-    return Path(path.removeprefix("file://").removeprefix("file:"))
 
 
 def _kill_point(name: str) -> None:

@@ -30,14 +30,10 @@ from typing import Any
 
 import mlflow
 import yaml
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from .config import Config, flatten
+from .config import FIT_PARAMS, Config, flatten
 from .errors import RecsysError
 from .lock import process_alive
-from .model import FIT_PARAMS
-from .tables import list_names
 
 log = logging.getLogger("recsys_spark")
 
@@ -334,6 +330,15 @@ def _package_dir(tmp: str) -> str:
     return str(Path(tmp) / here.name)
 
 
+SERVING_PACKAGES = ("mlflow-skinny", "numpy", "pandas", "pyarrow", "pyyaml")  # what serving.py imports; no pyspark
+
+
+def serving_requirements() -> list[str]:
+    """The pyfunc's pip requirements: the packages serving.py needs, pinned to this environment's
+    versions (mlflow-skinny: MLflow's client without its server; a serving host needs no Spark)."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in SERVING_PACKAGES]
+
+
 def log_pyfunc(local_dir: str, name: str | None) -> Any:
     """Log the saved model directory as the `recommender` pyfunc of the active run, with this
     package's code inside it (registered as `name` unless None). Returns MLflow's ModelInfo."""
@@ -347,7 +352,7 @@ def log_pyfunc(local_dir: str, name: str | None) -> Any:
             code_paths=[_package_dir(tmp)],
             registered_model_name=name,
             signature=SIGNATURE,
-            pip_requirements=["mlflow", "numpy", "pandas", "pyarrow", "pyyaml", "pyspark"],
+            pip_requirements=serving_requirements(),
         )
 
 
@@ -399,14 +404,6 @@ def fingerprint(count: int, first: Any, last: Any, partitions: list[str]) -> dic
         "data_partitions": str(len(partitions)),
         "data_partitions_sha1": digest,
     }
-
-
-def log_table_tags(spark: SparkSession, path: str, events: DataFrame) -> None:
-    """Tag the active run with the clean-events table it read: path, rows, dates, partitions."""
-    if mlflow.active_run() is None:
-        return
-    row = events.agg(F.count("*"), F.min("event_date"), F.max("event_date")).first()
-    log_tags({"dataset_path": path, **fingerprint(row[0], row[1], row[2], list_names(spark, path))})
 
 
 def download_model(uri: str) -> str:

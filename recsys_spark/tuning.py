@@ -1,6 +1,6 @@
 """ALS hyperparameter search: Optuna's TPE sampler, with successive halving on a user sample.
 
-A trial samples the fit parameters (`model.FIT_PARAMS`) from `tune.space`, numbers on a log
+A trial samples the fit parameters (`config.FIT_PARAMS`) from `tune.space`, numbers on a log
 scale, fits on the tuning side and is scored on a fixed sample of `tune.validation_users`
 validation users. Trials are cheap on purpose: first each one fits on the `tune.rung_fraction`
 of users whose hash falls below it, for that fraction of its iterations (at least 2), and Optuna's
@@ -36,9 +36,9 @@ from pyspark.sql import functions as F
 from .config import ALSConfig, SearchSpace, TuneConfig
 from .errors import RecsysError
 from .evaluation import relevant_items
+from .kernels import block_rows, top_k_rows
 from .model import fit_als, fit_params
 from .split import unit_hash
-from .topn import block_rows, top_k_rows
 
 log = logging.getLogger("recsys_spark")
 

@@ -142,6 +142,24 @@ def cli(
     )
 
 
+# A fresh interpreter in which `import pyspark` fails, as on a host without it.
+NO_PYSPARK = """
+import sys
+class NoPyspark:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "pyspark":
+            raise ImportError(f"No module named {name!r} (blocked: a host without Spark)")
+sys.meta_path.insert(0, NoPyspark())
+"""
+
+
+def without_pyspark(code: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter that cannot import pyspark."""
+    return subprocess.run(
+        [sys.executable, "-c", NO_PYSPARK + code], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

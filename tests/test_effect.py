@@ -3,26 +3,30 @@ balanced, the same in Spark and Python), the estimator and CUPED against numbers
 on seven users, Benjamini-Hochberg and the sample-ratio check, windows not yet observable, the
 job's tables and errors, and control users served exactly the control policy's list."""
 
+import base64
 import dataclasses
 import datetime as dt
 import math
+import re
 import shutil
 
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from recsys_spark import tracking
 from recsys_spark.arms import CONTROL, TREATMENT, arm, arm_of
 from recsys_spark.config import ConfigError, HoldoutConfig, load_config
 from recsys_spark.effect import benjamini_hochberg, sample_ratio
 from recsys_spark.errors import RecsysError
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.privacy import pseudonym
+from recsys_spark.report import write_report
 from recsys_spark.results import EffectResult
 from recsys_spark.tables import read_table, write_table
 from recsys_spark.topn import popular_lists
 
-from support import small_config
+from support import TINY, cli, mlflow_state, sets, small_config
 
 H = HoldoutConfig(fraction=0.1, salt="test-salt")
 
@@ -211,3 +215,48 @@ def test_control_users_get_exactly_the_control_policys_list(spark, held_out):
     recs = read_table(spark, cfg.path("recommendations"))
     assert recs.join(control, "user_id").count() == 0
     assert read_table(spark, cfg.path("assignments")).where(F.col("arm") == CONTROL).count() == control.count()
+
+
+def test_the_run_report_shows_the_effect_of_the_lists_the_run_served(spark, served_root, tmp_path):
+    """The report of a pipeline run finds the effect run on its recommend stage's lists (the
+    seven users): the overall table in points, the forest plot, the windows not yet observable;
+    before any effect run, the section says which command measures it."""
+    cfg = dataclasses.replace(
+        served_root,
+        tracking=dataclasses.replace(served_root.tracking, enabled=True, uri=f"sqlite:///{tmp_path}/mlflow.db"),
+    )
+    with mlflow_state():
+        tracking.start(cfg)
+        with tracking.tracked_run(cfg, "pipeline") as pipeline, tracking.tracked_run(cfg, "recommend", nested=True):
+            served = tracking.current_run_id()
+        write_report(pipeline, cfg.tracking.experiment, out=str(tmp_path / "before.html"))
+        before = (tmp_path / "before.html").read_text()
+        assert f"run `recsys-spark effect --run-id {served}`" in before
+        arms = read_table(spark, cfg.path("assignments")).withColumn("run_id", F.lit(served))
+        write_table(arms.localCheckpoint(), cfg.path("assignments"), "run_date")
+        with tracking.tracked_run(cfg, "effect"):
+            JOBS["effect"](spark, cfg)
+        write_report(pipeline, cfg.tracking.experiment, out=str(tmp_path / "after.html"))
+        page = (tmp_path / "after.html").read_text()
+    section = page.split("<h2>Effect of recommendations</h2>")[1].split("<h2>")[0]
+    assert "4 treatment vs 3 control users" in section and "not yet observable" in section and "14,28 days" in section
+    rows = re.findall(r"<tr>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>", section, re.S)
+    # Returned within 7 days: 1/2 vs 1/3, +16.67 points (the numbers worked by hand above).
+    assert ("returned (pp)", "7", "16.6667") in rows and ("purchases", "7", "0.5000") in rows, rows
+    png = re.search(r'alt="effect forest plot by window and cohort" src="data:image/png;base64,([^"]+)"', section)
+    assert png and base64.b64decode(png.group(1)).startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_the_effect_command_exits_2_with_one_line_when_there_is_no_follow_up(spark, served_root, tmp_path):
+    """What a user sees from the shell: the one-line error and exit code 2, not a traceback."""
+    late = read_table(spark, served_root.path("assignments")).withColumn("run_date", F.lit(day(10)))
+    write_table(late.localCheckpoint(), served_root.path("assignments"), "run_date")  # served on the data's last day
+    out = cli("effect", *sets({**TINY, "output.root": served_root.output.root}), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: no follow-up data: the events end 2026-03-21 and run run-1 served on 2026-03-21; ingest the days "
+        "after 2026-03-21 first (the shortest window, 7 days, needs events to 2026-03-28)"
+    ], out.stderr[-2000:]

@@ -2,18 +2,20 @@
 real headless Chromium; and the MLflow UI itself, served by a real `mlflow server` on 127.0.0.1,
 showing the pipeline run with its nested stage runs."""
 
+import io
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from recsys_spark import cli
 from recsys_spark.jobs.runner import PIPELINE
 
 from browser import page
-from support import BIN, REPO, free_port, server
+from support import BIN, REPO, free_port, server, without_pyspark
 
 SHOTS = REPO / "output" / "screenshots"  # kept by CI as artifacts
 SECTIONS = [
@@ -23,6 +25,7 @@ SECTIONS = [
     "Tuning trials",
     "Retention by cohort",
     "Stickiness over time",
+    "Effect of recommendations",
     "Recommendation quality by cohort",
     "Quarantine by reason",
 ]
@@ -84,7 +87,12 @@ def test_the_pipeline_writes_a_self_contained_report_and_logs_it(pipeline):
     text = report_path(pipeline).read_text()
     headings = re.findall(r"<h2>(.*?)</h2>", text)
     assert headings == SECTIONS
-    assert 'class="missing"' not in text and "class=missing" not in text  # every section had its data
+    # The effect needs follow-up data that no run has when it ends: its section says how to measure it.
+    effect = text.split("<h2>Effect of recommendations</h2>")[1].split("<h2>")[0]
+    served = result.stages["recommend"].get("run_id")
+    assert f"run `recsys-spark effect --run-id {served}`" in effect, effect
+    rest = text.replace(effect, "")
+    assert 'class="missing"' not in rest and "class=missing" not in rest  # every other section had its data
     assert "<script" not in text and not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched
     assert (
         len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', text)) == 4
@@ -134,6 +142,22 @@ def test_report_command_for_a_run_id_and_its_errors(pipeline, tmp_path, capsys):
     )[0]
     assert cli.main(["report", *sets, "--run-id", stage.info.run_id]) == 2
     assert f"--run-id {stage.info.run_id} is a 'train' run; the report takes a pipeline run" in capsys.readouterr().err
+
+
+def test_report_and_compare_commands_run_on_a_host_without_pyspark(pipeline, tmp_path):
+    base, cfg, run_id, _ = pipeline
+    sets = ["--set", f"tracking.uri={cfg.tracking.uri}", "--set", f"output.root={cfg.output.root}"]
+    out = tmp_path / "no-spark.html"
+    report = ["report", *sets, "--run-id", run_id, "--out", str(out)]
+    done = without_pyspark(f"from recsys_spark import cli; sys.exit(cli.main({report!r}))", cwd=base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.findall(r"<h2>(.*?)</h2>", out.read_text()) == SECTIONS
+    compare = ["compare", *sets, "--format", "csv", "--metrics", "ndcg_at_10"]
+    done = without_pyspark(f"from recsys_spark import cli; sys.exit(cli.main({compare!r}))", cwd=base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ndcg = mlflow.MlflowClient(cfg.tracking.uri).get_run(run_id).data.metrics["ndcg_at_10"]
+    table = pd.read_csv(io.StringIO(done.stdout)).set_index("run_id")
+    assert table.loc[run_id, "ndcg_at_10"] == pytest.approx(ndcg), done.stdout
 
 
 @pytest.mark.slow

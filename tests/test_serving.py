@@ -4,8 +4,11 @@ and served by a real `mlflow models serve` process on 127.0.0.1."""
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -16,7 +19,7 @@ from recsys_spark import tracking
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.tables import read_table
 
-from support import BIN, free_port, inside, mlflow_state, server
+from support import BIN, free_port, inside, mlflow_state, scrubbed_env, server
 
 CHAMPION = "models:/recsys-spark@champion"
 
@@ -131,3 +134,50 @@ def test_bad_requests_are_refused_naming_the_fix(registered):
     # Ids with the spaces ingest trims are the users the tables hold; n is honoured.
     spaced = model.predict(pd.DataFrame({"user_id": ["  u0000001 "], "n": [3]}))
     assert served_rows(spaced) == served_rows(model.predict(pd.DataFrame(one)))[:3]
+
+
+# Run in the fresh venv: the champion through a tracking server, as a serving host reaches it.
+FRESH_PREDICT = """
+import json, sys
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+got = mlflow.pyfunc.load_model("models:/recsys-spark@champion").predict(pd.DataFrame({"user_id": sys.argv[2:]}))
+got["because"] = [b if isinstance(b, list) else None for b in got["because"]]
+print(json.dumps({"spark": "pyspark" in sys.modules, "rows": got.to_dict("records")}, default=str))
+"""
+
+
+@pytest.mark.slow
+def test_a_fresh_venv_with_only_the_models_requirements_answers_like_the_table(spark, registered, tmp_path):
+    """The registered pyfunc's own requirements.txt (no pyspark in it) installed into an empty
+    venv (from pip's cache) is enough to load models:/recsys-spark@champion and answer."""
+    base, cfg, _ = registered
+    needs = Path(mlflow.pyfunc.get_model_dependencies(CHAMPION)).read_text().split()
+    assert needs == tracking.serving_requirements() and not [n for n in needs if n.startswith("pyspark")], needs
+    venv = tmp_path / "serving-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *needs],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    port = free_port()
+    command = [str(BIN / "mlflow"), "server", "--backend-store-uri", cfg.tracking.uri, "--workers", "1"]
+    with server([*command, "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health", base):
+        users = ["u0000001", "u0000002", "nobody"]
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", FRESH_PREDICT, f"http://127.0.0.1:{port}", *users],
+            cwd=tmp_path,
+            env=scrubbed_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["spark"] is False  # not installed there: nothing could import it
+    got = pd.DataFrame(answer["rows"])
+    assert served_rows(got[got.user_id != "nobody"]) == table_rows(spark, cfg, users[:2])
+    assert list(got[got.user_id == "nobody"].source.unique()) == ["popular"]

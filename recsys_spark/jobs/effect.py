@@ -158,4 +158,10 @@ def _write(spark: SparkSession, cfg: Config, result: EffectResult) -> None:
     )
     write_table(spark.createDataFrame(arms), cfg.path("effect/arms"), "served_date")
     tracking.log_bytes(arms.to_csv(index=False).encode(), "effect/arms.csv")
-    tracking.log_params({"effect_served_date": str(result.served_date), "effect_served_run_id": result.run_id})
+    tracking.log_params(
+        {
+            "effect_served_date": str(result.served_date),
+            "effect_served_run_id": result.run_id,
+            "effect_not_observable": ",".join(map(str, result.not_observable)),
+        }
+    )

@@ -163,7 +163,7 @@ def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> t
     whether it was tagged, what was done in MLflow, a line each)."""
     total, first_run, tagged_any, lines = 0, None, False, []
     forget_run = tracking.current_run_id()
-    for path in dict.fromkeys([cfg.path("model"), cfg.recommend.model or cfg.path("model")]):
+    for path in dict.fromkeys([cfg.path("model"), cfg.model_path]):
         if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
             lines.append(f"{path}: an MLflow model URI, not rewritten (forget rewrites the model directories)")
             continue

@@ -70,7 +70,7 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     texts.unpersist()
 
     clock.start("map")
-    m = load_model(spark, cfg.recommend.model or cfg.path("model"))
+    m = load_model(spark, cfg.model_path)
     events = read_table(spark, cfg.path("events"))
     last = events.agg(F.max("event_ts")).first()[0]
     status = item_status(events, last, cfg.new_items)

@@ -32,7 +32,7 @@ CONTROL_WHY = "control group: the most popular items you have not seen (held out
 
 
 def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> RecommendResult:
-    path = cfg.recommend.model or cfg.path("model")
+    path = cfg.model_path
     if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         path = tracking.download_model(path)
     model = load_model(spark, path)

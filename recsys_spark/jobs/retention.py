@@ -15,6 +15,7 @@ from ..plots import curves_png, heatmap_png, retention_matrix
 from ..results import CohortHeadline, RetentionResult
 from ..retention import cohort_retention, quality_by_cohort, stickiness, user_activity
 from ..tables import path_exists, read_table, write_bytes, write_table
+from .dataset import log_events_tags
 
 
 def retention(spark: SparkSession, cfg: Config) -> RetentionResult:
@@ -44,7 +45,7 @@ def retention(spark: SparkSession, cfg: Config) -> RetentionResult:
     for name, data in files.items():
         write_bytes(spark, f"{base}/{name}", data)
         tracking.log_bytes(data, f"retention/{name}")
-    tracking.log_table_tags(spark, cfg.path("events"), events)
+    log_events_tags(spark, cfg, events)
     stick = read_table(spark, f"{base}/stickiness")
     last30 = stick.where(F.col("date") > F.date_sub(F.lit(data_end), 30)).agg(F.avg("dau_mau")).first()[0]
     tracking.log_bytes(

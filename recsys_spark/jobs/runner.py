@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -14,7 +13,6 @@ from .. import tables, tracking
 from ..config import Config, validate
 from ..report import write_report
 from ..results import RunResult, StageResult, TrainResult
-from ..tables import local_path
 from .effect import effect
 from .evaluate_new_items import evaluate_new
 from .generate import generate, generate_if_missing
@@ -85,11 +83,5 @@ def run_pipeline(spark: SparkSession, cfg: Config) -> RunResult:
         tracking.log_params({f"chosen.{k}": v for k, v in train_result.chosen_params.items()})
     run_id = tracking.current_run_id()
     if run_id is not None:  # the report is built from what the run logged: nothing to show without tracking
-        run.report = write_report(run_id, cfg.tracking.experiment, out_dir=report_dir(cfg))
+        run.report = write_report(run_id, cfg.tracking.experiment, out_dir=cfg.reports_dir)
     return run
-
-
-def report_dir(cfg: Config) -> Path | None:
-    """Where reports go on disk: <output.root>/reports when the output root is local (else MLflow only)."""
-    root = local_path(cfg.output.root)
-    return root / "reports" if root is not None else None

@@ -20,6 +20,7 @@ from ..tables import local_dir, read_table, write_table, write_text
 from ..timing import Stopwatch
 from ..topn import popularity
 from ..training import Evaluation, fit_and_evaluate
+from .dataset import log_events_tags
 
 log = logging.getLogger("recsys_spark")
 
@@ -29,7 +30,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     last = events.agg(F.max("event_ts")).first()[0]
     if last is None:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
-    tracking.log_table_tags(spark, cfg.path("events"), events)
+    log_events_tags(spark, cfg, events)
     clock = Stopwatch("train")
     clock.start("prepare")
     below = None

@@ -1,0 +1,19 @@
+"""The dataset tags of a run that reads the clean-events table (train, retention): which data it saw."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from .. import tracking
+from ..config import Config
+from ..tables import list_names
+
+
+def log_events_tags(spark: SparkSession, cfg: Config, events: DataFrame) -> None:
+    """Tag the active run with the clean-events table it read: path, rows, dates, partitions."""
+    if tracking.current_run_id() is None:
+        return
+    path = cfg.path("events")
+    row = events.agg(F.count("*"), F.min("event_date"), F.max("event_date")).first()
+    tracking.log_tags({"dataset_path": path, **tracking.fingerprint(row[0], row[1], row[2], list_names(spark, path))})

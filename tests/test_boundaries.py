@@ -1,0 +1,24 @@
+"""The Spark-free boundary: the served model, `report` and `compare` import no pyspark, so a
+serving or reporting host needs no Spark. Checked in a fresh interpreter where pyspark cannot be
+imported at all (MLflow imports pyspark whenever it is installed, so its absence from sys.modules
+could not be asserted in this venv)."""
+
+import pytest
+
+from support import without_pyspark
+
+
+@pytest.mark.parametrize(
+    "module", ["serving", "report", "compare", "kernels", "tracking", "config", "cli", "recsys_spark"]
+)
+def test_serving_and_reporting_modules_import_without_pyspark(module):
+    name = module if module == "recsys_spark" else f"recsys_spark.{module}"
+    out = without_pyspark(f"import {name}; print(sorted(m for m in sys.modules if m.startswith('pyspark')))")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_blocker_does_block_a_spark_module():
+    """The check above can fail: a module that needs Spark does not import under it."""
+    out = without_pyspark("import recsys_spark.topn")
+    assert out.returncode == 1 and "blocked: a host without Spark" in out.stderr
