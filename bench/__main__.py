@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from recsys_spark.config import load_config
+from recsys_spark.infra.session import build_session
+from recsys_spark.infra.tables import path_exists
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.session import build_session
-from recsys_spark.tables import path_exists
 
 from .als_settings import print_sweep, sweep
 from .common import RESULTS, data_overrides, machine, timed, user_items
@@ -54,12 +54,12 @@ def bench_train(spark, cfg, args) -> list[dict]:
     from pyspark.ml.feature import StringIndexer
     from pyspark.sql import functions as F
 
-    from recsys_spark.interactions import build_id_map, build_interactions, index_interactions
-    from recsys_spark.model import fit_als
-    from recsys_spark.split import default_cutoff, temporal_split
-    from recsys_spark.tables import read_table
-    from recsys_spark.topn import top_n, top_n_naive
-    from recsys_spark.training import evaluate
+    from recsys_spark.infra.tables import read_table
+    from recsys_spark.recs.interactions import build_id_map, build_interactions, index_interactions
+    from recsys_spark.recs.model import fit_als
+    from recsys_spark.recs.split import default_cutoff, temporal_split
+    from recsys_spark.recs.topn import top_n, top_n_naive
+    from recsys_spark.recs.training import evaluate
 
     if not path_exists(spark, cfg.path("events")):
         JOBS["ingest"](spark, cfg)
@@ -188,11 +188,11 @@ def bench_topn(spark, cfg, args) -> list[dict]:
     import numpy as np
     from pyspark.sql import functions as F
 
-    from recsys_spark.interactions import prepare_interactions
-    from recsys_spark.kernels import Explain
-    from recsys_spark.model import fit_als
-    from recsys_spark.tables import read_table
-    from recsys_spark.topn import top_n
+    from recsys_spark.infra.tables import read_table
+    from recsys_spark.recs.interactions import prepare_interactions
+    from recsys_spark.recs.kernels import Explain
+    from recsys_spark.recs.model import fit_als
+    from recsys_spark.recs.topn import top_n
 
     if not path_exists(spark, cfg.path("events")):
         JOBS["ingest"](spark, cfg)
@@ -299,8 +299,8 @@ def bench_retention(spark, cfg, args) -> list[dict]:
     import duckdb
     from pyspark.sql import functions as F
 
-    from recsys_spark.retention import cohort_retention, user_activity
-    from recsys_spark.tables import read_table
+    from recsys_spark.analytics.cohorts import cohort_retention, user_activity
+    from recsys_spark.infra.tables import read_table
 
     if not path_exists(spark, cfg.path("events")):
         JOBS["ingest"](spark, cfg)
@@ -376,7 +376,7 @@ def main() -> None:
         ],
     )
     spark = build_session(cfg)
-    from recsys_spark.blas import describe
+    from recsys_spark.infra.blas import describe
 
     linalg = describe(spark)
     if not path_exists(spark, cfg.input_path):

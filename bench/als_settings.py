@@ -14,7 +14,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import DataFrame
 
 from recsys_spark.config import ALSConfig
-from recsys_spark.model import fit_als
+from recsys_spark.recs.model import fit_als
 
 from .common import timed
 

@@ -3,7 +3,7 @@
 One generated history (--users users, 15 events each, 56 days), one trained ALS model (tuning
 off), and for every user both lists (the ALS list of the treatment arm and the control's popular
 list) with their matches to the user's taste, computed once. Then per seed: a fresh salt assigns
-the arms (fraction 0.5), the simulator (recsys_spark/simulate.py) draws the next 7 days in
+the arms (fraction 0.5), the simulator (recsys_spark/analytics/simulator.py) draws the next 7 days in
 response to what each user's arm was served, the responses are written as the events table's new
 date partitions (clean by construction: `recsys-spark simulate` and its test run them through
 ingest), and the effect job measures them from the tables. The truth of a seed is the
@@ -23,17 +23,25 @@ import time
 
 from pyspark.sql import functions as F
 
-from recsys_spark.arms import assign_arms
+from recsys_spark.analytics.arms import assign_arms
+from recsys_spark.analytics.simulator import (
+    base_return,
+    cluster_table,
+    draw_events,
+    matches,
+    responding,
+    user_states,
+    with_list,
+)
 from recsys_spark.config import HoldoutConfig, load_config
-from recsys_spark.generate import make_catalog
+from recsys_spark.events.synthetic import make_catalog
+from recsys_spark.infra.session import build_session
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.effect import effect
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.model import load_model
+from recsys_spark.recs.model import load_model
+from recsys_spark.recs.topn import popular_lists, recommend_users
 from recsys_spark.results import RetentionResult
-from recsys_spark.session import build_session
-from recsys_spark.simulate import base_return, cluster_table, draw_events, matches, responding, user_states, with_list
-from recsys_spark.tables import read_table, write_table
-from recsys_spark.topn import popular_lists, recommend_users
 
 from .common import RESULTS, machine, timed
 

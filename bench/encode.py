@@ -10,9 +10,14 @@ from __future__ import annotations
 import dataclasses
 
 from recsys_spark.config import load_config
-from recsys_spark.item_text import has_sentence_transformers, resolve_encoder, sentence_embeddings, word2vec_embeddings
+from recsys_spark.infra.session import build_session
+from recsys_spark.items.texts import (
+    has_sentence_transformers,
+    resolve_encoder,
+    sentence_embeddings,
+    word2vec_embeddings,
+)
 from recsys_spark.jobs.items import read_texts
-from recsys_spark.session import build_session
 
 from .common import machine, timed
 

@@ -82,10 +82,10 @@ def main() -> None:
     mlflow.set_tracking_uri(store)
     saved = RESULTS / f"data-{n}" / "model"
     if args.reuse:  # the registered copy carries the code it was logged with: log the saved model again with today's
-        from recsys_spark import tracking
+        from recsys_spark.mlops import registry
 
         with mlflow.start_run(run_name="bench.serving"):
-            tracking.log_pyfunc(str(saved.resolve()), "recsys-spark")
+            registry.log_pyfunc(str(saved.resolve()), "recsys-spark")
     version = max(mlflow.MlflowClient().search_model_versions("name='recsys-spark'"), key=lambda v: int(v.version))
     uri = f"models:/recsys-spark/{version.version}"
     local = Path(

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from recsys_spark.kernels import top_k_rows
+from recsys_spark.recs.kernels import top_k_rows
 
 from .common import machine
 

@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 from pyspark.sql import functions as F
 
-from recsys_spark import schema as S
 from recsys_spark.config import load_config
-from recsys_spark.evaluation import relevant_items
-from recsys_spark.interactions import prepare_interactions
+from recsys_spark.events import schema as S
+from recsys_spark.infra.session import build_session
+from recsys_spark.infra.tables import path_exists, read_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.model import fit_als
-from recsys_spark.session import build_session
-from recsys_spark.split import make_splits
-from recsys_spark.tables import path_exists, read_table
-from recsys_spark.tuning import rank_metrics, sample_metric, tuning_data
+from recsys_spark.recs.evaluation import relevant_items
+from recsys_spark.recs.interactions import prepare_interactions
+from recsys_spark.recs.model import fit_als
+from recsys_spark.recs.split import make_splits
+from recsys_spark.recs.tuning import rank_metrics, sample_metric, tuning_data
 
 from .common import RESULTS, data_overrides, machine, timed, user_items
 

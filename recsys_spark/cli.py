@@ -13,8 +13,8 @@ import logging
 import sys
 from typing import Any
 
-from .config import Config, ConfigError, load_config, validate
-from .errors import RecsysError
+from recsys_spark.config import Config, ConfigError, read_config, validate
+from recsys_spark.errors import RecsysError
 
 log = logging.getLogger("recsys_spark")
 READ_MLFLOW_ONLY = ("compare", "report")  # no Spark, no user ids: these need no pseudonym key
@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config, args.set)
+    cfg = read_config(args.config, args.set)
     if getattr(args, "verbose", False):
         cfg.spark.verbose = True
     if getattr(args, "date_from", None):
@@ -146,7 +146,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _forget_job(args: argparse.Namespace):
     """The forget job bound to the users of --users / --users-file (kept out of the config, which is logged)."""
-    from .jobs.forget import forget, read_users_file
+    from recsys_spark.jobs.forget import forget, read_users_file
 
     users = (
         read_users_file(args.users_file)
@@ -158,7 +158,7 @@ def _forget_job(args: argparse.Namespace):
 
 def _simulate_job(rounds: int):
     """The simulate job bound to --rounds."""
-    from .jobs.simulate import simulate
+    from recsys_spark.jobs.simulate import simulate
 
     if rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, got {rounds}")
@@ -171,18 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = _config(args)
-        from . import tracking
+        from recsys_spark.mlops import tracking
 
         if args.command not in READ_MLFLOW_ONLY:
-            from .privacy import check_root_setting, pseudonym_key
+            from recsys_spark.events.privacy import check_root_setting, pseudonym_key
 
             pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
         bound = _forget_job(args) if args.command == "forget" else None  # an unreadable --users-file fails before Spark
         if args.command == "simulate":
             bound = _simulate_job(args.rounds)
         if args.command == "lookup":  # read-only: no MLflow run, no lock
-            from .jobs.lookup import lookup
-            from .session import build_session
+            from recsys_spark.infra.session import build_session
+            from recsys_spark.jobs.lookup import lookup
 
             check_root_setting(cfg.output.root, cfg.privacy, record=False)
             spark = build_session(cfg)
@@ -193,16 +193,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         tracking.start(cfg)  # a wrong tracking URI fails here, before any Spark work
         if args.command == "compare":
-            from .compare import compare_runs
+            from recsys_spark.mlops.compare import compare_runs
 
             print(compare_runs(cfg, args))
             return 0
         if args.command == "report":
-            from .report import write_report
+            from recsys_spark.mlops.report import write_report
 
             print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, cfg.reports_dir)}")
             return 0
-        from .lock import check_output_root, output_lock
+        from recsys_spark.infra.lock import check_output_root, output_lock
 
         name = "pipeline" if args.command == "run" else args.command
         check_output_root(cfg.output.root)
@@ -222,14 +222,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:
     """One command's Spark work in its MLflow run, after a killed run's leftovers are recovered."""
-    from . import blas, tracking
-    from .jobs.runner import run_job, run_pipeline
-    from .session import build_session, remove_checkpoints
-    from .sources import check_local_input
-    from .tables import recover
+    from recsys_spark.events.sources import check_local_input
+    from recsys_spark.infra import blas
+    from recsys_spark.infra.session import build_session, remove_checkpoints
+    from recsys_spark.infra.tables import recover
+    from recsys_spark.jobs.runner import run_job, run_pipeline
+    from recsys_spark.mlops import tracking
 
     with tracking.tracked_run(cfg, name, parent_run_id=args.parent_run_id):
-        for done in recover(cfg.output.root, cfg.checkpoint_dir):  # what a killed run left half done
+        leftovers = recover(
+            cfg.output.root, cfg.checkpoint_dir, cfg.output.keep_versions
+        )  # a killed run's half-done work
+        for done in leftovers:
             log.warning("[recover] %s", done)
         for run_id in tracking.end_orphaned_runs(cfg):
             log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .paths import local_path
+from recsys_spark import names
+from recsys_spark.infra.paths import local_path
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ class SparkConfig:
     # false: one progress line per stage and step; Spark's stage bars and non-error log lines are
     # hidden. true (--verbose): Spark's own console output as well.
     verbose: bool = False
-    # Native BLAS/LAPACK for MLlib (see recsys_spark/blas.py): auto (the system's, else the
+    # Native BLAS/LAPACK for MLlib (see recsys_spark/infra/blas.py): auto (the system's, else the
     # cmeel-openblas wheel's), off (Java), or the path of a shared library.
     native_blas: str = "auto"
     blas_threads: int = 1  # OpenBLAS threads per JVM task; Spark already runs one task per core
@@ -55,7 +56,7 @@ class OutputConfig:
 
 @dataclass
 class GenerateConfig:
-    """Synthetic event log: sizes, time window and the behaviour knobs of `generate.py`."""
+    """Synthetic event log: sizes, time window and the behaviour knobs of `events/synthetic.py`."""
 
     events: int = 300_000
     users: int = 15_000
@@ -229,7 +230,7 @@ class TrainConfig:
 @dataclass
 class HoldoutConfig:
     """The control arm: users whose keyed hash of (salt, user id) falls below `fraction` are
-    served `policy` instead of their recommendations (see arms.py); stable while the salt is."""
+    served `policy` instead of their recommendations (see analytics/arms.py); stable while the salt is."""
 
     fraction: float = 0.0  # 0: no control arm; at most 0.5
     salt: str | None = None  # needed when fraction > 0; logged to MLflow as an id only
@@ -247,7 +248,7 @@ class RecommendConfig:
 
 @dataclass
 class SimulateConfig:
-    """`recsys-spark simulate`: users who respond to what they were served (see simulate.py)."""
+    """`recsys-spark simulate`: users who respond to what they were served (see analytics/simulator.py)."""
 
     effect: float = 1.0  # how strongly matching served items raise the return chance; 0: lists change nothing
     days: int = 7  # each round's period: served, then this many days of new events
@@ -304,7 +305,7 @@ class NewItemsConfig:
 
 @dataclass
 class PrivacyConfig:
-    """Pseudonymous user ids and erasure; see privacy.py."""
+    """Pseudonymous user ids and erasure; see events/privacy.py."""
 
     pseudonymize: bool = False  # user ids in every table and artifact become HMAC-SHA256(key, id)
     key_env: str = "RECSYS_PSEUDONYM_KEY"  # the environment variable holding the key (never logged or written)
@@ -346,20 +347,20 @@ class Config:
 
     @property
     def input_path(self) -> str:
-        return self.input.path or self.path("raw")
+        return self.input.path or self.path(names.RAW)
 
     @property
     def erasure_list(self) -> str:
-        return self.privacy.erasure_list or self.path("privacy/erased")
+        return self.privacy.erasure_list or self.path(names.ERASED)
 
     @property
     def checkpoint_dir(self) -> str:
-        return self.spark.checkpoint_dir or self.path("checkpoints")
+        return self.spark.checkpoint_dir or self.path(names.CHECKPOINTS)
 
     @property
     def model_path(self) -> str:
         """The model the recommend and items jobs serve: recommend.model, else the one train writes."""
-        return self.recommend.model or self.path("model")
+        return self.recommend.model or self.path(names.MODEL)
 
     @property
     def reports_dir(self) -> Path | None:
@@ -372,7 +373,13 @@ class Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read YAML (or the built-in defaults when `path` is None), apply `key=value` overrides."""
+    """Read YAML (or the built-in defaults when `path` is None), apply `key=value` overrides, validate."""
+    return validate(read_config(path, overrides))
+
+
+def read_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """`load_config` without the validation, for a caller that changes the config before validating
+    it once (the CLI applies its flags)."""
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -386,7 +393,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} must hold a mapping at the top, got {type(raw).__name__}")
     for item in overrides or []:
         _apply_override(raw, item)
-    return validate(_build(Config, raw, ""))
+    return _build(Config, raw, "")
 
 
 CANONICAL_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "value")
@@ -700,13 +707,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         if key in _MOVED:
             raise ConfigError(f"config key '{key}' is now {_MOVED[key]}: {_MOVED_WHY}")
-        raise ConfigError(f"unknown config key '{key}'; expected one of: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config key '{key}'; expected one of: {', '.join(sorted(known))}")
     required = [
         f.name
         for f in dataclasses.fields(cls)

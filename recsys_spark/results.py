@@ -100,7 +100,7 @@ class TrainResult(StageResult):
     steps: dict[str, float]  # seconds per train step, in the order they ran
     by_history: list[dict[str, Any]] = field(default_factory=list)  # quality per history cohort (evaluation.by_history)
     events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
-    registry: str = ""  # what happened in the MLflow Model Registry (tracking.register_model)
+    registry: str = ""  # what happened in the MLflow Model Registry (registry.register_model)
 
     @property
     def tuning_cost(self) -> float | None:

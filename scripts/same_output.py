@@ -5,7 +5,8 @@ pipeline before and after into two roots, then
 
 Every Parquet table under either root (a folder holding .parquet files, partitions included;
 `.versions` history skipped) is read with Spark and compared by `exceptAll` both ways, as rows
-with multiplicity; `--ignore` drops columns that differ by design (a run's random id). Prints
+with multiplicity; `--ignore` drops columns that differ by design (a run's random id, a trial's
+seconds), and the quarantine's `_source` is compared as its raw partition folder. Prints
 one line per table and exits 1 if any differs or exists on one side only.
 """
 
@@ -16,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 
 def tables(root: Path) -> set[str]:
@@ -28,6 +30,14 @@ def tables(root: Path) -> set[str]:
         if any(f.endswith(".parquet") for f in files):
             found.add("/".join(p for p in rel if "=" not in p))
     return found
+
+
+def same_source(df: DataFrame) -> DataFrame:
+    """The quarantine's `_source` (the raw file a row came from) as the raw partition folder only:
+    the root and the part file's random name differ between any two runs."""
+    if "_source" not in df.columns:
+        return df
+    return df.withColumn("_source", F.regexp_extract("_source", r"/(raw/[^/]+)/[^/]+$", 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             continue
         x, y = (spark.read.option("basePath", str(r / name)).parquet(str(r / name)) for r in (args.before, args.after))
-        x, y = x.drop(*args.ignore), y.drop(*args.ignore)
+        x, y = (same_source(t.drop(*args.ignore)) for t in (x, y))
         if sorted(x.columns) != sorted(y.columns):
             print(f"{name}: columns differ: {sorted(x.columns)} vs {sorted(y.columns)}")
             bad += 1

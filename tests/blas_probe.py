@@ -5,9 +5,9 @@ Arguments are --set overrides, as the jobs take them."""
 import json
 import sys
 
-from recsys_spark import blas
 from recsys_spark.config import load_config
-from recsys_spark.session import build_session
+from recsys_spark.infra import blas
+from recsys_spark.infra.session import build_session
 
 overrides = [a for flag, a in zip(sys.argv[1::2], sys.argv[2::2], strict=False) if flag == "--set"]
 spark = build_session(load_config(None, overrides))

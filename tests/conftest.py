@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from recsys_spark.config import Config, load_config
-from recsys_spark.session import build_session
+from recsys_spark.infra.session import build_session
 
 from support import PIPELINE_RUN, bash, bash_blocks, cli, clone_repo, mlflow_state, sets, small_config, tiny_training
 

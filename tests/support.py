@@ -18,12 +18,11 @@ from recsys_spark.config import Config, SearchSpace
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# What a user's shell would not have: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, the
-# kill hook is set per test, and a Hadoop client's variables would send `yarn` checks elsewhere.
+# What a user's shell would not have: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, and a
+# Hadoop client's variables would send `yarn` checks elsewhere.
 SCRUBBED = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_EXPERIMENT_ID",
-    "RECSYS_TEST_KILL_AT",
     "HADOOP_CONF_DIR",
     "YARN_CONF_DIR",
     "PYSPARK_PYTHON",
@@ -130,10 +129,13 @@ def cli(
     env: Mapping[str, str] | None = None,
     drop: tuple[str, ...] = (),
     timeout: int = 600,
+    kill_at: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """`recsys-spark ARGS` as a real process: its exit code, stdout and stderr."""
+    """`recsys-spark ARGS` as a real process: its exit code, stdout and stderr (`kill_at`: killed
+    by SIGKILL when a table commit passes that point, see kill_at.py)."""
+    program = [str(REPO / "tests" / "kill_at.py"), kill_at] if kill_at else ["-m", "recsys_spark.cli"]
     return subprocess.run(
-        [sys.executable, "-m", "recsys_spark.cli", *args],
+        [sys.executable, *program, *args],
         cwd=cwd,
         env=scrubbed_env(env, drop),
         capture_output=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark import blas
+from recsys_spark.infra import blas
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,11 +18,11 @@ FIT = """
 import json, sys
 sys.path.insert(0, "tests")
 from support import small_config
-from recsys_spark import blas
+from recsys_spark.infra import blas
 from recsys_spark.config import ALSConfig
-from recsys_spark.model import fit_als
-from recsys_spark.session import build_session
-from recsys_spark.topn import top_n
+from recsys_spark.recs.model import fit_als
+from recsys_spark.infra.session import build_session
+from recsys_spark.recs.topn import top_n
 cfg = small_config(sys.argv[2])
 cfg.spark.native_blas = sys.argv[1]
 spark = build_session(cfg)

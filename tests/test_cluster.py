@@ -16,7 +16,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from recsys_spark import blas
+from recsys_spark.infra import blas
 
 from support import bash
 

@@ -7,9 +7,9 @@ from chispa import assert_df_equality
 
 from recsys_spark.config import load_config
 from recsys_spark.errors import RecsysError
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS, run_pipeline
 from recsys_spark.results import TrainResult
-from recsys_spark.tables import read_table
 
 T0 = 964_000_000  # 2000-07-19, MovieLens-era unix seconds
 SMALL = [

@@ -14,17 +14,17 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recsys_spark import tracking
-from recsys_spark.arms import CONTROL, TREATMENT, arm, arm_of
+from recsys_spark.analytics.arms import CONTROL, TREATMENT, arm, arm_of
+from recsys_spark.analytics.estimator import benjamini_hochberg, sample_ratio
 from recsys_spark.config import ConfigError, HoldoutConfig, load_config
-from recsys_spark.effect import benjamini_hochberg, sample_ratio
 from recsys_spark.errors import RecsysError
+from recsys_spark.events.privacy import pseudonym
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.privacy import pseudonym
-from recsys_spark.report import write_report
+from recsys_spark.mlops import tracking
+from recsys_spark.mlops.report import write_report
+from recsys_spark.recs.topn import popular_lists
 from recsys_spark.results import EffectResult
-from recsys_spark.tables import read_table, write_table
-from recsys_spark.topn import popular_lists
 
 from support import TINY, cli, mlflow_state, sets, small_config
 
@@ -190,7 +190,7 @@ def held_out(spark, trained, tmp_path_factory):
 
 
 def test_control_users_get_exactly_the_control_policys_list(spark, held_out):
-    from recsys_spark.model import load_model
+    from recsys_spark.recs.model import load_model
 
     cfg, result = held_out
     arms = read_table(spark, cfg.path("assignments"))

@@ -16,10 +16,10 @@ from pyspark.sql import functions as F
 
 from recsys_spark import cli
 from recsys_spark.config import PrivacyConfig
+from recsys_spark.events.privacy import SETTING, check_root_setting, key_fingerprint
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.forget import forget
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.privacy import SETTING, check_root_setting, key_fingerprint
-from recsys_spark.tables import read_table, write_table
 
 from support import small_config
 

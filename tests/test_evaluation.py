@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 
-from recsys_spark.evaluation import (
+from recsys_spark.recs.evaluation import (
     ItemMeasures,
     beyond_accuracy,
     list_measures,

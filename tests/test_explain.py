@@ -5,9 +5,9 @@ import pytest
 from chispa import assert_df_equality
 
 from recsys_spark.config import ALSConfig
-from recsys_spark.kernels import Explain, explain_scores
-from recsys_spark.model import fit_als
-from recsys_spark.topn import top_n
+from recsys_spark.recs.kernels import Explain, explain_scores
+from recsys_spark.recs.model import fit_als
+from recsys_spark.recs.topn import top_n
 
 BECAUSE = "array<struct<item_id:string,name:string,share:float>>"
 

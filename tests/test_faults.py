@@ -1,4 +1,4 @@
-"""kill -9 at chosen moments of a table switch (RECSYS_TEST_KILL_AT, honoured only by tests/tables.py):
+"""kill -9 at chosen moments of a table switch (a hook tests/kill_at.py installs in the table layer):
 every table stays readable with whole rows of one version, ingest's events and quarantine end up
 changed together, and a plain rerun gives exactly the undisturbed output."""
 
@@ -31,8 +31,7 @@ DROP_U1 = ["--set", "ingest.rules=[{reason: dropped, when: \"user_id = 'u0000001
 
 def cli(root, *args, kill_at=None):
     command, *rest = args
-    env = {"RECSYS_TEST_KILL_AT": kill_at} if kill_at else None
-    return run_cli(command, "--set", f"output.root={root}", *SETTINGS, *rest, cwd=root.parent, env=env)
+    return run_cli(command, "--set", f"output.root={root}", *SETTINGS, *rest, cwd=root.parent, kill_at=kill_at)
 
 
 @pytest.fixture(scope="module")

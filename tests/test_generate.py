@@ -3,9 +3,9 @@ import pandas as pd
 from chispa import assert_df_equality
 
 from recsys_spark.config import GenerateConfig
-from recsys_spark.generate import RAW_SCHEMA, generate_chunk, generate_events, make_catalog
+from recsys_spark.events.synthetic import RAW_SCHEMA, generate_chunk, generate_events, make_catalog
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.tables import read_table
 
 
 def test_same_seed_same_events_other_seed_other_events(spark, cfg):

@@ -5,10 +5,11 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from recsys_spark import schema as S
 from recsys_spark.config import IngestConfig, InputConfig, RowRule
 from recsys_spark.errors import RecsysError
-from recsys_spark.ingest import check_source_columns, clean_events, quarantine_rows, validate_events
+from recsys_spark.events import schema as S
+from recsys_spark.events.validation import check_source_columns, clean_events, quarantine_rows, validate_events
+from recsys_spark.names import QUARANTINE_DATE
 
 NOW = dt.datetime(2026, 2, 1)
 WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
@@ -78,7 +79,7 @@ def test_clean_plus_quarantined_equals_input(raw):
 
 def test_quarantine_keeps_raw_columns_source_and_date(raw):
     q = quarantine_rows(validate_events(raw, MAPPED, RULES, WEIGHTS, NOW), raw.columns)
-    assert q.columns == RAW_COLS + [S.REASON, S.SOURCE, S.QUARANTINE_DATE]
+    assert q.columns == RAW_COLS + [S.REASON, S.SOURCE, QUARANTINE_DATE]
     row = q.where(F.col(S.REASON) == S.BAD_VALUE).first()
     assert (row.qty, row._source, row.parsed_event_date) == ("abc", "memory", "2026-01-05")
 
@@ -206,7 +207,7 @@ def test_rules_are_parsed_and_only_pure_expressions_pass(raw, tmp_path, when, re
 
 def test_the_shipped_rules_and_ordinary_sql_pass_the_rule_check(spark):
     from recsys_spark.config import load_config
-    from recsys_spark.rules import check_rule
+    from recsys_spark.events.rules import check_rule
 
     shipped = load_config("conf/online_retail.yaml").ingest.rules
     ordinary = [

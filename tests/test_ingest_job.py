@@ -7,11 +7,11 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from recsys_spark import schema as S
 from recsys_spark.config import RowRule
 from recsys_spark.errors import RecsysError
+from recsys_spark.events import schema as S
+from recsys_spark.infra.tables import path_exists, read_table, write_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.tables import path_exists, read_table, write_table
 
 RETAIL_CSV = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country
 536365,85123A,WHITE HANGING HEART,6,12/1/2010 8:26,2.55,17850,United Kingdom

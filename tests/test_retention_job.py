@@ -7,8 +7,8 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import ConfigError, RetentionConfig, load_config
 from recsys_spark.errors import RecsysError
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.tables import read_table
 
 
 def with_retention(cfg, **kw):

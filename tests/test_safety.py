@@ -45,8 +45,8 @@ def test_same_tables_in_any_time_zone(spark, pipeline_run, tmp_path):
 def test_csv_written_by_python_keeps_quotes_and_newlines_inside_fields(spark, cfg, tmp_path):
     import csv
 
+    from recsys_spark.infra.tables import read_table
     from recsys_spark.jobs.runner import JOBS
-    from recsys_spark.tables import read_table
 
     src = tmp_path / "csv"
     src.mkdir()
@@ -71,8 +71,8 @@ def csv_cfg(cfg, src):
 
 
 def test_years_before_min_event_date_are_quarantined_as_too_old(spark, cfg, tmp_path):
+    from recsys_spark.infra.tables import read_table
     from recsys_spark.jobs.runner import JOBS
-    from recsys_spark.tables import read_table
 
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "e.csv").write_text(
@@ -200,7 +200,7 @@ def write_raw(spark, path, parts):
 
 
 def tables(spark, cfg):
-    from recsys_spark.tables import read_table
+    from recsys_spark.infra.tables import read_table
 
     events = sorted((str(r.event_date), r.user_id) for r in read_table(spark, cfg.path("events")).collect())
     quarantine = sorted(
@@ -259,7 +259,7 @@ def test_a_full_run_leaves_nothing_of_an_earlier_different_input(spark, cfg, tmp
 def test_recovery_removes_only_sparks_checkpoint_folders(tmp_path):
     """A checkpoint dir that holds tables (spark.checkpoint_dir = output.root, refused by config
     since) once made start-up recovery delete every table: only UUID-named session folders go."""
-    from recsys_spark.tables import recover
+    from recsys_spark.infra.tables import recover
 
     root = tmp_path / "out"
     session = root / "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -275,7 +275,7 @@ def test_an_empty_or_half_written_lock_is_taken_over_once_its_writer_is_gone(tmp
     """A lock whose writer died between creating and filling it held the root forever ("pid None
     on None"); a fresh one is a writer mid-way: try again."""
     from recsys_spark.errors import RecsysError
-    from recsys_spark.lock import LOCK_NAME, output_lock
+    from recsys_spark.infra.lock import LOCK_NAME, output_lock
 
     root = tmp_path / "out"
     root.mkdir()
@@ -316,7 +316,7 @@ def test_local_mode_listens_on_loopback_only_with_the_ui_on(tmp_path):
     script = (
         "import os, sys, json\n"
         "from recsys_spark.config import load_config\n"
-        "from recsys_spark.session import build_session\n"
+        "from recsys_spark.infra.session import build_session\n"
         f"cfg = load_config(None, ['spark.master=local[1]', 'output.root={tmp_path}/out'])\n"
         "cfg.spark.conf = {'spark.ui.enabled': 'true', 'spark.ui.port': '0'}\n"
         "spark = build_session(cfg)\n"

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark import tracking
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.tables import read_table
+from recsys_spark.mlops import registry, tracking
 
 from support import BIN, free_port, inside, mlflow_state, scrubbed_env, server
 
@@ -153,7 +153,7 @@ def test_a_fresh_venv_with_only_the_models_requirements_answers_like_the_table(s
     venv (from pip's cache) is enough to load models:/recsys-spark@champion and answer."""
     base, cfg, _ = registered
     needs = Path(mlflow.pyfunc.get_model_dependencies(CHAMPION)).read_text().split()
-    assert needs == tracking.serving_requirements() and not [n for n in needs if n.startswith("pyspark")], needs
+    assert needs == registry.serving_requirements() and not [n for n in needs if n.startswith("pyspark")], needs
     venv = tmp_path / "serving-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = subprocess.run(

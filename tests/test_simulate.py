@@ -10,9 +10,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from recsys_spark.config import HoldoutConfig
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.simulate import simulate
 from recsys_spark.results import SimulateResult
-from recsys_spark.tables import read_table
 
 from support import small_config
 

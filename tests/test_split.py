@@ -2,7 +2,7 @@ import datetime as dt
 
 from pyspark.sql import functions as F
 
-from recsys_spark.split import default_cutoff, random_split, temporal_split
+from recsys_spark.recs.split import default_cutoff, random_split, temporal_split
 
 
 def test_temporal_split_has_no_leakage(spark):

@@ -3,11 +3,11 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark.config import ALSConfig, InteractionsConfig
-from recsys_spark.generate import generate_events
-from recsys_spark.interactions import build_id_map, build_interactions, index_interactions
-from recsys_spark.kernels import block_rows
-from recsys_spark.model import fit_als
-from recsys_spark.topn import popularity, top_n, top_n_naive, top_n_popular
+from recsys_spark.events.synthetic import generate_events
+from recsys_spark.recs.interactions import build_id_map, build_interactions, index_interactions
+from recsys_spark.recs.kernels import block_rows
+from recsys_spark.recs.model import fit_als
+from recsys_spark.recs.topn import popularity, top_n, top_n_naive, top_n_popular
 
 from support import small_config
 

@@ -12,10 +12,10 @@ import time
 import mlflow
 import pytest
 
-from recsys_spark import tracking
-from recsys_spark.compare import compare_runs
 from recsys_spark.config import Config, load_config
 from recsys_spark.errors import RecsysError
+from recsys_spark.mlops import tracking
+from recsys_spark.mlops.compare import compare_runs
 
 from support import BIN, cli, free_port, mlflow_state, scrubbed_env, server
 

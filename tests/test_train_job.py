@@ -9,11 +9,11 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import ALSConfig
 from recsys_spark.errors import RecsysError
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.model import fit_als, load_model, save_model
+from recsys_spark.recs.model import fit_als, load_model, save_model
+from recsys_spark.recs.training import evaluate
 from recsys_spark.results import SplitInfo
-from recsys_spark.tables import read_table
-from recsys_spark.training import evaluate
 
 
 def test_train_writes_model_metrics_tuning_and_per_user_tables(spark, trained):

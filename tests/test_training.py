@@ -7,12 +7,12 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, InteractionsConfig, SplitConfig
-from recsys_spark.interactions import prepare_interactions
-from recsys_spark.model import TrainedModel, fit_als
+from recsys_spark.recs.interactions import prepare_interactions
+from recsys_spark.recs.model import TrainedModel, fit_als
+from recsys_spark.recs.split import make_splits
+from recsys_spark.recs.topn import popularity, recommend_users
+from recsys_spark.recs.training import fit_and_evaluate, serving_pairs
 from recsys_spark.results import SplitInfo
-from recsys_spark.split import make_splits
-from recsys_spark.topn import popularity, recommend_users
-from recsys_spark.training import fit_and_evaluate, serving_pairs
 
 WEIGHTS = {"view": 1.0}
 T = dt.datetime

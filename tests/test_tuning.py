@@ -8,14 +8,14 @@ import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
-from recsys_spark import schema as S
 from recsys_spark.config import ALSConfig, SearchSpace, TuneConfig
-from recsys_spark.interactions import prepare_interactions
-from recsys_spark.model import als_input, fit_als
-from recsys_spark.split import make_splits
-from recsys_spark.tables import read_table
-from recsys_spark.training import evaluate
-from recsys_spark.tuning import sample_metric, search, tuning_data
+from recsys_spark.events import schema as S
+from recsys_spark.infra.tables import read_table
+from recsys_spark.recs.interactions import prepare_interactions
+from recsys_spark.recs.model import als_input, fit_als
+from recsys_spark.recs.split import make_splits
+from recsys_spark.recs.training import evaluate
+from recsys_spark.recs.tuning import sample_metric, search, tuning_data
 
 PAIRS = "user_idx int, item_idx int, confidence float, n_events int, max_value float"
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import tracking
-from ..config import Config
-from ..tables import list_names
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.infra.tables import list_names
+from recsys_spark.mlops import tracking
 
 
 def log_events_tags(spark: SparkSession, cfg: Config, events: DataFrame) -> None:
     """Tag the active run with the clean-events table it read: path, rows, dates, partitions."""
     if tracking.current_run_id() is None:
         return
-    path = cfg.path("events")
+    path = cfg.path(names.EVENTS)
     row = events.agg(F.count("*"), F.min("event_date"), F.max("event_date")).first()
     tracking.log_tags({"dataset_path": path, **tracking.fingerprint(row[0], row[1], row[2], list_names(spark, path))})

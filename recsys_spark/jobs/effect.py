@@ -17,10 +17,9 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from .. import tracking
-from ..arms import CONTROL, TREATMENT
-from ..config import Config
-from ..effect import (
+from recsys_spark import names
+from recsys_spark.analytics.arms import CONTROL, TREATMENT
+from recsys_spark.analytics.estimator import (
     ALL,
     OUTCOMES,
     arm_pairs,
@@ -31,21 +30,23 @@ from ..effect import (
     sample_ratio,
     user_outcomes,
 )
-from ..errors import RecsysError
-from ..results import EffectResult
-from ..tables import path_exists, read_table, write_table
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.infra.tables import path_exists, read_table, write_table
+from recsys_spark.mlops import tracking
+from recsys_spark.results import EffectResult
 
 log = logging.getLogger("recsys_spark")
 
 
 def effect(spark: SparkSession, cfg: Config) -> EffectResult:
-    arms_path = cfg.path("assignments")
+    arms_path = cfg.path(names.ASSIGNMENTS)
     if not path_exists(spark, arms_path):
         raise RecsysError(f"no served run: {arms_path} does not exist; run `recsys-spark recommend` first")
     assignments = read_table(spark, arms_path)
     served, run_id = _served_run(assignments, cfg)
     assignments = assignments.where(F.col("run_date") == F.lit(served))
-    events = read_table(spark, cfg.path("events"))
+    events = read_table(spark, cfg.path(names.EVENTS))
     data_end = events.agg(F.max("event_date")).first()[0]
     if data_end is None or data_end <= served:
         raise RecsysError(
@@ -99,7 +100,7 @@ def effect(spark: SparkSession, cfg: Config) -> EffectResult:
         srm_p_value=p_srm,
         estimates=rows,
         not_observable=pending,
-        paths={"estimates": cfg.path("effect/estimates"), "arms": cfg.path("effect/arms")},
+        paths={"estimates": cfg.path(names.EFFECT_ESTIMATES), "arms": cfg.path(names.EFFECT_ARMS)},
     )
     _write(spark, cfg, result)
     return result
@@ -140,7 +141,7 @@ def _write(spark: SparkSession, cfg: Config, result: EffectResult) -> None:
         estimates["q_value"] = estimates["q_value"].where(estimates["cohort"] != ALL)
         estimates["run_id"] = result.run_id
         estimates["served_date"] = result.served_date
-        write_table(spark.createDataFrame(estimates), cfg.path("effect/estimates"), "served_date")
+        write_table(spark.createDataFrame(estimates), cfg.path(names.EFFECT_ESTIMATES), names.SERVED_DATE)
         tracking.log_bytes(estimates.to_csv(index=False).encode(), "effect/estimates.csv")
     arms = pd.DataFrame(
         [
@@ -156,7 +157,7 @@ def _write(spark: SparkSession, cfg: Config, result: EffectResult) -> None:
             for arm, n in result.arms.items()
         ]
     )
-    write_table(spark.createDataFrame(arms), cfg.path("effect/arms"), "served_date")
+    write_table(spark.createDataFrame(arms), cfg.path(names.EFFECT_ARMS), names.SERVED_DATE)
     tracking.log_bytes(arms.to_csv(index=False).encode(), "effect/arms.csv")
     tracking.log_params(
         {

@@ -7,7 +7,7 @@ part-way leaves each table as it was before or as it is after, and the next comm
 interrupted switch. The kept earlier versions of those tables (`output.keep_versions`) are
 removed: they hold the rows too. The saved model is rewritten without the users' ids, factors and
 seen pairs; its MLflow run is tagged `trained_on_erased_data` and what it logged is replaced
-(tracking.replace_erased_model). Recommend and the items job read the erasure list as well, so
+(registry.replace_erased_model). Recommend and the items job read the erasure list as well, so
 nobody on it is served even from an older model.
 """
 
@@ -19,27 +19,35 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import schema as S
-from .. import tracking
-from ..config import Config
-from ..errors import RecsysError
-from ..ingest import CORRUPT
-from ..model import remove_users
-from ..privacy import digest, erased_ids, pseudonym_key, table_id
-from ..results import ForgetResult
-from ..tables import SUCCESS, Transaction, drop_kept_versions, local_dir, path_exists, read_table, transaction
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.events.privacy import digest, erased_ids, pseudonym_key, table_id
+from recsys_spark.events.validation import CORRUPT
+from recsys_spark.infra.tables import (
+    SUCCESS,
+    Transaction,
+    drop_kept_versions,
+    local_dir,
+    path_exists,
+    read_table,
+    transaction,
+)
+from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.model import remove_users
+from recsys_spark.results import ForgetResult
 
 log = logging.getLogger("recsys_spark")
 
 # (table, partition column or None): the tables holding rows per user, user ids in `user_id`
 # (quarantine: in the raw user column, as it came in).
 USER_TABLES = (
-    ("events", "event_date"),
-    ("quarantine", S.QUARANTINE_DATE),
-    ("recommendations", "run_date"),
-    ("assignments", "run_date"),
-    ("new_items", "run_date"),
-    ("eval/per_user", None),
+    (names.EVENTS, names.EVENT_DATE),
+    (names.QUARANTINE, names.QUARANTINE_DATE),
+    (names.RECOMMENDATIONS, names.RUN_DATE),
+    (names.ASSIGNMENTS, names.RUN_DATE),
+    (names.NEW_ITEMS, names.RUN_DATE),
+    (names.PER_USER, None),
 )
 
 
@@ -108,7 +116,7 @@ def _user_match(cfg: Config, name: str, df: DataFrame) -> Column | None:
 
 def _unmatchable_lines(spark: SparkSession, cfg: Config) -> int:
     """Malformed lines in a pseudonymized quarantine: kept as keyed hashes, no id can match them."""
-    path = cfg.path("quarantine")
+    path = cfg.path(names.QUARANTINE)
     if not cfg.privacy.pseudonymize or not path_exists(spark, path):
         return 0
     try:
@@ -159,11 +167,11 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
 def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> tuple[int, str | None, bool, list[str]]:
     """Rewrite the saved models without these users (`<output.root>/model` and a local
     `recommend.model`; their kept versions dropped); where one held any, tag its MLflow run and
-    replace what that run logged (tracking.replace_erased_model). (users removed, that run's id,
+    replace what that run logged (registry.replace_erased_model). (users removed, that run's id,
     whether it was tagged, what was done in MLflow, a line each)."""
     total, first_run, tagged_any, lines = 0, None, False, []
     forget_run = tracking.current_run_id()
-    for path in dict.fromkeys([cfg.path("model"), cfg.model_path]):
+    for path in dict.fromkeys([cfg.path(names.MODEL), cfg.model_path]):
         if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
             lines.append(f"{path}: an MLflow model URI, not rewritten (forget rewrites the model directories)")
             continue
@@ -179,7 +187,7 @@ def _remove_from_model(spark: SparkSession, cfg: Config, wanted: DataFrame) -> t
         tracking.log_tags({"trained_on_erased_data_run": run_id or "unknown"})
         if tagged:  # the run that logged this model, and every run that logged an earlier rewrite of it
             for logged_by in dict.fromkeys([run_id, *(config or {}).get("rewritten_from_runs", [])]):
-                lines += tracking.replace_erased_model(logged_by, local_dir(spark, path))
+                lines += registry.replace_erased_model(logged_by, local_dir(spark, path))
         first_run = first_run or run_id or "unknown (the model was saved without a run id)"
         tagged_any = tagged_any or tagged
     for line in lines:

@@ -6,11 +6,12 @@ import logging
 
 from pyspark.sql import SparkSession
 
-from ..config import Config
-from ..generate import generate_events, item_texts_table
-from ..results import GenerateResult
-from ..sources import missing_input
-from ..tables import path_exists, write_table
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.events.sources import missing_input
+from recsys_spark.events.synthetic import generate_events, item_texts_table
+from recsys_spark.infra.tables import path_exists, write_table
+from recsys_spark.results import GenerateResult
 
 log = logging.getLogger("recsys_spark")
 
@@ -18,11 +19,11 @@ log = logging.getLogger("recsys_spark")
 def generate(spark: SparkSession, cfg: Config) -> GenerateResult:
     g = cfg.generate
     log.info("[generate] about %d events for %d users, %d items -> %s", g.events, g.users, g.items, cfg.input_path)
-    write_table(generate_events(spark, g), cfg.input_path, partition_by="event_date", whole_table=True)
+    write_table(generate_events(spark, g), cfg.input_path, partition_by=names.EVENT_DATE, whole_table=True)
     rows = spark.read.parquet(cfg.input_path).count()  # from the Parquet footers
     log.info("[generate] wrote %d raw events to %s", rows, cfg.input_path)
     # The catalogue's titles, for the items stage: --set text.path=<output.root>/raw_items --set text.format=parquet
-    write_table(spark.createDataFrame(item_texts_table(g)), cfg.path("raw_items"), whole_table=True)
+    write_table(spark.createDataFrame(item_texts_table(g)), cfg.path(names.RAW_ITEMS), whole_table=True)
     return GenerateResult(generated=True, rows=rows, path=cfg.input_path)
 
 

@@ -17,11 +17,13 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import schema as S
-from .. import tracking
-from ..config import Config
-from ..errors import RecsysError
-from ..ingest import (
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.events import schema as S
+from recsys_spark.events.privacy import ERASED, erased_ids, flag_erased, pseudonym_key
+from recsys_spark.events.sources import in_date_range, read_source
+from recsys_spark.events.validation import (
     PARSED_USER_ID,
     check_source_columns,
     clean_events,
@@ -29,10 +31,9 @@ from ..ingest import (
     quarantine_rows,
     validate_events,
 )
-from ..privacy import ERASED, erased_ids, flag_erased, pseudonym_key
-from ..results import IngestResult
-from ..sources import in_date_range, read_source
-from ..tables import list_names, path_exists, read_table, transaction
+from recsys_spark.infra.tables import list_names, path_exists, read_table, transaction
+from recsys_spark.mlops import tracking
+from recsys_spark.results import IngestResult
 
 log = logging.getLogger("recsys_spark")
 
@@ -73,7 +74,7 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
             # Events: clean events hold no exact repeats (ingest quarantines them), so a repeat is this run's copy.
             events = merge_outside(
                 events,
-                cfg.path("events"),
+                cfg.path(names.EVENTS),
                 "event_date",
                 inside(F.col("event_date")),
                 lambda old, extra: old.unionByName(extra).dropDuplicates(),
@@ -82,9 +83,9 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
             sources = raw.select(S.SOURCE).distinct()
             quarantine = merge_outside(
                 quarantine,
-                cfg.path("quarantine"),
-                S.QUARANTINE_DATE,
-                inside(F.col(S.QUARANTINE_DATE).try_cast("date")),
+                cfg.path(names.QUARANTINE),
+                names.QUARANTINE_DATE,
+                inside(F.col(names.QUARANTINE_DATE).try_cast("date")),
                 lambda old, extra: old.join(sources, S.SOURCE, "left_anti").unionByName(
                     extra, allowMissingColumns=True
                 ),
@@ -92,21 +93,21 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
         with transaction(spark) as tx:  # events and quarantine change together
             tx.write_table(
                 events,
-                cfg.path("events"),
+                cfg.path(names.EVENTS),
                 "event_date",
                 expected_rows=events.count() if partial else clean,
                 whole_table=not partial,
             )
             tx.write_table(
                 quarantine,
-                cfg.path("quarantine"),
-                S.QUARANTINE_DATE,
+                cfg.path(names.QUARANTINE),
+                names.QUARANTINE_DATE,
                 expected_rows=quarantine.count() if partial else bad,
                 whole_table=not partial,
             )
     finally:
         flagged.unpersist()
-    written = read_table(spark, cfg.path("events")).agg(F.min("event_date"), F.max("event_date")).first()
+    written = read_table(spark, cfg.path(names.EVENTS)).agg(F.min("event_date"), F.max("event_date")).first()
     tracking.log_tags(
         {
             "dataset_path": cfg.input_path,
@@ -122,7 +123,7 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
         rows_quarantined=bad,
         quarantined_by_reason=dict(sorted(by_reason.items())),
         rows_erased=rows_erased,
-        paths={"events": cfg.path("events"), "quarantine": cfg.path("quarantine")},
+        paths={"events": cfg.path(names.EVENTS), "quarantine": cfg.path(names.QUARANTINE)},
     )
 
 

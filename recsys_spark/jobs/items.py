@@ -13,18 +13,19 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import tracking
-from ..arms import TREATMENT, assign_arms
-from ..config import Config
-from ..errors import RecsysError
-from ..item_text import embed, item_texts
-from ..model import load_model
-from ..new_items import ItemMatrix, choose_map, item_status, recommend_new, similar_items
-from ..privacy import erased_ids, without_erased
-from ..results import ItemsResult
-from ..sources import read_side_table
-from ..tables import path_exists, read_table, write_table
-from ..timing import Stopwatch
+from recsys_spark import names
+from recsys_spark.analytics.arms import TREATMENT, assign_arms
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.events.privacy import erased_ids, without_erased
+from recsys_spark.events.sources import read_side_table
+from recsys_spark.infra.tables import path_exists, read_table, write_table
+from recsys_spark.infra.timing import Stopwatch
+from recsys_spark.items.new import ItemMatrix, choose_map, item_status, recommend_new, similar_items
+from recsys_spark.items.texts import embed, item_texts
+from recsys_spark.mlops import tracking
+from recsys_spark.recs.model import load_model
+from recsys_spark.results import ItemsResult
 
 log = logging.getLogger("recsys_spark")
 
@@ -45,7 +46,7 @@ def read_texts(spark: SparkSession, cfg: Config) -> DataFrame:
 def embeddings_table(spark: SparkSession, cfg: Config, texts: DataFrame) -> tuple[DataFrame, str, int, float]:
     """Write the embeddings table for `texts`, reusing the rows of the last one whose text and
     model are unchanged; (the table, model name, items encoded now, seconds)."""
-    path = cfg.path("embeddings")
+    path = cfg.path(names.EMBEDDINGS)
     previous = read_table(spark, path) if path_exists(spark, path) else None
     t0 = time.perf_counter()
     rows, model, reused = embed(texts, cfg.text, previous)
@@ -71,7 +72,7 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
 
     clock.start("map")
     m = load_model(spark, cfg.model_path)
-    events = read_table(spark, cfg.path("events"))
+    events = read_table(spark, cfg.path(names.EVENTS))
     last = events.agg(F.max("event_ts")).first()[0]
     status = item_status(events, last, cfg.new_items)
     # Every item with text, once on the driver (catalogue-sized): its index when the model knows it,
@@ -119,16 +120,16 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
         recs = recommend_new(users, seen, new_ids, new_factors, cfg.new_items.n, chosen.source)
         write_table(
             recs.withColumn("run_id", F.lit(run_id)).withColumn("run_date", F.lit(today)),
-            cfg.path("new_items"),
+            cfg.path(names.NEW_ITEMS),
             "run_date",
         )
-        rows_new = read_table(spark, cfg.path("new_items")).where(F.col("run_date") == F.lit(today)).count()
+        rows_new = read_table(spark, cfg.path(names.NEW_ITEMS)).where(F.col("run_date") == F.lit(today)).count()
     else:
         log.info("[items] no new items with text: the new_items table is left as it was")
 
     clock.start("similar")
-    names = m.items.toPandas().set_index("item_idx")["item_id"]  # the catalogue's id map
-    factor_ids = names.reindex(factors.ids).tolist()
+    id_map = m.items.toPandas().set_index("item_idx")["item_id"]  # the catalogue's id map
+    factor_ids = id_map.reindex(factors.ids).tolist()
     sim = similar_items(spark, factor_ids, factors.vectors, np.arange(len(factor_ids)), cfg.new_items.similar_n, "als")
     if new_ids:
         vectors = np.vstack(catalogue["vector"].to_numpy()).astype(np.float32)
@@ -136,8 +137,8 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
         sim = sim.unionByName(
             similar_items(spark, catalogue["item_id"].tolist(), vectors, of, cfg.new_items.similar_n, "text")
         )
-    write_table(sim, cfg.path("similar_items"))
-    rows_sim = read_table(spark, cfg.path("similar_items")).count()
+    write_table(sim, cfg.path(names.SIMILAR_ITEMS))
+    rows_sim = read_table(spark, cfg.path(names.SIMILAR_ITEMS)).count()
     catalogue_without_text = m.items.join(emb.select("item_id"), "item_id", "left_anti").count()
     return ItemsResult(
         texts=n_texts,
@@ -152,8 +153,8 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
         rows_similar=rows_sim,
         steps=clock.stop(),
         paths={
-            "embeddings": cfg.path("embeddings"),
-            "new_items": cfg.path("new_items"),
-            "similar_items": cfg.path("similar_items"),
+            "embeddings": cfg.path(names.EMBEDDINGS),
+            "new_items": cfg.path(names.NEW_ITEMS),
+            "similar_items": cfg.path(names.SIMILAR_ITEMS),
         },
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from ..config import Config
-from ..privacy import digest, erased_ids, pseudonym_key, table_id
-from ..tables import read_table
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.events.privacy import digest, erased_ids, pseudonym_key, table_id
+from recsys_spark.infra.tables import read_table
 
 
 def lookup(spark: SparkSession, cfg: Config, user: str) -> str:
@@ -21,7 +22,7 @@ def lookup(spark: SparkSession, cfg: Config, user: str) -> str:
     erased = erased_ids(spark, cfg)
     if erased is not None and not erased.where(F.col("id_sha256") == digest(F.lit(uid))).isEmpty():
         return f"{shown}: no recommendations: erased by forget (on the erasure list, so never served again)"
-    recs = read_table(spark, cfg.path("recommendations")).where(F.col("user_id") == uid)
+    recs = read_table(spark, cfg.path(names.RECOMMENDATIONS)).where(F.col("user_id") == uid)
     latest = recs.agg(F.max("run_date")).first()[0]
     if latest is None:
         return (

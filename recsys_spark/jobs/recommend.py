@@ -18,15 +18,16 @@ import uuid
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import tracking
-from ..arms import CONTROL, TREATMENT, assign_arms, salt_id
-from ..config import Config
-from ..model import load_model
-from ..privacy import erased_ids, pseudonym_key, table_id, without_erased
-from ..results import RecommendResult
-from ..tables import path_exists, read_table, transaction
-from ..topn import popular_lists, recommend_users
-from .items import read_texts
+from recsys_spark import names
+from recsys_spark.analytics.arms import CONTROL, TREATMENT, assign_arms, salt_id
+from recsys_spark.config import Config
+from recsys_spark.events.privacy import erased_ids, pseudonym_key, table_id, without_erased
+from recsys_spark.infra.tables import path_exists, read_table, transaction
+from recsys_spark.jobs.items import read_texts
+from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.model import load_model
+from recsys_spark.recs.topn import popular_lists, recommend_users
+from recsys_spark.results import RecommendResult
 
 CONTROL_WHY = "control group: the most popular items you have not seen (held out to measure what recommendations do)"
 
@@ -34,7 +35,7 @@ CONTROL_WHY = "control group: the most popular items you have not seen (held out
 def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> RecommendResult:
     path = cfg.model_path
     if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
-        path = tracking.download_model(path)
+        path = registry.download_model(path)
     model = load_model(spark, path)
     wanted = None
     if cfg.recommend.users:
@@ -46,8 +47,8 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     assigned = assign_arms(users, h).cache()
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     day = cfg.recommend.run_date or dt.datetime.now(dt.UTC).date()
-    names = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
-    out = recommend_users(model, _in_arm(assigned, TREATMENT), cfg.recommend.n, names).withColumn(
+    labels = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
+    out = recommend_users(model, _in_arm(assigned, TREATMENT), cfg.recommend.n, labels).withColumn(
         "arm", F.lit(TREATMENT)
     )
     if h.fraction > 0 and h.policy == "popular":
@@ -60,13 +61,13 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     assignments = assigned.select(
         "user_id", "arm", F.lit(float(h.fraction)).alias("fraction"), F.lit(salt).alias("salt_id"), *stamp
     )
-    table, arms_table = cfg.path("recommendations"), cfg.path("assignments")
+    table, arms_table = cfg.path(names.RECOMMENDATIONS), cfg.path(names.ASSIGNMENTS)
     if wanted is not None:  # some users only: today's rows of everyone else stay (the partition is rewritten whole)
         out = _with_others(spark, table, day, wanted, out)
         assignments = _with_others(spark, arms_table, day, wanted, assignments)
     with transaction(spark) as tx:  # the served lists and the arms switch together
-        tx.write_table(out, table, "run_date")
-        tx.write_table(assignments, arms_table, "run_date")
+        tx.write_table(out, table, names.RUN_DATE)
+        tx.write_table(assignments, arms_table, names.RUN_DATE)
     assigned.unpersist()
     written = read_table(spark, table).where(F.col("run_date") == F.lit(day))
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}

@@ -7,20 +7,21 @@ from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from .. import schema as S
-from .. import tracking
-from ..config import Config
-from ..errors import RecsysError
-from ..plots import curves_png, heatmap_png, retention_matrix
-from ..results import CohortHeadline, RetentionResult
-from ..retention import cohort_retention, quality_by_cohort, stickiness, user_activity
-from ..tables import path_exists, read_table, write_bytes, write_table
-from .dataset import log_events_tags
+from recsys_spark import names
+from recsys_spark.analytics.cohorts import cohort_retention, quality_by_cohort, stickiness, user_activity
+from recsys_spark.analytics.plots import curves_png, heatmap_png, retention_matrix
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.events import schema as S
+from recsys_spark.infra.tables import path_exists, read_table, write_bytes, write_table
+from recsys_spark.jobs.dataset import log_events_tags
+from recsys_spark.mlops import tracking
+from recsys_spark.results import CohortHeadline, RetentionResult
 
 
 def retention(spark: SparkSession, cfg: Config) -> RetentionResult:
     rc = cfg.retention
-    events = read_table(spark, cfg.path("events")).select(*S.EVENT_COLUMNS)
+    events = read_table(spark, cfg.path(names.EVENTS)).select(*S.EVENT_COLUMNS)
     if rc.event_types:
         events = events.where(F.col("event_type").isin(rc.event_types))
     data_end = events.agg(F.max("event_date")).first()[0]
@@ -31,7 +32,7 @@ def retention(spark: SparkSession, cfg: Config) -> RetentionResult:
             + ": run `recsys-spark ingest` first, or widen retention.event_types"
         )
     activity = user_activity(events, rc.granularity).persist(StorageLevel.MEMORY_AND_DISK)
-    base = cfg.path("retention")
+    base = cfg.path(names.RETENTION)
     write_table(cohort_retention(activity, F.lit(data_end), rc.granularity), f"{base}/cohorts")
     write_table(stickiness(events), f"{base}/stickiness")
     table = read_table(spark, f"{base}/cohorts").toPandas()  # cohorts x periods: small
@@ -52,10 +53,10 @@ def retention(spark: SparkSession, cfg: Config) -> RetentionResult:
         stick.orderBy("date").toPandas().to_csv(index=False).encode(), "retention/stickiness.csv"
     )  # one row per day
     quality = []
-    if path_exists(spark, cfg.path("eval/per_user")):
+    if path_exists(spark, cfg.path(names.PER_USER)):
         cohorts = activity.where(F.col("period") == 0).select("user_id", "cohort")
         write_table(
-            quality_by_cohort(read_table(spark, cfg.path("eval/per_user")), events, cohorts),
+            quality_by_cohort(read_table(spark, cfg.path(names.PER_USER)), events, cohorts),
             f"{base}/quality_by_cohort",
         )
         quality = [

@@ -9,19 +9,19 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from .. import tables, tracking
-from ..config import Config, validate
-from ..report import write_report
-from ..results import RunResult, StageResult, TrainResult
-from .effect import effect
-from .evaluate_new_items import evaluate_new
-from .generate import generate, generate_if_missing
-from .ingest import ingest
-from .items import items
-from .recommend import recommend
-from .retention import retention
-from .simulate import simulate
-from .train import train
+from recsys_spark.config import Config
+from recsys_spark.jobs.effect import effect
+from recsys_spark.jobs.evaluate_new_items import evaluate_new
+from recsys_spark.jobs.generate import generate, generate_if_missing
+from recsys_spark.jobs.ingest import ingest
+from recsys_spark.jobs.items import items
+from recsys_spark.jobs.recommend import recommend
+from recsys_spark.jobs.retention import retention
+from recsys_spark.jobs.simulate import simulate
+from recsys_spark.jobs.train import train
+from recsys_spark.mlops import tracking
+from recsys_spark.mlops.report import write_report
+from recsys_spark.results import RunResult, StageResult, TrainResult
 
 log = logging.getLogger("recsys_spark")
 
@@ -61,8 +61,6 @@ def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str =
 def run_job(name: str, spark: SparkSession, cfg: Config, job: Job | None = None) -> RunResult:
     """One job (`JOBS[name]`, or `job` for one bound to command-line arguments), timed, its
     metrics logged to the active MLflow run."""
-    validate(cfg)
-    tables.KEEP_VERSIONS = cfg.output.keep_versions
     run = RunResult({name: timed(name, job or JOBS[name], spark, cfg)})
     tracking.log_metrics(run.metrics())
     return run
@@ -70,8 +68,6 @@ def run_job(name: str, spark: SparkSession, cfg: Config, job: Job | None = None)
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> RunResult:
     """Every stage in order, each in a nested MLflow run; the parent gets all metrics too."""
-    validate(cfg)
-    tables.KEEP_VERSIONS = cfg.output.keep_versions
     run = RunResult()
     for i, (name, job) in enumerate(PIPELINE, 1):
         with tracking.tracked_run(cfg, name, nested=True):

@@ -16,20 +16,29 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import tracking
-from ..config import Config
-from ..errors import RecsysError
-from ..generate import Catalog, make_catalog
-from ..model import load_model
-from ..results import EffectResult, SimulateResult
-from ..simulate import base_return, cluster_table, draw_events, matches, responding, user_states, with_list
-from ..tables import read_table, write_table
-from ..topn import popular_lists, recommend_users
-from .effect import effect
-from .generate import generate_if_missing
-from .ingest import ingest
-from .recommend import recommend
-from .train import train
+from recsys_spark import names
+from recsys_spark.analytics.simulator import (
+    base_return,
+    cluster_table,
+    draw_events,
+    matches,
+    responding,
+    user_states,
+    with_list,
+)
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.events.synthetic import Catalog, make_catalog
+from recsys_spark.infra.tables import read_table, write_table
+from recsys_spark.jobs.effect import effect
+from recsys_spark.jobs.generate import generate_if_missing
+from recsys_spark.jobs.ingest import ingest
+from recsys_spark.jobs.recommend import recommend
+from recsys_spark.jobs.train import train
+from recsys_spark.mlops import tracking
+from recsys_spark.recs.model import load_model
+from recsys_spark.recs.topn import popular_lists, recommend_users
+from recsys_spark.results import EffectResult, SimulateResult
 
 log = logging.getLogger("recsys_spark")
 
@@ -54,23 +63,23 @@ def simulate(spark: SparkSession, cfg: Config, rounds: int = 1) -> SimulateResul
             tracking.log_metrics({k: v for k, v in out[-1].items() if isinstance(v, float)})
     clusters.unpersist()
     result = SimulateResult(
-        effect_strength=s.effect, days=s.days, rounds=out, paths={"rounds": cfg.path("simulate/rounds")}
+        effect_strength=s.effect, days=s.days, rounds=out, paths={"rounds": cfg.path(names.SIMULATE_ROUNDS)}
     )
-    write_table(spark.createDataFrame(out), cfg.path("simulate/rounds"), whole_table=True)
+    write_table(spark.createDataFrame(out), cfg.path(names.SIMULATE_ROUNDS), whole_table=True)
     return result
 
 
 def _run_round(spark: SparkSession, cfg: Config, r: int, rounds: int, catalog: Catalog, clusters: DataFrame) -> dict:
     """Round r: train, serve both arms, draw the responses, ingest them, measure; the round's row."""
     h, s, n = cfg.recommend.holdout, cfg.simulate, cfg.recommend.n
-    events = read_table(spark, cfg.path("events"))
+    events = read_table(spark, cfg.path(names.EVENTS))
     served: dt.date = events.agg(F.max("event_date")).first()[0]
     log.info("[simulate] round %d/%d: train, serve on %s, then %d days of responses", r, rounds, served, s.days)
     day = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, run_date=served))
     train(spark, day)
     recommend(spark, day)
-    model = load_model(spark, cfg.path("model"))
-    assigned = read_table(spark, cfg.path("assignments")).where(F.col("run_date") == F.lit(served))
+    model = load_model(spark, cfg.path(names.MODEL))
+    assigned = read_table(spark, cfg.path(names.ASSIGNMENTS)).where(F.col("run_date") == F.lit(served))
     users = assigned.select("user_id")
     treated_list = recommend_users(model, users, n).select("user_id", "item_id")
     control_list = (
@@ -97,7 +106,7 @@ def _run_round(spark: SparkSession, cfg: Config, r: int, rounds: int, catalog: C
     truth = u.agg(F.avg(F.col("p_t") - F.col("p_c"))).first()[0]
     respond = responding(u)
     new = draw_events(respond, catalog, served, s.days, s.seed, r)
-    write_table(new, cfg.input_path, "event_date")  # the next period's raw partitions, beside the history
+    write_table(new, cfg.input_path, names.EVENT_DATE)  # the next period's raw partitions, beside the history
     u.unpersist()
     ingest(spark, cfg)
     measured = effect(

@@ -8,25 +8,26 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from .. import schema as S
-from .. import tracking
-from ..config import Config
-from ..errors import RecsysError
-from ..interactions import prepare_interactions
-from ..model import TrainedModel, save_model, seen_pairs
-from ..results import SplitInfo, TrainResult
-from ..split import make_splits
-from ..tables import local_dir, read_table, write_table, write_text
-from ..timing import Stopwatch
-from ..topn import popularity
-from ..training import Evaluation, fit_and_evaluate
-from .dataset import log_events_tags
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.events import schema as S
+from recsys_spark.infra.tables import local_dir, read_table, write_table, write_text
+from recsys_spark.infra.timing import Stopwatch
+from recsys_spark.jobs.dataset import log_events_tags
+from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.interactions import prepare_interactions
+from recsys_spark.recs.model import TrainedModel, save_model, seen_pairs
+from recsys_spark.recs.split import make_splits
+from recsys_spark.recs.topn import popularity
+from recsys_spark.recs.training import Evaluation, fit_and_evaluate
+from recsys_spark.results import SplitInfo, TrainResult
 
 log = logging.getLogger("recsys_spark")
 
 
 def train(spark: SparkSession, cfg: Config) -> TrainResult:
-    events = read_table(spark, cfg.path("events")).select(*S.EVENT_COLUMNS)
+    events = read_table(spark, cfg.path(names.EVENTS)).select(*S.EVENT_COLUMNS)
     last = events.agg(F.max("event_ts")).first()[0]
     if last is None:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
@@ -67,15 +68,15 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
             "mlflow_run_id": tracking.current_run_id(),
         },
     )
-    save_model(bundle, cfg.path("model"))
-    model_dir = local_dir(spark, cfg.path("model"))
+    save_model(bundle, cfg.path(names.MODEL))
+    model_dir = local_dir(spark, cfg.path(names.MODEL))
     tracking.log_dir(model_dir, "model")
     metric = f"{cfg.tune.metric}_at_{cfg.train.k}"
     quality = trained.evaluation.metrics
-    registry = tracking.register_model(
+    registered = registry.register_model(
         model_dir, cfg.train.registered_model, metric, quality[metric], quality[f"baseline_{metric}"]
     )
-    log.info("[train] %s", registry)
+    log.info("[train] %s", registered)
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})
     per_user = trained.evaluation.per_user.join(data.users, "user_idx").select("*", *_followup_columns(splits.info))
     write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user)
@@ -93,8 +94,8 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         steps=clock.stop(),
         by_history=trained.evaluation.by_history,
         events_below_min_value=below,
-        registry=registry,
-        paths={"model": cfg.path("model"), "eval": cfg.path("eval")},
+        registry=registered,
+        paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
     )
 
 
@@ -113,10 +114,10 @@ def write_eval_tables(
     """Metrics side by side (ALS | baseline), the same per history cohort, tuning trials, per-user ALS
     metrics (for cohorts)."""
     metrics = evaluation.metrics
-    names = [m for m in metrics if not m.startswith("baseline_")]
+    shown = [m for m in metrics if not m.startswith("baseline_")]
     tables = {
         "metrics": pd.DataFrame(
-            {"metric": names, "als": [metrics[m] for m in names], "baseline": [metrics[f"baseline_{m}"] for m in names]}
+            {"metric": shown, "als": [metrics[m] for m in shown], "baseline": [metrics[f"baseline_{m}"] for m in shown]}
         ),
         "by_history": pd.DataFrame(
             [
@@ -140,4 +141,4 @@ def write_eval_tables(
         write_table(spark.createDataFrame(table), cfg.path(f"eval/{name}"))
         write_text(spark, cfg.path(f"eval/{name}.csv"), table.to_csv(index=False))
         tracking.log_bytes(table.to_csv(index=False).encode(), f"eval/{name}.csv")
-    write_table(per_user, cfg.path("eval/per_user"))
+    write_table(per_user, cfg.path(names.PER_USER))

@@ -1,0 +1,32 @@
+"""The canonical clean-event schema and the quarantine reason codes (see shared/design.md)."""
+
+from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
+
+CLEAN_EVENT_SCHEMA = StructType(
+    [
+        StructField("user_id", StringType(), False),
+        StructField("item_id", StringType(), False),
+        StructField("event_type", StringType(), False),
+        StructField("event_ts", TimestampType(), False),
+        StructField("value", DoubleType(), True),
+        StructField("event_date", DateType(), False),
+    ]
+)
+EVENT_COLUMNS = [f.name for f in CLEAN_EVENT_SCHEMA.fields]
+
+# Quarantine reasons, in the order rules are checked: a row gets the first that applies.
+MALFORMED_ROW = "malformed_row"
+NULL_USER_ID = "null_user_id"
+NULL_ITEM_ID = "null_item_id"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+TOO_OLD = "too_old"
+BAD_VALUE = "bad_value"
+NON_FINITE_VALUE = "non_finite_value"
+DUPLICATE = "duplicate"
+
+REASON = "_reason"
+SOURCE = "_source"
+UNPARSED = "unparsed"  # the quarantine's partition (names.QUARANTINE_DATE) of a row without a date: never null,
+# since pyarrow cannot read a null partition value beside others

@@ -1,0 +1,149 @@
+"""The Model Registry side of MLflow: the saved model logged as the Spark-free pyfunc (with its
+pinned requirements), registered with a `champion` alias that moves only to a better model,
+downloaded again by recommend, and replaced after an erasure. Imports no pyspark."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from recsys_spark.errors import RecsysError
+from recsys_spark.mlops.tracking import redact_uri, tracking_uri_now
+
+CHAMPION = "champion"
+
+
+def replace_erased_model(run_id: str, scrubbed_dir: str) -> list[str]:
+    """After forget rewrote the saved model (`scrubbed_dir`): replace the `model/` artifacts of
+    the run that logged the old one, delete the artifacts of every model it logged (the pyfuncs
+    hold the users' factors and seen pairs), log the scrubbed model as a new version of each
+    registered model it had versions in, move the old versions' aliases to it, and tag the old
+    versions unservable.
+    Returns what it did, a line each. Needs the active run (the forget run) and the old run here."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    done = []
+    if any(f.path == "model" for f in client.list_artifacts(run_id)):
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts("model")
+        client.log_artifacts(run_id, scrubbed_dir, "model")
+        done.append(f"MLflow run {run_id}: model/ artifacts replaced by the rewritten model")
+    logged = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    versions = [  # versions an earlier forget replaced are unservable already
+        v for v in client.search_model_versions(f"run_id = '{run_id}'") if v.tags.get("erased_data_removed") != "true"
+    ]
+    new = {}
+    # The quality the old versions were judged by travels with the new one, so the champion check of
+    # the next train compares against it (the forget run has no metrics of its own).
+    carried = {f"metric.{k}": str(v) for k, v in run.data.metrics.items() if "_at_" in k}
+    for v in versions:
+        carried |= {k: val for k, val in v.tags.items() if k.startswith("metric.")}
+    for name in sorted({v.name for v in versions}):
+        new[name] = log_pyfunc(scrubbed_dir, name).registered_model_version
+        for k, val in carried.items():
+            client.set_model_version_tag(name, new[name], k, val)
+        done.append(f"registered {name} v{new[name]}: the rewritten model, logged by this forget run")
+    for model in logged:
+        get_artifact_repository(model.artifact_location).delete_artifacts()
+        done.append(f"logged model {model.model_id} of run {run_id}: artifacts deleted")
+    for v in versions:
+        for alias in client.get_model_version(v.name, v.version).aliases:  # a search does not fill in aliases
+            client.set_registered_model_alias(v.name, alias, new[v.name])
+            done.append(f"alias {alias} moved from {v.name} v{v.version} to v{new[v.name]}")
+        client.set_model_version_tag(v.name, v.version, "erased_data_removed", "true")
+        client.update_model_version(
+            v.name, v.version, description=f"Unservable: its artifacts were deleted by forget (use v{new[v.name]})."
+        )
+        done.append(f"{v.name} v{v.version}: artifacts deleted, tagged erased_data_removed=true (unservable)")
+    return done
+
+
+def _package_dir(tmp: str) -> str:
+    """This package's source folder, for the pyfunc's code_paths. Under `spark-submit --py-files
+    recsys_spark.zip` the package sits inside the zip, which MLflow cannot copy: extract it to `tmp`."""
+    here = Path(__file__).resolve().parents[1]  # recsys_spark/, above mlops/
+    if here.is_dir():
+        return str(here)
+    archive = next(p for p in here.parents if p.is_file())
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp, [m for m in z.namelist() if m.startswith(f"{here.name}/")])
+    return str(Path(tmp) / here.name)
+
+
+SERVING_PACKAGES = ("mlflow-skinny", "numpy", "pandas", "pyarrow", "pyyaml")  # what serving.py imports; no pyspark
+
+
+def serving_requirements() -> list[str]:
+    """The pyfunc's pip requirements: the packages serving.py needs, pinned to this environment's
+    versions (mlflow-skinny: MLflow's client without its server; a serving host needs no Spark)."""
+    return [f"{name}=={importlib.metadata.version(name)}" for name in SERVING_PACKAGES]
+
+
+def log_pyfunc(local_dir: str, name: str | None) -> Any:
+    """Log the saved model directory as the `recommender` pyfunc of the active run, with this
+    package's code inside it (registered as `name` unless None). Returns MLflow's ModelInfo."""
+    from recsys_spark.mlops.serving import SIGNATURE, Recommender
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return mlflow.pyfunc.log_model(
+            name="recommender",
+            python_model=Recommender(),
+            artifacts={"model": local_dir},
+            code_paths=[_package_dir(tmp)],
+            registered_model_name=name,
+            signature=SIGNATURE,
+            pip_requirements=serving_requirements(),
+        )
+
+
+def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
+    """Log the saved model as a Spark-free pyfunc (serving.Recommender), register it as `name`
+    and move the `champion` alias to it only when it beats the popularity baseline and the current
+    champion on `metric`. Returns what happened, for the summary."""
+    if mlflow.active_run() is None:
+        return "not registered: tracking is off"
+    info = log_pyfunc(local_dir, name)
+    if name is None:
+        return "logged as a pyfunc (train.registered_model is null: not registered)"
+    version = info.registered_model_version
+    client = mlflow.MlflowClient()
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        best = client.get_run(champion.run_id).data.metrics.get(metric)
+        if best is None and f"metric.{metric}" in champion.tags:  # a version forget rewrote: its carried score
+            best = float(champion.tags[f"metric.{metric}"])
+    except mlflow.exceptions.MlflowException:
+        champion, best = None, None
+    if value <= baseline:
+        stays = f"stays v{champion.version}" if champion else "stays unset"
+        return (
+            f"{name} v{version} registered; {CHAMPION} {stays}: "
+            f"{metric} {value:.4f} does not beat popularity {baseline:.4f}"
+        )
+    if champion is not None and best is not None and value <= best:
+        return (
+            f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: "
+            f"{metric} {value:.4f} does not beat its {best:.4f}"
+        )
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return f"{name} v{version} registered and is now {CHAMPION} ({metric} {value:.4f}, popularity {baseline:.4f})"
+
+
+def download_model(uri: str) -> str:
+    """`runs:/<id>/model` -> a local directory holding the model's artifacts."""
+    dst = tempfile.mkdtemp(prefix="recsys-model-")
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+    except Exception as e:  # MLflow raises several types for a bad URI
+        raise RecsysError(
+            f"cannot download model {uri} from MLflow ({redact_uri(tracking_uri_now())}): "
+            f"{redact_uri(str(e).splitlines()[0])}"
+        ) from None

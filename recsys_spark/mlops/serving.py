@@ -1,0 +1,176 @@
+"""The served model: an MLflow pyfunc that recommends from a saved model directory without Spark.
+
+The saved model (see recs/model.py) is Parquet throughout (ALS writes its factors as Parquet too), so
+the pyfunc reads it with pyarrow: user and item factors, the id maps, the seen pairs with their
+fit weights and the popularity order. `predict` takes a frame of `user_id` (and optionally `n`)
+and returns the same rows the recommend job writes for those users: top-n with seen items
+excluded and `because`, or the popular items for users the model cannot score. No JVM starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from recsys_spark.recs.kernels import because_column, explain_for, indexed, top_k_rows
+
+COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
+
+
+def _table(path: Path) -> pa.Table:
+    return ds.dataset(str(path), format="parquet", exclude_invalid_files=True).to_table()
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return _table(path).to_pandas()
+
+
+def _factors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """ALS's (id, features) Parquet as ids and one float32 matrix, straight from Arrow's flat values
+    (no Python object per row: a million users load in a fraction of a second)."""
+    t = _table(path)
+    values = t.column("features").combine_chunks().flatten().to_numpy().astype(np.float32)
+    return t.column("id").to_numpy().astype(np.int64), values.reshape(t.num_rows, -1) if t.num_rows else values.reshape(
+        0, 0
+    )
+
+
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "user_id"), ColSpec("long", "n", required=False)]))
+EXAMPLE = '{"dataframe_split": {"columns": ["user_id", "n"], "data": [["u0000001", 10]]}}'
+
+
+def requests(frame: Any, default_n: int) -> list[tuple[str, int]]:
+    """(user id, n) per row of a request frame, ids trimmed as ingest trims them; a bad request is
+    an MlflowException naming the rows and the fix (HTTP 400 from `mlflow models serve`)."""
+    if not isinstance(frame, pd.DataFrame) or "user_id" not in frame.columns:
+        got = list(frame.columns) if isinstance(frame, pd.DataFrame) else type(frame).__name__
+        raise MlflowException.invalid_parameter_value(f"the request needs a user_id column (got {got}): send {EXAMPLE}")
+    ids = frame["user_id"].map(lambda v: v.strip() if isinstance(v, str) else None)
+    bad = [i for i, v in enumerate(ids) if not v]
+    if bad:
+        raise MlflowException.invalid_parameter_value(
+            f"user_id must be a non-empty string; rows {bad[:5]} are not "
+            f"({[frame['user_id'].tolist()[i] for i in bad[:5]]}): send ids as strings, e.g. {EXAMPLE}"
+        )
+    if "n" not in frame.columns:
+        return [(u, default_n) for u in ids]
+    ns = pd.to_numeric(frame["n"], errors="coerce")
+    bad = [
+        i
+        for i, (raw, v) in enumerate(zip(frame["n"], ns, strict=True))
+        if pd.notna(raw) and not (v >= 1 and v == int(v))
+    ]
+    if bad:
+        shown = [_shown(frame["n"].tolist()[i]) for i in bad[:5]]
+        raise MlflowException.invalid_parameter_value(
+            f"n must be a whole number of at least 1; rows {bad[:5]} have {shown}: "
+            f"leave n out for the model's {default_n}"
+        )
+    return [(u, int(v) if pd.notna(v) else default_n) for u, v in zip(ids, ns, strict=True)]
+
+
+def _shown(value: Any) -> Any:
+    """A request value as its sender wrote it: 0.0 (a number column's 0) shows as 0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class Recommender(mlflow.pyfunc.PythonModel):
+    """Top-n per user from the factors of a saved model, as the recommend job computes them."""
+
+    def load_context(self, context: Any) -> None:
+        self.load(Path(context.artifacts["model"]))
+
+    def load(self, root: Path) -> None:
+        cfg = yaml.safe_load((root / "config.yaml").read_text())
+        users, items = _read(root / "users"), _read(root / "items")
+        user_ids, user_factors = _factors(root / "als" / "userFactors")
+        self.item_idx, item_factors = _factors(root / "als" / "itemFactors")
+        self.n = int(cfg.get("recommend", {}).get("n", 10))
+        self.vt = np.ascontiguousarray(item_factors.T)
+        size = int(max(items["item_idx"].max(), self.item_idx.max(initial=0))) + 1
+        self.ids = ids = indexed(items["item_idx"].to_numpy(), items["item_id"].to_numpy(), size)
+        self.pos = np.full(size, -1)  # item_idx -> column of vt
+        self.pos[self.item_idx] = np.arange(self.item_idx.size)
+        self.user_row = dict(zip(users["user_id"], users["user_idx"], strict=True))
+        self.factor_row = dict(zip(user_ids.tolist(), range(user_ids.size), strict=True))
+        self.u = user_factors if user_ids.size else np.zeros((0, self.vt.shape[0]), np.float32)
+        seen = _table(root / "seen")
+        users_of, items_of = (seen.column(c).to_numpy().astype(np.int64) for c in ("user_idx", "item_idx"))
+        order = np.argsort(
+            users_of * (int(items_of.max(initial=0)) + 1) + items_of
+        )  # by user, then item: a history is a slice
+        self.seen_users, self.seen_items = users_of[order], items_of[order]
+        self.seen_weights = (
+            seen.column("weight").to_numpy(zero_copy_only=False).astype(np.float64)[order]
+            if "weight" in seen.column_names
+            else None
+        )
+        popular = _read(root / "popular").sort_values(["popularity", "item_idx"], ascending=[False, True])
+        self.popular = popular[["item_idx", "popularity"]].to_numpy()
+        self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
+        self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        frames = [self.recommend(user, n) for user, n in requests(model_input, self.n)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+    def recommend(self, user_id: str, n: int) -> pd.DataFrame:
+        """One user's rows: ALS top-n with reasons, or the popular fallback."""
+        idx = self.user_row.get(user_id)
+        lo, hi = np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0)
+        seen = self.seen_items[lo:hi]
+        row = self.factor_row.get(int(idx)) if idx is not None else None
+        if row is None:  # unknown, or known without factors: the most popular unseen items
+            keep = ~np.isin(self.popular[:, 0].astype(np.int64), seen)
+            top = self.popular[keep][:n]
+            return pd.DataFrame(
+                {
+                    "user_id": user_id,
+                    "rank": np.arange(1, len(top) + 1),
+                    "item_id": self.ids[top[:, 0].astype(np.int64)],
+                    "score": top[:, 1].astype(np.float32),
+                    "source": "popular",
+                    "because": [None] * len(top),
+                }
+            )
+        pos = self.pos
+        scores = self.u[row][None, :] @ self.vt
+        cols = pos[seen[seen < pos.size]]
+        scores[0, cols[cols >= 0]] = -np.inf
+        part, top = top_k_rows(scores, self.item_idx, min(n, self.item_idx.size))
+        keep = np.isfinite(top).ravel()
+        because = [None] * int(keep.sum())
+        if self.explain is not None:
+            weights = self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
+            history = cols[cols >= 0]
+            because = because_column(
+                self.explain,
+                self.vt,
+                self.gram,
+                self.item_idx,
+                np.zeros(history.size, np.int64),
+                history,
+                weights,
+                part,
+                keep,
+            ).to_pylist()
+        return pd.DataFrame(
+            {
+                "user_id": user_id,
+                "rank": np.arange(1, keep.sum() + 1),
+                "item_id": self.ids[self.item_idx[part[0][keep]]],
+                "score": top[0][keep].astype(np.float32),
+                "source": "als",
+                "because": because,
+            }
+        )

@@ -1,0 +1,28 @@
+"""The output tables' names (under `output.root`) and their partition columns: one home, so a
+table is renamed in one place and each contract in docs/design.md maps to a constant here.
+Spark-free: the CLI, the report and the tests read it too."""
+
+EVENTS = "events"  # the clean events, by event_date
+QUARANTINE = "quarantine"  # rejected rows with their reason, by parsed_event_date
+RAW = "raw"  # the generator's raw events (input.path when none is given)
+RAW_ITEMS = "raw_items"  # the generator's item texts
+MODEL = "model"  # the saved model bundle (ALS factors, id maps, seen pairs, popularity)
+EVAL = "eval"  # train's evaluation tables (eval/metrics, eval/per_user, ...)
+PER_USER = "eval/per_user"
+NEW_ITEMS_EVAL = "eval/new_items"
+RECOMMENDATIONS = "recommendations"  # top-N per user, by run_date
+ASSIGNMENTS = "assignments"  # the exposure log: each served user's arm, by run_date
+NEW_ITEMS = "new_items"
+SIMILAR_ITEMS = "similar_items"
+EMBEDDINGS = "embeddings"
+RETENTION = "retention"  # retention/cohorts, retention/stickiness, retention/quality_by_cohort
+EFFECT_ESTIMATES = "effect/estimates"  # by served_date
+EFFECT_ARMS = "effect/arms"  # by served_date
+SIMULATE_ROUNDS = "simulate/rounds"
+ERASED = "privacy/erased"  # the erasure list (privacy.erasure_list when none is given)
+CHECKPOINTS = "checkpoints"
+
+EVENT_DATE = "event_date"  # events and raw input
+QUARANTINE_DATE = "parsed_event_date"  # no leading underscore: pyarrow and pandas skip such folders
+RUN_DATE = "run_date"  # recommendations, assignments
+SERVED_DATE = "served_date"  # effect tables

@@ -1,0 +1,190 @@
+"""Top-N items per user with the user's seen items excluded.
+
+Item factors are small (items x rank) and broadcast to every task; user factors stream through
+`mapInArrow` in Arrow batches, are scored in blocks by one matrix product, have their seen items
+masked to -inf, and keep their best N by `argpartition`. One implementation serves evaluation,
+the popularity baseline (a rank-1 model: every user [1], item [popularity]) and the recommend job,
+whose popular fallback for users the model cannot score lives here too (`recommend_users`).
+`top_n_naive` is the plain Spark way, kept as the reference the tests and benchmarks compare to.
+The per-batch numpy work is in `kernels`, which the served model shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.recs.kernels import Explain, block_rows, explain_for, indexed, score_batch
+from recsys_spark.recs.model import TrainedModel
+
+TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"
+BECAUSE_TYPE = "array<struct<item_id:string,name:string,share:float>>"
+
+
+def top_n(
+    user_factors: DataFrame,
+    item_factors: DataFrame,
+    seen: DataFrame,
+    n: int,
+    block: int | None = None,
+    explain: Explain | None = None,
+) -> DataFrame:
+    """(user_idx, rank 1..n, item_idx, score) for every row of `user_factors` (id, features).
+
+    `item_factors` (id, features) is collected and broadcast: it grows with the catalogue, not
+    with users or events. `seen` (user_idx, item_idx) pairs are never recommended. `block`
+    (users per matrix product) defaults to `block_rows` of the catalogue size. With `explain`,
+    `seen` also carries `weight` (the rating the model was fitted on, null for a pair left out of
+    the fit) and every row gets `because` (see `kernels.explain_block`), in the same pass.
+    """
+    items = item_factors.select("id", "features").toPandas()
+    ids = items["id"].to_numpy(dtype=np.int64)
+    vt = (
+        np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T)
+        if len(items)
+        else np.zeros((1, 0), np.float32)
+    )
+    spark = user_factors.sparkSession
+    bc = spark.sparkContext.broadcast((ids, vt, explain))
+    rows = block or block_rows(ids.size)
+    if explain is None:
+        seen_lists = seen.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
+    else:
+        history = seen.groupBy("user_idx").agg(
+            F.collect_list(F.struct("item_idx", F.col("weight").cast("double").alias("weight"))).alias("_h")
+        )
+        seen_lists = history.select("user_idx", F.col("_h.item_idx").alias("seen"), F.col("_h.weight").alias("weights"))
+    users = user_factors.select(F.col("id").alias("user_idx"), "features").join(seen_lists, "user_idx", "left")
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        item_ids, v, how = bc.value
+        pos = np.full(int(item_ids.max()) + 1 if item_ids.size else 1, -1, dtype=np.int64)
+        pos[item_ids] = np.arange(item_ids.size)
+        gram = v.astype(np.float64) @ v.T.astype(np.float64) if how is not None else None  # Y'Y, once per task
+        for batch in batches:
+            yield score_batch(batch, item_ids, v, pos, n, rows, how, gram)
+
+    schema = TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else "")
+    return users.mapInArrow(score, schema)
+
+
+def popularity(interactions: DataFrame) -> DataFrame:
+    """(item_idx, popularity): distinct users per item in `interactions`."""
+    return interactions.groupBy("item_idx").agg(F.countDistinct("user_idx").cast("float").alias("popularity"))
+
+
+def top_n_popular(users: DataFrame, pop: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """The most popular items each user in `users` (user_idx) has not seen."""
+    user_factors = users.select(F.col("user_idx").alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
+    item_factors = pop.select(
+        F.col("item_idx").alias("id"), F.array(F.col("popularity").cast("float")).alias("features")
+    )
+    return top_n(user_factors, item_factors, seen, n)
+
+
+def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int, explain: Explain | None = None) -> DataFrame:
+    """Top-n for `users` (user_idx) from a fitted model, seen pairs excluded (`explain`: see top_n)."""
+    factors = model.userFactors.join(users.select(F.col("user_idx").alias("id")), "id")
+    return top_n(factors, model.itemFactors, seen, n, explain=explain)
+
+
+def explainer(m: TrainedModel, names: DataFrame | None = None) -> Explain | None:
+    """The model's Explain, with display names from `names` (item_id, name); None for a model
+    saved before explanations (its seen pairs carry no fit weights)."""
+    if "weight" not in m.seen.columns:
+        return None
+    items = m.items if names is None else m.items.join(names.select("item_id", "name"), "item_id", "left")
+    labels = items.select(
+        "item_idx", "item_id", F.col("name") if names is not None else F.lit(None).cast("string").alias("name")
+    ).toPandas()
+    idx = labels["item_idx"].to_numpy()  # catalogue-sized
+    return explain_for(m.config, indexed(idx, labels["item_id"].to_numpy()), indexed(idx, labels["name"].to_numpy()))
+
+
+def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: DataFrame | None = None) -> DataFrame:
+    """(user_id, rank, item_id, score, source, because, why) for `wanted` (user_id), or every user
+    the model knows.
+
+    Users with ALS factors get their top-n, seen items excluded (`source` als), each row with the
+    user's history items that contributed most to its score (`because`; names from `names`).
+    Users the model cannot score get `popular_lists`.
+    """
+    with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
+    if wanted is not None:
+        served = wanted.join(with_factors, "user_id")
+        fallback = wanted.join(with_factors, "user_id", "left_anti")
+    else:
+        served, fallback = with_factors, m.users.join(with_factors, "user_id", "left_anti").select("user_id")
+    explain = explainer(m, names)
+    als = (
+        als_top_n(m.als, served.select("user_idx"), m.seen, n, explain)
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select(
+            "user_id",
+            "rank",
+            "item_id",
+            "score",
+            F.lit("als").alias("source"),
+            (F.col("because") if explain else F.lit(None).cast(BECAUSE_TYPE)).alias("because"),
+        )
+    )
+    return als.withColumn("why", why(F.col("source"), F.col("because"))).unionByName(popular_lists(m, fallback, n))
+
+
+def popular_lists(m: TrainedModel, users: DataFrame, n: int) -> DataFrame:
+    """The most popular items for `users` (user_id), ties broken by item index, in recommend_users'
+    columns (`source` popular): users in the id maps without their seen items, unknown users the
+    n most popular of all. The fallback for users the model cannot score, and the control arm's list."""
+    spark = m.users.sparkSession
+    no_reason = F.lit(None).cast(BECAUSE_TYPE)
+    known = (
+        top_n_popular(users.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n)
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select("user_id", "rank", "item_id", "score")
+    )
+    best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
+    top = spark.createDataFrame(
+        [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)],
+        "rank int, item_id string, score float",
+    )
+    unknown = users.join(m.users, "user_id", "left_anti").crossJoin(F.broadcast(top))
+    return (
+        known.unionByName(unknown.select("user_id", "rank", "item_id", "score"))
+        .withColumn("source", F.lit("popular"))
+        .withColumn("because", no_reason)
+        .withColumn("why", why(F.col("source"), F.col("because")))
+    )
+
+
+def why(source: Column, because: Column) -> Column:
+    """The explanation as a sentence: "because of <name> (41%), ..." or what the popular fallback means."""
+
+    def part(b):
+        return F.format_string("%s (%d%%)", F.coalesce(b["name"], b["item_id"]), F.round(b["share"] * 100).cast("int"))
+
+    return F.when(source == "popular", F.lit("popular with all users: the model has no factors for this user")).when(
+        F.size(because) > 0, F.concat(F.lit("because of "), F.array_join(F.transform(because, part), ", "))
+    )
+
+
+def top_n_naive(als_model, seen: DataFrame, n: int) -> DataFrame:
+    """Reference: recommendForAllUsers(n + max seen), anti-join seen pairs, re-rank."""
+    max_seen = seen.groupBy("user_idx").count().agg(F.max("count")).first()[0] or 0
+    recs = als_model.recommendForAllUsers(n + max_seen)
+    flat = recs.select(F.col("user_idx"), F.posexplode("recommendations").alias("_p", "rec")).select(
+        "user_idx", F.col("rec.item_idx").alias("item_idx"), F.col("rec.rating").alias("score")
+    )
+    kept = flat.join(seen.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti")
+    w = Window.partitionBy("user_idx").orderBy(F.desc("score"), "item_idx")
+    return (
+        kept.withColumn("rank", F.row_number().over(w))
+        .where(F.col("rank") <= n)
+        .select("user_idx", F.col("rank").cast("int"), "item_idx", F.col("score").cast("float"))
+    )

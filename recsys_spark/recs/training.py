@@ -1,0 +1,151 @@
+"""Fit, tune and evaluate ALS beside the popularity baseline, and decide what model serves.
+
+Everything here takes DataFrames of indexed interactions (user_idx, item_idx, confidence); what
+comes back to the driver is one row of means per model (and per history cohort) and one row per
+tuning trial.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.ml.recommendation import ALSModel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config
+from recsys_spark.errors import RecsysError
+from recsys_spark.infra.timing import Stopwatch
+from recsys_spark.recs.evaluation import (
+    HISTORY_COHORTS,
+    ItemMeasures,
+    beyond_accuracy,
+    by_history,
+    per_user_metrics,
+    relevant_items,
+    summarize,
+)
+from recsys_spark.recs.interactions import IndexedInteractions
+from recsys_spark.recs.model import fit_als, fit_params
+from recsys_spark.recs.split import Splits
+from recsys_spark.recs.topn import als_top_n, popularity, top_n_popular
+from recsys_spark.recs.tuning import search, tuning_data
+
+log = logging.getLogger("recsys_spark")
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # ALS metrics, then the same with `baseline_`
+    per_user: DataFrame  # user_idx, n_relevant, hits, precision, recall, ndcg, map, hit_rate (ALS), new_in_list
+    by_history: list[dict[str, Any]]  # per history cohort: history, users, ALS metrics, baseline_ metrics
+
+
+def evaluate(
+    model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True, new_below: int = 5
+) -> Evaluation:
+    """Metrics@k of `model` (and unless `baseline` is false, of the popularity baseline) on the
+    users with training history and a new test item, overall and by cohort of history length.
+    `per_user` also says whether the user's list held a new item: one fewer than `new_below`
+    training users used (retention compares their follow-up with the others')."""
+    keep = StorageLevel.MEMORY_AND_DISK
+    relevant = relevant_items(train, test).persist(keep)
+    users = relevant.select("user_idx").distinct()
+    if users.isEmpty():
+        relevant.unpersist()
+        raise RecsysError(
+            "the test period has no users with training history and a new item: "
+            "widen split.test_days or move split.cutoff earlier"
+        )
+    sizes = train.agg(F.countDistinct("item_idx").alias("items"), F.countDistinct("user_idx").alias("users")).first()
+    n_catalog, n_train_users = sizes["items"], sizes["users"]
+    seen = train.select("user_idx", "item_idx")
+    recs = als_top_n(model, users, seen, k).persist(keep)
+    pop = popularity(train)
+    with_new = (
+        recs.where(F.col("rank") <= k)
+        .join(pop.where(F.col("popularity") < new_below), "item_idx")
+        .select("user_idx")
+        .distinct()
+    )
+    per_user = (
+        per_user_metrics(recs, relevant, k)
+        .join(with_new.withColumn("new_in_list", F.lit(True)), "user_idx", "left")
+        .fillna(False, ["new_in_list"])
+        .persist(keep)
+    )
+    metrics = summarize(per_user, recs, n_catalog, k)  # materialises the cached per_user
+    measures = ItemMeasures.of(model.itemFactors, pop, n_train_users)  # diversity by ALS item factors, for both models
+    metrics |= beyond_accuracy(recs, measures, k)
+    cohorts = {r["history"]: r for r in by_history(per_user, train, k)}
+    recs.unpersist()
+    if baseline:
+        base = top_n_popular(users, pop, seen, k).persist(keep)  # read twice by summarize
+        base_user = per_user_metrics(base, relevant, k)
+        metrics |= summarize(base_user, base, n_catalog, k, prefix="baseline_")
+        metrics |= beyond_accuracy(base, measures, k, prefix="baseline_")
+        for r in by_history(base_user, train, k, prefix="baseline_"):
+            cohorts[r["history"]] |= r
+        base.unpersist()
+    relevant.unpersist()
+    return Evaluation(metrics, per_user, [cohorts[c] for c in HISTORY_COHORTS if c in cohorts])
+
+
+@dataclass
+class Trained:
+    """What training produced: the evaluation of the model fitted before the cutoff, the chosen
+    parameters, the tuning rows, and the model that serves with the pairs it must not recommend."""
+
+    evaluation: Evaluation
+    chosen: dict[str, Any]
+    tuning: list[dict[str, Any]]
+    served: ALSModel
+    seen: DataFrame  # user_idx, item_idx, ... of the pairs `served` was fitted on
+
+
+def serving_pairs(splits: Splits, data: IndexedInteractions, refit_on_all: bool) -> DataFrame:
+    """The pairs the served model is fitted on: all interactions (refit), or the training side."""
+    return data.pairs if refit_on_all else splits.train
+
+
+def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clock: Stopwatch | None = None) -> Trained:
+    """Tune (if enabled) on the validation slice, fit on the training side, evaluate on the test
+    side beside popularity, then refit on everything when `train.refit_on_all` says so."""
+    clock = clock or Stopwatch("train")
+    implicit, k = cfg.interactions.mode == "implicit", cfg.train.k
+    params: dict[str, Any] = {}
+    tuning: list[dict[str, Any]] = []
+    if cfg.tune.enabled:
+        clock.start("tune")
+        if splits.tune_train.persist(StorageLevel.MEMORY_AND_DISK).isEmpty():
+            raise RecsysError(
+                "tuning has no training data before the validation slice "
+                f"({cfg.tune.validation_days} days before the cutoff): "
+                "lower tune.validation_days or split.test_days, or set tune.enabled=false"
+            )
+        data_t = tuning_data(splits.tune_train, splits.tune_val, cfg.tune)
+        log.info(
+            "[train] tuning data ready: %d sampled validation users, %d of them in the first rung (%.1f s)",
+            len(data_t.users),
+            int(data_t.users["in_rung"].sum()),
+            clock.elapsed(),
+        )
+        try:
+            params, tuning = search(data_t, cfg.als, cfg.tune, implicit, k)
+        finally:
+            data_t.release()
+        log.info("[train] best trial: %s", params)
+    clock.start("als_fit")
+    model = fit_als(splits.train, cfg.als, implicit, **params)
+    clock.start("evaluate")
+    evaluation = evaluate(model, splits.train, splits.test, k, new_below=cfg.new_items.min_users)
+    seen = serving_pairs(splits, data, cfg.train.refit_on_all)
+    served = model
+    if cfg.train.refit_on_all:
+        clock.start("refit")
+        served = fit_als(seen, cfg.als, implicit, **params)
+    chosen = fit_params(cfg.als, **params)
+    return Trained(evaluation, chosen, tuning, served, seen)
