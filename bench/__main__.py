@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from recsys_spark.config import load_config
+from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.session import build_session
-from recsys_spark.infra.tables import path_exists
 from recsys_spark.jobs.runner import JOBS
 
 from .als_settings import print_sweep, sweep

@@ -28,8 +28,9 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import load_config
 from recsys_spark.events import schema as S
+from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.session import build_session
-from recsys_spark.infra.tables import path_exists, read_table
+from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.recs.evaluation import relevant_items
 from recsys_spark.recs.interactions import prepare_interactions

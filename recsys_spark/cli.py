@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from recsys_spark.config import Config, ConfigError, read_config, validate
@@ -165,54 +166,59 @@ def _simulate_job(rounds: int):
     return lambda spark, cfg: simulate(spark, cfg, rounds)
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    args = _parser().parse_args(argv)
+def _lookup(args: argparse.Namespace, cfg: Config) -> int:
+    """One user's latest list: read-only, so no MLflow run and no lock."""
+    from recsys_spark.events.privacy import check_root_setting
+    from recsys_spark.infra.session import build_session, remove_checkpoints
+    from recsys_spark.jobs.lookup import lookup
+
+    check_root_setting(cfg.output.root, cfg.privacy, record=False)
+    spark = build_session(cfg)
     try:
-        cfg = _config(args)
-        from recsys_spark.mlops import tracking
+        print(lookup(spark, cfg, args.user))
+        remove_checkpoints(spark, cfg)  # else the next command reports it as a killed run's leftover
+    finally:
+        spark.stop()
+    return 0
 
-        if args.command not in READ_MLFLOW_ONLY:
-            from recsys_spark.events.privacy import check_root_setting, pseudonym_key
 
-            pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
-        bound = _forget_job(args) if args.command == "forget" else None  # an unreadable --users-file fails before Spark
-        if args.command == "simulate":
-            bound = _simulate_job(args.rounds)
-        if args.command == "lookup":  # read-only: no MLflow run, no lock
-            from recsys_spark.infra.session import build_session
-            from recsys_spark.jobs.lookup import lookup
+def _compare(args: argparse.Namespace, cfg: Config) -> int:
+    from recsys_spark.mlops import tracking
+    from recsys_spark.mlops.compare import compare_runs
 
-            check_root_setting(cfg.output.root, cfg.privacy, record=False)
-            spark = build_session(cfg)
-            try:
-                print(lookup(spark, cfg, args.user))
-            finally:
-                spark.stop()
-            return 0
-        tracking.start(cfg)  # a wrong tracking URI fails here, before any Spark work
-        if args.command == "compare":
-            from recsys_spark.mlops.compare import compare_runs
+    tracking.start(cfg)  # a wrong tracking URI fails here
+    print(compare_runs(cfg, args))
+    return 0
 
-            print(compare_runs(cfg, args))
-            return 0
-        if args.command == "report":
-            from recsys_spark.mlops.report import write_report
 
-            print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, cfg.reports_dir)}")
-            return 0
-        from recsys_spark.infra.lock import check_output_root, output_lock
+def _report(args: argparse.Namespace, cfg: Config) -> int:
+    from recsys_spark.mlops import tracking
+    from recsys_spark.mlops.report import write_report
 
-        name = "pipeline" if args.command == "run" else args.command
-        check_output_root(cfg.output.root)
-        with output_lock(cfg.output.root, name):
-            if args.command != "generate":  # generate writes the raw input only, which is the caller's
-                check_root_setting(cfg.output.root, cfg.privacy)
-            result = _run(args, cfg, name, bound)
-    except (ConfigError, RecsysError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    tracking.start(cfg)
+    print(f"report: {write_report(args.run_id, cfg.tracking.experiment, args.out, cfg.reports_dir)}")
+    return 0
+
+
+def _job(args: argparse.Namespace, cfg: Config) -> int:
+    """A Spark job or the pipeline: bound arguments checked, tracking started and the output root
+    locked before Spark starts; the summary printed (and written as JSON when asked)."""
+    from recsys_spark.events.privacy import check_root_setting
+    from recsys_spark.infra.lock import check_output_root, output_lock
+    from recsys_spark.mlops import tracking
+
+    bound = None  # a job bound to its command-line arguments: an unreadable --users-file fails before Spark
+    if args.command == "forget":
+        bound = _forget_job(args)
+    elif args.command == "simulate":
+        bound = _simulate_job(args.rounds)
+    tracking.start(cfg)  # a wrong tracking URI fails here, before any Spark work
+    name = "pipeline" if args.command == "run" else args.command
+    check_output_root(cfg.output.root)
+    with output_lock(cfg.output.root, name):
+        if args.command != "generate":  # generate writes the raw input only, which is the caller's
+            check_root_setting(cfg.output.root, cfg.privacy)
+        result = _run(args, cfg, name, bound)
     print(result.format())
     if getattr(args, "summary_json", None):
         with open(args.summary_json, "w") as f:
@@ -220,12 +226,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Commands that are not a Spark job of the output root; every other command is `_job`.
+HANDLERS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "lookup": _lookup,
+    "compare": _compare,
+    "report": _report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    args = _parser().parse_args(argv)
+    try:
+        cfg = _config(args)
+        if args.command not in READ_MLFLOW_ONLY:
+            from recsys_spark.events.privacy import pseudonym_key
+
+            pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work
+        return HANDLERS.get(args.command, _job)(args, cfg)
+    except (ConfigError, RecsysError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:
     """One command's Spark work in its MLflow run, after a killed run's leftovers are recovered."""
     from recsys_spark.events.sources import check_local_input
     from recsys_spark.infra import blas
     from recsys_spark.infra.session import build_session, remove_checkpoints
-    from recsys_spark.infra.tables import recover
+    from recsys_spark.infra.versions import recover
     from recsys_spark.jobs.runner import run_job, run_pipeline
     from recsys_spark.mlops import tracking
 

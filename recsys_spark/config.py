@@ -80,15 +80,7 @@ class InputConfig:
     format: Literal["parquet", "csv", "json"] = "parquet"
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader
     # canonical column -> source column; event_type and value may be omitted.
-    columns: dict[str, str] = field(
-        default_factory=lambda: {
-            "user_id": "user_id",
-            "item_id": "item_id",
-            "event_type": "event_type",
-            "event_ts": "event_ts",
-            "value": "value",
-        }
-    )
+    columns: dict[str, str] = field(default_factory=lambda: {name: name for name in names.RAW_EVENT_COLUMNS})
     event_type: str | None = None  # constant event type when the source has no such column
     event_type_map: dict[str, str] = field(default_factory=dict)  # source value -> canonical
     # null: cast; a Spark datetime pattern such as "M/d/yyyy H:mm", or a list of them tried in
@@ -274,7 +266,7 @@ class RetentionConfig:
 
 @dataclass
 class TextConfig:
-    """Item texts (a side table joined by item id) and the encoder that embeds them; see item_text."""
+    """Item texts (a side table joined by item id) and the encoder that embeds them; see items/texts.py."""
 
     path: str | None = None  # CSV/Parquet/JSON of item texts; null: no texts, no new-items tables
     format: Literal["parquet", "csv", "json"] = "csv"
@@ -289,7 +281,7 @@ class TextConfig:
 
 @dataclass
 class NewItemsConfig:
-    """Which items count as new, and how their factors come from text; see cold_items."""
+    """Which items count as new, and how their factors come from text; see items/cold.py."""
 
     max_age_days: int = 30  # first seen within this many days of the data's last day
     min_users: int = 5  # or fewer distinct users than this
@@ -395,9 +387,6 @@ def read_config(path: str | Path | None = None, overrides: list[str] | None = No
         _apply_override(raw, item)
     return _build(Config, raw, "")
 
-
-CANONICAL_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "value")
-REQUIRED_COLUMNS = ("user_id", "item_id", "event_ts")  # event_type may be a constant, value is optional
 
 # (dotted key, rule, hint): the range checks. Rules: "positive" (int >= 1 / number > 0),
 # "non_negative" (>= 0), "fraction" (0..1), "open_fraction" (strictly between 0 and 1).
@@ -561,12 +550,13 @@ def validate(cfg: Config) -> Config:
             f"input.timezone {inp.timezone!r} is not a time zone: use a region id such as Europe/London or "
             "America/New_York, an offset such as +02:00, or UTC"
         )
-    unknown = sorted(set(inp.columns) - set(CANONICAL_COLUMNS))
+    unknown = sorted(set(inp.columns) - set(names.RAW_EVENT_COLUMNS))
     if unknown:
         raise ConfigError(
-            f"input.columns has unknown canonical column(s) {unknown}; expected keys among {sorted(CANONICAL_COLUMNS)}"
+            f"input.columns has unknown canonical column(s) {unknown}; "
+            f"expected keys among {sorted(names.RAW_EVENT_COLUMNS)}"
         )
-    for key in REQUIRED_COLUMNS:
+    for key in names.REQUIRED_EVENT_COLUMNS:
         if key not in inp.columns:
             raise ConfigError(f"input.columns must map '{key}' to a source column")
     fmts = inp.timestamp_formats

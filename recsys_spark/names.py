@@ -22,6 +22,11 @@ SIMULATE_ROUNDS = "simulate/rounds"
 ERASED = "privacy/erased"  # the erasure list (privacy.erasure_list when none is given)
 CHECKPOINTS = "checkpoints"
 
+# The canonical event columns: what input.columns maps source columns to, in this order; the clean
+# events add EVENT_DATE. events/schema.py gives their types.
+RAW_EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "value")
+REQUIRED_EVENT_COLUMNS = ("user_id", "item_id", "event_ts")  # event_type may be a constant, value is optional
+
 EVENT_DATE = "event_date"  # events and raw input
 QUARANTINE_DATE = "parsed_event_date"  # no leading underscore: pyarrow and pandas skip such folders
 RUN_DATE = "run_date"  # recommendations, assignments

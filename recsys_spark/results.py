@@ -461,7 +461,9 @@ class EffectResult(StageResult):
     fraction: float  # the configured control fraction
     srm_chi2: float
     srm_p_value: float
-    estimates: list[dict[str, Any]]  # one per outcome, window and cohort ("all" first); see effect.Estimate
+    estimates: list[
+        dict[str, Any]
+    ]  # one per outcome, window and cohort ("all" first); see analytics.estimator.Estimate
     not_observable: list[int] = field(default_factory=list)  # windows (days) ending after the data
 
     SRM_ALPHA: ClassVar[float] = 0.001

@@ -1,5 +1,5 @@
 """`recsys-spark ARGS` that dies by SIGKILL, as `kill -9` would, when a table commit passes POINT
-(one of infra.tables.SWITCH_POINTS): python tests/kill_at.py POINT ARGS... The hook is installed
+(one of infra.versions.SWITCH_POINTS): python tests/kill_at.py POINT ARGS... The hook is installed
 here, by the test's own process, so the library reads no test switch of its own."""
 
 import os
@@ -7,19 +7,19 @@ import signal
 import sys
 
 from recsys_spark import cli
-from recsys_spark.infra import tables
+from recsys_spark.infra import versions
 
 
 def main() -> int:
     point, *args = sys.argv[1:]
-    if point not in tables.SWITCH_POINTS:
-        raise SystemExit(f"kill_at.py: {point!r} is not one of {tables.SWITCH_POINTS}")
+    if point not in versions.SWITCH_POINTS:
+        raise SystemExit(f"kill_at.py: {point!r} is not one of {versions.SWITCH_POINTS}")
 
     def kill(at: str) -> None:
         if at == point:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    tables.on_switch_point(kill)
+    versions.on_switch_point(kill)
     return cli.main(args)
 
 

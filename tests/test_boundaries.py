@@ -1,7 +1,8 @@
 """The Spark-free boundary: the served model, `report` and `compare` import no pyspark, so a
 serving or reporting host needs no Spark. Checked in a fresh interpreter where pyspark cannot be
-imported at all (MLflow imports pyspark whenever it is installed, so its absence from sys.modules
-could not be asserted in this venv)."""
+imported at all: MLflow itself tries `import pyspark` whenever it is installed (and carries on
+without it), so in this venv the check is that nothing of ours needs it. The fresh-venv test in
+test_serving.py loads the registered model where pyspark is not installed."""
 
 import pytest
 
@@ -16,6 +17,7 @@ SPARK_FREE = [
     "recsys_spark.mlops.registry",
     "recsys_spark.recs.kernels",
     "recsys_spark.infra.lock",
+    "recsys_spark.infra.versions",
     "recsys_spark.config",
     "recsys_spark.cli",
 ]
@@ -23,9 +25,8 @@ SPARK_FREE = [
 
 @pytest.mark.parametrize("name", SPARK_FREE)
 def test_serving_and_reporting_modules_import_without_pyspark(name):
-    out = without_pyspark(f"import {name}; print(sorted(m for m in sys.modules if m.startswith('pyspark')))")
+    out = without_pyspark(f"import {name}")  # a module-level pyspark import anywhere on the way fails it
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[]"
 
 
 def test_the_blocker_does_block_a_spark_module():

@@ -154,3 +154,5 @@ def test_forget_killed_between_its_switches_leaves_whole_tables_and_is_completed
     assert gone.returncode == kept.returncode == 0, gone.stderr[-2000:] + kept.stderr[-2000:]
     assert "user u0000001: no recommendations" in gone.stdout
     assert "user u0000002: 10 recommendations of" in kept.stdout and kept.stdout.count("because of ") == 10
+    # A lookup leaves no session checkpoint folder for the next command to report as a crash's leftover.
+    assert not list(root.glob("checkpoints/*")), list(root.glob("checkpoints/*"))

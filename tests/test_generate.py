@@ -3,7 +3,8 @@ import pandas as pd
 from chispa import assert_df_equality
 
 from recsys_spark.config import GenerateConfig
-from recsys_spark.events.synthetic import RAW_SCHEMA, generate_chunk, generate_events, make_catalog
+from recsys_spark.events.schema import RAW_SCHEMA
+from recsys_spark.events.synthetic import generate_chunk, generate_events, make_catalog
 from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
 

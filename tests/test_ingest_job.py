@@ -10,7 +10,8 @@ from pyspark.sql import functions as F
 from recsys_spark.config import RowRule
 from recsys_spark.errors import RecsysError
 from recsys_spark.events import schema as S
-from recsys_spark.infra.tables import path_exists, read_table, write_table
+from recsys_spark.infra.filesystem import path_exists
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.runner import JOBS
 
 RETAIL_CSV = """InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country

@@ -259,7 +259,7 @@ def test_a_full_run_leaves_nothing_of_an_earlier_different_input(spark, cfg, tmp
 def test_recovery_removes_only_sparks_checkpoint_folders(tmp_path):
     """A checkpoint dir that holds tables (spark.checkpoint_dir = output.root, refused by config
     since) once made start-up recovery delete every table: only UUID-named session folders go."""
-    from recsys_spark.infra.tables import recover
+    from recsys_spark.infra.versions import recover
 
     root = tmp_path / "out"
     session = root / "0f8fad5b-d9cb-469f-a165-70867728950e"

@@ -157,7 +157,7 @@ def test_two_first_runs_on_a_new_sqlite_store_do_not_race(tmp_path):
     """MLflow creates a new store's tables on first use; without the lock two processes at once failed
     (3 of 3 tries)."""
     code = (
-        "import sys; from recsys_spark import tracking; from recsys_spark.config import load_config; "
+        "import sys; from recsys_spark.mlops import tracking; from recsys_spark.config import load_config; "
         "tracking.start(load_config(None, ['tracking.uri=sqlite:///' + sys.argv[1]]))"
     )
     env = scrubbed_env()

@@ -25,12 +25,26 @@ def check_granularity(granularity: str) -> None:
 
 
 def period_start(ts: Column, granularity: str) -> Column:
-    """The date the period containing `ts` starts (weeks start on Monday)."""
+    """The date the period containing `ts` starts (weeks start on Monday).
+
+    >>> d = spark.createDataFrame([("2026-01-08 13:00:00",)], "ts string").select(F.to_timestamp("ts").alias("ts"))
+    >>> d.select(period_start(F.col("ts"), "week").alias("w"), period_start(F.col("ts"), "month").alias("m")).first()
+    Row(w=datetime.date(2026, 1, 5), m=datetime.date(2026, 1, 1))
+    """
     return F.date_trunc(granularity, ts).cast("date")
 
 
 def periods_between(start: Column, later: Column, granularity: str) -> Column:
-    """Whole periods from period start `start` to period start `later`."""
+    """Whole periods from period start `start` to period start `later`.
+
+    >>> d = spark.createDataFrame([("2026-01-05", "2026-01-19", "2026-03-05")], "a string, b string, c string")
+    >>> d.select(
+    ...     periods_between(F.to_date("a"), F.to_date("b"), "week").alias("weeks"),
+    ...     periods_between(F.to_date("a"), F.to_date("b"), "day").alias("days"),
+    ...     periods_between(F.to_date("a"), F.to_date("c"), "month").alias("months"),
+    ... ).first()
+    Row(weeks=2, days=14, months=2)
+    """
     if granularity == "month":
         return F.months_between(later, start).cast("int")
     days = F.datediff(later, start)

@@ -27,7 +27,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.analytics.arms import TREATMENT
-from recsys_spark.events.synthetic import RAW_SCHEMA, Catalog
+from recsys_spark.events.schema import RAW_SCHEMA
+from recsys_spark.events.synthetic import Catalog
 
 
 def cluster_table(catalog: Catalog, spark: SparkSession) -> DataFrame:

@@ -29,8 +29,10 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, PrivacyConfig
 from recsys_spark.errors import RecsysError
+from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.paths import local_path
-from recsys_spark.infra.tables import path_exists, read_table, write_atomically
+from recsys_spark.infra.tables import read_table
+from recsys_spark.infra.versions import write_atomically
 
 MIN_KEY_CHARS = 16
 SETTING = "_privacy.json"  # in the output root: {"pseudonymize": bool, "key_fingerprint": str | None}

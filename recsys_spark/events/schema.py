@@ -1,16 +1,22 @@
 """The canonical clean-event schema and the quarantine reason codes (see shared/design.md)."""
 
-from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import DataType, DateType, DoubleType, StringType, StructField, StructType, TimestampType
 
+from recsys_spark.names import EVENT_DATE, RAW_EVENT_COLUMNS
+
+TYPES: dict[str, DataType] = {
+    "user_id": StringType(),
+    "item_id": StringType(),
+    "event_type": StringType(),
+    "event_ts": TimestampType(),
+    "value": DoubleType(),
+    EVENT_DATE: DateType(),
+}
+# Raw events as the generator and the simulator write them: every column nullable.
+RAW_SCHEMA = StructType([StructField(name, TYPES[name]) for name in RAW_EVENT_COLUMNS])
+# Clean events: only `value` may be null.
 CLEAN_EVENT_SCHEMA = StructType(
-    [
-        StructField("user_id", StringType(), False),
-        StructField("item_id", StringType(), False),
-        StructField("event_type", StringType(), False),
-        StructField("event_ts", TimestampType(), False),
-        StructField("value", DoubleType(), True),
-        StructField("event_date", DateType(), False),
-    ]
+    [StructField(name, TYPES[name], name == "value") for name in (*RAW_EVENT_COLUMNS, EVENT_DATE)]
 )
 EVENT_COLUMNS = [f.name for f in CLEAN_EVENT_SCHEMA.fields]
 

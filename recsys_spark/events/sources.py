@@ -16,8 +16,8 @@ from recsys_spark.config import InputConfig
 from recsys_spark.errors import RecsysError, first_line
 from recsys_spark.events import schema as S
 from recsys_spark.events.validation import CORRUPT, parse_timestamp
+from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.paths import local_path
-from recsys_spark.infra.tables import path_exists
 
 
 def read_source(

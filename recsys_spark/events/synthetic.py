@@ -19,19 +19,9 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
 
 from recsys_spark.config import GenerateConfig
-
-RAW_SCHEMA = StructType(
-    [
-        StructField("user_id", StringType()),
-        StructField("item_id", StringType()),
-        StructField("event_type", StringType()),
-        StructField("event_ts", TimestampType()),
-        StructField("value", DoubleType()),
-    ]
-)
+from recsys_spark.events.schema import RAW_SCHEMA
 
 VIEWS_PER_SESSION = 4.0  # 1 + Poisson(3)
 P_CLICK, P_CART, P_BUY = 0.35, 0.25, 0.4

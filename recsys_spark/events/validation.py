@@ -25,7 +25,7 @@ from recsys_spark.events.privacy import pseudonymized
 from recsys_spark.events.rules import check_rule
 
 CORRUPT = "_corrupt_record"
-_C = {name: f"__{name}" for name in ("user_id", "item_id", "event_type", "event_ts", "value", "value_raw")}
+_C = {name: f"__{name}" for name in (*names.RAW_EVENT_COLUMNS, "value_raw")}
 PARSED_USER_ID = _C["user_id"]  # the parsed user id column of validated rows
 
 
@@ -103,7 +103,7 @@ def assign_reasons(
 
 def mark_duplicates(df: DataFrame) -> DataFrame:
     """Flag all but one copy of each clean row that repeats another on every canonical column."""
-    keys = [_C[k] for k in ("user_id", "item_id", "event_type", "event_ts", "value")]
+    keys = [_C[k] for k in names.RAW_EVENT_COLUMNS]
     w = Window.partitionBy(*keys, F.col(S.REASON).isNull()).orderBy(S.SOURCE)
     dup = F.col(S.REASON).isNull() & (F.row_number().over(w) > 1)
     return df.withColumn(S.REASON, F.when(dup, F.lit(S.DUPLICATE)).otherwise(F.col(S.REASON)))

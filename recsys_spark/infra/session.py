@@ -17,7 +17,6 @@ from pyspark.sql import SparkSession
 from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError, first_line
 from recsys_spark.infra import blas
-from recsys_spark.infra.tables import KEEP_VERSIONS_KEY
 
 MIN_JAVA = 17
 QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
@@ -131,7 +130,6 @@ def build_session(cfg: Config) -> SparkSession:
             f"cannot start Spark (master {cfg.spark.master!r}): {first_line(e)}; check spark.master and spark.conf"
         ) from None
     spark.sparkContext.setLogLevel(cfg.spark.log_level if cfg.spark.verbose else "ERROR")
-    spark.conf.set(KEEP_VERSIONS_KEY, str(cfg.output.keep_versions))  # the table layer reads it
     try:
         check_shared_paths(spark.sparkContext.master, cfg)
     except RecsysError:
@@ -145,7 +143,7 @@ def build_session(cfg: Config) -> SparkSession:
 def remove_checkpoints(spark: SparkSession, cfg: Config) -> None:
     """After a successful run: delete its checkpoint folder (Spark makes one per session), and the
     checkpoint root when that leaves it empty. A failed run keeps them for inspection."""
-    from recsys_spark.infra.tables import remove_dir
+    from recsys_spark.infra.filesystem import remove_dir
 
     run_dir = spark.sparkContext.getCheckpointDir()
     if run_dir:

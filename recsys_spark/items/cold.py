@@ -1,7 +1,7 @@
 """Factors for items ALS has not learned yet, from their text embeddings.
 
 ALS gives an item factors only after users interact with it. An item's text embedding (see
-`item_text`) places it among similar items, and two maps learned on warm items (those ALS knows)
+`items.texts`) places it among similar items, and two maps learned on warm items (those ALS knows)
 turn an embedding into an ALS item factor:
 
 - `ridge`: a linear map embedding -> factor, [X 1] W = Y by ridge regression (the bias is not

@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark import names
 from recsys_spark.config import Config
-from recsys_spark.infra.tables import list_names
+from recsys_spark.infra.filesystem import list_names
 from recsys_spark.mlops import tracking
 
 

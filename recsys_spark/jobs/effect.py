@@ -32,7 +32,8 @@ from recsys_spark.analytics.estimator import (
 )
 from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError
-from recsys_spark.infra.tables import path_exists, read_table, write_table
+from recsys_spark.infra.filesystem import path_exists
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.mlops import tracking
 from recsys_spark.results import EffectResult
 

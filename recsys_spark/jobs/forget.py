@@ -24,15 +24,9 @@ from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError
 from recsys_spark.events.privacy import digest, erased_ids, pseudonym_key, table_id
 from recsys_spark.events.validation import CORRUPT
-from recsys_spark.infra.tables import (
-    SUCCESS,
-    Transaction,
-    drop_kept_versions,
-    local_dir,
-    path_exists,
-    read_table,
-    transaction,
-)
+from recsys_spark.infra.filesystem import SUCCESS, local_dir, path_exists
+from recsys_spark.infra.tables import Transaction, read_table, transaction
+from recsys_spark.infra.versions import drop_kept_versions
 from recsys_spark.mlops import registry, tracking
 from recsys_spark.recs.model import remove_users
 from recsys_spark.results import ForgetResult

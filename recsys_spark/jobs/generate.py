@@ -10,7 +10,8 @@ from recsys_spark import names
 from recsys_spark.config import Config
 from recsys_spark.events.sources import missing_input
 from recsys_spark.events.synthetic import generate_events, item_texts_table
-from recsys_spark.infra.tables import path_exists, write_table
+from recsys_spark.infra.filesystem import path_exists
+from recsys_spark.infra.tables import write_table
 from recsys_spark.results import GenerateResult
 
 log = logging.getLogger("recsys_spark")

@@ -31,7 +31,8 @@ from recsys_spark.events.validation import (
     quarantine_rows,
     validate_events,
 )
-from recsys_spark.infra.tables import list_names, path_exists, read_table, transaction
+from recsys_spark.infra.filesystem import list_names, path_exists
+from recsys_spark.infra.tables import read_table, transaction
 from recsys_spark.mlops import tracking
 from recsys_spark.results import IngestResult
 

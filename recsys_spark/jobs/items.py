@@ -19,7 +19,8 @@ from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError
 from recsys_spark.events.privacy import erased_ids, without_erased
 from recsys_spark.events.sources import read_side_table
-from recsys_spark.infra.tables import path_exists, read_table, write_table
+from recsys_spark.infra.filesystem import path_exists
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.infra.timing import Stopwatch
 from recsys_spark.items.new import ItemMatrix, choose_map, item_status, recommend_new, similar_items
 from recsys_spark.items.texts import embed, item_texts

@@ -22,7 +22,8 @@ from recsys_spark import names
 from recsys_spark.analytics.arms import CONTROL, TREATMENT, assign_arms, salt_id
 from recsys_spark.config import Config
 from recsys_spark.events.privacy import erased_ids, pseudonym_key, table_id, without_erased
-from recsys_spark.infra.tables import path_exists, read_table, transaction
+from recsys_spark.infra.filesystem import path_exists
+from recsys_spark.infra.tables import read_table, transaction
 from recsys_spark.jobs.items import read_texts
 from recsys_spark.mlops import registry, tracking
 from recsys_spark.recs.model import load_model

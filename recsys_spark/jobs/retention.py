@@ -13,7 +13,8 @@ from recsys_spark.analytics.plots import curves_png, heatmap_png, retention_matr
 from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError
 from recsys_spark.events import schema as S
-from recsys_spark.infra.tables import path_exists, read_table, write_bytes, write_table
+from recsys_spark.infra.filesystem import path_exists, write_bytes
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import tracking
 from recsys_spark.results import CohortHeadline, RetentionResult

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
+from recsys_spark.infra import tables
 from recsys_spark.jobs.effect import effect
 from recsys_spark.jobs.evaluate_new_items import evaluate_new
 from recsys_spark.jobs.generate import generate, generate_if_missing
@@ -61,6 +62,7 @@ def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str =
 def run_job(name: str, spark: SparkSession, cfg: Config, job: Job | None = None) -> RunResult:
     """One job (`JOBS[name]`, or `job` for one bound to command-line arguments), timed, its
     metrics logged to the active MLflow run."""
+    tables.set_keep_versions(spark, cfg.output.keep_versions)
     run = RunResult({name: timed(name, job or JOBS[name], spark, cfg)})
     tracking.log_metrics(run.metrics())
     return run
@@ -68,6 +70,7 @@ def run_job(name: str, spark: SparkSession, cfg: Config, job: Job | None = None)
 
 def run_pipeline(spark: SparkSession, cfg: Config) -> RunResult:
     """Every stage in order, each in a nested MLflow run; the parent gets all metrics too."""
+    tables.set_keep_versions(spark, cfg.output.keep_versions)
     run = RunResult()
     for i, (name, job) in enumerate(PIPELINE, 1):
         with tracking.tracked_run(cfg, name, nested=True):

@@ -12,7 +12,8 @@ from recsys_spark import names
 from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError
 from recsys_spark.events import schema as S
-from recsys_spark.infra.tables import local_dir, read_table, write_table, write_text
+from recsys_spark.infra.filesystem import local_dir, write_text
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.infra.timing import Stopwatch
 from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking

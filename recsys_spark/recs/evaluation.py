@@ -42,7 +42,17 @@ def relevant_items(train: DataFrame, test: DataFrame) -> DataFrame:
 
 
 def per_user_metrics(recs: DataFrame, relevant: DataFrame, k: int) -> DataFrame:
-    """One row per user with relevant items: n_relevant, hits, precision, recall, ndcg, map, hit_rate."""
+    """One row per user with relevant items: n_relevant, hits, precision, recall, ndcg, map, hit_rate.
+
+    User 1 is recommended items 10, 11, 12 and used 11 and 13 in the test: one hit at rank 2, so
+    precision@3 1/3, recall 1/2, NDCG (1/log2 3) / (1 + 1/log2 3) = 0.3869, AP (1/2) / 2 = 0.25:
+
+    >>> recs = spark.createDataFrame([(1, 1, 10), (1, 2, 11), (1, 3, 12)], "user_idx int, rank int, item_idx int")
+    >>> used = spark.createDataFrame([(1, 11), (1, 13)], "user_idx int, item_idx int")
+    >>> r = per_user_metrics(recs, used, k=3).first()
+    >>> (r.hits, round(r.precision, 4), r.recall, round(r.ndcg, 4), r.map, r.hit_rate)
+    (1, 0.3333, 0.5, 0.3869, 0.25, 1.0)
+    """
     rel = relevant.select("user_idx", "item_idx", F.lit(1).alias("_rel"))
     topk = recs.where(F.col("rank") <= k).select("user_idx", "rank", "item_idx")
     w = Window.partitionBy("user_idx").orderBy("rank").rowsBetween(Window.unboundedPreceding, Window.currentRow)

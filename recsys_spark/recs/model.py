@@ -19,7 +19,8 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import FIT_PARAMS, ALSConfig
 from recsys_spark.errors import RecsysError
-from recsys_spark.infra.tables import SUCCESS, path_exists, read_text, staged_dir, write_text
+from recsys_spark.infra.filesystem import SUCCESS, path_exists, read_text, write_text
+from recsys_spark.infra.tables import staged_dir
 
 
 def fit_params(cfg: ALSConfig, **overrides: Any) -> dict[str, Any]:

@@ -42,7 +42,13 @@ def random_split(interactions: DataFrame, test_fraction: float, seed: int) -> tu
 
 
 def default_cutoff(last_event: dt.datetime, test_days: int, followup_days: int = 0) -> dt.datetime:
-    """Midnight starting the test horizon: the last `test_days` days before the follow-up days."""
+    """Midnight starting the test horizon: the last `test_days` days before the follow-up days.
+
+    >>> default_cutoff(dt.datetime(2026, 1, 31, 18, 30), test_days=7)
+    datetime.datetime(2026, 1, 25, 0, 0)
+    >>> default_cutoff(dt.datetime(2026, 1, 31, 18, 30), test_days=7, followup_days=14)
+    datetime.datetime(2026, 1, 11, 0, 0)
+    """
     day = last_event.date() + dt.timedelta(days=1 - test_days - followup_days)
     return dt.datetime.combine(day, dt.time())
 
