@@ -312,11 +312,11 @@ def _effect_section(data: RunData) -> list[str]:
     )
     overall = estimates[estimates["cohort"] == "all"]
     shown = overall[[c for c in EFFECT_COLUMNS if c in overall]].copy()
-    rates = shown["outcome"] == "return"
+    unit = shown["outcome"].map(lambda o: EFFECT_UNITS.get(o, (o, 1.0)))
     for col in ("effect", "ci_low", "ci_high", "effect_cuped", "ci_low_cuped", "ci_high_cuped", "mde", "mean_control"):
         if col in shown:
-            shown.loc[rates, col] = shown.loc[rates, col] * 100
-    shown["outcome"] = shown["outcome"].map(lambda o: EFFECT_UNITS.get(o, (o, 1.0))[0])
+            shown[col] = shown[col] * unit.str[1]  # in the outcome's unit (return: points), as the forest plot
+    shown["outcome"] = unit.str[0]
     out.append(_table(shown.rename(columns=EFFECT_COLUMNS)))
     out.append(_img(forest_png(estimates), "effect forest plot by window and cohort"))
     pending = p.get("effect_not_observable", "")
