@@ -169,16 +169,12 @@ def _simulate_job(rounds: int):
 def _lookup(args: argparse.Namespace, cfg: Config) -> int:
     """One user's latest list: read-only, so no MLflow run and no lock."""
     from recsys_spark.events.privacy import check_root_setting
-    from recsys_spark.infra.session import build_session, remove_checkpoints
+    from recsys_spark.infra.session import command_session
     from recsys_spark.jobs.lookup import lookup
 
     check_root_setting(cfg.output.root, cfg.privacy, record=False)
-    spark = build_session(cfg)
-    try:
+    with command_session(cfg) as spark:
         print(lookup(spark, cfg, args.user))
-        remove_checkpoints(spark, cfg)  # else the next command reports it as a killed run's leftover
-    finally:
-        spark.stop()
     return 0
 
 
@@ -254,7 +250,7 @@ def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:
     """One command's Spark work in its MLflow run, after a killed run's leftovers are recovered."""
     from recsys_spark.events.sources import check_local_input
     from recsys_spark.infra import blas
-    from recsys_spark.infra.session import build_session, remove_checkpoints
+    from recsys_spark.infra.session import command_session
     from recsys_spark.infra.versions import recover
     from recsys_spark.jobs.runner import run_job, run_pipeline
     from recsys_spark.mlops import tracking
@@ -269,15 +265,11 @@ def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:
             log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
         if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
             check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
-        spark = build_session(cfg)
-        try:
+        with command_session(cfg) as spark:
             tracking.log_config(cfg, spark.sparkContext.master)
             tracking.log_tags(blas.loaded(spark))
             result = run_pipeline(spark, cfg) if args.command == "run" else run_job(name, spark, cfg, bound)
             result.linear_algebra = blas.describe(spark)
-            remove_checkpoints(spark, cfg)
-        finally:
-            spark.stop()
     return result
 
 

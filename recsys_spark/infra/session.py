@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -138,6 +140,18 @@ def build_session(cfg: Config) -> SparkSession:
     spark.sparkContext.setCheckpointDir(cfg.checkpoint_dir)
     log.info("linear algebra: %s", blas.describe(spark))
     return spark
+
+
+@contextmanager
+def command_session(cfg: Config) -> Iterator[SparkSession]:
+    """The session of one command: stopped on the way out, its checkpoint folder removed when the
+    command succeeded (a leftover one tells the next command's `recover` that a run was killed)."""
+    spark = build_session(cfg)
+    try:
+        yield spark
+        remove_checkpoints(spark, cfg)
+    finally:
+        spark.stop()
 
 
 def remove_checkpoints(spark: SparkSession, cfg: Config) -> None:
