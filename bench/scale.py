@@ -2,7 +2,8 @@
 
 Each size runs `recsys-spark run` in a process of its own (its own JVM), on data generated once
 under bench/results/data-<N> (generation is timed on the first run only), then weekly retention
-beside DuckDB on the same clean events (`python -m bench --stages retention`). Printed: each
+beside DuckDB and the effect job beside the retention job on the same clean events
+(`python -m bench --stages retention,effect`). Printed: each
 stage's seconds per size, seconds per million events, and growth against linear from the
 smallest size; peak memory of the process tree and peak disk use, both sampled every second.
 """
@@ -70,7 +71,8 @@ def _pss(pid: int) -> int:
 
 
 def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
-    """One `recsys-spark run` at `events` events, then retention beside DuckDB; seconds, memory and disk."""
+    """One `recsys-spark run` at `events` events, then retention beside DuckDB and effect beside retention;
+    seconds, memory and disk."""
     root = RESULTS / f"data-{events}"
     partitions = max(8, events // 1_250_000)
     sets = [
@@ -100,10 +102,20 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
     train = stages["train"]
     ret_file = RESULTS / f"scale-{events}-retention.json"
     subprocess.run(
-        [sys.executable, "-m", "bench", "--events", str(events), "--stages", "retention", "--json", str(ret_file)],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--events",
+            str(events),
+            "--stages",
+            "retention,effect",
+            "--json",
+            str(ret_file),
+        ],
         check=True,
     )
-    retention = json.loads(ret_file.read_text())["rows"][0]
+    retention, effect = json.loads(ret_file.read_text())["rows"]
     return {
         "events": events,
         "rows_clean": stages["ingest"]["rows_clean"],
@@ -124,6 +136,8 @@ def run_size(events: int, driver_memory: str, extra: list[str]) -> dict:
         "baseline_ndcg_at_10": train["quality"]["baseline_ndcg_at_10"],
         "retention_spark_seconds": retention["seconds"],
         "retention_duckdb_seconds": retention["baseline_seconds"],
+        "effect_seconds": effect["seconds"],
+        "retention_job_seconds": effect["baseline_seconds"],
     }
 
 
@@ -160,11 +174,17 @@ def report(results: list[dict], extra: list[str]) -> str:
         ("whole run (wall)", "wall_seconds"),
         ("retention: Spark", "retention_spark_seconds"),
         ("retention: DuckDB", "retention_duckdb_seconds"),
+        ("effect job", "effect_seconds"),
+        ("retention job", "retention_job_seconds"),
     ):
         lines.append(f"{name:<22}" + "".join(f"{r[key]:>13.1f}" for r in results))
     lines.append(
         f"{'retention ratio':<22}"
         + "".join(f"{r['retention_spark_seconds'] / r['retention_duckdb_seconds']:>12.1f}x" for r in results)
+    )
+    lines.append(
+        f"{'effect / retention':<22}"
+        + "".join(f"{r['effect_seconds'] / r['retention_job_seconds']:>12.2f}x" for r in results)
     )
     for name, key in (
         ("peak memory, GiB", "peak_rss_gib"),

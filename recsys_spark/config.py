@@ -570,6 +570,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             "input.timestamp_format is an empty list: give one or more Spark datetime patterns, or null to cast"
         )
+    if "event_type" in inp.columns and inp.event_type:
+        raise ConfigError(
+            f"input.event_type={inp.event_type!r} (one event type for every row) and input.columns.event_type="
+            f"{inp.columns['event_type']!r} (a source column) are both set: drop event_type from input.columns to "
+            "use the constant, or set input.event_type to null to read the column"
+        )
     if "event_type" not in inp.columns and not inp.event_type:
         raise ConfigError(
             "input.columns has no 'event_type' source column: map one, "

@@ -281,7 +281,7 @@ def clone_repo(dst: Path) -> Path:
             shutil.copy2(REPO / f, dst / f)  # keeps mtimes: make sees the venv as up to date
     venv = Path(sys.executable).parent.parent
     (dst / ".venv").symlink_to(venv)
-    stamp = venv / ".installed"
-    if stamp.exists():  # make must not reinstall the shared venv as an editable install of this temporary copy
-        os.utime(dst / "pyproject.toml", (stamp.stat().st_mtime - 1,) * 2)
+    stamps = [s.stat().st_mtime for s in (venv / ".installed-run", venv / ".installed") if s.exists()]
+    if stamps:  # make must not reinstall the shared venv as an editable install of this temporary copy
+        os.utime(dst / "pyproject.toml", (min(stamps) - 1,) * 2)
     return dst

@@ -1,6 +1,8 @@
+import dataclasses
 import datetime as dt
 
 import pytest
+import yaml
 
 from recsys_spark.config import Config, ConfigError, flatten, load_config
 
@@ -19,6 +21,29 @@ DEMO_KEYS = [
 def test_conf_local_yaml_is_the_defaults_but_its_demo_keys():
     assert load_config("conf/local.yaml") == load_config(None, DEMO_KEYS)
     assert load_config("conf/local.yaml") != Config()
+
+
+def test_conf_local_yaml_lists_every_key_of_the_config():
+    """ "Lists every default": each dataclass field is a key of conf/local.yaml, and nothing else is."""
+
+    def fields(obj, prefix=""):
+        out = set()
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            out |= fields(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {prefix + f.name}
+        return out
+
+    def keys(d, obj, prefix=""):
+        out = set()
+        for k, v in d.items():
+            sub = getattr(obj, k, None)
+            nested = isinstance(v, dict) and dataclasses.is_dataclass(sub)
+            out |= keys(v, sub, f"{prefix}{k}.") if nested else {prefix + k}
+        return out
+
+    with open("conf/local.yaml") as f:
+        listed = keys(yaml.safe_load(f), Config())
+    assert sorted(fields(Config()) - listed) == [] and sorted(listed - fields(Config())) == []
 
 
 def test_overrides_are_typed_and_nested():
@@ -93,6 +118,11 @@ def test_rules_are_parsed_into_objects():
         (
             "retention.event_types=[refund]",
             "retention.event_types has unknown event type(s) ['refund']; known: ['cart', 'click', 'purchase', 'view']",
+        ),
+        (
+            "input.event_type=purchase",  # the default columns map event_type too
+            "input.event_type='purchase' (one event type for every row) and input.columns.event_type='event_type' "
+            "(a source column) are both set: drop event_type from input.columns",
         ),
         (
             "input.columns={user_id: a, item_id: b, event_ts: c}",

@@ -15,7 +15,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark.analytics.arms import CONTROL, TREATMENT, arm, arm_of
-from recsys_spark.analytics.estimator import benjamini_hochberg, sample_ratio
+from recsys_spark.analytics.estimator import benjamini_hochberg, sample_ratio, user_outcomes
 from recsys_spark.config import ConfigError, HoldoutConfig, load_config
 from recsys_spark.errors import RecsysError
 from recsys_spark.events.privacy import pseudonym
@@ -114,6 +114,30 @@ def served_root(spark, tmp_path):
     )
     write_table(events, cfg.path("events"), "event_date")
     return cfg
+
+
+def test_the_serving_day_is_pre_period_and_the_windows_start_the_day_after(spark):
+    """Pre-period D-27 .. D (D included), follow-up D+1 .. D+w: the days at each edge, by hand."""
+    events = spark.createDataFrame(
+        [("u", "i", "view", day(o)) for o in (-28, -27, 0, 0, 1, 7, 8)]
+        + [("v", "i", "purchase", day(0)), ("v", "i", "purchase", day(8))],
+        "user_id string, item_id string, event_type string, event_date date",
+    )
+    arms = spark.createDataFrame([("u", TREATMENT), ("v", CONTROL), ("w", CONTROL)], "user_id string, arm string")
+    got = user_outcomes(arms, events, D, [7], 28, ["purchase"], "week").select(
+        "user_id", "cohort", "pre_active_days", "return_7d", "active_days_7d", "purchases_7d"
+    )
+    expected = spark.createDataFrame(
+        [
+            # u: D-28 is outside the pre-period, D-27 and D (twice) are in it; D+1 and D+7 are in the window, D+8 not
+            ("u", str(dt.date(2026, 2, 9)), 2.0, 1.0, 2.0, 0.0),
+            ("v", str(dt.date(2026, 3, 9)), 1.0, 0.0, 0.0, 0.0),  # its purchases fall on D and D+8: outside
+            ("w", "none", 0.0, 0.0, 0.0, 0.0),  # assigned, no events
+        ],
+        "user_id string, cohort string, pre_active_days double, return_7d double, active_days_7d double, "
+        "purchases_7d double",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_the_estimator_and_cuped_match_the_numbers_worked_by_hand(spark, served_root):
@@ -215,6 +239,28 @@ def test_control_users_get_exactly_the_control_policys_list(spark, held_out):
     recs = read_table(spark, cfg.path("recommendations"))
     assert recs.join(control, "user_id").count() == 0
     assert read_table(spark, cfg.path("assignments")).where(F.col("arm") == CONTROL).count() == control.count()
+
+
+def test_recommend_for_some_users_reports_their_rows_and_keeps_everyone_elses(spark, held_out, tmp_path):
+    cfg, first = held_out
+    root = tmp_path / "out"
+    shutil.copytree(cfg.output.root, root, symlinks=True)
+    arms = read_table(spark, cfg.path("assignments"))
+    t, c = (arms.where(F.col("arm") == a).orderBy("user_id").first().user_id for a in (TREATMENT, CONTROL))
+    again = dataclasses.replace(
+        cfg,
+        output=dataclasses.replace(cfg.output, root=str(root)),
+        recommend=dataclasses.replace(cfg.recommend, users=[t, c], run_date=first.run_date),
+    )
+    others = ~F.col("user_id").isin(t, c)
+    before = read_table(spark, again.path("recommendations")).where(others).localCheckpoint()
+    result = JOBS["recommend"](spark, again)
+    recs = read_table(spark, again.path("recommendations"))
+    asked = recs.where(~others)
+    assert result.users_by_arm == {TREATMENT: 1, CONTROL: 1}  # the two users asked for, not the whole day
+    assert result.rows_by_source == {r.source: r["count"] for r in asked.groupBy("source").count().collect()}
+    assert sum(result.rows_by_source.values()) == asked.count() == 2 * cfg.recommend.n
+    assert_df_equality(recs.where(others), before, ignore_row_order=True)  # everyone else's rows of the day stay
 
 
 def test_the_run_report_shows_the_effect_of_the_lists_the_run_served(spark, served_root, tmp_path):

@@ -120,6 +120,25 @@ def test_timestamp_mismatch_names_the_value_and_the_pattern(spark, retail_cfg):
     ), msg
 
 
+def test_unknown_event_types_name_the_value_and_the_two_fixes(spark, retail_cfg):
+    retail_cfg.input.columns["event_type"] = "Country"  # 'United Kingdom', 'France': no such event types
+    retail_cfg.input.event_type = None
+    with pytest.raises(RecsysError) as e:
+        JOBS["ingest"](spark, retail_cfg)
+    msg = str(e.value)
+    assert "no row is valid" in msg and "top reasons: unknown_event_type=" in msg
+    assert re.search(
+        r"Country='(United Kingdom|France)' gives event type '(united kingdom|france)', which is not in "
+        r"events.weights \['cart', 'click', 'purchase', 'view'\]: map it to one with input.event_type_map "
+        r"\(e.g. \{(united kingdom|france): view\}\), or give it a weight in events.weights",
+        msg,
+    ), msg
+    retail_cfg.input.columns.pop("event_type")
+    retail_cfg.input.event_type = "order"  # a constant type for every row
+    with pytest.raises(RecsysError, match=r"input.event_type='order' gives event type 'order', which is not in"):
+        JOBS["ingest"](spark, retail_cfg)
+
+
 def test_no_valid_row_fails(spark, retail_cfg):
     retail_cfg.ingest.max_bad_fraction = 1.0
     retail_cfg.input.columns["user_id"] = "Country"

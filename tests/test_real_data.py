@@ -4,6 +4,7 @@ is (see data/online_retail/SOURCE.md), with a small tuning budget so the suite s
 
 import json
 
+import mlflow
 import pytest
 
 from support import REPO, cli
@@ -57,6 +58,11 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     assert "ndcg_at_10 by training history: 1-5 items" in out.stdout
     items = stages["items"]  # text.path is set: descriptions per StockCode, encoded with the configured encoder
     assert items["texts"] > 3900 and items["rows_new_items"] > 0 and items["rows_similar"] > 0
+    # The dataset's own experiment and registered model (issue 34): no other data's model competes with it.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    assert client.get_experiment_by_name("recsys-spark-online-retail") is not None
+    assert client.get_experiment_by_name("recsys-spark") is None
+    assert [m.name for m in client.search_registered_models()] == ["recsys-spark-online-retail"]
 
     # The cold-item protocol with the light encoder (no extra needed) on the same clean events.
     args = [

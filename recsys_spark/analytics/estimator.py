@@ -8,8 +8,9 @@ they were shown (intent to treat).
 
 - Plain: difference in means, Welch standard error, 95% normal interval (large arms).
 - CUPED (Deng et al., WSDM'13): Y' = Y - theta (X - mean X), theta = cov(X, Y) / var(X) pooled
-  over both arms, X = active days in the `pre_days` days up to D; `variance_ratio` is
-  Var(effect') / Var(effect), the share of the variance left.
+  over both arms, X = active days in the `pre_days` days up to D (D - pre_days + 1 .. D: the
+  lists count as served from the end of day D, so D is pre-period and no day is in both);
+  `variance_ratio` is Var(effect') / Var(effect), the share of the variance left.
 - By cohort (first-activity period): the same, with Benjamini-Hochberg q-values across cohorts.
 - The minimum detectable effect (two-sided 5%, power 80%) for the arm sizes at hand, and a
   sample-ratio check: chi-square of the arm sizes against the configured fraction.

@@ -152,11 +152,8 @@ def check_bad_fraction(
     if clean > 0 and bad / rows_read <= limit:
         return
     top = sorted(((r, n) for r, n in by_reason.items() if n), key=lambda kv: (-kv[1], kv[0]))
-    example = (
-        validated.where(F.col(S.REASON) == top[0][0])
-        .drop(*[c for c in validated.columns if c.startswith("__")])
-        .first()
-    )
+    first = validated.where(F.col(S.REASON) == top[0][0]).first().asDict()
+    example = {c: v for c, v in first.items() if not c.startswith("__")}  # the input's own columns
     head = (
         "no row is valid"
         if clean == 0
@@ -173,7 +170,18 @@ def check_bad_fraction(
             "(e.g. 'yyyy-MM-dd HH:mm:ss' or 'M/d/yyyy H:mm'), "
             "or to unix_seconds / unix_millis."
         )
+    elif top[0][0] == S.UNKNOWN_EVENT_TYPE:
+        value = first["__event_type"]  # after input.event_type_map and lower-casing
+        source = (
+            f"{cfg.input.columns['event_type']}={example[cfg.input.columns['event_type']]!r}"
+            if "event_type" in cfg.input.columns
+            else f"input.event_type={cfg.input.event_type!r}"
+        )
+        hint = (
+            f" {source} gives event type {value!r}, which is not in events.weights {sorted(cfg.events.weights)}: "
+            f"map it to one with input.event_type_map (e.g. {{{value}: view}}), or give it a weight in events.weights."
+        )
     raise RecsysError(
-        f"ingest: {head} ({bad} of {rows_read}); top reasons: {reasons}; example row: {example.asDict()}.{hint} "
+        f"ingest: {head} ({bad} of {rows_read}); top reasons: {reasons}; example row: {example}.{hint} "
         "Fix the input, input.columns or input.timestamp_format, or raise ingest.max_bad_fraction; nothing was written"
     )

@@ -70,12 +70,11 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
         tx.write_table(out, table, names.RUN_DATE)
         tx.write_table(assignments, arms_table, names.RUN_DATE)
     assigned.unpersist()
-    written = read_table(spark, table).where(F.col("run_date") == F.lit(day))
+    written, served = (read_table(spark, t).where(F.col("run_date") == F.lit(day)) for t in (table, arms_table))
+    if wanted is not None:  # the counts of the users asked for, not of the day's whole partition
+        written, served = written.join(wanted, "user_id", "left_semi"), served.join(wanted, "user_id", "left_semi")
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
-    arms = {
-        r["arm"]: r["count"]
-        for r in read_table(spark, arms_table).where(F.col("run_date") == F.lit(day)).groupBy("arm").count().collect()
-    }
+    arms = {r["arm"]: r["count"] for r in served.groupBy("arm").count().collect()}
     tracking.log_params({"holdout.salt_id": salt})
     return RecommendResult(
         run_id=run_id,
