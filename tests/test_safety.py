@@ -118,6 +118,49 @@ def test_a_file_that_is_not_parquet_is_one_clear_error(spark, cfg, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_a_raw_partition_written_by_pandas_with_other_types_is_one_error_naming_the_file(spark, cfg, tmp_path):
+    import datetime as dt
+
+    import pandas as pd
+
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.jobs.runner import run_job
+
+    raw = tmp_path / "raw"
+    spark.createDataFrame(
+        [("u1", "i1", "view", dt.datetime(2026, 1, 1, 10), None, "2026-01-01")],
+        "user_id string, item_id string, event_type string, event_ts timestamp, value double, event_date string",
+    ).write.partitionBy("event_date").parquet(str(raw))
+    (raw / "event_date=2026-01-02").mkdir()
+    late = pd.DataFrame(  # pandas: nanosecond timestamps without a zone
+        {"user_id": ["u2"], "item_id": ["i1"], "event_type": ["view"], "event_ts": [pd.Timestamp("2026-01-02 10:00")]}
+    )
+    late.assign(value=[None]).astype({"value": "float64"}).to_parquet(raw / "event_date=2026-01-02" / "p.parquet")
+    cfg.input.path = str(raw)
+    with pytest.raises(RecsysError) as e:
+        run_job("ingest", spark, cfg)
+    assert str(e.value).startswith(
+        f"cannot read {raw}/event_date=2026-01-02/p.parquet: Data type mismatches when reading Parquet column "
+        "[event_ts]. Expected Spark type timestamp, actual Parquet type INT64. Its column types differ"
+    ), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_a_corrupt_file_in_the_events_table_is_one_error_naming_it(spark, cfg, tmp_path):
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.jobs.runner import run_job
+
+    cfg.generate.events, cfg.generate.users = 2000, 100
+    run_job("generate", spark, cfg)
+    run_job("ingest", spark, cfg)
+    victim = sorted(Path(os.path.realpath(cfg.path("events"))).glob("event_date=*/*.parquet"))[0]
+    victim.write_bytes(b"not parquet" * 100)
+    with pytest.raises(RecsysError) as e:
+        run_job("retention", spark, cfg)
+    assert str(e.value).startswith(f"cannot read {victim}: not a readable Parquet file"), str(e.value)
+    assert "ingest for events/" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_a_second_run_on_one_output_root_fails_at_once_naming_the_holder(tmp_path):
     holder = subprocess.Popen(["sleep", "60"])
     try:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
+from recsys_spark.errors import unreadable_file
 from recsys_spark.infra import tables
 from recsys_spark.jobs.effect import effect
 from recsys_spark.jobs.evaluate_new_items import evaluate_new
@@ -53,7 +54,13 @@ def timed(name: str, job: Job, spark: SparkSession, cfg: Config, position: str =
     """Run one stage with start/end log lines (`position`: e.g. "stage 2/5"); its seconds go into its result."""
     log.info("[%s] started%s", name, f" ({position})" if position else "")
     t0 = time.perf_counter()
-    result = job(spark, cfg)
+    try:
+        result = job(spark, cfg)
+    except Exception as e:
+        unreadable = unreadable_file(e)
+        if unreadable is None:
+            raise
+        raise unreadable from None
     result.seconds = round(time.perf_counter() - t0, 2)
     log.info("[%s] done in %.1f s", name, result.seconds)
     return result
