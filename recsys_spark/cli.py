@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = _config(args)
+        if not cfg.spark.verbose:
+            _quiet_mlflow()
         if args.command not in READ_MLFLOW_ONLY:
             from recsys_spark.events.privacy import pseudonym_key
 
@@ -244,6 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RecsysError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _quiet_mlflow() -> None:
+    """Without --verbose, only MLflow's warnings and errors print: not its INFO lines (database set-up,
+    experiment created) nor its artifact download bars; the summary says what a person acts on."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])  # in case it is imported already
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:

@@ -2,6 +2,8 @@
 cannot drift from the code. Every ```bash block must be classified: run here, or skipped with
 the reason (a download, a YARN/HDFS cluster). A new block that is neither fails the first test."""
 
+import re
+
 import pytest
 
 from support import bash, bash_blocks, clone_repo
@@ -66,6 +68,14 @@ def test_quickstart_make_run(clone):
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     assert "== recsys-spark summary ==" in out.stdout and "rows from als" in out.stdout
     assert "DAU/MAU, mean over the last 30 days" in out.stdout
+    # A quiet console (issue 34): stderr holds the progress lines only, besides the JVM's own notice;
+    # no MLflow INFO lines, artifact download bars, pickling or input-example warnings, registry prints.
+    noise = [
+        line
+        for line in out.stderr.splitlines()
+        if not re.match(r"\d\d:\d\d:\d\d INFO ", line) and "jdk.incubator.vector" not in line
+    ]
+    assert noise == [], noise
     assert not (clone / "output" / "checkpoints").exists()  # cleaned after a successful run
     assert not list((clone / "output").rglob("_staging")) and not (clone / "output" / "_recsys.lock").exists()
 

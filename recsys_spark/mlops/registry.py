@@ -4,9 +4,14 @@ downloaded again by recommend, and replaced after an erasure. Imports no pyspark
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
+import logging
 import tempfile
+import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +97,7 @@ def log_pyfunc(local_dir: str, name: str | None) -> Any:
     package's code inside it (registered as `name` unless None). Returns MLflow's ModelInfo."""
     from recsys_spark.mlops.serving import SIGNATURE, Recommender
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _without_notices():
         return mlflow.pyfunc.log_model(
             name="recommender",
             python_model=Recommender(),
@@ -102,6 +107,22 @@ def log_pyfunc(local_dir: str, name: str | None) -> Any:
             signature=SIGNATURE,
             pip_requirements=serving_requirements(),
         )
+
+
+@contextlib.contextmanager
+def _without_notices() -> Iterator[None]:
+    """Logging the pyfunc without MLflow's notices that ask nothing of the user: the cloudpickle caution
+    (the pickled object is this package's own class), "no input example" (the signature is given) and
+    the registry's "Successfully registered" prints (the summary's `model:` line says what happened)."""
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    level = pyfunc_log.level
+    pyfunc_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.filterwarnings("ignore", message=".*input example was not provided")
+            yield
+    finally:
+        pyfunc_log.setLevel(level)
 
 
 def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
