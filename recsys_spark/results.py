@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
+def _short(v: Any) -> str:
+    """A parameter as a person reads it: floats to 4 significant digits (0.047, 3, 1.234e-05)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0%}"
 
@@ -152,7 +157,9 @@ class TrainResult(StageResult):
                     for r in self.by_history
                 )
             )
-        out.append(f"  chosen params: {self.chosen_params}")
+        out.append(
+            "  chosen params: " + ", ".join(f"{k} {_short(v)}" for k, v in self.chosen_params.items() if v is not None)
+        )
         if self.registry:
             out.append(f"  model: {self.registry}")
         if self.tuning_cost is not None:
@@ -376,17 +383,26 @@ class RetentionResult(StageResult):
         if any(c.partial_periods for c in self.headline):
             out.append(f"  * {g} only partly observed: the data ends inside it")
         out.append(f"DAU/MAU, mean over the last 30 days: {self.dau_mau_last_30_days:.3f}")
+        latest = self.quality_by_cohort[-3:]
+        if latest:
+            out.append(
+                "recommendation quality of the three latest cohorts with test users "
+                "(came back after the test: an association, not an effect; active users get more hits):"
+            )
         out += [
             f"  cohort {q['cohort']}: {q['users_evaluated']} evaluated, NDCG {q['mean_ndcg']:.3f}, "
-            f"hit rate {q['hit_rate']:.2f}; association (not an effect): came back after the test "
+            f"hit rate {q['hit_rate']:.2f}; came back after the test "
             f"{_pct(q['retained_with_hit'])} with a hit vs {_pct(q['retained_without_hit'])} without"
-            for q in self.quality_by_cohort[-3:]
+            for q in latest
         ]
+        if latest and all(q["retained_with_hit"] is None and q["retained_without_hit"] is None for q in latest):
+            out.append("  (n/a: these data have no follow-up window after the test, so coming back is not observable)")
         new = self.new_item_link()
         if new:
             out.append(
-                f"  lists holding a new item (used by few): {new['users']:,} of {new['evaluated']:,} evaluated users; "
-                f"came back after the test: {_pct(new['with'])} vs {_pct(new['without'])} without"
+                f"  lists holding a new item (one few users had used yet, new_items.min_users): {new['users']:,} "
+                f"of {new['evaluated']:,} evaluated users; came back after the test: {_pct(new['with'])} "
+                f"vs {_pct(new['without'])} without"
             )
         return out
 
