@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from support import bash, bash_blocks, clone_repo
+from support import REPO, bash, bash_blocks, clone_repo
 
 # First line of a block -> why it is not run here.
 SKIPPED = {
@@ -56,6 +56,11 @@ def clone(tmp_path):
     return clone_repo(tmp_path / "repo")
 
 
+def summary_shape(text: str) -> list[str]:
+    """A summary's top-level lines up to their first colon, numbers and dates as #."""
+    return [re.sub(r"[\d.,/-]+", "#", line.split(":")[0]) for line in text.splitlines() if line and line[0] != " "]
+
+
 @pytest.mark.slow
 def test_quickstart_make_run(clone):
     block = next(b for b in bash_blocks() if b.startswith("make run"))
@@ -76,6 +81,10 @@ def test_quickstart_make_run(clone):
         if not re.match(r"\d\d:\d\d:\d\d INFO ", line) and "jdk.incubator.vector" not in line
     ]
     assert noise == [], noise
+    # The README's sample summary has the real summary's lines, in order (numbers and dates aside).
+    readme = (REPO / "README.md").read_text()
+    sample = readme[readme.index("== recsys-spark summary ==") :].split("```")[0]
+    assert summary_shape(sample) == summary_shape(out.stdout[out.stdout.index("== recsys-spark summary ==") :])
     assert not (clone / "output" / "checkpoints").exists()  # cleaned after a successful run
     assert not list((clone / "output").rglob("_staging")) and not (clone / "output" / "_recsys.lock").exists()
 
