@@ -254,7 +254,7 @@ def _quiet_mlflow() -> None:
     experiment created) nor its artifact download bars; the summary says what a person acts on."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])  # in case it is imported already
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())  # in case it is imported already
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 
 class RecsysError(RuntimeError):
@@ -15,6 +16,7 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+MISMATCH = "PARQUET_COLUMN_DATA_TYPE_MISMATCH"
 _FAILED_READ = re.compile(r"\[FAILED_READ_FILE\.(\w+)\] Encountered error while reading file (\S+?)\.(?:\s|$)(.*)")
 
 
@@ -24,11 +26,13 @@ def unreadable_file(e: BaseException) -> RecsysError | None:
     m = _FAILED_READ.search(str(getattr(e, "java_exception", e)))
     if m is None:
         return None
-    kind, path = m.group(1), m.group(2)
+    kind, path = m.group(1), unquote(m.group(2))  # Spark URL-encodes the path
+    if kind not in (MISMATCH, "NO_HINT", "CANNOT_READ_FILE_FOOTER"):  # a vanished file, an unknown scheme: Spark's own
+        return None
     if path.startswith("file:"):  # file:/x and file:///x: the local path a person can open
         path = "/" + path.removeprefix("file:").lstrip("/")
     detail = m.group(3).split("SQLSTATE")[0].strip()
-    if kind == "PARQUET_COLUMN_DATA_TYPE_MISMATCH":
+    if kind == MISMATCH:
         return RecsysError(
             f"cannot read {path}: {detail} Its column types differ from the other files of its table (pandas, "
             "for one, writes nanosecond timestamps where Spark writes microseconds): rewrite the file with the "

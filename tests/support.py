@@ -23,6 +23,8 @@ BIN = Path(sys.executable).parent
 SCRUBBED = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_LOGGING_LEVEL",  # cli.main sets these two in-process (quiet console): a user's shell has neither
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
     "HADOOP_CONF_DIR",
     "YARN_CONF_DIR",
     "PYSPARK_PYTHON",
@@ -281,7 +283,11 @@ def clone_repo(dst: Path) -> Path:
             shutil.copy2(REPO / f, dst / f)  # keeps mtimes: make sees the venv as up to date
     venv = Path(sys.executable).parent.parent
     (dst / ".venv").symlink_to(venv)
-    stamps = [s.stat().st_mtime for s in (venv / ".installed-run", venv / ".installed") if s.exists()]
+    run_stamp, dev_stamp = venv / ".installed-run", venv / ".installed"
+    if dev_stamp.exists() and not run_stamp.exists():  # a venv from before the split: the dev install holds it
+        run_stamp.touch()
+        os.utime(run_stamp, (dev_stamp.stat().st_mtime - 1,) * 2)
+    stamps = [s.stat().st_mtime for s in (run_stamp, dev_stamp) if s.exists()]
     if stamps:  # make must not reinstall the shared venv as an editable install of this temporary copy
         os.utime(dst / "pyproject.toml", (min(stamps) - 1,) * 2)
     return dst

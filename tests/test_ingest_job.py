@@ -133,6 +133,14 @@ def test_unknown_event_types_name_the_value_and_the_two_fixes(spark, retail_cfg)
         r"\(e.g. \{(united kingdom|france): view\}\), or give it a weight in events.weights",
         msg,
     ), msg
+    retail_cfg.input.event_type_map = {"United Kingdom": "purchases", "France": "purchases"}  # a typo in the map
+    with pytest.raises(
+        RecsysError,
+        match=r"gives event type 'purchases', which is not in events.weights \[.*\]: "
+        r"input.event_type_map maps \['France', 'United Kingdom'\] to it: map to one of those instead",
+    ):
+        JOBS["ingest"](spark, retail_cfg)
+    retail_cfg.input.event_type_map = {}
     retail_cfg.input.columns.pop("event_type")
     retail_cfg.input.event_type = "order"  # a constant type for every row
     with pytest.raises(RecsysError, match=r"input.event_type='order' gives event type 'order', which is not in"):

@@ -177,9 +177,15 @@ def check_bad_fraction(
             if "event_type" in cfg.input.columns
             else f"input.event_type={cfg.input.event_type!r}"
         )
+        mapped = {k.lower(): k for k, v in cfg.input.event_type_map.items() if v == value}
+        fix = (
+            f"input.event_type_map maps {sorted(mapped.values())} to it: map to one of those instead"
+            if mapped
+            else f"map it to one with input.event_type_map (e.g. {{{value}: view}})"
+        )
         hint = (
             f" {source} gives event type {value!r}, which is not in events.weights {sorted(cfg.events.weights)}: "
-            f"map it to one with input.event_type_map (e.g. {{{value}: view}}), or give it a weight in events.weights."
+            f"{fix}, or give it a weight in events.weights."
         )
     raise RecsysError(
         f"ingest: {head} ({bad} of {rows_read}); top reasons: {reasons}; example row: {example}.{hint} "

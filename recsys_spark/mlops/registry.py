@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import io
-import logging
 import tempfile
 import warnings
 import zipfile
@@ -113,16 +111,17 @@ def log_pyfunc(local_dir: str, name: str | None) -> Any:
 def _without_notices() -> Iterator[None]:
     """Logging the pyfunc without MLflow's notices that ask nothing of the user: the cloudpickle caution
     (the pickled object is this package's own class), "no input example" (the signature is given) and
-    the registry's "Successfully registered" prints (the summary's `model:` line says what happened)."""
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_log.level
-    pyfunc_log.setLevel(logging.ERROR)
+    the registry's "Successfully registered" prints (the summary's `model:` line says what happened).
+    MLflow's own stream is off meanwhile; other output, and any exception, pass as usual."""
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
+    disable_logging()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example was not provided")
             yield
     finally:
-        pyfunc_log.setLevel(level)
+        enable_logging()
 
 
 def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
