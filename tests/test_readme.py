@@ -58,7 +58,8 @@ def clone(tmp_path):
 
 def summary_shape(text: str) -> list[str]:
     """A summary's top-level lines up to their first colon, numbers and dates as #."""
-    return [re.sub(r"[\d.,/-]+", "#", line.split(":")[0]) for line in text.splitlines() if line and line[0] != " "]
+    lines = [line for line in text.splitlines() if line and line[0] != " " and not line.startswith("make[")]
+    return [re.sub(r"[\d.,/-]+", "#", line.split(":")[0]) for line in lines]  # make[1]: under `make test`
 
 
 @pytest.mark.slow
