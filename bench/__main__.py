@@ -22,6 +22,29 @@ from .als_settings import print_sweep, sweep
 from .common import RESULTS, data_overrides, machine, timed, user_items
 
 
+def stage_row(stage: str, rows: int, seconds: float, baseline: str, baseline_seconds: float) -> dict:
+    """One row of the results table: a stage's time beside its baseline's, measured in the same run."""
+    return {
+        "stage": stage,
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds),
+        "baseline": baseline,
+        "baseline_seconds": round(baseline_seconds, 2),
+        "ratio": round(seconds / baseline_seconds, 2),
+    }
+
+
+def clean_events(spark, cfg):
+    """The clean events of the benchmark's data set, ingested first when absent."""
+    from recsys_spark import names
+    from recsys_spark.infra.tables import read_table
+
+    if not path_exists(spark, cfg.path(names.EVENTS)):
+        JOBS["ingest"](spark, cfg)
+    return read_table(spark, cfg.path(names.EVENTS))
+
+
 def bench_ingest(spark, cfg, args) -> list[dict]:
     """Ingest (validate, dedupe, write clean + quarantine) vs a plain Parquet read-and-write."""
     secs, out = timed(lambda: JOBS["ingest"](spark, cfg), "ingest job")
@@ -35,17 +58,7 @@ def bench_ingest(spark, cfg, args) -> list[dict]:
         ),
         "baseline: plain Parquet copy",
     )
-    return [
-        {
-            "stage": "ingest",
-            "rows": rows,
-            "seconds": round(secs, 2),
-            "rows_per_s": round(rows / secs),
-            "baseline": "parquet copy",
-            "baseline_seconds": round(base, 2),
-            "ratio": round(secs / base, 2),
-        },
-    ]
+    return [stage_row("ingest", rows, secs, "parquet copy", base)]
 
 
 def bench_train(spark, cfg, args) -> list[dict]:
@@ -188,15 +201,12 @@ def bench_topn(spark, cfg, args) -> list[dict]:
     import numpy as np
     from pyspark.sql import functions as F
 
-    from recsys_spark.infra.tables import read_table
     from recsys_spark.recs.interactions import prepare_interactions
     from recsys_spark.recs.kernels import Explain
     from recsys_spark.recs.model import fit_als
     from recsys_spark.recs.topn import top_n
 
-    if not path_exists(spark, cfg.path("events")):
-        JOBS["ingest"](spark, cfg)
-    events = read_table(spark, cfg.path("events"))
+    events = clean_events(spark, cfg)
     last = events.agg(F.max("event_ts")).first()[0]
     inter = prepare_interactions(events, cfg.interactions, cfg.events.weights, last).pairs  # persisted
     n_pairs = inter.count()
@@ -300,11 +310,8 @@ def bench_retention(spark, cfg, args) -> list[dict]:
     from pyspark.sql import functions as F
 
     from recsys_spark.analytics.cohorts import cohort_retention, user_activity
-    from recsys_spark.infra.tables import read_table
 
-    if not path_exists(spark, cfg.path("events")):
-        JOBS["ingest"](spark, cfg)
-    events = read_table(spark, cfg.path("events"))
+    events = clean_events(spark, cfg)
     rows = events.count()
     end = events.agg(F.max("event_date")).first()[0]
     t_spark, ours = timed(
@@ -326,17 +333,7 @@ def bench_retention(spark, cfg, args) -> list[dict]:
     )
     same = len(a) == len(b) and (a.active_users.to_numpy() == b.active_users.to_numpy()).all()
     print(f"retention cells: Spark {len(a)}, DuckDB {len(b)}; identical counts: {same}")
-    return [
-        {
-            "stage": "retention",
-            "rows": rows,
-            "seconds": round(t_spark, 2),
-            "rows_per_s": round(rows / t_spark),
-            "baseline": "DuckDB (2 threads)",
-            "baseline_seconds": round(t_duck, 2),
-            "ratio": round(t_spark / t_duck, 2),
-        }
-    ]
+    return [stage_row("retention", rows, t_spark, "DuckDB (2 threads)", t_duck)]
 
 
 def bench_effect(spark, cfg, args) -> list[dict]:
@@ -354,11 +351,9 @@ def bench_effect(spark, cfg, args) -> list[dict]:
     from recsys_spark import names
     from recsys_spark.analytics.arms import assign_arms
     from recsys_spark.config import HoldoutConfig
-    from recsys_spark.infra.tables import read_table, write_table
+    from recsys_spark.infra.tables import write_table
 
-    if not path_exists(spark, cfg.path(names.EVENTS)):
-        JOBS["ingest"](spark, cfg)
-    events = read_table(spark, cfg.path(names.EVENTS))
+    events = clean_events(spark, cfg)
     rows = events.count()
     served = events.agg(F.max("event_date")).first()[0] - dt.timedelta(days=max(cfg.effect.windows))
     users = events.select("user_id").distinct()
@@ -379,17 +374,7 @@ def bench_effect(spark, cfg, args) -> list[dict]:
         t_ret.append(timed(lambda: JOBS["retention"](spark, cfg), f"retention job (baseline), {i} of 2")[0])
     t_eff, t_ret = min(t_eff), min(t_ret)
     print(f"effect: {sum(out.arms.values()):,} assigned users, {len(out.estimates)} estimates; {out.lines()[0]}")
-    return [
-        {
-            "stage": "effect",
-            "rows": rows,
-            "seconds": round(t_eff, 2),
-            "rows_per_s": round(rows / t_eff),
-            "baseline": "retention job",
-            "baseline_seconds": round(t_ret, 2),
-            "ratio": round(t_eff / t_ret, 2),
-        }
-    ]
+    return [stage_row("effect", rows, t_eff, "retention job", t_ret)]
 
 
 BENCHES = {
