@@ -27,6 +27,7 @@ from recsys_spark.events.rules import check_rule
 CORRUPT = "_corrupt_record"
 _C = {name: f"__{name}" for name in (*names.RAW_EVENT_COLUMNS, "value_raw")}
 PARSED_USER_ID = _C["user_id"]  # the parsed user id column of validated rows
+PARSED_EVENT_TYPE = _C["event_type"]  # after input.event_type_map and lower-casing
 
 
 def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -> None:

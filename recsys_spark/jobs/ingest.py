@@ -24,6 +24,7 @@ from recsys_spark.events import schema as S
 from recsys_spark.events.privacy import ERASED, erased_ids, flag_erased, pseudonym_key
 from recsys_spark.events.sources import in_date_range, read_source
 from recsys_spark.events.validation import (
+    PARSED_EVENT_TYPE,
     PARSED_USER_ID,
     check_source_columns,
     clean_events,
@@ -171,15 +172,15 @@ def check_bad_fraction(
             "or to unix_seconds / unix_millis."
         )
     elif top[0][0] == S.UNKNOWN_EVENT_TYPE:
-        value = first["__event_type"]  # after input.event_type_map and lower-casing
+        value = first[PARSED_EVENT_TYPE]
         source = (
             f"{cfg.input.columns['event_type']}={example[cfg.input.columns['event_type']]!r}"
             if "event_type" in cfg.input.columns
             else f"input.event_type={cfg.input.event_type!r}"
         )
-        mapped = {k.lower(): k for k, v in cfg.input.event_type_map.items() if v == value}
+        mapped = sorted(k for k, v in cfg.input.event_type_map.items() if v == value)
         fix = (
-            f"input.event_type_map maps {sorted(mapped.values())} to it: map to one of those instead"
+            f"input.event_type_map maps {mapped} to it: map to one of those instead"
             if mapped
             else f"map it to one with input.event_type_map (e.g. {{{value}: view}})"
         )
