@@ -17,7 +17,18 @@ import pytest
 from recsys_spark.config import Config, load_config
 from recsys_spark.infra.session import build_session
 
-from support import PIPELINE_RUN, bash, bash_blocks, cli, clone_repo, mlflow_state, sets, small_config, tiny_training
+from support import (
+    PIPELINE_RUN,
+    TEST_JVM,
+    bash,
+    bash_blocks,
+    cli,
+    clone_repo,
+    mlflow_state,
+    sets,
+    small_config,
+    tiny_training,
+)
 
 # Set-up that costs a pipeline's worth of Spark work or more: a test that needs one is `slow` (make
 # test-fast leaves it out).
@@ -32,6 +43,8 @@ SAME_WORKER = {
 # Collected and created timestamps are naive local times in PySpark: make local time UTC.
 os.environ["TZ"] = "UTC"
 time.tzset()
+for name, value in TEST_JVM.items():  # every JVM the suite starts inherits it (see support.TEST_JVM)
+    os.environ.setdefault(name, value)
 
 
 # The costliest files first (their shared set-ups, then the longest on their own), so that under xdist

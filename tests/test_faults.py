@@ -8,8 +8,8 @@ import signal
 import pytest
 from chispa import assert_df_equality
 
+from support import TINY_SPARK, sets, spark_sets
 from support import cli as run_cli
-from support import sets
 
 pytestmark = pytest.mark.slow
 # Every command here: no tuning, a small model, tracking off (one test turns it on).
@@ -17,7 +17,7 @@ SETTINGS = sets(
     {
         "spark.master": "local[2]",
         "spark.shuffle_partitions": 2,
-        "spark.conf.spark.ui.enabled": "false",
+        **spark_sets(TINY_SPARK),
         "split.test_days": 7,
         "tune.enabled": "false",
         "als.max_iter": 3,
