@@ -28,6 +28,10 @@ RAW_EVENT_COLUMNS = ("user_id", "item_id", "event_type", "event_ts", "value")
 REQUIRED_EVENT_COLUMNS = ("user_id", "item_id", "event_ts")  # event_type may be a constant, value is optional
 
 EVENT_DATE = "event_date"  # events and raw input
+# Events: the raw input's own `event_date` (its partition) a row was read from, null where the input
+# has none. A partial ingest rebuilds its dates from its raw partitions and keeps, by this column,
+# the rows of those dates that arrived in other raw partitions (a late event in raw D+1 dated D).
+RAW_DATE = "raw_date"
 QUARANTINE_DATE = "parsed_event_date"  # no leading underscore: pyarrow and pandas skip such folders
 RUN_DATE = "run_date"  # recommendations, assignments
 SERVED_DATE = "served_date"  # effect tables

@@ -3,6 +3,7 @@ subprocess, a scrubbed environment, free ports, waiting for a server, and MLflow
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -199,6 +200,22 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 1
                 output = log.read_text()[-3000:] if log is not None and log.exists() else ""
                 raise AssertionError(f"{url} did not answer ({why}): {output}") from None
             time.sleep(0.5)
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs process `pid` listens on (TCP over IPv4 and IPv6), read from /proc."""
+    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+    inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+    out = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                host, port = f[1].split(":")
+                raw = bytes.fromhex(host)  # 32-bit words, each little-endian
+                addr = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+                out.add((str(getattr(addr, "ipv4_mapped", None) or addr), int(port, 16)))
+    return out
 
 
 @contextmanager

@@ -126,10 +126,9 @@ def test_a_local_checkpoint_path_on_a_cluster_is_refused(cluster, pyfiles, tmp_p
     ), bad.stderr[-3000:]
 
 
-def test_executors_load_native_blas_with_the_configured_threads(cluster, pyfiles, tmp_path):
-    native = blas.resolve("auto")
-    if native.source == "none found":
-        pytest.skip("no native BLAS here: no system libblas.so.3 and no loadable cmeel-openblas")
+def test_the_driver_listens_on_loopback_and_executors_load_native_blas_with_the_configured_threads(
+    cluster, pyfiles, tmp_path
+):
     sets = [
         "--set",
         "spark.blas_threads=2",
@@ -160,6 +159,13 @@ def test_executors_load_native_blas_with_the_configured_threads(cluster, pyfiles
     )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
+    # Issue 27, defect 16: under the README block's SPARK_LOCAL_IP the driver's every port (RPC, block
+    # manager, the UI, which is on) is on 127.0.0.1, not the machine's external interface or 0.0.0.0.
+    ui_port = int(got["ui"].rsplit(":", 1)[1])
+    assert ui_port in {port for _, port in got["listening"]}, got
+    assert {host for host, _ in got["listening"]} == {"127.0.0.1"}, got["listening"]
+    if blas.resolve("auto").source == "none found":
+        pytest.skip("no native BLAS here: no system libblas.so.3 and no loadable cmeel-openblas")
     executors = got["executors"]
     assert executors and all(e["pid"] != got["driver_pid"] for e in executors), got  # asked in the workers' JVMs
     assert {(e["blas"], e["lapack"], e["blas_threads"]) for e in executors} == {("JNIBLAS", "JNILAPACK", "2")}, got

@@ -1,7 +1,6 @@
 """Data safety (issue 13): the same answer in any time zone, guards before any work, and
 deterministic ties. Real subprocesses where the process environment is what is tested."""
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from support import PIPELINE_RUN, cli, scrubbed_env, sets, tiny
+from support import PIPELINE_RUN, cli, listening, scrubbed_env, sets, tiny
 
 
 @pytest.mark.slow
@@ -245,9 +244,10 @@ def write_raw(spark, path, parts):
 def tables(spark, cfg):
     from recsys_spark.infra.tables import read_table
 
-    events = sorted((str(r.event_date), r.user_id) for r in read_table(spark, cfg.path("events")).collect())
+    events = sorted(((str(r.event_date), r.user_id) for r in read_table(spark, cfg.path("events")).collect()), key=repr)
     quarantine = sorted(
-        (str(r.parsed_event_date), r.user_id, r._reason) for r in read_table(spark, cfg.path("quarantine")).collect()
+        ((str(r.parsed_event_date), r.user_id, r._reason) for r in read_table(spark, cfg.path("quarantine")).collect()),
+        key=repr,  # a null user id sorts beside the others
     )
     return events, quarantine
 
@@ -284,6 +284,36 @@ def test_a_partial_run_touches_only_its_dates_and_merges_what_falls_outside(spar
     # D+1 keeps its 4 events (the late u3 once, not alone); the unparsed and D+1 quarantine rows of raw D are
     # replaced by this run's copies, raw D+1's stay.
     assert tables(spark, cfg) == (FULL_EVENTS, FULL_QUARANTINE)
+
+
+@pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not
+def test_a_partial_run_keeps_the_events_of_its_dates_that_arrived_in_other_raw_partitions(spark, cfg, tmp_path):
+    # Issue 27, defect 8: raw D+1 holds a late event dated D (u9), raw D an early one dated D+1 (u3) and
+    # a bad row dated D+1 (no user). Each partial run rebuilds its date from its own raw partition and
+    # keeps the other's rows, in events and in the quarantine (where raw D+1 adds a bad row of D+1: u10).
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from recsys_spark.infra.tables import read_table
+    from recsys_spark.jobs.runner import JOBS
+
+    late, bad = ("u9", "i2", "2026-01-10 23:00:00"), ("u10", None, "2026-01-11 13:00:00")
+    write_raw(spark, tmp_path / "raw", {"2026-01-10": RAW_D, "2026-01-11": [*RAW_D1, late, bad]})
+    cfg.input.path = str(tmp_path / "raw")
+    JOBS["ingest"](spark, cfg)
+    full = (
+        sorted([*FULL_EVENTS, ("2026-01-10", "u9")], key=repr),
+        sorted([*FULL_QUARANTINE, ("2026-01-11", "u10", "null_item_id")], key=repr),
+    )
+    assert tables(spark, cfg) == full
+    arrived = read_table(spark, cfg.path("events")).where(F.col("user_id").isin("u3", "u9")).collect()
+    raw_dates = {r.user_id: str(r.raw_date) for r in arrived}
+    assert raw_dates == {"u3": "2026-01-10", "u9": "2026-01-11"}  # where each arrived, beside its own date
+    for day in (dt.date(2026, 1, 10), dt.date(2026, 1, 11)):
+        cfg.ingest.date_from = cfg.ingest.date_to = day
+        JOBS["ingest"](spark, cfg)
+        assert tables(spark, cfg) == full, day
 
 
 def test_a_full_run_leaves_nothing_of_an_earlier_different_input(spark, cfg, tmp_path):
@@ -334,22 +364,6 @@ def test_an_empty_or_half_written_lock_is_taken_over_once_its_writer_is_gone(tmp
             assert json.loads(lock.read_text())["pid"] == os.getpid()
         assert not lock.exists()
     assert caplog.text.count(f"removing an empty or half-written lock on {root}") == 2
-
-
-def listening(pid: int) -> set[tuple[str, int]]:
-    """The (address, port) pairs process `pid` listens on (TCP over IPv4 and IPv6), read from /proc."""
-    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
-    inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
-    out = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
-                host, port = f[1].split(":")
-                raw = bytes.fromhex(host)  # 32-bit words, each little-endian
-                addr = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
-                out.add((str(getattr(addr, "ipv4_mapped", None) or addr), int(port, 16)))
-    return out
 
 
 @pytest.mark.slow  # over 10 s on its own: make test runs it, make test-fast does not

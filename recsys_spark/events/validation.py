@@ -134,15 +134,18 @@ def pseudonymize_rows(validated: DataFrame, inp: InputConfig, key: bytes) -> Dat
 
 
 def clean_events(validated: DataFrame) -> DataFrame:
-    """The valid rows in the canonical clean-event schema."""
+    """The valid rows in the canonical clean-event schema, with `raw_date`: the raw input's own
+    `event_date` (its partition, which a partial ingest selects by), null where it has none."""
     ts = F.col(_C["event_ts"])
+    raw_date = F.col(names.EVENT_DATE).try_cast("date") if names.EVENT_DATE in validated.columns else F.lit(None)
     return validated.where(F.col(S.REASON).isNull()).select(
         F.col(_C["user_id"]).alias("user_id"),
         F.col(_C["item_id"]).alias("item_id"),
         F.col(_C["event_type"]).alias("event_type"),
         ts.alias("event_ts"),
         F.col(_C["value"]).alias("value"),
-        F.to_date(ts).alias("event_date"),
+        F.to_date(ts).alias(names.EVENT_DATE),
+        raw_date.cast("date").alias(names.RAW_DATE),
     )
 
 

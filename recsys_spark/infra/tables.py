@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from recsys_spark.errors import RecsysError
 from recsys_spark.infra import versions
@@ -176,11 +178,12 @@ def _write_moved(
         drop_staging(fs, staged)
 
 
-def read_table(spark: SparkSession, path: str) -> DataFrame:
+def read_table(spark: SparkSession, path: str, empty: StructType | None = None) -> DataFrame:
     """Read a table written by `write_table`; refuse one that is missing or was not completed.
 
     A versioned table is read from the version its link points to now, so a switch during a
-    long read cannot mix two versions."""
+    long read cannot mix two versions. A partitioned table written with no rows has no file to
+    take a schema from: with `empty`, it reads as no rows of that schema (else Spark's error)."""
     fs = FS(spark, path)
     if not fs.exists(path):
         raise RecsysError(f"table not found: {path} (run the job that writes it first)")
@@ -190,4 +193,9 @@ def read_table(spark: SparkSession, path: str) -> DataFrame:
         )
     local = local_path(path.rstrip("/"))
     version = versions.current_version(local) if local is not None else None
-    return spark.read.parquet(str(version) if version else path)
+    try:
+        return spark.read.parquet(str(version) if version else path)
+    except AnalysisException as e:
+        if empty is None or e.getCondition() != "UNABLE_TO_INFER_SCHEMA":
+            raise
+        return spark.createDataFrame([], empty)

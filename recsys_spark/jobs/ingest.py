@@ -73,25 +73,34 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
             def inside(day):
                 return in_date_range(day, cfg.ingest.date_from, cfg.ingest.date_to)
 
-            # Events: clean events hold no exact repeats (ingest quarantines them), so a repeat is this run's copy.
+            # Events: clean events hold no exact repeats (ingest quarantines them), so a repeat is this run's copy;
+            # in the run's own dates, the events that arrived in other raw partitions stay.
+            table, day = cfg.path(names.EVENTS), F.col(names.EVENT_DATE)
             events = merge_outside(
                 events,
-                cfg.path(names.EVENTS),
-                "event_date",
-                inside(F.col("event_date")),
-                lambda old, extra: old.unionByName(extra).dropDuplicates(),
+                table,
+                names.EVENT_DATE,
+                inside(day),
+                lambda old, extra: old.unionByName(extra, allowMissingColumns=True).dropDuplicates(),
             )
-            # Quarantine: the rows these files gave last time are superseded by this run's.
+            events = keep_in_range(
+                events, table, names.EVENT_DATE, inside(day), lambda old: from_other_raw_partitions(old, inside, table)
+            )
+            # Quarantine: the rows these files gave last time are superseded by this run's, in its dates or not.
             sources = raw.select(S.SOURCE).distinct()
+
+            def of_other_files(old: DataFrame) -> DataFrame:
+                return old.join(sources, S.SOURCE, "left_anti")
+
+            table, day = cfg.path(names.QUARANTINE), F.col(names.QUARANTINE_DATE).try_cast("date")
             quarantine = merge_outside(
                 quarantine,
-                cfg.path(names.QUARANTINE),
+                table,
                 names.QUARANTINE_DATE,
-                inside(F.col(names.QUARANTINE_DATE).try_cast("date")),
-                lambda old, extra: old.join(sources, S.SOURCE, "left_anti").unionByName(
-                    extra, allowMissingColumns=True
-                ),
+                inside(day),
+                lambda old, extra: of_other_files(old).unionByName(extra, allowMissingColumns=True),
             )
+            quarantine = keep_in_range(quarantine, table, names.QUARANTINE_DATE, inside(day), of_other_files)
         with transaction(spark) as tx:  # events and quarantine change together
             tx.write_table(
                 events,
@@ -134,13 +143,44 @@ def merge_outside(
 ) -> DataFrame:
     """`new`, where each partition it touches outside this run's range holds `merge(rows already
     there, new rows there)`: such a partition is rewritten whole, with nothing of it lost."""
-    spark = new.sparkSession
     outside = [r[0] for r in new.where(~inside).select(F.col(part).cast("string")).distinct().collect()]  # dates: few
-    if not outside or not path_exists(spark, table):
+    old = existing_rows(new, table, part, F.col(part).cast("string").isin(outside)) if outside else None
+    if old is None:
         return new
-    old = read_table(spark, table).where(F.col(part).cast("string").isin(outside))
-    old = old.withColumn(part, F.col(part).cast(new.schema[part].dataType))  # Spark infers partition types on read
     return new.where(inside).unionByName(merge(old, new.where(~inside)).select(*new.columns))
+
+
+def existing_rows(new: DataFrame, table: str, part: str, where: Column) -> DataFrame | None:
+    """The rows of `table` where `where` holds, their partition column typed as in `new`; None
+    when the table does not exist yet."""
+    if not path_exists(new.sparkSession, table):
+        return None
+    old = read_table(new.sparkSession, table, empty=new.schema).where(where)  # a clean input's quarantine has no rows
+    return old.withColumn(part, F.col(part).cast(new.schema[part].dataType))  # Spark infers partition types on read
+
+
+def keep_in_range(
+    new: DataFrame, table: str, part: str, inside: Column, keep: Callable[[DataFrame], DataFrame]
+) -> DataFrame:
+    """`new` plus the rows already in this run's own partitions of `table` that `keep` picks: those
+    its raw partitions cannot give again (a late event in raw D+1 dated D; a bad row of another
+    file), which a partial run that rebuilds its dates from its raw partitions must not drop."""
+    old = existing_rows(new, table, part, inside)
+    return new if old is None else new.unionByName(keep(old), allowMissingColumns=True).select(*new.columns)
+
+
+def from_other_raw_partitions(old: DataFrame, inside: Callable[[Column], Column], table: str) -> DataFrame:
+    """The events read from a raw partition outside this run's range, by `raw_date`; none for a
+    table written before `raw_date` existed (nothing tells such rows apart: one full ingest records it)."""
+    if names.RAW_DATE in old.columns:
+        return old.where(F.col(names.RAW_DATE).isNotNull() & ~inside(F.col(names.RAW_DATE)))
+    log.warning(
+        "[ingest] %s has no %s column (written by an older version): rows of these dates that arrived in other "
+        "raw partitions are not kept; run a full ingest once to record it",
+        table,
+        names.RAW_DATE,
+    )
+    return old.limit(0)
 
 
 def check_bad_fraction(
