@@ -19,7 +19,7 @@ from recsys_spark.config import Config, ConfigError, read_config, validate
 from recsys_spark.errors import RecsysError
 
 log = logging.getLogger("recsys_spark")
-READ_MLFLOW_ONLY = ("compare", "report")  # no Spark, no user ids: these need no pseudonym key
+NO_USER_DATA = ("compare", "report", "config")  # no Spark, no user ids: these need no pseudonym key
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rep.add_argument("--run-id", help="a pipeline run's id (default: the experiment's latest pipeline run)")
     rep.add_argument("--out", help="the HTML file to write (default: <output.root>/reports/report-<run id>.html)")
+    shw = sub.add_parser(
+        "config", help="print the resolved config: every key, its value and where it came from (no Spark)"
+    )
+    shw.add_argument("--config", help="YAML config (default: the built-in defaults)")
+    shw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    shw.add_argument(
+        "--show", action="store_true", required=True, help="print `key = value  [default | <file> | --set]`"
+    )
     cmp = sub.add_parser("compare", help="compare MLflow runs: chosen params and metrics as a table")
     cmp.add_argument("--config", help="YAML config (for tracking.uri and tracking.experiment)")
     cmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -223,11 +231,25 @@ def _job(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
+def _show_config(args: argparse.Namespace, cfg: Config) -> int:
+    """Every key of the validated config with its value (secrets and user ids redacted as they are
+    logged) and where it came from: the built-in default, the --config file, or --set."""
+    from recsys_spark.config import flatten, sources
+    from recsys_spark.mlops.tracking import redact
+
+    where = sources(args.config, args.set)
+    for key, value in redact(flatten(cfg.to_dict())).items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        print(f"{key} = {text}  [{where.get(key, 'default')}]")
+    return 0
+
+
 # Commands that are not a Spark job of the output root; every other command is `_job`.
 HANDLERS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "lookup": _lookup,
     "compare": _compare,
     "report": _report,
+    "config": _show_config,
 }
 
 
@@ -239,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = _config(args)
         if not cfg.spark.verbose:
             _quiet_mlflow()
-        if args.command not in READ_MLFLOW_ONLY:
+        if args.command not in NO_USER_DATA:
             from recsys_spark.events.privacy import pseudonym_key
 
             pseudonym_key(cfg.privacy)  # pseudonymizing without the key fails here, before any work

@@ -668,6 +668,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def sources(path: str | Path | None, overrides: list[str] | None) -> dict[str, str]:
+    """Where each key the config file or an override sets came from: dotted key -> the file's path
+    or `--set` (an override wins); a key not listed has its built-in default (`config --show`)."""
+    raw = (yaml.safe_load(Path(path).read_text()) or {}) if path is not None else {}
+    given: dict[str, Any] = {}
+    for item in overrides or []:
+        _apply_override(given, item)
+    return {key: str(path) for key in flatten(raw)} | {key: "--set" for key in flatten(given)}
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     """Set `a.b.c=value` in the raw mapping; below a free-form mapping (spark.conf) the rest is one key."""
     if "=" not in item:

@@ -190,3 +190,22 @@ def test_time_zones_spark_reads_are_accepted(zone):
 def test_a_checkpoint_dir_of_its_own_is_accepted(tmp_path):
     cfg = load_config(None, [f"spark.checkpoint_dir={tmp_path}/ckpt", f"output.root={tmp_path}/out"])
     assert cfg.checkpoint_dir == f"{tmp_path}/ckpt"
+
+
+def test_config_show_prints_every_key_its_value_and_where_it_came_from(tmp_path, capsys):
+    # Issue 34, point 4: the resolved config with the source of each value, secrets hidden.
+    from recsys_spark import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text("als:\n  rank: 16\ntune:\n  space: {rank: [8, 32]}\n")
+    given = ["als.max_iter=7", "spark.conf.spark.hadoop.fs.s3a.secret.key=hunter2", "als.rank=24"]
+    assert cli.main(["config", "--show", "--config", str(path), *[a for g in given for a in ("--set", g)]]) == 0
+    out = capsys.readouterr().out
+    rows = dict(line.split(" = ", 1) for line in out.splitlines())
+    assert rows["tune.space.rank"] == f"[8, 32]  [{path}]"
+    assert rows["tune.space.alpha"] == "[1.0, 50.0]  [default]"
+    assert rows["als.rank"] == "24  [--set]"  # --set wins over the file
+    assert rows["als.max_iter"] == "7  [--set]" and rows["als.reg_param"] == "0.05  [default]"
+    assert rows["spark.conf.spark.hadoop.fs.s3a.secret.key"] == "***  [--set]" and "hunter2" not in out
+    assert rows["input.path"] == "null  [default]" and rows["spark.master"] == "local[*]  [default]"
+    assert set(rows) == set(flatten(load_config(path, given).to_dict()))  # every key, once
