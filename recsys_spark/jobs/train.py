@@ -32,7 +32,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     last = events.agg(F.max("event_ts")).first()[0]
     if last is None:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
-    log_events_tags(spark, cfg, events)
+    dataset = log_events_tags(spark, cfg, events)
     clock = Stopwatch("train")
     clock.start("prepare")
     below = None
@@ -75,7 +75,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     metric = f"{cfg.tune.metric}_at_{cfg.train.k}"
     quality = trained.evaluation.metrics
     registered = registry.register_model(
-        model_dir, cfg.train.registered_model, metric, quality[metric], quality[f"baseline_{metric}"]
+        model_dir, cfg.train.registered_model, metric, quality[metric], quality[f"baseline_{metric}"], dataset
     )
     log.info("[train] %s", registered)
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})

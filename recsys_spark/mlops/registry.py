@@ -124,10 +124,14 @@ def _without_notices() -> Iterator[None]:
         enable_logging()
 
 
-def register_model(local_dir: str, name: str | None, metric: str, value: float, baseline: float) -> str:
+def register_model(
+    local_dir: str, name: str | None, metric: str, value: float, baseline: float, dataset: dict[str, str] | None = None
+) -> str:
     """Log the saved model as a Spark-free pyfunc (serving.Recommender), register it as `name`
-    and move the `champion` alias to it only when it beats the popularity baseline and the current
-    champion on `metric`. Returns what happened, for the summary."""
+    with the data it was trained on (`dataset`: the train run's dataset tags, on the version and in
+    its description), and move the `champion` alias to it only when it beats the popularity
+    baseline and the current champion on `metric`, a champion trained on the same input: models of
+    different datasets are never compared. Returns what happened, for the summary."""
     if mlflow.active_run() is None:
         return "not registered: tracking is off"
     info = log_pyfunc(local_dir, name)
@@ -135,6 +139,11 @@ def register_model(local_dir: str, name: str | None, metric: str, value: float, 
         return "logged as a pyfunc (train.registered_model is null: not registered)"
     version = info.registered_model_version
     client = mlflow.MlflowClient()
+    mine = (dataset or {}).get("dataset_input")
+    if dataset:
+        for key, tag in dataset.items():
+            client.set_model_version_tag(name, version, key, tag)
+        client.update_model_version(name, version, description=describe_dataset(dataset))
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
         best = client.get_run(champion.run_id).data.metrics.get(metric)
@@ -148,6 +157,13 @@ def register_model(local_dir: str, name: str | None, metric: str, value: float, 
             f"{name} v{version} registered; {CHAMPION} {stays}: "
             f"{metric} {value:.4f} does not beat popularity {baseline:.4f}"
         )
+    theirs = champion.tags.get("dataset_input") if champion is not None else None
+    if mine and theirs and theirs != mine:
+        return (
+            f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: it was trained on {theirs}, "
+            f"this version on {mine}, and models of different data are not compared "
+            "(give each dataset its own train.registered_model, or move the alias by hand)"
+        )
     if champion is not None and best is not None and value <= best:
         return (
             f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: "
@@ -155,6 +171,15 @@ def register_model(local_dir: str, name: str | None, metric: str, value: float, 
         )
     client.set_registered_model_alias(name, CHAMPION, version)
     return f"{name} v{version} registered and is now {CHAMPION} ({metric} {value:.4f}, popularity {baseline:.4f})"
+
+
+def describe_dataset(tags: dict[str, str]) -> str:
+    """A model version's description: the data it was trained on, from the train run's dataset tags."""
+    return (
+        f"Trained on {tags.get('dataset_input')}: {tags.get('data_rows')} clean events from "
+        f"{tags.get('data_first_date')} to {tags.get('data_last_date')} ({tags.get('data_partitions')} partitions, "
+        f"sha1 {tags.get('data_partitions_sha1')}; events table {tags.get('dataset_path')})."
+    )
 
 
 def download_model(uri: str) -> str:
