@@ -137,7 +137,9 @@ def clean_events(validated: DataFrame) -> DataFrame:
     """The valid rows in the canonical clean-event schema, with `raw_date`: the raw input's own
     `event_date` (its partition, which a partial ingest selects by), null where it has none."""
     ts = F.col(_C["event_ts"])
-    raw_date = F.col(names.EVENT_DATE).try_cast("date") if names.EVENT_DATE in validated.columns else F.lit(None)
+    raw_date = (
+        F.col(names.EVENT_DATE).try_cast("date") if names.EVENT_DATE in validated.columns else F.lit(None).cast("date")
+    )
     return validated.where(F.col(S.REASON).isNull()).select(
         F.col(_C["user_id"]).alias("user_id"),
         F.col(_C["item_id"]).alias("item_id"),
@@ -145,7 +147,7 @@ def clean_events(validated: DataFrame) -> DataFrame:
         ts.alias("event_ts"),
         F.col(_C["value"]).alias("value"),
         F.to_date(ts).alias(names.EVENT_DATE),
-        raw_date.cast("date").alias(names.RAW_DATE),
+        raw_date.alias(names.RAW_DATE),
     )
 
 
