@@ -35,3 +35,9 @@ RAW_DATE = "raw_date"
 QUARANTINE_DATE = "parsed_event_date"  # no leading underscore: pyarrow and pandas skip such folders
 RUN_DATE = "run_date"  # recommendations, assignments
 SERVED_DATE = "served_date"  # effect tables
+
+# Recommendations' `source`: the model's own list, or the popular fallback (for a known user the
+# model has no factors for, and the control arm), or the popular list for a user it never saw.
+ALS = "als"
+POPULAR = "popular"
+UNKNOWN_USER = "popular_unknown_user"

@@ -35,7 +35,8 @@ def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{base}/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["recsys-spark"])
     by_name = runs.set_index("tags.mlflow.runName")
-    parent = by_name.loc["pipeline"]
+    parent = runs[runs["tags.job"] == "pipeline"].iloc[0]
+    assert parent["tags.mlflow.runName"] == f"pipeline generated {parent.start_time:%Y-%m-%d}"  # dataset and day
     assert parent.status == "FINISHED"
     stages = {"generate", "ingest", "train", "recommend", "retention"}
     assert stages <= set(by_name.index)

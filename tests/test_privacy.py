@@ -164,7 +164,7 @@ def test_forget_removes_exactly_the_users_and_later_ingests_keep_them_out(spark,
     champion = client.get_model_version_by_alias(name, "champion")
     assert champion.run_id != result.model_run and champion.version not in {v.version for v in versions}
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"user_id": gone}))
-    assert set(served.source) == {"popular"}
+    assert set(served.source) == {"popular_unknown_user"}
     assert any(k.startswith("metric.ndcg_at_") for k in champion.tags)  # the score the next train must beat
 
     # A later ingest of the same raw events leaves them out, and says how many rows that was.

@@ -71,7 +71,15 @@ def test_champion_loads_without_spark_and_matches_the_table(spark, registered):
     got = model.predict(pd.DataFrame({"user_id": users + ["nobody"]}))
     assert served_rows(got[got.user_id != "nobody"]) == table_rows(spark, cfg, users)
     popular = got[got.user_id == "nobody"]
-    assert set(popular.source) == {"popular"} and list(popular["rank"]) == list(range(1, cfg.recommend.n + 1))
+    assert set(popular.source) == {"popular_unknown_user"} and list(popular["rank"]) == list(
+        range(1, cfg.recommend.n + 1)
+    )
+    # Its scores are popularity shares: distinct users per item over the model's users, best first.
+    saved = Path(cfg.path("model"))
+    shares = pd.read_parquet(saved / "popular")["popularity"].sort_values(ascending=False) / len(
+        pd.read_parquet(saved / "users")
+    )
+    assert popular.score.tolist() == pytest.approx(shares.head(cfg.recommend.n).tolist(), rel=1e-6)
 
 
 def test_a_worse_model_does_not_take_the_alias(spark, registered, tmp_path):
@@ -181,4 +189,4 @@ def test_a_fresh_venv_with_only_the_models_requirements_answers_like_the_table(s
     assert answer["spark"] is False  # not installed there: nothing could import it
     got = pd.DataFrame(answer["rows"])
     assert served_rows(got[got.user_id != "nobody"]) == table_rows(spark, cfg, users[:2])
-    assert list(got[got.user_id == "nobody"].source.unique()) == ["popular"]
+    assert list(got[got.user_id == "nobody"].source.unique()) == ["popular_unknown_user"]

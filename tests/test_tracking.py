@@ -59,7 +59,7 @@ def test_failed_job_marks_its_run_and_parent_failed(store):
         with tracking.tracked_run(cfg, "pipeline") as parent:
             with tracking.tracked_run(cfg, "ingest", nested=True):
                 raise RecsysError("input path not found: /nowhere")
-    runs = mlflow.search_runs(experiment_names=["fail"]).set_index("tags.mlflow.runName")
+    runs = mlflow.search_runs(experiment_names=["fail"]).set_index("tags.job")
     assert runs.loc["pipeline", "status"] == runs.loc["ingest", "status"] == "FAILED"
     assert runs.loc["ingest", "tags.mlflow.parentRunId"] == parent
     assert runs.loc["ingest", "tags.error"] == "RecsysError: input path not found: /nowhere"
@@ -141,7 +141,7 @@ def test_a_run_over_http_reads_back(mlflow_server):
         with tracking.tracked_run(cfg, "train", nested=True):
             tracking.log_metrics({"ndcg_at_10": 0.2, "baseline_ndcg_at_10": 0.1})
             tracking.log_bytes(b"metric,als,baseline\n", "eval/metrics.csv")
-    runs = mlflow.search_runs(experiment_names=["http"]).set_index("tags.mlflow.runName")
+    runs = mlflow.search_runs(experiment_names=["http"]).set_index("tags.job")  # run names carry the date
     assert runs.loc["train", "metrics.ndcg_at_10"] == 0.2
     assert runs.loc["train", "tags.mlflow.parentRunId"] == parent
     assert runs.loc["pipeline", "params.spark_master"] == "local[2]"

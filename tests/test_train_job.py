@@ -116,7 +116,7 @@ def test_unknown_users_get_the_popular_fallback(spark, trained):
     model = load_model(spark, cfg.path("model"))
     top = model.popular.join(model.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(5).collect()
     expected = spark.createDataFrame(
-        [("nobody", i, r.item_id, "popular") for i, r in enumerate(top, 1)],
+        [("nobody", i, r.item_id, "popular_unknown_user") for i, r in enumerate(top, 1)],
         "user_id string, rank int, item_id string, source string",
     )
     assert_df_equality(
@@ -127,7 +127,7 @@ def test_unknown_users_get_the_popular_fallback(spark, trained):
     )
     assert {r.source for r in recs.where(F.col("user_id") == "u0000001").collect()} == {"als"}
     assert {(r.because, r.why) for r in recs.where(F.col("user_id") == "nobody").collect()} == {
-        (None, "popular with all users: the model has no factors for this user")
+        (None, "popular with all users: the model has never seen this user")
     }
     # Recommending for two users rewrote today's partition without losing everyone else's rows.
     today = read_table(spark, cfg.path("recommendations"))

@@ -126,7 +126,11 @@ def test_users_without_factors_get_the_most_popular_items_ties_by_index(spark):
     wanted = spark.createDataFrame([("nobody",), ("u2",)], "user_id string")
     recs = recommend_users(model, wanted, 3)
     expected = spark.createDataFrame(
-        [("nobody", 1, "a", 3.0, "popular"), ("nobody", 2, "b", 2.0, "popular"), ("nobody", 3, "c", 2.0, "popular")],
+        [  # scores are the share of the model's 4 users who chose the item: a 3/4, b and c 2/4
+            ("nobody", 1, "a", 0.75, "popular_unknown_user"),
+            ("nobody", 2, "b", 0.5, "popular_unknown_user"),
+            ("nobody", 3, "c", 0.5, "popular_unknown_user"),
+        ],
         "user_id string, rank int, item_id string, score float, source string",
     )
     cols = ["user_id", "rank", "item_id", "score", "source"]
@@ -134,13 +138,13 @@ def test_users_without_factors_get_the_most_popular_items_ties_by_index(spark):
         recs.where(F.col("user_id") == "nobody").select(*cols), expected, ignore_row_order=True, ignore_nullable=True
     )
     assert {(r.because, r.why) for r in recs.where(F.col("user_id") == "nobody").collect()} == {
-        (None, "popular with all users: the model has no factors for this user")
+        (None, "popular with all users: the model has never seen this user")
     }
     known = recs.where(F.col("user_id") == "u2").collect()  # u2 saw a and c: ALS ranks the other two
     assert sorted(r.item_id for r in known) == ["b", "d"] and {r.source for r in known} == {"als"}
     everyone = recommend_users(model, None, 3)  # every user the model knows: u4 too, without what u4 saw
     u4 = spark.createDataFrame(
-        [("u4", 1, "a", 3.0, "popular"), ("u4", 2, "c", 2.0, "popular"), ("u4", 3, "d", 1.0, "popular")],
+        [("u4", 1, "a", 0.75, "popular"), ("u4", 2, "c", 0.5, "popular"), ("u4", 3, "d", 0.25, "popular")],
         "user_id string, rank int, item_id string, score float, source string",
     )
     assert_df_equality(

@@ -27,11 +27,23 @@ def retention_matrix(table: pd.DataFrame, kind: str = "bounded", value: str = "r
     return t.pivot(index="cohort", columns="period", values=value).sort_index()
 
 
+def colour_scale(m: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """The heatmap's coloured cells and the top of its scale: period 0 is 100% by definition, so it
+    is left uncoloured (NaN: grey, still labelled) and the scale ends at the highest later cell."""
+    coloured = m.to_numpy(dtype=float).copy()
+    coloured[:, [j for j, c in enumerate(m.columns) if c == 0]] = np.nan
+    top = float(np.nanmax(coloured)) if not np.isnan(coloured).all() else 0.0
+    return coloured, max(top, 0.01)
+
+
 def heatmap_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") -> bytes:
     m = retention_matrix(table, kind)
     sizes = table[table["kind"] == kind].groupby("cohort")["cohort_size"].first().reindex(m.index)
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * m.shape[1] + 3), max(3, 0.4 * m.shape[0] + 1.5)))
-    im = ax.imshow(m.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    coloured, top = colour_scale(m)
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("#d9d9d9")
+    im = ax.imshow(np.ma.masked_invalid(coloured), cmap=cmap, vmin=0, vmax=top, aspect="auto")
     partial = retention_matrix(table, kind, "complete").reindex_like(m).eq(False).to_numpy()
     for i, j in zip(*np.nonzero(partial), strict=True):
         ax.add_patch(
@@ -48,7 +60,7 @@ def heatmap_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") ->
                     ha="center",
                     va="center",
                     fontsize=7,
-                    color="white" if v < 0.6 else "black",
+                    color="black" if m.columns[j] == 0 or v >= 0.6 * top else "white",
                 )
     ax.set_xticks(range(m.shape[1]), [str(c) for c in m.columns])
     ax.set_yticks(range(m.shape[0]), [f"{c} (n={n:,})" for c, n in zip(m.index, sizes, strict=True)])
@@ -58,29 +70,42 @@ def heatmap_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") ->
     if not labelled:
         notes.append(f"values not printed: {m.size:,} cells (over {MAX_LABELLED_CELLS}); see retention_matrix.csv")
     ax.set_title("\n".join([f"{kind} {granularity}ly retention by cohort", *notes]), fontsize=10)
-    fig.colorbar(im, ax=ax, label="retention")
+    fig.colorbar(im, ax=ax, label="retention (periods 1+; period 0 is 100%)")
     return _png(fig)
+
+
+# The size-weighted mean curve stops at the first period observed for fewer than this share of the
+# users of period 0: past it one or two young cohorts remain and the mean follows them, not the users.
+CURVE_MIN_SHARE = 0.2
+
+
+def weighted_curve(table: pd.DataFrame, kind: str = "bounded") -> pd.Series:
+    """The size-weighted mean retention per period over complete cells, cut where fewer than
+    CURVE_MIN_SHARE of period 0's users are still observed."""
+    t = table[table["complete"] & (table["kind"] == kind)]
+    weighted = t.assign(w=t["retention"] * t["cohort_size"]).groupby("period")[["w", "cohort_size"]].sum()
+    observed = weighted["cohort_size"] / weighted["cohort_size"].iloc[0] if len(weighted) else weighted["cohort_size"]
+    short = observed.index[observed < CURVE_MIN_SHARE]
+    kept = weighted[weighted.index < short.min()] if len(short) else weighted
+    return kept["w"] / kept["cohort_size"]
 
 
 def curves_png(table: pd.DataFrame, granularity: str, kind: str = "bounded") -> bytes:
     complete = table[table["complete"]]
-    t = complete[complete["kind"] == kind]
     m = retention_matrix(complete, kind)
     fig, ax = plt.subplots(figsize=(8, 5))
     for _, row in m.iterrows():
         ax.plot(row.index, row.to_numpy(dtype=float), color="tab:blue", alpha=0.25, linewidth=1)
-    weighted = t.assign(w=t["retention"] * t["cohort_size"]).groupby("period")[["w", "cohort_size"]].sum()
-    ax.plot(
-        weighted.index,
-        weighted["w"] / weighted["cohort_size"],
-        color="black",
-        linewidth=2.5,
-        label="size-weighted mean",
-    )
+    mean = weighted_curve(table, kind)
+    ax.plot(mean.index, mean.to_numpy(), color="black", linewidth=2.5, label="size-weighted mean")
     ax.set_xlabel(f"{granularity}s since first activity")
     ax.set_ylabel("retention")
     ax.set_ylim(0, 1.02)
-    ax.set_title(f"{kind} {granularity}ly retention: one line per cohort (complete periods only)")
+    ax.set_title(
+        f"{kind} {granularity}ly retention: one line per cohort (complete periods only);\n"
+        f"the mean stops where under {CURVE_MIN_SHARE:.0%} of the users are still observed",
+        fontsize=10,
+    )
     ax.legend()
     return _png(fig)
 

@@ -78,6 +78,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         model_dir, cfg.train.registered_model, metric, quality[metric], quality[f"baseline_{metric}"], dataset
     )
     log.info("[train] %s", registered)
+    tracking.log_tags({"model_registry": registered})  # the report's model line
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})
     per_user = trained.evaluation.per_user.join(data.users, "user_idx").select("*", *_followup_columns(splits.info))
     write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user)

@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 
 from recsys_spark.errors import RecsysError
-from recsys_spark.mlops.tracking import redact_uri, tracking_uri_now
+from recsys_spark.mlops.tracking import log_dataset, redact_uri, tracking_uri_now
 
 CHAMPION = "champion"
 
@@ -135,6 +135,7 @@ def register_model(
     if mlflow.active_run() is None:
         return "not registered: tracking is off"
     info = log_pyfunc(local_dir, name)
+    log_dataset(dataset or {}, info.model_id)
     if name is None:
         return "logged as a pyfunc (train.registered_model is null: not registered)"
     version = info.registered_model_version

@@ -57,7 +57,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2e
 table{border-collapse:collapse;font-size:.9em;margin:.5em 0}\
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}
-.missing{color:#a33}.meta{color:#555}"""
+.missing{color:#a33}.meta{color:#555}.wide{overflow-x:auto;max-width:100%}
+tr.chosen td{background:#e8f4e8;font-weight:600}"""
 
 
 @dataclass
@@ -68,6 +69,7 @@ class RunData:
     stages: dict[str, Run]
     files: dict[str, bytes] = field(default_factory=dict)  # ARTIFACTS keys that were found
     effect: Run | None = None  # the latest `recsys-spark effect` run on the lists this run served
+    previous: Run | None = None  # the pipeline run of the same experiment that started before this one
 
 
 def find_run(experiment: str, run_id: str | None) -> Run:
@@ -106,7 +108,7 @@ def gather(run: Run) -> RunData:
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     children = sorted((c for c in children if "job" in c.data.tags), key=lambda c: c.info.start_time)
     stages = {c.data.tags["job"]: c for c in children}  # in the order they ran
-    data = RunData(run, stages, effect=_effect_run(run, stages))
+    data = RunData(run, stages, effect=_effect_run(run, stages), previous=_previous_run(run))
     sources = {key: (stages.get(stage), path) for key, (stage, path) in ARTIFACTS.items()}
     sources |= {key: (data.effect, path) for key, path in EFFECT_ARTIFACTS.items()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,6 +121,17 @@ def gather(run: Run) -> RunData:
                 continue  # the stage logged no such file (e.g. no evaluation): its section says so
             data.files[key] = Path(local).read_bytes()
     return data
+
+
+def _previous_run(run: Run) -> Run | None:
+    """The latest finished pipeline run of the same experiment that started before `run`."""
+    found = mlflow.MlflowClient().search_runs(
+        [run.info.experiment_id],
+        f"tags.job = 'pipeline' and attributes.status = 'FINISHED' and attributes.start_time < {run.info.start_time}",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return found[0] if found else None
 
 
 def _effect_run(run: Run, stages: dict[str, Run]) -> Run | None:
@@ -142,8 +155,16 @@ def _csv(data: RunData, key: str) -> pd.DataFrame | None:
     return pd.read_csv(io.BytesIO(raw))
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:,.4f}")  # escapes every cell
+def _table(frame: pd.DataFrame, chosen_row: int | None = None) -> str:
+    """A scrollable table (a wide one scrolls inside the page, the page keeps its width); the row at
+    position `chosen_row` is highlighted."""
+    text = frame.to_html(index=False, border=0, na_rep="", float_format=lambda v: f"{v:,.4f}")  # escapes every cell
+    if chosen_row is not None:
+        head, body = text.split("<tbody>", 1)
+        first, *rows = body.split("<tr>")
+        marks = ['<tr class="chosen">' if i == chosen_row else "<tr>" for i in range(len(rows))]
+        text = f"{head}<tbody>{first}" + "".join(m + r for m, r in zip(marks, rows, strict=True))
+    return f'<div class="wide">{text}</div>'
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -182,6 +203,7 @@ def render(data: RunData) -> str:
         f"<p class=meta>run {run.info.run_id} &middot; started {started:%Y-%m-%d %H:%M:%S} UTC &middot; "
         f"master {html.escape(p.get('spark_master', '?'))} &middot; "
         f"tracking {html.escape(mlflow.get_tracking_uri())}</p>",
+        _data_line(data),
     ]
 
     out.append("<h2>Summary</h2>")
@@ -207,6 +229,12 @@ def render(data: RunData) -> str:
             "<p>chosen ALS parameters: "
             f"{html.escape(', '.join(f'{a}={_param(b)}' for a, b in sorted(chosen.items())))}</p>"
         )
+    registry = data.stages["train"].data.tags.get("model_registry") if "train" in data.stages else None
+    if registry:
+        out.append(f"<p>model: {html.escape(registry)}</p>")
+
+    out.append("<h2>Compared with the previous run</h2>")
+    out += _previous_section(data, [(label, key) for label, key in summary if key in m])
 
     out.append("<h2>Stage seconds</h2>")
     seconds = [{"stage": s, "seconds": f"{m[f'seconds_{s}']:.1f}"} for s in data.stages if f"seconds_{s}" in m]
@@ -234,11 +262,14 @@ def render(data: RunData) -> str:
 
     out.append("<h2>Tuning trials</h2>")
     tuning = _csv(data, "tuning")
-    out.append(
-        _table(tuning)
-        if tuning is not None
-        else _missing("no tuning trials were logged (tune.enabled is false, or train did not run)")
-    )
+    if tuning is None:
+        out.append(_missing("no tuning trials were logged (tune.enabled is false, or train did not run)"))
+    else:
+        row = _chosen_trial(tuning, chosen, metric)
+        if row is not None:
+            tuning.insert(0, "chosen", ["yes" if i == row else "" for i in range(len(tuning))])
+            out.append("<p>The highlighted trial (chosen: yes) gave the parameters of the served model.</p>")
+        out.append(_table(tuning, row))
 
     out.append("<h2>Retention by cohort</h2>")
     for key, alt in (("heatmap", "retention heatmap"), ("curves", "retention curves")):
@@ -255,6 +286,9 @@ def render(data: RunData) -> str:
         if stick is not None and not stick.empty
         else _missing("no stickiness table was logged (retention did not run)")
     )
+
+    if "items" in data.stages:
+        out += _items_section(data.stages["items"])
 
     out += _effect_section(data)
 
@@ -279,6 +313,91 @@ def render(data: RunData) -> str:
         out.append(_table(quarantine) if not quarantine.empty else "<p>no row was quarantined</p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _data_line(data: RunData) -> str:
+    """What the run trained on, from the dataset tags of its first stage that read the events."""
+    tags = next((r.data.tags for r in data.stages.values() if "dataset_input" in r.data.tags), None)
+    if tags is None:
+        return _missing("no stage recorded its dataset (train and retention did not run)")
+    return (
+        f"<p class=meta>data {html.escape(tags['dataset_input'])} &middot; "
+        f"{int(tags.get('data_rows', 0)):,} clean events, {html.escape(tags.get('data_first_date', '?'))} to "
+        f"{html.escape(tags.get('data_last_date', '?'))} &middot; "
+        f"events table {html.escape(tags.get('dataset_path', '?'))}</p>"
+    )
+
+
+def _previous_section(data: RunData, shown: list[tuple[str, str]]) -> list[str]:
+    """This run's summary numbers beside the previous pipeline run's, and whether they are comparable."""
+    before = data.previous
+    if before is None:
+        return ["<p class=meta>no earlier pipeline run in this experiment</p>"]
+    mine, theirs = data.run.data.params.get("input.path"), before.data.params.get("input.path")
+    started = dt.datetime.fromtimestamp(before.info.start_time / 1000, dt.UTC)
+    out = [
+        f"<p class=meta>previous run {before.info.run_id} ({html.escape(before.info.run_name or '')}), started "
+        f"{started:%Y-%m-%d %H:%M} UTC"
+        + (
+            f"; it read another input ({html.escape(str(theirs))}, this run {html.escape(str(mine))}): "
+            "its numbers are not like for like</p>"
+            if mine != theirs
+            else "</p>"
+        )
+    ]
+    old = before.data.metrics
+    rows = [
+        {
+            "": label,
+            "this run": _number(data.run.data.metrics[key]),
+            "previous": _number(old.get(key)),
+            "change": "" if key not in old else f"{data.run.data.metrics[key] - old[key]:+,.4g}",
+        }
+        for label, key in shown
+    ]
+    return out + [_table(pd.DataFrame(rows))]
+
+
+def _chosen_trial(tuning: pd.DataFrame, chosen: dict[str, str], metric: str) -> int | None:
+    """The position of the trial whose parameters the served model has (the best-scored of them)."""
+    shared = [c for c in chosen if c in tuning.columns]
+    if not shared or tuning.empty:
+        return None
+
+    def same(a: object, b: str) -> bool:
+        if pd.isna(a):
+            return b in ("None", "", "nan")
+        try:
+            return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+        except ValueError:
+            return str(a) == b
+
+    hits = tuning[[all(same(r[c], chosen[c]) for c in shared) for _, r in tuning.iterrows()]]
+    if hits.empty:
+        return None
+    best = hits[metric].idxmax() if metric in hits and hits[metric].notna().any() else hits.index[0]
+    return int(tuning.index.get_loc(best))
+
+
+def _items_section(items: Run) -> list[str]:
+    """The items stage, when it had item texts: counts, and each placement map's validation NDCG."""
+    m = items.data.metrics
+    if not m.get("items_with_text"):
+        return []  # the stage was skipped: text.path is not set
+    out = ["<h2>New items</h2>"]
+    counts = [
+        ("items with text", "items_with_text"),
+        ("model items without text", "items_without_text"),
+        ("new items (placed from their text)", "new_items"),
+        ("new-item list rows", "new_items_rows"),
+        ("similar-item rows", "similar_items_rows"),
+    ]
+    out.append(_table(pd.DataFrame([{"": label, "value": _number(m[key])} for label, key in counts if key in m])))
+    scored = {k.removeprefix("new_items_validation_"): v for k, v in m.items() if k.startswith("new_items_validation_")}
+    if scored:
+        out.append("<p>Validation NDCG of each way to place a new item (the best one placed them):</p>")
+        out.append(_table(pd.DataFrame({"map": list(scored), "NDCG": list(scored.values())})))
+    return out
 
 
 def _effect_section(data: RunData) -> list[str]:

@@ -4,7 +4,9 @@ The saved model (see recs/model.py) is Parquet throughout (ALS writes its factor
 the pyfunc reads it with pyarrow: user and item factors, the id maps, the seen pairs with their
 fit weights and the popularity order. `predict` takes a frame of `user_id` (and optionally `n`)
 and returns the same rows the recommend job writes for those users: top-n with seen items
-excluded and `because`, or the popular items for users the model cannot score. No JVM starts.
+excluded and `because`, or the popular items for users the model cannot score (`source` popular,
+or popular_unknown_user for a user it never saw; score = the share of its users who chose the item).
+No JVM starts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
+from recsys_spark.names import ALS, POPULAR, UNKNOWN_USER
 from recsys_spark.recs.kernels import because_column, explain_for, indexed, top_k_rows
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
@@ -117,6 +120,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         )
         popular = _read(root / "popular").sort_values(["popularity", "item_idx"], ascending=[False, True])
         self.popular = popular[["item_idx", "popularity"]].to_numpy()
+        self.share = 1.0 / max(len(users), 1)  # popular rows score the share of users (as topn.popular_lists)
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
 
@@ -138,8 +142,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
                     "user_id": user_id,
                     "rank": np.arange(1, len(top) + 1),
                     "item_id": self.ids[top[:, 0].astype(np.int64)],
-                    "score": top[:, 1].astype(np.float32),
-                    "source": "popular",
+                    "score": (top[:, 1] * self.share).astype(np.float32),
+                    "source": POPULAR if idx is not None else UNKNOWN_USER,
                     "because": [None] * len(top),
                 }
             )
@@ -170,7 +174,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 "rank": np.arange(1, keep.sum() + 1),
                 "item_id": self.ids[self.item_idx[part[0][keep]]],
                 "score": top[0][keep].astype(np.float32),
-                "source": "als",
+                "source": ALS,
                 "because": because,
             }
         )

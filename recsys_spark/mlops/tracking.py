@@ -9,6 +9,7 @@ with the error as a tag and an artifact.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import fcntl
 import hashlib
 import importlib.metadata
@@ -22,6 +23,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +31,10 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput
 
 from recsys_spark.config import FIT_PARAMS, Config, flatten
 from recsys_spark.errors import RecsysError
@@ -133,7 +139,7 @@ def tracked_run(cfg: Config, name: str, nested: bool = False, parent_run_id: str
     tags = {"job": name, "host": socket.gethostname(), "pid": str(os.getpid())}  # so a killed run can be told apart
     if parent_run_id:
         tags[PARENT_TAG] = parent_run_id
-    run = mlflow.start_run(run_name=name, nested=nested, tags=tags)
+    run = mlflow.start_run(run_name=name if nested else run_name(cfg, name), nested=nested, tags=tags)
     try:
         yield run.info.run_id
     except BaseException as e:
@@ -142,6 +148,42 @@ def tracked_run(cfg: Config, name: str, nested: bool = False, parent_run_id: str
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def dataset_name(input_path: str) -> str:
+    """The input's last path part (`online_retail`, `ml-100k`, `raw` for generated events)."""
+    return Path(urllib.parse.urlparse(input_path).path.rstrip("/")).name or input_path
+
+
+def run_name(cfg: Config, job: str) -> str:
+    """A top-level run's name in the MLflow UI: the job, the dataset and the day (`pipeline ml-100k
+    2026-12-07`); `tags.job` stays the job alone, for searches."""
+    data = "generated" if cfg.input.path is None else dataset_name(cfg.input_path)
+    return f"{job} {data} {dt.datetime.now(dt.UTC):%Y-%m-%d}"
+
+
+def log_dataset(tags: dict[str, str], model_id: str | None) -> None:
+    """Log the training data as an MLflow dataset (source = the raw input, digest = the events
+    table's fingerprint) on the active run and its parent, and the logged model as the parent's
+    output, so the UI's Dataset and Models columns name them for the pipeline run too."""
+    run = mlflow.active_run()
+    if run is None or not tags:
+        return
+    uri = tags["dataset_input"]
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local path, as meant
+        warnings.simplefilter("ignore")
+        try:
+            source = resolve_dataset_source(uri)
+        except mlflow.exceptions.MlflowException:  # a scheme MLflow has no source for (s3a://, abfss://)
+            source = HTTPDatasetSource(uri)
+    fingerprint = "|".join(tags.get(k, "") for k in ("data_rows", "data_first_date", "data_last_date"))
+    digest = hashlib.sha1(f"{fingerprint}|{tags.get('data_partitions_sha1', '')}".encode()).hexdigest()[:12]
+    dataset = MetaDataset(source, name=dataset_name(uri), digest=digest)._to_mlflow_entity()
+    client = mlflow.MlflowClient()
+    for run_id in filter(None, (run.info.run_id, run.data.tags.get(PARENT_TAG))):
+        client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        if model_id and run_id != run.info.run_id:  # the train run is the model's source already
+            client.log_outputs(run_id, [LoggedModelOutput(model_id, 0)])
 
 
 def start(cfg: Config) -> None:

@@ -19,6 +19,7 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys_spark.names import ALS, POPULAR, UNKNOWN_USER
 from recsys_spark.recs.kernels import Explain, block_rows, explain_for, indexed, score_batch
 from recsys_spark.recs.model import TrainedModel
 
@@ -130,7 +131,7 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
             "rank",
             "item_id",
             "score",
-            F.lit("als").alias("source"),
+            F.lit(ALS).alias("source"),
             (F.col("because") if explain else F.lit(None).cast(BECAUSE_TYPE)).alias("because"),
         )
     )
@@ -139,15 +140,17 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
 
 def popular_lists(m: TrainedModel, users: DataFrame, n: int) -> DataFrame:
     """The most popular items for `users` (user_id), ties broken by item index, in recommend_users'
-    columns (`source` popular): users in the id maps without their seen items, unknown users the
-    n most popular of all. The fallback for users the model cannot score, and the control arm's list."""
+    columns: users in the id maps without their seen items (`source` popular), users the model has
+    never seen the n most popular of all (`source` popular_unknown_user). The score is the item's
+    popularity share: the fraction of the model's users who interacted with it (0-1). The fallback
+    for users the model cannot score, and the control arm's list."""
     spark = m.users.sparkSession
     no_reason = F.lit(None).cast(BECAUSE_TYPE)
     known = (
         top_n_popular(users.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n)
         .join(m.users, "user_idx")
         .join(m.items, "item_idx")
-        .select("user_id", "rank", "item_id", "score")
+        .select("user_id", "rank", "item_id", "score", F.lit(POPULAR).alias("source"))
     )
     best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
     top = spark.createDataFrame(
@@ -155,9 +158,10 @@ def popular_lists(m: TrainedModel, users: DataFrame, n: int) -> DataFrame:
         "rank int, item_id string, score float",
     )
     unknown = users.join(m.users, "user_id", "left_anti").crossJoin(F.broadcast(top))
+    share = F.lit(1.0 / max(m.users.count(), 1))
     return (
-        known.unionByName(unknown.select("user_id", "rank", "item_id", "score"))
-        .withColumn("source", F.lit("popular"))
+        known.unionByName(unknown.select("user_id", "rank", "item_id", "score", F.lit(UNKNOWN_USER).alias("source")))
+        .withColumn("score", (F.col("score") * share).cast("float"))
         .withColumn("because", no_reason)
         .withColumn("why", why(F.col("source"), F.col("because")))
     )
@@ -169,8 +173,10 @@ def why(source: Column, because: Column) -> Column:
     def part(b):
         return F.format_string("%s (%d%%)", F.coalesce(b["name"], b["item_id"]), F.round(b["share"] * 100).cast("int"))
 
-    return F.when(source == "popular", F.lit("popular with all users: the model has no factors for this user")).when(
-        F.size(because) > 0, F.concat(F.lit("because of "), F.array_join(F.transform(because, part), ", "))
+    return (
+        F.when(source == POPULAR, F.lit("popular with all users: the model has no factors for this user"))
+        .when(source == UNKNOWN_USER, F.lit("popular with all users: the model has never seen this user"))
+        .when(F.size(because) > 0, F.concat(F.lit("because of "), F.array_join(F.transform(because, part), ", ")))
     )
 
 
