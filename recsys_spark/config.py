@@ -220,6 +220,16 @@ class TrainConfig:
 
 
 @dataclass
+class RegistryConfig:
+    """When the `champion` alias moves: the champion is scored on the challenger's test split (same
+    users, same metric code), and the challenger must beat it there (see recs/promotion.py)."""
+
+    min_improvement: float = 0.0  # the challenger's tune.metric must exceed the champion's by more than this
+    require_significant: bool = False  # also require the paired bootstrap interval's lower bound above 0
+    bootstrap: int = 500  # paired (Poisson) bootstrap resamples of the test users for that interval
+
+
+@dataclass
 class HoldoutConfig:
     """The control arm: users whose keyed hash of (salt, user id) falls below `fraction` are
     served `policy` instead of their recommendations (see analytics/arms.py); stable while the salt is."""
@@ -324,6 +334,7 @@ class Config:
     als: ALSConfig = field(default_factory=ALSConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)
@@ -426,6 +437,8 @@ _RANGES: list[tuple[str, str, str]] = [
     ("tune.rung_fraction", "fraction", "try 0.3, or 1 for no first rung"),
     ("tune.validation_days", "positive", "try 14"),
     ("train.k", "positive", "try 10"),
+    ("registry.min_improvement", "non_negative", "try 0.0, or 0.005 to ignore ties within noise"),
+    ("registry.bootstrap", "positive", "try 500"),
     ("recommend.n", "positive", "try 10"),
     ("effect.windows", "positive", "try [7, 14, 28]"),
     ("effect.pre_days", "positive", "try 28"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 from pyspark.sql import functions as F
 
 from recsys_spark.infra.tables import read_table
@@ -82,17 +83,19 @@ def test_champion_loads_without_spark_and_matches_the_table(spark, registered):
     assert popular.score.tolist() == pytest.approx(shares.head(cfg.recommend.n).tolist(), rel=1e-6)
 
 
-def test_a_worse_model_does_not_take_the_alias(spark, registered, tmp_path):
+def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, registered, tmp_path):
     base, cfg, _ = registered
     # The same events in a root of its own (the shared run's tables stay as they are), its run in an
-    # experiment of its own: the registry and the alias are the store's.
+    # experiment of its own: the registry and the alias are the store's. The challenger has the
+    # champion's parameters: on the same split the two fit the same model, a difference of 0.
+    chosen = yaml.safe_load((Path(cfg.path("model")) / "config.yaml").read_text())["chosen"]
     worse = dataclasses.replace(
         cfg,
         output=dataclasses.replace(cfg.output, root=str(tmp_path / "out")),
         input=dataclasses.replace(cfg.input, path=cfg.input_path),  # the same dataset: the models are compared
         tracking=dataclasses.replace(cfg.tracking, experiment="worse-model"),
         tune=dataclasses.replace(cfg.tune, enabled=False),
-        als=dataclasses.replace(cfg.als, rank=1, max_iter=1, reg_param=50.0),
+        als=dataclasses.replace(cfg.als, **chosen),
     )
     shutil.copytree(cfg.path("events"), worse.path("events"))
     before = mlflow.MlflowClient().get_model_version_by_alias("recsys-spark", "champion").version
@@ -100,7 +103,12 @@ def test_a_worse_model_does_not_take_the_alias(spark, registered, tmp_path):
         tracking.start(worse)
         with tracking.tracked_run(worse, "train"):
             out = JOBS["train"](spark, worse)
-    assert f"champion stays v{before}" in out.registry and "does not beat" in out.registry, out.registry
+    # Scored on the same split: the champion's model saw this test window (same data), so its
+    # parameters are refit on this run's training side and both lists are scored on the same users.
+    assert f"champion stays v{before}: it is not beaten on this run's test split" in out.registry, out.registry
+    assert "the champion's parameters refit on this split" in out.registry and "difference +0.0000" in out.registry
+    newest = max(mlflow.MlflowClient().search_model_versions("name = 'recsys-spark'"), key=lambda v: int(v.version))
+    assert newest.tags["champion_compared_on"] == "refit_params" and float(newest.tags["champion_ndcg_at_10"]) > 0
     assert mlflow.MlflowClient().get_model_version_by_alias("recsys-spark", "champion").version == before
 
 

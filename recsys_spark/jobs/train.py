@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
+import yaml
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -17,11 +19,12 @@ from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.infra.timing import Stopwatch
 from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking
-from recsys_spark.recs.interactions import prepare_interactions
-from recsys_spark.recs.model import TrainedModel, save_model, seen_pairs
-from recsys_spark.recs.split import make_splits
+from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
+from recsys_spark.recs.model import TrainedModel, fit_als, load_model, save_model, seen_pairs
+from recsys_spark.recs.promotion import HeadToHead, head_to_head, rekeyed, saw_test_window
+from recsys_spark.recs.split import Splits, make_splits
 from recsys_spark.recs.topn import popularity
-from recsys_spark.recs.training import Evaluation, fit_and_evaluate
+from recsys_spark.recs.training import Evaluation, Trained, fit_and_evaluate
 from recsys_spark.results import SplitInfo, TrainResult
 
 log = logging.getLogger("recsys_spark")
@@ -74,8 +77,18 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     tracking.log_dir(model_dir, "model")
     metric = f"{cfg.tune.metric}_at_{cfg.train.k}"
     quality = trained.evaluation.metrics
+    clock.start("register")  # the champion on this split, then the Model Registry
+    beats_popularity = quality[metric] > quality[f"baseline_{metric}"]
+    head = challenge(spark, cfg, dataset, splits, data, trained) if beats_popularity else None
     registered = registry.register_model(
-        model_dir, cfg.train.registered_model, metric, quality[metric], quality[f"baseline_{metric}"], dataset
+        model_dir,
+        cfg.train.registered_model,
+        metric,
+        quality[metric],
+        quality[f"baseline_{metric}"],
+        dataset,
+        head,
+        cfg.registry,
     )
     log.info("[train] %s", registered)
     tracking.log_tags({"model_registry": registered})  # the report's model line
@@ -99,6 +112,51 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         registry=registered,
         paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
     )
+
+
+def challenge(
+    spark: SparkSession,
+    cfg: Config,
+    dataset: dict[str, str],
+    splits: Splits,
+    data: IndexedInteractions,
+    trained: Trained,
+) -> HeadToHead | None:
+    """The current champion (of the same input) scored on this run's test split, or None without
+    one. Its own model when its data ends before this split's cutoff; else its parameters refit on
+    this split's training side (its model saw these test pairs)."""
+    champion = registry.champion_version(cfg.train.registered_model, dataset.get("dataset_input"))
+    if champion is None:
+        return None
+    refit = saw_test_window(champion.tags.get("data_last_date"), splits.info)
+    source = f"runs:/{champion.run_id}/model"
+    try:
+        if refit:
+            saved = Path(registry.download_model(f"{source}/config.yaml")).read_text()
+            chosen = yaml.safe_load(saved)["chosen"]
+            factors = fit_als(splits.train, cfg.als, cfg.interactions.mode == "implicit", **chosen)
+        else:
+            factors = rekeyed(load_model(spark, registry.download_model(source)), data.users, data.items)
+    except (RecsysError, KeyError, TypeError) as e:  # a version without the saved model (or its chosen params)
+        log.warning(
+            "[train] champion v%s cannot be scored on this split (%s): its logged number is the bar",
+            champion.version,
+            e,
+        )
+        return None
+    head = head_to_head(
+        factors,
+        trained.evaluation.per_user,
+        splits.train,
+        splits.test,
+        cfg.train.k,
+        cfg.tune.metric,
+        refit,
+        cfg.registry.bootstrap,
+        cfg.als.seed,
+    )
+    log.info("[train] champion v%s %s", champion.version, head.describe() if head else "scores none of the test users")
+    return head
 
 
 def _followup_columns(info: SplitInfo) -> list:

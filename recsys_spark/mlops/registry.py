@@ -11,12 +11,16 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 
+from recsys_spark.config import RegistryConfig
 from recsys_spark.errors import RecsysError
 from recsys_spark.mlops.tracking import log_dataset, redact_uri, tracking_uri_now
+
+if TYPE_CHECKING:  # the registry imports no pyspark
+    from recsys_spark.recs.promotion import HeadToHead
 
 CHAMPION = "champion"
 
@@ -124,16 +128,43 @@ def _without_notices() -> Iterator[None]:
         enable_logging()
 
 
+def champion_version(name: str | None, dataset_input: str | None) -> Any:
+    """The `champion` version of `name` when it was trained on `dataset_input` (the same raw
+    input: only then are the two compared), else None."""
+    champion = _champion(name) if name is not None and mlflow.active_run() is not None else None
+    theirs = champion.tags.get("dataset_input") if champion is not None else None
+    return champion if not (dataset_input and theirs and theirs != dataset_input) else None
+
+
+def _champion(name: str) -> Any:
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:  # no such model, or no alias yet
+        return None
+
+
 def register_model(
-    local_dir: str, name: str | None, metric: str, value: float, baseline: float, dataset: dict[str, str] | None = None
+    local_dir: str,
+    name: str | None,
+    metric: str,
+    value: float,
+    baseline: float,
+    dataset: dict[str, str] | None = None,
+    head: HeadToHead | None = None,
+    rules: RegistryConfig | None = None,
 ) -> str:
     """Log the saved model as a Spark-free pyfunc (serving.Recommender), register it as `name`
     with the data it was trained on (`dataset`: the train run's dataset tags, on the version and in
     its description), and move the `champion` alias to it only when it beats the popularity
-    baseline and the current champion on `metric`, a champion trained on the same input: models of
-    different datasets are never compared. Returns what happened, for the summary."""
+    baseline and the current champion. `head` is the champion scored on this run's test split
+    (recs/promotion.py): the challenger must beat it there by more than `rules.min_improvement`,
+    and with `rules.require_significant` the paired interval must lie above 0. Without `head`
+    (a champion from before dataset tags, or one that scores none of the test users) the
+    champion's logged number is the bar. A champion trained on another input is never compared.
+    Returns what happened, for the summary."""
     if mlflow.active_run() is None:
         return "not registered: tracking is off"
+    rules = rules or RegistryConfig()
     info = log_pyfunc(local_dir, name)
     log_dataset(dataset or {}, info.model_id)
     if name is None:
@@ -145,33 +176,39 @@ def register_model(
         for key, tag in dataset.items():
             client.set_model_version_tag(name, version, key, tag)
         client.update_model_version(name, version, description=describe_dataset(dataset))
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-        best = client.get_run(champion.run_id).data.metrics.get(metric)
-        if best is None and f"metric.{metric}" in champion.tags:  # a version forget rewrote: its carried score
-            best = float(champion.tags[f"metric.{metric}"])
-    except mlflow.exceptions.MlflowException:
-        champion, best = None, None
+    champion = _champion(name)
+    stays = f"{name} v{version} registered; {CHAMPION} stays v{champion.version}" if champion else ""
     if value <= baseline:
-        stays = f"stays v{champion.version}" if champion else "stays unset"
         return (
-            f"{name} v{version} registered; {CHAMPION} {stays}: "
+            f"{stays or f'{name} v{version} registered; {CHAMPION} stays unset'}: "
             f"{metric} {value:.4f} does not beat popularity {baseline:.4f}"
         )
     theirs = champion.tags.get("dataset_input") if champion is not None else None
     if mine and theirs and theirs != mine:
         return (
-            f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: it was trained on {theirs}, "
-            f"this version on {mine}, and models of different data are not compared "
-            "(give each dataset its own train.registered_model, or move the alias by hand)"
+            f"{stays}: it was trained on {theirs}, this version on {mine}, and models of different data are not "
+            "compared (give each dataset its own train.registered_model, or move the alias by hand)"
         )
-    if champion is not None and best is not None and value <= best:
-        return (
-            f"{name} v{version} registered; {CHAMPION} stays v{champion.version}: "
-            f"{metric} {value:.4f} does not beat its {best:.4f}"
-        )
+    beats = ""
+    if champion is not None and head is not None:
+        for key, tag in head.tags().items():
+            client.set_model_version_tag(name, version, key, tag)
+        if head.difference <= rules.min_improvement:
+            bar = f" by more than registry.min_improvement {rules.min_improvement:g}" if rules.min_improvement else ""
+            return f"{stays}: it is not beaten{bar} {head.describe()}"
+        if rules.require_significant and head.low <= 0:
+            return f"{stays}: the difference is not significant (registry.require_significant) {head.describe()}"
+        beats = f"; beats v{champion.version} {head.describe()}"
+    elif champion is not None:
+        best = client.get_run(champion.run_id).data.metrics.get(metric)
+        if best is None and f"metric.{metric}" in champion.tags:  # a version forget rewrote: its carried score
+            best = float(champion.tags[f"metric.{metric}"])
+        if best is not None and value <= best:
+            return f"{stays}: {metric} {value:.4f} does not beat its logged {best:.4f} (its own test split)"
     client.set_registered_model_alias(name, CHAMPION, version)
-    return f"{name} v{version} registered and is now {CHAMPION} ({metric} {value:.4f}, popularity {baseline:.4f})"
+    return (
+        f"{name} v{version} registered and is now {CHAMPION} ({metric} {value:.4f}, popularity {baseline:.4f}){beats}"
+    )
 
 
 def describe_dataset(tags: dict[str, str]) -> str:

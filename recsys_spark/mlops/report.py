@@ -25,7 +25,7 @@ from recsys_spark.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
-TRAIN_STEPS = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
+TRAIN_STEPS = ["prepare", "tune", "als_fit", "evaluate", "refit", "save", "register"]
 ARTIFACTS = {  # what the report shows -> (stage, artifact path)
     "quarantine": ("ingest", "quarantine/summary.csv"),
     "metrics": ("train", "eval/metrics.csv"),

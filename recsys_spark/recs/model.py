@@ -10,7 +10,7 @@ staging directory, so a failed save never leaves a half model where the recommen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from pyspark.ml.recommendation import ALS, ALSModel
@@ -78,6 +78,14 @@ def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: A
         finalStorageLevel=cfg.final_storage_level,
     )
     return als.fit(als_input(interactions, p["confidence"] if implicit else "linear", cfg.epsilon, p["min_value"]))
+
+
+class Factors(NamedTuple):
+    """A model's two factor tables (id, features): all that top-N and the metrics read of it, so a
+    fitted ALSModel or factors re-keyed from another run's model (recs/promotion.py) can be scored."""
+
+    userFactors: DataFrame  # noqa: N815 (ALSModel's attribute names)
+    itemFactors: DataFrame  # noqa: N815
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.names import ALS, POPULAR, UNKNOWN_USER
 from recsys_spark.recs.kernels import Explain, block_rows, explain_for, indexed, score_batch
-from recsys_spark.recs.model import TrainedModel
+from recsys_spark.recs.model import Factors, TrainedModel
 
 TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"
 BECAUSE_TYPE = "array<struct<item_id:string,name:string,share:float>>"
@@ -88,7 +88,9 @@ def top_n_popular(users: DataFrame, pop: DataFrame, seen: DataFrame, n: int) -> 
     return top_n(user_factors, item_factors, seen, n)
 
 
-def als_top_n(model: ALSModel, users: DataFrame, seen: DataFrame, n: int, explain: Explain | None = None) -> DataFrame:
+def als_top_n(
+    model: ALSModel | Factors, users: DataFrame, seen: DataFrame, n: int, explain: Explain | None = None
+) -> DataFrame:
     """Top-n for `users` (user_idx) from a fitted model, seen pairs excluded (`explain`: see top_n)."""
     factors = model.userFactors.join(users.select(F.col("user_idx").alias("id")), "id")
     return top_n(factors, model.itemFactors, seen, n, explain=explain)
