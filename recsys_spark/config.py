@@ -220,6 +220,15 @@ class TrainConfig:
 
 
 @dataclass
+class EaseConfig:
+    """EASE (recs/ease.py), scored beside ALS on the same split when enabled; ALS still serves."""
+
+    enabled: bool = False
+    lambdas: list[float] = field(default_factory=lambda: [50.0, 200.0, 500.0, 2000.0])  # searched on validation
+    max_items: int = 20_000  # larger catalogues are refused (dense n x n matrices on the driver)
+
+
+@dataclass
 class RegistryConfig:
     """When the `champion` alias moves: the champion is scored on the challenger's test split (same
     users, same metric code), and the challenger must beat it there (see recs/promotion.py)."""
@@ -335,6 +344,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    ease: EaseConfig = field(default_factory=EaseConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)
@@ -439,6 +449,7 @@ _RANGES: list[tuple[str, str, str]] = [
     ("train.k", "positive", "try 10"),
     ("registry.min_improvement", "non_negative", "try 0.0, or 0.005 to ignore ties within noise"),
     ("registry.bootstrap", "positive", "try 500"),
+    ("ease.max_items", "positive", "try 20000"),
     ("recommend.n", "positive", "try 10"),
     ("effect.windows", "positive", "try [7, 14, 28]"),
     ("effect.pre_days", "positive", "try 28"),

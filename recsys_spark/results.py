@@ -106,6 +106,8 @@ class TrainResult(StageResult):
     by_history: list[dict[str, Any]] = field(default_factory=list)  # quality per history cohort (evaluation.by_history)
     events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
     registry: str = ""  # what happened in the MLflow Model Registry (registry.register_model)
+    ease: dict[str, float] = field(default_factory=dict)  # EASE's ease_<metric>_at_k on the same split (ease.enabled)
+    ease_validation: dict[float, float] = field(default_factory=dict)  # λ -> validation tune.metric@k
 
     @property
     def tuning_cost(self) -> float | None:
@@ -126,6 +128,7 @@ class TrainResult(StageResult):
             "users": self.users,
             "items": self.items,
             **self.quality,
+            **self.ease,
             **cohorts,
             **cost,
             **{f"seconds_{s}": v for s, v in self.steps.items()},
@@ -160,6 +163,19 @@ class TrainResult(StageResult):
         out.append(
             "  chosen params: " + ", ".join(f"{k} {_short(v)}" for k, v in self.chosen_params.items() if v is not None)
         )
+        if self.ease:
+            lam = self.ease["ease_lambda"]
+            out.append(
+                f"  EASE (λ {lam:g}, chosen on validation: "
+                + ", ".join(f"{k:g} {v:.4f}" for k, v in self.ease_validation.items())
+                + f") on the same {int(self.ease['ease_users_evaluated']):,} test users: "
+                + ", ".join(
+                    f"{m.removeprefix('ease_')} {v:.4f}"
+                    for m, v in self.ease.items()
+                    if m.startswith(("ease_ndcg", "ease_precision", "ease_recall"))
+                )
+                + " (not served: ALS serves)"
+            )
         if self.registry:
             out.append(f"  model: {self.registry}")
         if self.tuning_cost is not None:

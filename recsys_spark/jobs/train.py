@@ -19,6 +19,7 @@ from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.infra.timing import Stopwatch
 from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.ease import choose_lambda, evaluate_ease
 from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
 from recsys_spark.recs.model import TrainedModel, fit_als, load_model, save_model, seen_pairs
 from recsys_spark.recs.promotion import HeadToHead, head_to_head, rekeyed, saw_test_window
@@ -56,6 +57,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         "[train] %d training interactions", splits.train.count()
     )  # cached here, so the fit's seconds are the fit's
     trained = fit_and_evaluate(splits, data, cfg, clock)
+    ease, ease_validation = score_ease(cfg, splits, clock) if cfg.ease.enabled else ({}, {})
     tracking.log_trials(trained.tuning, f"{cfg.tune.metric}_at_{cfg.train.k}")
     clock.start("save")
     seen = trained.seen
@@ -110,8 +112,20 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         by_history=trained.evaluation.by_history,
         events_below_min_value=below,
         registry=registered,
+        ease=ease,
+        ease_validation=ease_validation,
         paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
     )
+
+
+def score_ease(cfg: Config, splits: Splits, clock: Stopwatch) -> tuple[dict[str, float], dict[float, float]]:
+    """EASE on the same split as ALS: λ chosen on the tuning validation slice, then scored on the test."""
+    clock.start("ease")
+    k, metric = cfg.train.k, cfg.tune.metric
+    lam, validation = choose_lambda(splits.tune_train, splits.tune_val, cfg.ease.lambdas, k, metric, cfg.ease.max_items)
+    metrics = evaluate_ease(splits.train, splits.test, lam, k, cfg.ease.max_items)
+    log.info("[train] EASE λ %g: %s_at_%d %.4f on the test split", lam, metric, k, metrics[f"ease_{metric}_at_{k}"])
+    return metrics | {"ease_lambda": lam}, validation
 
 
 def challenge(
