@@ -123,15 +123,20 @@ def gather(run: Run) -> RunData:
     return data
 
 
-def _previous_run(run: Run) -> Run | None:
-    """The latest finished pipeline run of the same experiment that started before `run`."""
+def _latest(run: Run, where: str) -> Run | None:
+    """The latest run of `run`'s experiment matching the search filter `where`."""
     found = mlflow.MlflowClient().search_runs(
-        [run.info.experiment_id],
-        f"tags.job = 'pipeline' and attributes.status = 'FINISHED' and attributes.start_time < {run.info.start_time}",
-        max_results=1,
-        order_by=["attributes.start_time DESC"],
+        [run.info.experiment_id], where, max_results=1, order_by=["attributes.start_time DESC"]
     )
     return found[0] if found else None
+
+
+def _previous_run(run: Run) -> Run | None:
+    """The latest finished pipeline run of the same experiment that started before `run`."""
+    return _latest(
+        run,
+        f"tags.job = 'pipeline' and attributes.status = 'FINISHED' and attributes.start_time < {run.info.start_time}",
+    )
 
 
 def _effect_run(run: Run, stages: dict[str, Run]) -> Run | None:
@@ -139,13 +144,7 @@ def _effect_run(run: Run, stages: dict[str, Run]) -> Run | None:
     served = stages.get("recommend")
     if served is None:
         return None
-    found = mlflow.MlflowClient().search_runs(
-        [run.info.experiment_id],
-        f"tags.job = 'effect' and params.effect_served_run_id = '{served.info.run_id}'",
-        max_results=1,
-        order_by=["attributes.start_time DESC"],
-    )
-    return found[0] if found else None
+    return _latest(run, f"tags.job = 'effect' and params.effect_served_run_id = '{served.info.run_id}'")
 
 
 def _csv(data: RunData, key: str) -> pd.DataFrame | None:
