@@ -555,6 +555,10 @@ def validate(cfg: Config) -> Config:
             f"spark.master {master!r} is not a Spark master URL: use local[*], local[2], spark://HOST:PORT, yarn or "
             "k8s://..., or null to take it from spark-submit --master"
         )
+    if not cfg.ease.lambdas or any(not (lam > 0) for lam in cfg.ease.lambdas):
+        raise ConfigError(
+            f"ease.lambdas must be a non-empty list of numbers > 0, got {cfg.ease.lambdas!r}; try [200, 500]"
+        )
     if cfg.als.checkpoint_interval < 1 and cfg.als.checkpoint_interval != -1:
         raise ConfigError(
             f"als.checkpoint_interval must be a positive integer or -1 (never), got {cfg.als.checkpoint_interval}"

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys_spark.config import ConfigError, load_config
 from recsys_spark.errors import RecsysError
 from recsys_spark.recs.ease import ease_top_n, gram, item_ids_and_gram, weights
 
@@ -56,3 +57,9 @@ def test_a_catalogue_above_max_items_is_refused_with_the_memory_it_needs(spark):
     pairs = spark.createDataFrame(pd.DataFrame({"user_idx": [0] * 5, "item_idx": range(5)}).astype("int32"))
     with pytest.raises(RecsysError, match=r"5 x 5 dense matrices \(0\.0 GiB on the driver\).*ease.max_items=4"):
         item_ids_and_gram(pairs, max_items=4)
+
+
+@pytest.mark.parametrize("lambdas", ["[]", "[0]", "[100, -5]"])
+def test_lambdas_must_be_positive_and_given(lambdas):
+    with pytest.raises(ConfigError, match=r"ease.lambdas must be a non-empty list of numbers > 0"):
+        load_config(None, [f"ease.lambdas={lambdas}"])

@@ -97,3 +97,8 @@ def test_the_alias_moves_on_the_champion_scored_on_the_challengers_split_not_on_
         assert int(client.get_model_version_by_alias("recs", CHAMPION).version) == 2
         assert "champion's parameters refit on this split" in register(0.31, noisy)
         assert int(client.get_model_version_by_alias("recs", CHAMPION).version) == 6
+        # A tie keeps the champion when its own model was scored; on the refit path (the same data, the
+        # two differ by configuration alone) the one fitted on fresher data takes the alias.
+        assert "it is not beaten" in register(0.31, HeadToHead("ndcg_at_10", 400, 0.3, 0.3, 0.0, 0.0, refit=False))
+        assert "is now champion" in register(0.31, HeadToHead("ndcg_at_10", 400, 0.3, 0.3, 0.0, 0.0, refit=True))
+        assert int(client.get_model_version_by_alias("recs", CHAMPION).version) == 8

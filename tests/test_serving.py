@@ -87,7 +87,8 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
     base, cfg, _ = registered
     # The same events in a root of its own (the shared run's tables stay as they are), its run in an
     # experiment of its own: the registry and the alias are the store's. The challenger has the
-    # champion's parameters: on the same split the two fit the same model, a difference of 0.
+    # champion's parameters: on the same split the two fit the same model, a difference of 0, which
+    # does not clear registry.min_improvement.
     chosen = yaml.safe_load((Path(cfg.path("model")) / "config.yaml").read_text())["chosen"]
     worse = dataclasses.replace(
         cfg,
@@ -96,6 +97,7 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
         tracking=dataclasses.replace(cfg.tracking, experiment="worse-model"),
         tune=dataclasses.replace(cfg.tune, enabled=False),
         als=dataclasses.replace(cfg.als, **chosen),
+        registry=dataclasses.replace(cfg.registry, min_improvement=0.001),
     )
     shutil.copytree(cfg.path("events"), worse.path("events"))
     before = mlflow.MlflowClient().get_model_version_by_alias("recsys-spark", "champion").version
@@ -105,7 +107,10 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
             out = JOBS["train"](spark, worse)
     # Scored on the same split: the champion's model saw this test window (same data), so its
     # parameters are refit on this run's training side and both lists are scored on the same users.
-    assert f"champion stays v{before}: it is not beaten on this run's test split" in out.registry, out.registry
+    assert (
+        f"champion stays v{before}: it is not beaten by more than registry.min_improvement 0.001 "
+        "on this run's test split" in out.registry
+    ), out.registry
     assert "the champion's parameters refit on this split" in out.registry and "difference +0.0000" in out.registry
     newest = max(mlflow.MlflowClient().search_model_versions("name = 'recsys-spark'"), key=lambda v: int(v.version))
     assert newest.tags["champion_compared_on"] == "refit_params" and float(newest.tags["champion_ndcg_at_10"]) > 0

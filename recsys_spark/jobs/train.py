@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark import names
-from recsys_spark.config import Config
+from recsys_spark.config import FIT_PARAMS, ALSConfig, Config
 from recsys_spark.errors import RecsysError
 from recsys_spark.events import schema as S
 from recsys_spark.infra.filesystem import local_dir, write_text
@@ -29,6 +30,7 @@ from recsys_spark.recs.training import Evaluation, Trained, fit_and_evaluate
 from recsys_spark.results import SplitInfo, TrainResult
 
 log = logging.getLogger("recsys_spark")
+ALS_FIELDS = {f.name for f in dataclasses.fields(ALSConfig)}
 
 
 def train(spark: SparkSession, cfg: Config) -> TrainResult:
@@ -145,17 +147,21 @@ def challenge(
     refit = saw_test_window(champion.tags.get("data_last_date"), splits.info)
     source = f"runs:/{champion.run_id}/model"
     try:
-        if refit:
-            saved = Path(registry.download_model(f"{source}/config.yaml")).read_text()
-            chosen = yaml.safe_load(saved)["chosen"]
-            factors = fit_als(splits.train, cfg.als, cfg.interactions.mode == "implicit", **chosen)
+        if refit:  # its ALS settings and chosen parameters, fitted on this run's training pairs
+            saved = yaml.safe_load(Path(registry.download_model(f"{source}/config.yaml")).read_text())
+            als = dataclasses.replace(
+                cfg.als, **{k: v for k, v in saved.get("als", {}).items() if k in ALS_FIELDS and k not in FIT_PARAMS}
+            )
+            implicit = saved.get("interactions", {}).get("mode", cfg.interactions.mode) == "implicit"
+            factors = fit_als(splits.train, als, implicit, **saved["chosen"])
         else:
             factors = rekeyed(load_model(spark, registry.download_model(source)), data.users, data.items)
-    except (RecsysError, KeyError, TypeError) as e:  # a version without the saved model (or its chosen params)
+    except Exception as e:  # noqa: BLE001 (the comparison is optional: any failure falls back, with a warning)
         log.warning(
-            "[train] champion v%s cannot be scored on this split (%s): its logged number is the bar",
+            "[train] champion v%s cannot be scored on this split (%s: %s): its logged number is the bar",
             champion.version,
-            e,
+            type(e).__name__,
+            str(e).splitlines()[0][:300] if str(e) else "",
         )
         return None
     head = head_to_head(

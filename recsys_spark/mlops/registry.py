@@ -193,10 +193,13 @@ def register_model(
     if champion is not None and head is not None:
         for key, tag in head.tags().items():
             client.set_model_version_tag(name, version, key, tag)
-        if head.difference <= rules.min_improvement:
+        # A tie at the bar keeps the champion, except on the refit path: there the two differ only by
+        # configuration, and an equal one fitted on fresher data serves (else a daily retrain with
+        # unchanged parameters never moves the alias while the champion's data holds the test window).
+        if head.difference < rules.min_improvement or (head.difference == rules.min_improvement and not head.refit):
             bar = f" by more than registry.min_improvement {rules.min_improvement:g}" if rules.min_improvement else ""
             return f"{stays}: it is not beaten{bar} {head.describe()}"
-        if rules.require_significant and head.low <= 0:
+        if rules.require_significant and not head.low > 0:  # nan (no interval) is not significant
             return f"{stays}: the difference is not significant (registry.require_significant) {head.describe()}"
         beats = f"; beats v{champion.version} {head.describe()}"
     elif champion is not None:

@@ -180,6 +180,11 @@ def _number(v: float | None) -> str:
     return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.4f}"
 
 
+def _change(v: float) -> str:
+    """A difference as `_number` shows values, signed: +20 rows, -0.0123."""
+    return f"{v:+,.0f}" if float(v).is_integer() else f"{v:+,.4f}"
+
+
 def _param(v: str) -> str:
     """A param as MLflow stored it (a string), numbers to 4 significant digits."""
     try:
@@ -350,7 +355,7 @@ def _previous_section(data: RunData, shown: list[tuple[str, str]]) -> list[str]:
             "": label,
             "this run": _number(data.run.data.metrics[key]),
             "previous": _number(old.get(key)),
-            "change": "" if key not in old else f"{data.run.data.metrics[key] - old[key]:+,.4g}",
+            "change": "" if key not in old else _change(data.run.data.metrics[key] - old[key]),
         }
         for label, key in shown
     ]

@@ -4,9 +4,10 @@ With X the binary users x items matrix of training pairs, G = XᵀX (co-occurren
 P = (G + λI)⁻¹ and B = I - P·diag(1/diag(P)) (so diag(B) = 0), a user's score for item j is
 Σ over the user's items i of B[i, j]. G is aggregated by Spark from the pairs (never a dense users x
 items matrix); the n x n inverse runs on the driver in numpy, for catalogues up to `max_items`
-(memory n² x 8 bytes per matrix); top-N streams users through `mapInArrow` with B broadcast, using
-the same blocked kernel as ALS (a user's "factors" are their binary history over the catalogue, the
-"item factors" are B's columns), seen items excluded and ties broken as for ALS.
+(about n² x 56 bytes at the peak: four float64 matrices and the collected cells); top-N streams
+users through `mapInArrow` with B broadcast, using the same blocked kernel as ALS (a user's
+"factors" are their binary history over the catalogue, the "item factors" are B's columns), seen
+items excluded and ties broken as for ALS.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def item_ids_and_gram(pairs: DataFrame, max_items: int) -> tuple[np.ndarray, np.
     above `max_items` with the memory it would take."""
     items = np.sort(np.array([r[0] for r in pairs.select("item_idx").distinct().collect()], dtype=np.int64))
     if items.size > max_items:
-        gib = items.size**2 * 8 * 3 / 2**30  # G, its inverse and B
+        gib = items.size**2 * (8 * 4 + 24) / 2**30  # G, G + λI, P and B in float64, and up to n² collected cells
         raise RecsysError(
             f"EASE needs {items.size:,} x {items.size:,} dense matrices ({gib:.1f} GiB on the driver) for "
             f"{items.size:,} items, above ease.max_items={max_items:,}: raise it if the driver has the memory"

@@ -147,5 +147,7 @@ def paired_bootstrap(pairs: DataFrame, samples: int, seed: int) -> tuple[float, 
         .collect()  # `samples` rows
     )
     values = np.array([r["mean"] for r in means if r["mean"] is not None])
+    if not values.size:  # every resample drew no user: no interval
+        return float("nan"), float("nan")
     low, high = np.quantile(values, [0.025, 0.975])
     return float(low), float(high)
