@@ -12,7 +12,7 @@ from support import cli, tiny
 @pytest.mark.slow
 def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
     base, out, summary = pipeline_run.base, pipeline_run, pipeline_run.stages
-    steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save"]
+    steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save", "register"]
     # items: skipped, no text.path
     assert list(summary) == ["generate", "ingest", "train", "recommend", "items", "retention"]
     assert list(summary["train"]["steps"]) == steps
