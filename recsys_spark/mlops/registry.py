@@ -132,8 +132,7 @@ def champion_version(name: str | None, dataset_input: str | None) -> Any:
     """The `champion` version of `name` when it was trained on `dataset_input` (the same raw
     input: only then are the two compared), else None."""
     champion = _champion(name) if name is not None and mlflow.active_run() is not None else None
-    theirs = champion.tags.get("dataset_input") if champion is not None else None
-    return champion if not (dataset_input and theirs and theirs != dataset_input) else None
+    return champion if champion is not None and _other_input(champion, dataset_input) is None else None
 
 
 def _champion(name: str) -> Any:
@@ -141,6 +140,12 @@ def _champion(name: str) -> Any:
         return mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:  # no such model, or no alias yet
         return None
+
+
+def _other_input(champion: Any, dataset_input: str | None) -> str | None:
+    """The raw input `champion` was trained on when both inputs are known and differ, else None."""
+    theirs = champion.tags.get("dataset_input")
+    return theirs if dataset_input and theirs and theirs != dataset_input else None
 
 
 def register_model(
@@ -177,14 +182,11 @@ def register_model(
             client.set_model_version_tag(name, version, key, tag)
         client.update_model_version(name, version, description=describe_dataset(dataset))
     champion = _champion(name)
-    stays = f"{name} v{version} registered; {CHAMPION} stays v{champion.version}" if champion else ""
+    stays = f"{name} v{version} registered; {CHAMPION} stays " + (f"v{champion.version}" if champion else "unset")
     if value <= baseline:
-        return (
-            f"{stays or f'{name} v{version} registered; {CHAMPION} stays unset'}: "
-            f"{metric} {value:.4f} does not beat popularity {baseline:.4f}"
-        )
-    theirs = champion.tags.get("dataset_input") if champion is not None else None
-    if mine and theirs and theirs != mine:
+        return f"{stays}: {metric} {value:.4f} does not beat popularity {baseline:.4f}"
+    theirs = _other_input(champion, mine) if champion is not None else None
+    if theirs:
         return (
             f"{stays}: it was trained on {theirs}, this version on {mine}, and models of different data are not "
             "compared (give each dataset its own train.registered_model, or move the alias by hand)"
