@@ -220,10 +220,18 @@ class TrainConfig:
 
 
 @dataclass
-class EaseConfig:
-    """EASE (recs/ease.py), scored beside ALS on the same split when enabled; ALS still serves."""
+class ModelConfig:
+    """Which model family serves: `als`, `ease` (recs/ease.py), or `auto`, which fits both and serves
+    the one with the better tune.metric on the same validation users (both are logged). `auto`
+    skips EASE, and says so, for a catalogue above ease.max_items."""
 
-    enabled: bool = False
+    family: Literal["auto", "als", "ease"] = "auto"
+
+
+@dataclass
+class EaseConfig:
+    """EASE: λ chosen on the validation users ALS's trials are scored on, for catalogues up to max_items."""
+
     lambdas: list[float] = field(default_factory=lambda: [50.0, 200.0, 500.0, 2000.0])  # searched on validation
     max_items: int = 20_000  # larger catalogues are refused (dense n x n matrices on the driver)
 
@@ -344,6 +352,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     ease: EaseConfig = field(default_factory=EaseConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)

@@ -36,8 +36,10 @@ QUARANTINE_DATE = "parsed_event_date"  # no leading underscore: pyarrow and pand
 RUN_DATE = "run_date"  # recommendations, assignments
 SERVED_DATE = "served_date"  # effect tables
 
-# Recommendations' `source`: the model's own list, or the popular fallback (for a known user the
-# model has no factors for, and the control arm), or the popular list for a user it never saw.
+# Recommendations' `source`: the model's own list (its family: ALS or EASE), or the popular fallback
+# (for a known user the model cannot score, and the control arm), or the popular list for a user it
+# never saw.
 ALS = "als"
+EASE = "ease"
 POPULAR = "popular"
 UNKNOWN_USER = "popular_unknown_user"

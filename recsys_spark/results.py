@@ -106,8 +106,10 @@ class TrainResult(StageResult):
     by_history: list[dict[str, Any]] = field(default_factory=list)  # quality per history cohort (evaluation.by_history)
     events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
     registry: str = ""  # what happened in the MLflow Model Registry (registry.register_model)
-    ease: dict[str, float] = field(default_factory=dict)  # EASE's ease_<metric>_at_k on the same split (ease.enabled)
+    ease: dict[str, float] = field(default_factory=dict)  # EASE's ease_<metric>_at_k on the same split (and λ)
     ease_validation: dict[float, float] = field(default_factory=dict)  # λ -> validation tune.metric@k
+    family: str = "als"  # the model family that serves (model.family)
+    validation: dict[str, float] = field(default_factory=dict)  # validation_<family>_<metric>_at_k
 
     @property
     def tuning_cost(self) -> float | None:
@@ -129,6 +131,7 @@ class TrainResult(StageResult):
             "items": self.items,
             **self.quality,
             **self.ease,
+            **self.validation,
             **cohorts,
             **cost,
             **{f"seconds_{s}": v for s, v in self.steps.items()},
@@ -174,7 +177,13 @@ class TrainResult(StageResult):
                     for m, v in self.ease.items()
                     if m.startswith(("ease_ndcg", "ease_precision", "ease_recall"))
                 )
-                + " (not served: ALS serves)"
+                + (" (serves)" if self.family == "ease" else " (not served: ALS serves)")
+            )
+        if len(self.validation) > 1:
+            out.append(
+                f"  serves: {self.family.upper()} (validation "
+                + ", ".join(f"{m.removeprefix('validation_')} {v:.4f}" for m, v in self.validation.items())
+                + ")"
             )
         if self.registry:
             out.append(f"  model: {self.registry}")

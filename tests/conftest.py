@@ -105,7 +105,6 @@ def spark(tmp_path_factory):
 def trained(spark, tmp_path_factory):
     """generate -> ingest -> train once on tiny data; shared by the job tests."""
     cfg = tiny_training(small_config(str(tmp_path_factory.mktemp("train"))))
-    cfg.ease.enabled, cfg.ease.lambdas = True, [10.0, 100.0]  # EASE beside ALS, on the same split
     from recsys_spark.jobs.runner import JOBS
 
     JOBS["generate"](spark, cfg)

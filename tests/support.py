@@ -70,6 +70,7 @@ def tiny_training(cfg: Config) -> Config:
     )
     cfg.split.test_days, cfg.tune.validation_days = 7, 7
     cfg.recommend.n = 5
+    cfg.model.family = "als"  # the tests of ALS's lists read it; pipeline_run runs the default, auto
     return cfg
 
 
@@ -99,6 +100,7 @@ TINY: dict[str, object] = {
     "tune.trials": 2,
     "tune.space.max_iter": "[3]",
     "als.max_iter": 3,
+    "model.family": "als",
     "tracking.enabled": "false",
 }
 
@@ -125,6 +127,7 @@ PIPELINE_RUN: dict[str, object] = {
     "split.test_days": 7,
     "tune.validation_days": 7,
     "recommend.n": 5,
+    "ease.lambdas": "[10.0, 100.0]",  # model.family auto (the default): EASE and ALS on the same users
     "spark.conf.spark.hadoop.fs.s3a.secret.key": "hunter2-s3",
     "input.options.password": "hunter2-planted",
 }

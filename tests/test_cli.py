@@ -12,7 +12,16 @@ from support import cli, tiny
 @pytest.mark.slow
 def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
     base, out, summary = pipeline_run.base, pipeline_run, pipeline_run.stages
-    steps = ["prepare", "tune", "als_fit", "evaluate", "refit", "save", "register"]
+    # model.family auto: EASE's λ on ALS's validation users, both on the test split, the better serves.
+    train = summary["train"]
+    family, validation, ease = train["family"], train["validation"], train["ease"]
+    assert family == (
+        "ease" if validation["validation_ease_ndcg_at_10"] > validation["validation_als_ndcg_at_10"] else "als"
+    )
+    assert ease["ease_lambda"] in (10.0, 100.0) and ease["ease_users_evaluated"] == train["quality"]["users_evaluated"]
+    assert validation["validation_ease_ndcg_at_10"] == max(train["ease_validation"].values())
+    served = "ease_fit" if family == "ease" else "refit"
+    steps = ["prepare", "tune", "ease", "als_fit", "evaluate", "ease_evaluate", served, "save", "register"]
     # items: skipped, no text.path
     assert list(summary) == ["generate", "ingest", "train", "recommend", "items", "retention"]
     assert list(summary["train"]["steps"]) == steps
@@ -22,7 +31,7 @@ def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
     assert "== recsys-spark summary ==" in out.stdout
     assert "rows read" in out.stdout and f"wrote events: {base}/out/events" in out.stdout
     assert "ALS vs popularity baseline" in out.stdout and "ndcg_at_10" in out.stdout
-    assert "rows from als" in out.stdout
+    assert f"rows from {family}" in out.stdout and f"  serves: {family.upper()} (validation " in out.stdout
     assert "retention of the three largest cohorts (week 1 / week 4, bounded)" in out.stdout
     assert "DAU/MAU, mean over the last 30 days" in out.stdout
     assert (base / "out" / "retention" / "retention_heatmap.png").exists()

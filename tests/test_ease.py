@@ -1,13 +1,34 @@
 """EASE (recs/ease.py): the closed form against its defining optimality condition, the Spark Gram
 against XᵀX, top-N against numpy, and the catalogue limit."""
 
+import dataclasses
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from recsys_spark.config import ConfigError, load_config
 from recsys_spark.errors import RecsysError
-from recsys_spark.recs.ease import ease_top_n, gram, item_ids_and_gram, weights
+from recsys_spark.mlops.serving import Recommender
+from recsys_spark.recs.ease import (
+    best_lambda,
+    ease_top_n,
+    fit,
+    gram,
+    item_ids_and_gram,
+    validation_scores,
+    weights,
+    weights_frame,
+)
+from recsys_spark.recs.evaluation import per_user_metrics
+from recsys_spark.recs.kernels import ease_block
+from recsys_spark.recs.model import load_model, remove_users, save_model
+from recsys_spark.recs.topn import recommend_users
+from recsys_spark.recs.training import pick_family
+from recsys_spark.recs.tuning import TuningData
 
 PAIRS = "user_idx int, item_idx int"
 
@@ -63,3 +84,109 @@ def test_a_catalogue_above_max_items_is_refused_with_the_memory_it_needs(spark):
 def test_lambdas_must_be_positive_and_given(lambdas):
     with pytest.raises(ConfigError, match=r"ease.lambdas must be a non-empty list of numbers > 0"):
         load_config(None, [f"ease.lambdas={lambdas}"])
+
+
+def test_because_terms_sum_to_the_ease_score():
+    # A user's EASE score for item t is the sum over their history h of B[h, t]: one term per item.
+    rng = np.random.default_rng(3)
+    b = rng.normal(size=(6, 6))
+    np.fill_diagonal(b, 0)
+    owners, history = np.array([0, 0, 0, 1]), np.array([0, 2, 5, 1])  # user 0 has items 0, 2, 5; user 1 item 1
+    targets = np.array([[1, 3], [0, 4]])
+    terms = ease_block(b, owners, history, targets)
+    x = np.zeros((2, 6))
+    x[owners, history] = 1
+    assert terms.shape == (2, 2, 3)
+    assert np.allclose(terms.sum(axis=2), np.take_along_axis(x @ b, targets, axis=1))
+    assert terms[0, 1].tolist() == [b[0, 3], b[2, 3], b[5, 3]] and terms[1, 0].tolist() == [b[1, 0], 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("family", "validation", "serves"),
+    [
+        ("auto", {"als": 0.20, "ease": 0.25}, "ease"),  # EASE better on validation
+        ("auto", {"als": 0.30, "ease": 0.25}, "als"),  # ALS better
+        ("auto", {"als": 0.25, "ease": 0.25}, "als"),  # a tie keeps ALS
+        ("auto", {"als": 0.25}, "als"),  # EASE skipped (catalogue above ease.max_items)
+        ("ease", {"als": 0.30, "ease": 0.25}, "ease"),  # a named family serves whatever the scores
+    ],
+)
+def test_auto_serves_the_family_with_the_better_validation_score(family, validation, serves):
+    assert pick_family(family, validation) == serves
+
+
+def test_validation_scores_agree_with_the_spark_top_n_and_metrics(spark):
+    # The driver-side λ search (the sampled validation users, as ALS's trials) scores what Spark's
+    # ease_top_n and per_user_metrics score for the same users.
+    rng = np.random.default_rng(11)
+    x = (rng.random((40, 15)) < 0.3).astype(int)
+    x[:, 0] = 1
+    train = pd.DataFrame(np.argwhere(x), columns=["user_idx", "item_idx"]).astype("int32")
+    held = (rng.random((40, 15)) < 0.15) & (x == 0)
+    relevant = pd.DataFrame(np.argwhere(held), columns=["user_idx", "item_idx"]).astype("int32")
+    users = pd.DataFrame({"user_idx": sorted(relevant.user_idx.unique()), "in_rung": True})
+    pairs = spark.createDataFrame(train)
+    data = TuningData(pairs, None, users, train[train.user_idx.isin(users.user_idx)], relevant)
+    got = validation_scores(data, [2.0, 50.0], 5, "ndcg", max_items=100)
+    items, g = item_ids_and_gram(pairs, 100)
+    for lam, score in got.items():
+        recs = ease_top_n(pairs, spark.createDataFrame(users[["user_idx"]]), items, weights(g, lam), 5)
+        spark_mean = per_user_metrics(recs, spark.createDataFrame(relevant), 5).agg({"ndcg": "avg"}).first()[0]
+        assert score == pytest.approx(spark_mean, rel=1e-5), lam
+    assert best_lambda({2.0: 0.3, 50.0: 0.3, 9.0: 0.1}) == 2.0  # ties: the smaller λ
+
+
+@pytest.fixture(scope="module")
+def ease_served(spark, trained, tmp_path_factory):
+    """The shared trained model turned into an EASE-serving one (B on its seen pairs, λ 10)."""
+    cfg, _ = trained
+    m = load_model(spark, cfg.path("model"))
+    fitted = fit(m.seen, 10.0, max_items=1000)
+    path = str(tmp_path_factory.mktemp("ease") / "model")
+    served = dataclasses.replace(
+        m, config={**m.config, "family": "ease", "ease_lambda": 10.0}, ease=weights_frame(spark, fitted)
+    )
+    save_model(served, path)
+    return cfg, path, fitted
+
+
+def test_an_ease_model_serves_the_same_lists_from_spark_and_the_pyfunc(spark, ease_served):
+    cfg, path, fitted = ease_served
+    m = load_model(spark, path)
+    users = [r.user_id for r in m.users.orderBy("user_id").limit(4).collect()]
+    wanted = spark.createDataFrame([(u,) for u in [*users, "nobody"]], "user_id string")
+    rows = recommend_users(m, wanted, 5).orderBy("user_id", "rank").collect()
+    pyfunc = Recommender()
+    pyfunc.load(Path(path))
+    served = pyfunc.predict(None, pd.DataFrame({"user_id": [*users, "nobody"]}))
+    assert {r.source for r in rows if r.user_id != "nobody"} == {"ease"}
+    assert {r.source for r in rows if r.user_id == "nobody"} == {"popular_unknown_user"}
+    assert [(r.user_id, r.rank, r.item_id, r.source) for r in rows] == [
+        (r.user_id, int(r.rank), r.item_id, r.source) for r in served.sort_values(["user_id", "rank"]).itertuples()
+    ]
+    assert [r.score for r in rows] == pytest.approx(served.sort_values(["user_id", "rank"]).score.tolist(), rel=1e-5)
+    # Each score is the user's history times B, and each `because` share is one history item's B cell.
+    seen = m.seen.join(m.users, "user_idx").where(F.col("user_id") == users[0]).toPandas()
+    ids = m.items.toPandas().set_index("item_id").item_idx
+    pos = pd.Series(np.arange(fitted.items.size), index=fitted.items)
+    history = pos[seen.item_idx].to_numpy()
+    first = [r for r in rows if r.user_id == users[0]]
+    for r in first:
+        column = fitted.b[history, pos[ids[r.item_id]]]
+        assert r.score == pytest.approx(column.sum(), rel=1e-4)
+        for reason in r.because:
+            cell = fitted.b[pos[ids[reason.item_id]], pos[ids[r.item_id]]]
+            assert reason.share * r.score == pytest.approx(cell, rel=1e-3, abs=1e-6)
+        assert r.why.startswith("because of ")
+
+
+def test_forget_keeps_ease_weights_and_drops_the_user(spark, ease_served, tmp_path):
+    _, path, _ = ease_served
+    copy = str(tmp_path / "model")
+    shutil.copytree(path, copy)
+    user = load_model(spark, copy).users.orderBy("user_id").first().user_id
+    removed, _ = remove_users(spark, copy, spark.createDataFrame([(user,)], "user_id string"))
+    after = load_model(spark, copy)
+    assert removed == 1 and after.ease is not None and after.ease.count() == load_model(spark, path).ease.count()
+    assert after.users.where(F.col("user_id") == user).count() == 0
+    assert recommend_users(after, None, 5).where(F.col("source") == "ease").count() > 0

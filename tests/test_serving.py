@@ -89,7 +89,8 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
     # experiment of its own: the registry and the alias are the store's. The challenger has the
     # champion's parameters: on the same split the two fit the same model, a difference of 0, which
     # does not clear registry.min_improvement.
-    chosen = yaml.safe_load((Path(cfg.path("model")) / "config.yaml").read_text())["chosen"]
+    saved = yaml.safe_load((Path(cfg.path("model")) / "config.yaml").read_text())
+    chosen, family = saved["chosen"], saved["family"]
     worse = dataclasses.replace(
         cfg,
         output=dataclasses.replace(cfg.output, root=str(tmp_path / "out")),
@@ -97,6 +98,8 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
         tracking=dataclasses.replace(cfg.tracking, experiment="worse-model"),
         tune=dataclasses.replace(cfg.tune, enabled=False),
         als=dataclasses.replace(cfg.als, **chosen),
+        model=dataclasses.replace(cfg.model, family=family),  # the champion's family (auto picked it)
+        ease=dataclasses.replace(cfg.ease, lambdas=[saved["ease_lambda"]]),
         registry=dataclasses.replace(cfg.registry, min_improvement=0.001),
     )
     shutil.copytree(cfg.path("events"), worse.path("events"))

@@ -1,4 +1,5 @@
-"""train: clean events -> interactions -> (tuned) ALS, evaluated against popularity; model and eval tables."""
+"""train: clean events -> interactions -> (tuned) ALS and EASE, evaluated against popularity; the
+family model.family picks serves; model and eval tables."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.infra.timing import Stopwatch
 from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking
-from recsys_spark.recs.ease import choose_lambda, evaluate_ease
+from recsys_spark.names import EASE
+from recsys_spark.recs import ease
 from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
-from recsys_spark.recs.model import TrainedModel, fit_als, load_model, save_model, seen_pairs
+from recsys_spark.recs.model import Factors, TrainedModel, fit_als, load_model, save_model, seen_pairs
 from recsys_spark.recs.promotion import HeadToHead, head_to_head, rekeyed, saw_test_window
 from recsys_spark.recs.split import Splits, make_splits
 from recsys_spark.recs.topn import popularity
@@ -59,7 +61,6 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         "[train] %d training interactions", splits.train.count()
     )  # cached here, so the fit's seconds are the fit's
     trained = fit_and_evaluate(splits, data, cfg, clock)
-    ease, ease_validation = score_ease(cfg, splits, clock) if cfg.ease.enabled else ({}, {})
     tracking.log_trials(trained.tuning, f"{cfg.tune.metric}_at_{cfg.train.k}")
     clock.start("save")
     seen = trained.seen
@@ -73,33 +74,35 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         {
             **tracking.redact_nested(cfg.to_dict()),
             "chosen": trained.chosen,  # no secret in the model
+            "family": trained.family,
+            **({"ease_lambda": trained.ease.lam} if trained.ease else {}),
             "mlflow_run_id": tracking.current_run_id(),
         },
+        ease.weights_frame(spark, trained.ease.served) if trained.ease and trained.ease.served else None,
     )
     save_model(bundle, cfg.path(names.MODEL))
     model_dir = local_dir(spark, cfg.path(names.MODEL))
     tracking.log_dir(model_dir, "model")
     metric = f"{cfg.tune.metric}_at_{cfg.train.k}"
-    quality = trained.evaluation.metrics
+    score, baseline = trained.test_metrics()[metric], trained.evaluation.metrics[f"baseline_{metric}"]
     clock.start("register")  # the champion on this split, then the Model Registry
-    beats_popularity = quality[metric] > quality[f"baseline_{metric}"]
-    head = challenge(spark, cfg, dataset, splits, data, trained) if beats_popularity else None
+    head = challenge(spark, cfg, dataset, splits, data, trained) if score > baseline else None
     registered = registry.register_model(
         model_dir,
         cfg.train.registered_model,
         metric,
-        quality[metric],
-        quality[f"baseline_{metric}"],
+        score,
+        baseline,
         dataset,
         head,
         cfg.registry,
     )
     log.info("[train] %s", registered)
-    tracking.log_tags({"model_registry": registered})  # the report's model line
+    tracking.log_tags({"model_registry": registered, "model_family": trained.family})  # the report's model line
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})
     per_user = trained.evaluation.per_user.join(data.users, "user_idx").select("*", *_followup_columns(splits.info))
     write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user)
-    trained.evaluation.per_user.unpersist()  # free executor memory for the stages that follow
+    trained.release()  # free executor memory for the stages that follow
     splits.release()
     data.release()
     return TrainResult(
@@ -114,20 +117,12 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
         by_history=trained.evaluation.by_history,
         events_below_min_value=below,
         registry=registered,
-        ease=ease,
-        ease_validation=ease_validation,
+        ease=trained.ease.evaluation.metrics | {"ease_lambda": trained.ease.lam} if trained.ease else {},
+        ease_validation=trained.ease.validation if trained.ease else {},
+        family=trained.family,
+        validation={f"validation_{f}_{metric}": v for f, v in trained.validation.items()},
         paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
     )
-
-
-def score_ease(cfg: Config, splits: Splits, clock: Stopwatch) -> tuple[dict[str, float], dict[float, float]]:
-    """EASE on the same split as ALS: λ chosen on the tuning validation slice, then scored on the test."""
-    clock.start("ease")
-    k, metric = cfg.train.k, cfg.tune.metric
-    lam, validation = choose_lambda(splits.tune_train, splits.tune_val, cfg.ease.lambdas, k, metric, cfg.ease.max_items)
-    metrics = evaluate_ease(splits.train, splits.test, lam, k, cfg.ease.max_items)
-    log.info("[train] EASE λ %g: %s_at_%d %.4f on the test split", lam, metric, k, metrics[f"ease_{metric}_at_{k}"])
-    return metrics | {"ease_lambda": lam}, validation
 
 
 def challenge(
@@ -147,15 +142,22 @@ def challenge(
     refit = saw_test_window(champion.tags.get("data_last_date"), splits.info)
     source = f"runs:/{champion.run_id}/model"
     try:
-        if refit:  # its ALS settings and chosen parameters, fitted on this run's training pairs
-            saved = yaml.safe_load(Path(registry.download_model(f"{source}/config.yaml")).read_text())
+        saved = yaml.safe_load(Path(registry.download_model(f"{source}/config.yaml")).read_text())
+        if refit and saved.get("family") == EASE:  # its λ, fitted on this run's training pairs
+            model: Factors | ease.Weights = ease.fit(splits.train, float(saved["ease_lambda"]), cfg.ease.max_items)
+        elif refit:  # its ALS settings and chosen parameters, fitted on this run's training pairs
             als = dataclasses.replace(
                 cfg.als, **{k: v for k, v in saved.get("als", {}).items() if k in ALS_FIELDS and k not in FIT_PARAMS}
             )
             implicit = saved.get("interactions", {}).get("mode", cfg.interactions.mode) == "implicit"
-            factors = fit_als(splits.train, als, implicit, **saved["chosen"])
+            model = fit_als(splits.train, als, implicit, **saved["chosen"])
         else:
-            factors = rekeyed(load_model(spark, registry.download_model(source)), data.users, data.items)
+            own = load_model(spark, registry.download_model(source))
+            model = (
+                ease.rekeyed(ease.from_frame(own.ease), own.items, data.items)
+                if own.ease is not None
+                else rekeyed(own, data.users, data.items)
+            )
     except Exception as e:  # noqa: BLE001 (the comparison is optional: any failure falls back, with a warning)
         log.warning(
             "[train] champion v%s cannot be scored on this split (%s: %s): its logged number is the bar",
@@ -165,8 +167,8 @@ def challenge(
         )
         return None
     head = head_to_head(
-        factors,
-        trained.evaluation.per_user,
+        model,
+        trained.test_per_user(),
         splits.train,
         splits.test,
         cfg.train.k,

@@ -1,12 +1,12 @@
 """The served model: an MLflow pyfunc that recommends from a saved model directory without Spark.
 
 The saved model (see recs/model.py) is Parquet throughout (ALS writes its factors as Parquet too), so
-the pyfunc reads it with pyarrow: user and item factors, the id maps, the seen pairs with their
-fit weights and the popularity order. `predict` takes a frame of `user_id` (and optionally `n`)
-and returns the same rows the recommend job writes for those users: top-n with seen items
-excluded and `because`, or the popular items for users the model cannot score (`source` popular,
-or popular_unknown_user for a user it never saw; score = the share of its users who chose the item).
-No JVM starts.
+the pyfunc reads it with pyarrow: user and item factors (or EASE's B, which scores a user's
+history), the id maps, the seen pairs with their fit weights and the popularity order. `predict`
+takes a frame of `user_id` (and optionally `n`) and returns the same rows the recommend job writes
+for those users: top-n with seen items excluded and `because`, or the popular items for users the
+model cannot score (`source` popular, or popular_unknown_user for a user it never saw; score = the
+share of its users who chose the item). No JVM starts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
-from recsys_spark.names import ALS, POPULAR, UNKNOWN_USER
+from recsys_spark.names import ALS, EASE, POPULAR, UNKNOWN_USER
 from recsys_spark.recs.kernels import because_column, explain_for, indexed, top_k_rows
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
@@ -96,8 +96,12 @@ class Recommender(mlflow.pyfunc.PythonModel):
     def load(self, root: Path) -> None:
         cfg = yaml.safe_load((root / "config.yaml").read_text())
         users, items = _read(root / "users"), _read(root / "items")
+        self.ease = (root / "ease").is_dir()  # EASE serves: B by column in the item-factor layout
         user_ids, user_factors = _factors(root / "als" / "userFactors")
-        self.item_idx, item_factors = _factors(root / "als" / "itemFactors")
+        self.item_idx, item_factors = _factors(root / ("ease" if self.ease else "als/itemFactors"))
+        if self.ease:  # B's rows follow the sorted item_idx, as its columns must
+            order = np.argsort(self.item_idx)
+            self.item_idx, item_factors = self.item_idx[order], item_factors[order]
         self.n = int(cfg.get("recommend", {}).get("n", 10))
         self.vt = np.ascontiguousarray(item_factors.T)
         size = int(max(items["item_idx"].max(), self.item_idx.max(initial=0))) + 1
@@ -122,19 +126,24 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.popular = popular[["item_idx", "popularity"]].to_numpy()
         self.share = 1.0 / max(len(users), 1)  # popular rows score the share of users (as topn.popular_lists)
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
-        self.gram = self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
+        self.gram = None if self.ease else self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         frames = [self.recommend(user, n) for user, n in requests(model_input, self.n)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
     def recommend(self, user_id: str, n: int) -> pd.DataFrame:
-        """One user's rows: ALS top-n with reasons, or the popular fallback."""
+        """One user's rows: the model's top-n (ALS or EASE) with reasons, or the popular fallback."""
         idx = self.user_row.get(user_id)
         lo, hi = np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0)
         seen = self.seen_items[lo:hi]
-        row = self.factor_row.get(int(idx)) if idx is not None else None
-        if row is None:  # unknown, or known without factors: the most popular unseen items
+        pos = self.pos
+        cols = pos[seen[seen < pos.size]]
+        if self.ease:  # a history in the catalogue is all EASE needs
+            row = 0 if (cols >= 0).any() else None
+        else:
+            row = self.factor_row.get(int(idx)) if idx is not None else None
+        if row is None:  # unknown, or known but not scoreable: the most popular unseen items
             keep = ~np.isin(self.popular[:, 0].astype(np.int64), seen)
             top = self.popular[keep][:n]
             return pd.DataFrame(
@@ -147,16 +156,14 @@ class Recommender(mlflow.pyfunc.PythonModel):
                     "because": [None] * len(top),
                 }
             )
-        pos = self.pos
-        scores = self.u[row][None, :] @ self.vt
-        cols = pos[seen[seen < pos.size]]
+        scores = self.vt[cols[cols >= 0]].sum(axis=0)[None, :] if self.ease else self.u[row][None, :] @ self.vt
         scores[0, cols[cols >= 0]] = -np.inf
         part, top = top_k_rows(scores, self.item_idx, min(n, self.item_idx.size))
         keep = np.isfinite(top).ravel()
         because = [None] * int(keep.sum())
         if self.explain is not None:
-            weights = self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
             history = cols[cols >= 0]
+            weights = np.ones(history.size) if self.ease else self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
             because = because_column(
                 self.explain,
                 self.vt,
@@ -174,7 +181,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 "rank": np.arange(1, keep.sum() + 1),
                 "item_id": self.ids[self.item_idx[part[0][keep]]],
                 "score": top[0][keep].astype(np.float32),
-                "source": ALS,
+                "source": EASE if self.ease else ALS,
                 "because": because,
             }
         )

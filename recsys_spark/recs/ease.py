@@ -1,4 +1,4 @@
-"""EASE (Steck, WWW 2019), a closed-form item-item model, scored beside ALS on the same split.
+"""EASE (Steck, WWW 2019), a closed-form item-item model: the second family beside ALS.
 
 With X the binary users x items matrix of training pairs, G = XᵀX (co-occurrence counts),
 P = (G + λI)⁻¹ and B = I - P·diag(1/diag(P)) (so diag(B) = 0), a user's score for item j is
@@ -7,22 +7,35 @@ items matrix); the n x n inverse runs on the driver in numpy, for catalogues up 
 (about n² x 56 bytes at the peak: four float64 matrices and the collected cells); top-N streams
 users through `mapInArrow` with B broadcast, using the same blocked kernel as ALS (a user's
 "factors" are their binary history over the catalogue, the "item factors" are B's columns), seen
-items excluded and ties broken as for ALS.
+items excluded and ties broken as for ALS. λ is chosen on the validation users ALS's trials are
+scored on; a served EASE model stores B in ALS's item-factor layout (`weights_frame`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.errors import RecsysError
 from recsys_spark.recs.evaluation import per_user_metrics, relevant_items, summarize
-from recsys_spark.recs.kernels import block_rows, score_batch
-from recsys_spark.recs.topn import TOPN_SCHEMA
+from recsys_spark.recs.kernels import BECAUSE_TYPE, TOPN_SCHEMA, Explain, block_rows, score_batch
+from recsys_spark.recs.tuning import TuningData, rank_metrics
+
+
+class Weights(NamedTuple):
+    """A fitted EASE model: the catalogue (sorted item_idx) and B over it."""
+
+    items: np.ndarray
+    b: np.ndarray
+
 
 USERS_PER_SLICE = 1024  # dense histories built per slice of an Arrow batch: 1,024 x n float32
 
@@ -64,11 +77,18 @@ def weights(g: np.ndarray, lam: float) -> np.ndarray:
     return b
 
 
-def ease_top_n(pairs: DataFrame, users: DataFrame, items: np.ndarray, b: np.ndarray, n: int) -> DataFrame:
+def ease_top_n(
+    pairs: DataFrame,
+    users: DataFrame,
+    items: np.ndarray,
+    b: np.ndarray,
+    n: int,
+    explain: Explain | None = None,
+) -> DataFrame:
     """(user_idx, rank, item_idx, score) for `users` (user_idx), scored on their items in `pairs`
-    (which are also never recommended)."""
+    (which are also never recommended). With `explain` (ease=True) every row gets `because`."""
     spark = pairs.sparkSession
-    bc = spark.sparkContext.broadcast((items, b.astype(np.float32)))
+    bc = spark.sparkContext.broadcast((items, b.astype(np.float32), explain))
     histories = (
         pairs.select("user_idx", "item_idx")
         .distinct()
@@ -79,19 +99,20 @@ def ease_top_n(pairs: DataFrame, users: DataFrame, items: np.ndarray, b: np.ndar
     rows = block_rows(items.size)
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        ids, vt = bc.value
+        ids, vt, how = bc.value
         pos = np.full(int(ids.max(initial=-1)) + 1, -1, dtype=np.int64)
         pos[ids] = np.arange(ids.size)
         for batch in batches:
             for start in range(0, batch.num_rows, USERS_PER_SLICE):
-                part = batch.slice(start, USERS_PER_SLICE)
-                yield score_batch(_with_histories(part, pos, ids.size), ids, vt, pos, n, rows)
+                part = _with_histories(batch.slice(start, USERS_PER_SLICE), pos, ids.size)
+                yield score_batch(part, ids, vt, pos, n, rows, how)
 
-    return histories.mapInArrow(score, TOPN_SCHEMA)
+    return histories.mapInArrow(score, TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else ""))
 
 
 def _with_histories(batch: pa.RecordBatch, pos: np.ndarray, n_items: int) -> pa.RecordBatch:
-    """`batch` with `features`: each user's binary history over the catalogue (EASE's row of X)."""
+    """`batch` with `features` (each user's binary history over the catalogue: EASE's row of X) and
+    `weights` (1 per history item: every pair counts, which `because` reads)."""
     seen = batch.column("seen")
     lens = np.diff(seen.offsets.to_numpy())
     flat = pos[seen.flatten().to_numpy().astype(np.int64)]
@@ -99,39 +120,100 @@ def _with_histories(batch: pa.RecordBatch, pos: np.ndarray, n_items: int) -> pa.
     x[np.repeat(np.arange(batch.num_rows), lens)[flat >= 0], flat[flat >= 0]] = 1.0
     offsets = pa.array(np.arange(0, (batch.num_rows + 1) * n_items, n_items, dtype=np.int32))
     features = pa.ListArray.from_arrays(offsets, pa.array(x.ravel()))
+    ones = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(np.ones(int(lens.sum())))
+    )
     return pa.RecordBatch.from_arrays(
-        [batch.column("user_idx"), seen, features], names=["user_idx", "seen", "features"]
+        [batch.column("user_idx"), seen, features, ones], names=["user_idx", "seen", "features", "weights"]
     )
 
 
-def score_on(
-    train: DataFrame, test: DataFrame, items: np.ndarray, b: np.ndarray, k: int
-) -> tuple[DataFrame, DataFrame]:
-    """(per-user metrics, lists) of EASE on the users with a relevant test item."""
-    relevant = relevant_items(train, test)
-    recs = ease_top_n(train, relevant.select("user_idx").distinct(), items, b, k)
-    return per_user_metrics(recs, relevant, k), recs
-
-
-def choose_lambda(
-    tune_train: DataFrame, tune_val: DataFrame, lambdas: list[float], k: int, metric: str, max_items: int
-) -> tuple[float, dict[float, float]]:
-    """The λ with the best validation `metric`@k (ties: the smaller λ), and every λ's score."""
-    items, g = item_ids_and_gram(tune_train, max_items)
+def validation_scores(
+    data: TuningData, lambdas: list[float], k: int, metric: str, max_items: int
+) -> dict[float, float]:
+    """Each λ's mean `metric`@k on the validation users ALS's trials are scored on (`data`), with
+    the tuning side's Gram: one inverse per λ and the scores on the driver (the sample is bounded by
+    tune.validation_users)."""
+    items, g = item_ids_and_gram(data.pairs, max_items)
+    users = data.users["user_idx"].to_numpy(np.int64)
+    row = pd.Series(np.arange(users.size), index=users)
+    col = pd.Series(np.arange(items.size), index=items)
+    r, c = row.reindex(data.seen["user_idx"]).to_numpy(), col.reindex(data.seen["item_idx"]).to_numpy()
+    ok = ~np.isnan(r) & ~np.isnan(c)
+    x = np.zeros((users.size, items.size), np.float32)
+    x[r[ok].astype(int), c[ok].astype(int)] = 1.0
     scores = {}
     for lam in lambdas:
-        per_user, _ = score_on(tune_train, tune_val, items, weights(g, lam), k)
-        scores[lam] = float(per_user.agg(F.avg(metric)).first()[0] or 0.0)
-    best = max(scores, key=lambda lam: (scores[lam], -lam))
-    return best, scores
+        b = weights(g, lam).astype(np.float32)  # rank_metrics scores x @ v.T: v = Bᵀ
+        per_user = rank_metrics(users, users, x, items, np.ascontiguousarray(b.T), data.seen, data.relevant, k)
+        scores[lam] = float(np.mean(per_user[metric])) if users.size else 0.0
+    return scores
 
 
-def evaluate_ease(train: DataFrame, test: DataFrame, lam: float, k: int, max_items: int) -> dict[str, float]:
-    """EASE's metrics@k on the test split, named as ALS's with an `ease_` prefix."""
+def best_lambda(scores: dict[float, float]) -> float:
+    """The λ with the best validation score (ties: the smaller)."""
+    return max(scores, key=lambda lam: (scores[lam], -lam))
+
+
+@dataclass
+class EaseEvaluation:
+    metrics: dict[str, float]  # ALS's metric names with an `ease_` prefix
+    per_user: DataFrame  # user_idx and the per-user metrics (persisted: release with unpersist)
+
+
+def evaluate_ease(train: DataFrame, test: DataFrame, lam: float, k: int, max_items: int) -> EaseEvaluation:
+    """EASE's metrics@k on the test split (the users with a relevant test item), and per user."""
+    keep = StorageLevel.MEMORY_AND_DISK
     items, g = item_ids_and_gram(train, max_items)
-    per_user, recs = score_on(train, test, items, weights(g, lam), k)
-    recs = recs.persist()  # read by the metrics and the coverage
+    relevant = relevant_items(train, test).persist(keep)
+    recs = ease_top_n(train, relevant.select("user_idx").distinct(), items, weights(g, lam), k).persist(keep)
+    per_user = per_user_metrics(recs, relevant, k).persist(keep)
     try:
-        return summarize(per_user, recs, items.size, k, prefix="ease_")
+        return EaseEvaluation(summarize(per_user, recs, items.size, k, prefix="ease_"), per_user)
     finally:
         recs.unpersist()
+        relevant.unpersist()
+
+
+def weights_frame(spark: SparkSession, model: Weights) -> DataFrame:
+    """B as a served model stores it, in ALS's item-factor layout: (id, features) with item j's
+    features = B[:, j], so a user's score for j is their binary history · features."""
+    items, b = model
+    table = pa.table(
+        {
+            "id": pa.array(items.astype(np.int32)),
+            "features": pa.ListArray.from_arrays(
+                pa.array(np.arange(0, (items.size + 1) * items.size, items.size, dtype=np.int32)),
+                pa.array(np.ascontiguousarray(b.T, dtype=np.float32).ravel()),
+            ),
+        }
+    )
+    return spark.createDataFrame(table)
+
+
+def from_frame(frame: DataFrame) -> Weights:
+    """(item_idx, B) of a stored `weights_frame` (catalogue-sized: bounded by ease.max_items)."""
+    rows = frame.select("id", "features").toPandas().sort_values("id")
+    items = rows["id"].to_numpy(np.int64)
+    b = np.vstack(rows["features"].to_numpy()).T if len(rows) else np.zeros((0, 0))
+    return Weights(items, np.ascontiguousarray(b, dtype=np.float32))
+
+
+def rekeyed(model: Weights, own: DataFrame, other: DataFrame) -> Weights:
+    """A stored B under another run's item_idx (`own`, `other`: item_id, item_idx), joined by
+    item_id; items that run does not have are dropped (their rows and columns)."""
+    mapping = (
+        own.withColumnRenamed("item_idx", "mine").join(other, "item_id").select("mine", "item_idx").toPandas()
+    )  # catalogue-sized
+    at = pd.Series(np.arange(model.items.size), index=model.items).reindex(mapping["mine"]).to_numpy()
+    ok = ~np.isnan(at)
+    keep, new_ids = at[ok].astype(int), mapping["item_idx"].to_numpy(np.int64)[ok]
+    order = np.argsort(new_ids)
+    keep, new_ids = keep[order], new_ids[order]
+    return Weights(new_ids, model.b[np.ix_(keep, keep)])
+
+
+def fit(pairs: DataFrame, lam: float, max_items: int) -> Weights:
+    """EASE fitted on `pairs` with `λ`."""
+    items, g = item_ids_and_gram(pairs, max_items)
+    return Weights(items, weights(g, lam))

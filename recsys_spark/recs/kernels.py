@@ -3,7 +3,8 @@ model: this module imports no pyspark, so the pyfunc answers on a host without S
 
 `score_batch` is one Arrow batch of `topn.top_n`'s `mapInArrow`; `top_k_rows` keeps each row's k
 best with ties broken by item id; `explain_block` splits an ALS score into one term per history
-item; `because_column` turns those terms into the `because` lists.
+item, `ease_block` an EASE score (exactly: the score is a sum over the history); `because_column`
+turns those terms into the `because` lists.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"  # what score_batch returns
+BECAUSE_TYPE = "array<struct<item_id:string,name:string,share:float>>"  # and its `because`
 BECAUSE_TOP = 3  # history items named per recommendation
 # Users scored per matrix product: as many as keep a block's scores near this many floats (12 MB),
 # so argpartition works from cache. In numpy alone that was 2-3x faster than 1024-user blocks on
@@ -36,7 +39,7 @@ def block_rows(n_items: int) -> int:
 
 @dataclass(frozen=True)
 class Explain:
-    """What the exact decomposition of ALS scores needs beside the factors: the model's
+    """What the exact decomposition of scores needs beside the factors: the model's family and
     settings, and each item's id and display name by item_idx (catalogue-sized)."""
 
     implicit: bool
@@ -44,6 +47,7 @@ class Explain:
     reg_param: float
     item_ids: np.ndarray  # item_id at position item_idx (object array)
     names: np.ndarray  # display name at position item_idx, None where there is no text
+    ease: bool = False  # `vt` is EASE's B (history item x target), not ALS item factors
 
 
 def _flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +149,16 @@ def explain_block(
     return np.einsum("uhr,urk->ukh", yh * c[:, :, None], wy, optimize=True)
 
 
+def ease_block(b: np.ndarray, owners: np.ndarray, history: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(users x targets x H) contributions for EASE, padded with zeros: a user's score for item t
+    is the sum of B[h, t] over their history items h, so each term is one cell of B."""
+    counts = np.bincount(owners, minlength=targets.shape[0])
+    slot = np.arange(owners.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.zeros((targets.shape[0], targets.shape[1], max(int(counts.max(initial=0)), 1)))
+    out[owners, :, slot] = b[history[:, None], targets[owners]]
+    return out
+
+
 def explain_scores(
     vt: np.ndarray,
     gram: np.ndarray | None,
@@ -199,20 +213,24 @@ def because_column(
     best_col = np.zeros((n_users, k, BECAUSE_TOP), np.int64)  # the history item's column
     best_c = np.zeros((n_users, k, BECAUSE_TOP))  # its contribution (0: none)
     total = np.ones((n_users, k))
-    for chunk in _chunks(counts, vt.shape[0]):
+    for chunk in _chunks(counts, k if explain.ease else vt.shape[0]):
         sizes = counts[chunk]
         slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         pair, local = np.repeat(starts[chunk], sizes) + slot, np.repeat(np.arange(chunk.size), sizes)
-        contrib = explain_block(
-            vt,
-            gram,
-            local,
-            history[pair],
-            weights[pair],
-            part[chunk],
-            explain.implicit,
-            explain.alpha,
-            explain.reg_param,
+        contrib = (
+            ease_block(vt, local, history[pair], part[chunk])
+            if explain.ease
+            else explain_block(
+                vt,
+                gram,
+                local,
+                history[pair],
+                weights[pair],
+                part[chunk],
+                explain.implicit,
+                explain.alpha,
+                explain.reg_param,
+            )
         )
         cols = np.zeros((chunk.size, contrib.shape[2]), np.int64)
         cols[local, slot] = history[pair]
@@ -267,7 +285,8 @@ def indexed(idx: np.ndarray, values: np.ndarray, size: int | None = None) -> np.
 
 
 def explain_for(config: dict[str, Any], item_ids: np.ndarray, names: np.ndarray) -> Explain:
-    """The Explain of a saved model's config (the chosen alpha and reg_param, else the configured ones)."""
+    """The Explain of a saved model's config (the chosen alpha and reg_param, else the configured
+    ones; EASE when the model serves EASE)."""
     chosen = config.get("chosen", {})
     return Explain(
         implicit=config["interactions"]["mode"] == "implicit",
@@ -275,4 +294,5 @@ def explain_for(config: dict[str, Any], item_ids: np.ndarray, names: np.ndarray)
         reg_param=float(chosen.get("reg_param", config["als"]["reg_param"])),
         item_ids=item_ids,
         names=names,
+        ease=config.get("family") == "ease",
     )

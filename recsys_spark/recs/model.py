@@ -3,7 +3,8 @@
 A saved model is a directory: `als/` (the ALSModel), `users/` and `items/` (string id <-> int
 maps), `seen/` (training pairs with the rating the fit read: excluded from recommendations, and
 what explanations decompose scores by), `popular/` (the fallback for
-unknown users) and `config.yaml` (the resolved config that made it). It is written through a
+unknown users), `ease/` when EASE serves (its B, recs/ease.py; `family: ease` in the config) and
+`config.yaml` (the resolved config that made it). It is written through a
 staging directory, so a failed save never leaves a half model where the recommend job looks.
 """
 
@@ -96,13 +97,14 @@ class TrainedModel:
     seen: DataFrame  # user_idx, item_idx, weight (the fit rating; older models: no weight)
     popular: DataFrame  # item_idx, popularity
     config: dict[str, Any]
+    ease: DataFrame | None = None  # id, features: EASE's B by column (ease.weights_frame) when EASE serves
 
 
 def save_model(model: TrainedModel, path: str) -> None:
     spark = model.users.sparkSession
     with staged_dir(spark, path) as tmp:
         model.als.write().overwrite().save(f"{tmp}/als")
-        for name in ("users", "items", "seen", "popular"):
+        for name in ("users", "items", "seen", "popular", *(["ease"] if model.ease is not None else [])):
             getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
         write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
 
@@ -111,7 +113,7 @@ def remove_users(
     spark: SparkSession, path: str, ids: DataFrame, run_id: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     """Rewrite the saved model at `path` without the users in `ids` (user_id): their id-map rows,
-    factors and seen pairs (items and popularity are aggregates and stay). With `run_id` (the
+    factors and seen pairs (items, popularity and EASE's item-item B are aggregates and stay). With `run_id` (the
     forget run that will log the rewritten model) its config names that run, so the next forget
     finds what it logged. (users removed, the model's config as it was)."""
     model = load_model(spark, path)
@@ -125,7 +127,7 @@ def remove_users(
             factors.write.mode("overwrite").parquet(f"{tmp}/als/userFactors")
             model.users.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/users")
             model.seen.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/seen")
-            for name in ("items", "popular"):
+            for name in ("items", "popular", *(["ease"] if model.ease is not None else [])):
                 getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
             earlier = [*model.config.get("rewritten_from_runs", []), model.config.get("mlflow_run_id")]
             config = {**model.config, "mlflow_run_id": run_id, "rewritten_from_runs": [r for r in earlier if r]}
@@ -146,4 +148,5 @@ def load_model(spark: SparkSession, path: str) -> TrainedModel:
         seen=spark.read.parquet(f"{path}/seen"),
         popular=spark.read.parquet(f"{path}/popular"),
         config=yaml.safe_load(read_text(spark, f"{path}/config.yaml")),
+        ease=spark.read.parquet(f"{path}/ease") if path_exists(spark, f"{path}/ease") else None,
     )

@@ -2,7 +2,7 @@
 
 The alias used to move when a new model's test metric beat the champion's logged one, measured on
 another test window: an easy week blocked every later model and a hard one let a worse one through.
-Here the champion's saved factors are re-keyed to the challenger's id maps and scored by the same
+Here the champion's saved factors (or EASE weights) are re-keyed to the challenger's id maps and scored by the same
 top-N and metric code on the same test users (those both models can score), with a paired
 bootstrap interval of the per-user difference. When the champion's data reaches into the
 challenger's test window (a refit on all data, or the same dataset trained again), its model has
@@ -21,6 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from recsys_spark.recs.ease import Weights, ease_top_n
 from recsys_spark.recs.evaluation import per_user_metrics, relevant_items
 from recsys_spark.recs.model import Factors, TrainedModel
 from recsys_spark.recs.topn import als_top_n
@@ -96,7 +97,7 @@ def rekeyed(model: TrainedModel, users: DataFrame, items: DataFrame) -> Factors:
 
 
 def head_to_head(
-    champion: Factors,
+    champion: Factors | Weights,
     challenger_per_user: DataFrame,
     train: DataFrame,
     test: DataFrame,
@@ -106,13 +107,18 @@ def head_to_head(
     samples: int,
     seed: int,
 ) -> HeadToHead | None:
-    """Score `champion` on the users of `challenger_per_user` (user_idx and the metric column
-    `measure`, e.g. ndcg) that it has factors for, with the training pairs excluded as for the
-    challenger; None when it can score none of them."""
+    """Score `champion` (ALS factors or EASE weights) on the users of `challenger_per_user`
+    (user_idx and the metric column `measure`, e.g. ndcg) that it can score (ALS: has factors
+    for), with the training pairs excluded as for the challenger; None when it can score none."""
     mine = challenger_per_user.select("user_idx", F.col(measure).alias("a"))
-    users = mine.select("user_idx").join(champion.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
+    seen = train.select("user_idx", "item_idx")
+    if isinstance(champion, Weights):
+        users = mine.select("user_idx")
+        recs = ease_top_n(seen, users, champion.items, champion.b, k)
+    else:
+        users = mine.select("user_idx").join(champion.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
+        recs = als_top_n(champion, users, seen, k)
     relevant = relevant_items(train, test).join(users, "user_idx")
-    recs = als_top_n(champion, users, train.select("user_idx", "item_idx"), k)
     theirs = per_user_metrics(recs, relevant, k).select("user_idx", F.col(measure).alias("b"))
     pairs = mine.join(theirs, "user_idx").persist(StorageLevel.MEMORY_AND_DISK)
     try:

@@ -19,12 +19,10 @@ from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.names import ALS, POPULAR, UNKNOWN_USER
-from recsys_spark.recs.kernels import Explain, block_rows, explain_for, indexed, score_batch
+from recsys_spark.names import ALS, EASE, POPULAR, UNKNOWN_USER
+from recsys_spark.recs import ease
+from recsys_spark.recs.kernels import BECAUSE_TYPE, TOPN_SCHEMA, Explain, block_rows, explain_for, indexed, score_batch
 from recsys_spark.recs.model import Factors, TrainedModel
-
-TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"
-BECAUSE_TYPE = "array<struct<item_id:string,name:string,share:float>>"
 
 
 def top_n(
@@ -113,27 +111,34 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
     """(user_id, rank, item_id, score, source, because, why) for `wanted` (user_id), or every user
     the model knows.
 
-    Users with ALS factors get their top-n, seen items excluded (`source` als), each row with the
-    user's history items that contributed most to its score (`because`; names from `names`).
-    Users the model cannot score get `popular_lists`.
+    Users the serving family can score (ALS: users with factors; EASE: users with a history) get
+    their top-n, seen items excluded (`source` als or ease), each row with the user's history items
+    that contributed most to its score (`because`; names from `names`). Users the model cannot
+    score get `popular_lists`.
     """
-    with_factors = m.users.join(m.als.userFactors.select(F.col("id").alias("user_idx")), "user_idx")
+    scoreable = (
+        m.seen.select("user_idx") if m.ease is not None else m.als.userFactors.select(F.col("id").alias("user_idx"))
+    )
+    with_factors = m.users.join(scoreable.distinct(), "user_idx")
     if wanted is not None:
         served = wanted.join(with_factors, "user_id")
         fallback = wanted.join(with_factors, "user_id", "left_anti")
     else:
         served, fallback = with_factors, m.users.join(with_factors, "user_id", "left_anti").select("user_id")
     explain = explainer(m, names)
+    if m.ease is not None:
+        lists = ease.ease_top_n(m.seen, served.select("user_idx"), *ease.from_frame(m.ease), n, explain)
+    else:
+        lists = als_top_n(m.als, served.select("user_idx"), m.seen, n, explain)
     als = (
-        als_top_n(m.als, served.select("user_idx"), m.seen, n, explain)
-        .join(m.users, "user_idx")
+        lists.join(m.users, "user_idx")
         .join(m.items, "item_idx")
         .select(
             "user_id",
             "rank",
             "item_id",
             "score",
-            F.lit(ALS).alias("source"),
+            F.lit(EASE if m.ease is not None else ALS).alias("source"),
             (F.col("because") if explain else F.lit(None).cast(BECAUSE_TYPE)).alias("because"),
         )
     )

@@ -1,4 +1,4 @@
-"""Fit, tune and evaluate ALS beside the popularity baseline, and decide what model serves.
+"""Fit, tune and evaluate ALS (and EASE) beside the popularity baseline, and decide what model serves.
 
 Everything here takes DataFrames of indexed interactions (user_idx, item_idx, confidence); what
 comes back to the driver is one row of means per model (and per history cohort) and one row per
@@ -8,7 +8,7 @@ tuning trial.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark import StorageLevel
@@ -19,6 +19,9 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config
 from recsys_spark.errors import RecsysError
 from recsys_spark.infra.timing import Stopwatch
+from recsys_spark.names import ALS, EASE
+from recsys_spark.recs import ease
+from recsys_spark.recs.ease import EaseEvaluation, Weights, best_lambda, evaluate_ease, validation_scores
 from recsys_spark.recs.evaluation import (
     HISTORY_COHORTS,
     ItemMeasures,
@@ -32,7 +35,7 @@ from recsys_spark.recs.interactions import IndexedInteractions
 from recsys_spark.recs.model import fit_als, fit_params
 from recsys_spark.recs.split import Splits
 from recsys_spark.recs.topn import als_top_n, popularity, top_n_popular
-from recsys_spark.recs.tuning import search, tuning_data
+from recsys_spark.recs.tuning import TuningData, sample_metric, search, tuning_data
 
 log = logging.getLogger("recsys_spark")
 
@@ -95,15 +98,45 @@ def evaluate(
 
 
 @dataclass
+class EaseChoice:
+    """EASE's side of a run: λ and every λ's validation score, its test evaluation, and, when it
+    serves, its B fitted on the serving pairs."""
+
+    lam: float
+    validation: dict[float, float]  # λ -> validation tune.metric@k
+    evaluation: EaseEvaluation
+    served: Weights | None = None  # fitted on the serving pairs, when EASE serves
+
+
+@dataclass
 class Trained:
     """What training produced: the evaluation of the model fitted before the cutoff, the chosen
-    parameters, the tuning rows, and the model that serves with the pairs it must not recommend."""
+    parameters, the tuning rows, the family that serves (and both families' validation scores),
+    and the model that serves with the pairs it must not recommend."""
 
     evaluation: Evaluation
     chosen: dict[str, Any]
     tuning: list[dict[str, Any]]
-    served: ALSModel
-    seen: DataFrame  # user_idx, item_idx, ... of the pairs `served` was fitted on
+    served: ALSModel  # the ALS model (refit on all pairs when ALS serves and train.refit_on_all)
+    seen: DataFrame  # user_idx, item_idx, ... of the pairs the served model is fitted on
+    family: str = ALS  # what serves: als or ease
+    validation: dict[str, float] = field(default_factory=dict)  # family -> validation tune.metric@k
+    ease: EaseChoice | None = None
+
+    def test_metrics(self) -> dict[str, float]:
+        """The serving family's test metrics under ALS's names (EASE's without its prefix)."""
+        if self.family == EASE and self.ease is not None:
+            return {m.removeprefix("ease_"): v for m, v in self.ease.evaluation.metrics.items()}
+        return {m: v for m, v in self.evaluation.metrics.items() if not m.startswith("baseline_")}
+
+    def test_per_user(self) -> DataFrame:
+        """The serving family's per-user test metrics."""
+        return self.ease.evaluation.per_user if self.family == EASE and self.ease else self.evaluation.per_user
+
+    def release(self) -> None:
+        self.evaluation.per_user.unpersist()
+        if self.ease is not None:
+            self.ease.evaluation.per_user.unpersist()
 
 
 def serving_pairs(splits: Splits, data: IndexedInteractions, refit_on_all: bool) -> DataFrame:
@@ -111,20 +144,36 @@ def serving_pairs(splits: Splits, data: IndexedInteractions, refit_on_all: bool)
     return data.pairs if refit_on_all else splits.train
 
 
+def pick_family(family: str, validation: dict[str, float]) -> str:
+    """`family` unless it is auto; auto: the family with the better validation score (a tie, or
+    EASE not scored: ALS).
+
+    >>> pick_family("auto", {"als": 0.20, "ease": 0.25}), pick_family("auto", {"als": 0.2, "ease": 0.2})
+    ('ease', 'als')
+    """
+    if family != "auto":
+        return family
+    return EASE if validation.get(EASE, float("-inf")) > validation.get(ALS, float("-inf")) else ALS
+
+
 def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clock: Stopwatch | None = None) -> Trained:
     """Tune (if enabled) on the validation slice, fit on the training side, evaluate on the test
-    side beside popularity, then refit on everything when `train.refit_on_all` says so."""
+    side beside popularity; with model.family ease or auto, EASE's λ on the same validation users
+    and its test evaluation on the same test users; then fit what serves on the serving pairs."""
     clock = clock or Stopwatch("train")
     implicit, k = cfg.interactions.mode == "implicit", cfg.train.k
+    key = f"{cfg.tune.metric}_at_{k}"
     params: dict[str, Any] = {}
     tuning: list[dict[str, Any]] = []
-    if cfg.tune.enabled:
+    validation: dict[str, float] = {}
+    lambdas: dict[float, float] = {}
+    if cfg.tune.enabled or cfg.model.family != ALS:
         clock.start("tune")
         if splits.tune_train.persist(StorageLevel.MEMORY_AND_DISK).isEmpty():
             raise RecsysError(
                 "tuning has no training data before the validation slice "
                 f"({cfg.tune.validation_days} days before the cutoff): "
-                "lower tune.validation_days or split.test_days, or set tune.enabled=false"
+                "lower tune.validation_days or split.test_days, or set tune.enabled=false and model.family=als"
             )
         data_t = tuning_data(splits.tune_train, splits.tune_val, cfg.tune)
         log.info(
@@ -134,18 +183,62 @@ def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clo
             clock.elapsed(),
         )
         try:
-            params, tuning = search(data_t, cfg.als, cfg.tune, implicit, k)
+            if cfg.tune.enabled:
+                params, tuning = search(data_t, cfg.als, cfg.tune, implicit, k)
+                validation[ALS] = max(r[key] for r in tuning if r["state"] == "complete")
+                log.info("[train] best trial: %s", params)
+            if cfg.model.family != ALS:
+                if not cfg.tune.enabled and cfg.model.family == "auto":  # auto compares: ALS needs a score
+                    validation[ALS] = sample_metric(
+                        fit_als(data_t.pairs, cfg.als, implicit), data_t, k, cfg.tune.metric
+                    )
+                clock.start("ease")
+                lambdas = ease_validation(data_t, cfg)
+                if lambdas:
+                    validation[EASE] = max(lambdas.values())
         finally:
             data_t.release()
-        log.info("[train] best trial: %s", params)
+    family = pick_family(cfg.model.family, validation)
+    if len(validation) == 2:
+        log.info(
+            "[train] model.family=%s: %s serves (validation %s: ALS %.4f, EASE %.4f)",
+            cfg.model.family,
+            family.upper(),
+            key,
+            validation[ALS],
+            validation[EASE],
+        )
     clock.start("als_fit")
     model = fit_als(splits.train, cfg.als, implicit, **params)
     clock.start("evaluate")
     evaluation = evaluate(model, splits.train, splits.test, k, new_below=cfg.new_items.min_users)
     seen = serving_pairs(splits, data, cfg.train.refit_on_all)
+    ease_choice = None
+    if lambdas:
+        clock.start("ease_evaluate")
+        lam = best_lambda(lambdas)
+        ease_choice = EaseChoice(lam, lambdas, evaluate_ease(splits.train, splits.test, lam, k, cfg.ease.max_items))
+        log.info(
+            "[train] EASE λ %g: %s %.4f on the test split", lam, key, ease_choice.evaluation.metrics[f"ease_{key}"]
+        )
     served = model
-    if cfg.train.refit_on_all:
+    if family == EASE and ease_choice is not None:
+        clock.start("ease_fit")
+        ease_choice.served = ease.fit(seen, ease_choice.lam, cfg.ease.max_items)
+    elif cfg.train.refit_on_all:
         clock.start("refit")
         served = fit_als(seen, cfg.als, implicit, **params)
     chosen = fit_params(cfg.als, **params)
-    return Trained(evaluation, chosen, tuning, served, seen)
+    return Trained(evaluation, chosen, tuning, served, seen, family, validation, ease_choice)
+
+
+def ease_validation(data_t: TuningData, cfg: Config) -> dict[float, float]:
+    """EASE's validation score per λ, or nothing when model.family is auto and the catalogue is
+    above ease.max_items (said in the log with the figure; model.family=ease refuses instead)."""
+    try:
+        return validation_scores(data_t, cfg.ease.lambdas, cfg.train.k, cfg.tune.metric, cfg.ease.max_items)
+    except RecsysError as e:
+        if cfg.model.family != "auto" or "ease.max_items" not in str(e):
+            raise
+        log.warning("[train] model.family=auto skips EASE: %s", e)
+        return {}
