@@ -24,7 +24,7 @@ SECTIONS = [
     "Summary",
     "Compared with the previous run",
     "Stage seconds",
-    "ALS vs the popularity baseline",
+    "ALS (and EASE) vs the popularity baseline",
     "Tuning trials",
     "Retention by cohort",
     "Stickiness over time",
@@ -104,13 +104,19 @@ def test_the_pipeline_writes_a_self_contained_report_and_logs_it(pipeline):
     ingest = result.stages["ingest"]
     assert f"<td>{ingest['rows_read']:,}</td>" in text and f"<td>{ingest['rows_quarantined']:,}</td>" in text
     found = tables(text)
-    metrics = {row[0]: row[1:] for row in found[("metric", "als", "baseline")]}
-    quality = result.stages["train"]["quality"]
-    assert metrics["ndcg_at_10"] == [f"{quality['ndcg_at_10']:.4f}", f"{quality['baseline_ndcg_at_10']:.4f}"]
+    metrics = {row[0]: row[1:] for row in found[("metric", "als", "baseline", "ease")]}  # model.family auto
+    quality, ease = result.stages["train"]["quality"], result.stages["train"]["ease"]
+    assert metrics["ndcg_at_10"] == [
+        f"{quality['ndcg_at_10']:.4f}",
+        f"{quality['baseline_ndcg_at_10']:.4f}",
+        f"{ease['ease_ndcg_at_10']:.4f}",
+    ]
     assert {r: int(n.replace(",", "")) for r, n in found[("reason", "rows")]} == ingest["quarantined_by_reason"]
     # What it trained on, what the registry did, the chosen trial, and no earlier run to compare with.
     train = result.stages["train"]
     assert f"<p>model: {train['registry']}</p>" in text
+    validation = ", ".join(f"{k.removeprefix('validation_')} {v:.4f}" for k, v in train["validation"].items())
+    assert f"<p>serves: {train['family'].upper()}, the better family on validation ({validation})</p>" in text
     assert re.search(rf"data {re.escape(cfg.input_path)} &middot; {ingest['rows_clean']:,} clean events, ", text)
     assert "no earlier pipeline run in this experiment" in text
     trials = found[next(h for h in found if h[:2] == ("chosen", "trial"))]

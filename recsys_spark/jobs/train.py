@@ -101,7 +101,8 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
     tracking.log_tags({"model_registry": registered, "model_family": trained.family})  # the report's model line
     tracking.log_params({f"chosen.{k}": v for k, v in trained.chosen.items()})
     per_user = trained.evaluation.per_user.join(data.users, "user_idx").select("*", *_followup_columns(splits.info))
-    write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user)
+    ease_metrics = trained.ease.evaluation.metrics if trained.ease else None
+    write_eval_tables(spark, cfg, trained.evaluation, trained.tuning, per_user, ease_metrics)
     trained.release()  # free executor memory for the stages that follow
     splits.release()
     data.release()
@@ -191,16 +192,23 @@ def _followup_columns(info: SplitInfo) -> list:
 
 
 def write_eval_tables(
-    spark: SparkSession, cfg: Config, evaluation: Evaluation, tuning: list[dict], per_user: DataFrame
+    spark: SparkSession,
+    cfg: Config,
+    evaluation: Evaluation,
+    tuning: list[dict],
+    per_user: DataFrame,
+    ease_metrics: dict[str, float] | None = None,
 ) -> None:
-    """Metrics side by side (ALS | baseline), the same per history cohort, tuning trials, per-user ALS
-    metrics (for cohorts)."""
+    """Metrics side by side (ALS | baseline, and EASE's on the same users when it ran: null where
+    it has no such metric), the same per history cohort, tuning trials, per-user ALS metrics (for
+    cohorts)."""
     metrics = evaluation.metrics
     shown = [m for m in metrics if not m.startswith("baseline_")]
+    side = {"metric": shown, "als": [metrics[m] for m in shown], "baseline": [metrics[f"baseline_{m}"] for m in shown]}
+    if ease_metrics:
+        side["ease"] = [ease_metrics.get(f"ease_{m}") for m in shown]
     tables = {
-        "metrics": pd.DataFrame(
-            {"metric": shown, "als": [metrics[m] for m in shown], "baseline": [metrics[f"baseline_{m}"] for m in shown]}
-        ),
+        "metrics": pd.DataFrame(side),
         "by_history": pd.DataFrame(
             [
                 {

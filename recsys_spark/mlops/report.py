@@ -25,7 +25,18 @@ from recsys_spark.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
-TRAIN_STEPS = ["prepare", "tune", "als_fit", "evaluate", "refit", "save", "register"]
+TRAIN_STEPS = [
+    "prepare",
+    "tune",
+    "ease",
+    "als_fit",
+    "evaluate",
+    "ease_evaluate",
+    "refit",
+    "ease_fit",
+    "save",
+    "register",
+]
 ARTIFACTS = {  # what the report shows -> (stage, artifact path)
     "quarantine": ("ingest", "quarantine/summary.csv"),
     "metrics": ("train", "eval/metrics.csv"),
@@ -236,6 +247,11 @@ def render(data: RunData) -> str:
     registry = data.stages["train"].data.tags.get("model_registry") if "train" in data.stages else None
     if registry:
         out.append(f"<p>model: {html.escape(registry)}</p>")
+    family = data.stages["train"].data.tags.get("model_family") if "train" in data.stages else None
+    validation = {k.removeprefix("validation_"): v for k, v in m.items() if k.startswith("validation_")}
+    if family and len(validation) > 1:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in validation.items())
+        out.append(f"<p>serves: {html.escape(family.upper())}, the better family on validation ({scores})</p>")
 
     out.append("<h2>Compared with the previous run</h2>")
     out += _previous_section(data, [(label, key) for label, key in summary if key in m])
@@ -247,7 +263,7 @@ def render(data: RunData) -> str:
     ]
     out.append(_table(pd.DataFrame(seconds)) if seconds else _missing("no stage seconds were logged"))
 
-    out.append("<h2>ALS vs the popularity baseline</h2>")
+    out.append("<h2>ALS (and EASE) vs the popularity baseline</h2>")
     metrics = _csv(data, "metrics")
     out.append(
         _table(metrics)
