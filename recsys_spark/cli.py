@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train",
         parents=[common],
-        help="fit (and tune) ALS on clean events; evaluate against popularity; save the model",
+        help="fit (and tune) ALS and EASE on clean events; evaluate against popularity; save what serves",
     )
     rec = sub.add_parser("recommend", parents=[common], help="write top-N recommendations per user from a saved model")
     rec.add_argument("--model", help="model directory (default: <output.root>/model)")

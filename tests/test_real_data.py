@@ -53,6 +53,11 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     assert q["users_evaluated"] > 1000
     for metric in ("precision_at_10", "recall_at_10", "ndcg_at_10"):
         assert q[metric] > 1.5 * q[f"baseline_{metric}"], metric  # ALS well above popularity on real purchases
+    ease, validation = train["ease"], train["validation"]  # model.family auto: EASE on the same users
+    assert ease["ease_users_evaluated"] == q["users_evaluated"] and ease["ease_lambda"] in (50.0, 200.0, 500.0, 2000.0)
+    assert ease["ease_precision_at_10"] > 1.5 * q["baseline_precision_at_10"]
+    better = "ease" if validation["validation_ease_ndcg_at_10"] > validation["validation_als_ndcg_at_10"] else "als"
+    assert train["family"] == better and f"rows from {better}" in out.stdout
     assert [r["history"] for r in train["by_history"]] == ["1-5", "6-20", "21+"]
     assert sum(r["users"] for r in train["by_history"]) == q["users_evaluated"]
     assert len(train["tuning"]) == 3 and 16 <= train["chosen_params"]["rank"] <= 32

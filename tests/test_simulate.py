@@ -19,7 +19,7 @@ from support import small_config
 
 def configured(root, effect: float):
     cfg = small_config(str(root))
-    cfg.tune.enabled = False
+    cfg.tune.enabled, cfg.model.family = False, "als"
     cfg.als.rank, cfg.als.max_iter = 8, 5
     cfg.recommend.n = 5
     cfg.split.test_days, cfg.split.followup_days = 7, 0
