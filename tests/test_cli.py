@@ -88,7 +88,7 @@ def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
         cwd=base,
     )
     assert rec.returncode == 0, rec.stderr[-3000:]
-    assert "rows from als" in rec.stdout and "rows from popular" in rec.stdout
+    assert f"rows from {family}" in rec.stdout and "rows from popular" in rec.stdout
 
 
 @pytest.mark.slow

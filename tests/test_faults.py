@@ -12,7 +12,7 @@ from support import TINY_SPARK, sets, spark_sets
 from support import cli as run_cli
 
 pytestmark = pytest.mark.slow
-# Every command here: no tuning, a small model, tracking off (one test turns it on).
+# Every command here: no tuning, a small ALS model, tracking off (one test turns it on).
 SETTINGS = sets(
     {
         "spark.master": "local[2]",
@@ -20,6 +20,7 @@ SETTINGS = sets(
         **spark_sets(TINY_SPARK),
         "split.test_days": 7,
         "tune.enabled": "false",
+        "model.family": "als",
         "als.max_iter": 3,
         "als.rank": 4,
         "tracking.enabled": "false",

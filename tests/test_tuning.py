@@ -8,14 +8,14 @@ import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
 
-from recsys_spark.config import ALSConfig, SearchSpace, TuneConfig
+from recsys_spark.config import ALSConfig, SearchSpace, SeedPoint, TuneConfig
 from recsys_spark.events import schema as S
 from recsys_spark.infra.tables import read_table
 from recsys_spark.recs.interactions import prepare_interactions
 from recsys_spark.recs.model import als_input, fit_als
 from recsys_spark.recs.split import make_splits
 from recsys_spark.recs.training import evaluate
-from recsys_spark.recs.tuning import sample_metric, search, tuning_data
+from recsys_spark.recs.tuning import first_points, sample_metric, search, tuning_data
 
 PAIRS = "user_idx int, item_idx int, confidence float, n_events int, max_value float"
 
@@ -110,3 +110,18 @@ def test_pruning_keeps_the_best_trial(splits):
     )
     assert [r["state"] for r in rows][3] == "complete" and "pruned" in [r["state"] for r in rows], rows
     assert {k: best[k] for k in good} == good
+
+
+def test_the_configured_model_then_the_seed_points_come_first_clipped_and_once():
+    space = SearchSpace(rank=[8, 48], reg_param=[0.01, 0.5], alpha=[1.0, 20.0], max_iter=[5, 10])
+    tune = TuneConfig(
+        space=space,
+        seed_points=[SeedPoint(rank=32, reg_param=0.1, alpha=1.0), SeedPoint(rank=64, alpha=5.0), SeedPoint(rank=32)],
+    )
+    als = ALSConfig(rank=32, reg_param=0.05, alpha=10.0, max_iter=10)
+    common = {"max_iter": 10, "confidence": "linear", "min_value": None}
+    assert first_points(als, tune) == [
+        {"rank": 32, "reg_param": 0.05, "alpha": 10.0, **common},  # the configured model
+        {"rank": 32, "reg_param": 0.1, "alpha": 1.0, **common},
+        {"rank": 48, "reg_param": 0.05, "alpha": 5.0, **common},  # rank 64 clipped to the space's 48
+    ]  # SeedPoint(rank=32) is the configured model again: tried once

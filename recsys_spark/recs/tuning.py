@@ -8,7 +8,8 @@ SuccessiveHalvingPruner lets only the best 1/`tune.reduction_factor` of those fi
 on to the full fit on every user. Everything
 the trials share (pairs, user samples, relevant items) is computed and cached once, and what each
 trial caches is freed after it. The configured model is the first trial, so the search never
-returns a model the configuration beats on validation; the sampler is seeded, so the same data
+returns a model the configuration beats on validation, and `tune.seed_points` (known-good
+regions) come next, so a small budget starts where ALS usually does well; the sampler is seeded, so the same data
 and seed give the same trials (unless `tune.timeout_s` stops the study first).
 
 Scoring a trial happens on the driver: the sampled users' factors, seen and relevant items are
@@ -20,6 +21,7 @@ small collects; `sample_metric` computes the same definitions as `evaluation.per
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -206,6 +208,17 @@ def configured_point(als: ALSConfig, space: SearchSpace) -> dict[str, Any]:
     return point
 
 
+def first_points(als: ALSConfig, tune: TuneConfig) -> list[dict[str, Any]]:
+    """The configured model, then each seed point over it, clipped into the space; repeats once."""
+    out: list[dict[str, Any]] = []
+    for seed in [None, *tune.seed_points]:
+        given = {k: v for k, v in dataclasses.asdict(seed).items() if v is not None} if seed else {}
+        point = configured_point(dataclasses.replace(als, **given), tune.space)
+        if point not in out:
+            out.append(point)
+    return out
+
+
 class _TrialCache:
     """Frees the RDDs a trial's fit cached (ALS keeps its factors persisted until told otherwise)."""
 
@@ -232,7 +245,8 @@ def search(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the study; return the best complete trial's parameters and one row per trial.
 
-    `points` are the first trials, in order (default: the configured model); the sampler takes over after them.
+    `points` are the first trials, in order (default: the configured model, then `tune.seed_points`,
+    each clipped into the space, repeats dropped); the sampler takes over after them.
     """
     key = f"{tune.metric}_at_{k}"
     rung = data.rung_pairs is not None
@@ -244,7 +258,7 @@ def search(
         if rung
         else optuna.pruners.NopPruner(),
     )
-    for point in [configured_point(als, tune.space)] if points is None else points:
+    for point in first_points(als, tune) if points is None else points:
         study.enqueue_trial(point)
     sc = data.pairs.sparkSession.sparkContext
     rows: list[dict[str, Any]] = []
