@@ -757,12 +757,13 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 # Keys of earlier versions, and where their meaning lives now.
-_MOVED = {
-    "tune.rank": "tune.space.rank ([low, high])",
-    "tune.reg_param": "tune.space.reg_param ([low, high])",
-    "tune.alpha": "tune.space.alpha ([low, high])",
+_TUNE_WHY = "tuning samples ranges with Optuna instead of trying a grid; give [value] to fix a parameter"
+_MOVED = {  # key -> (where it lives now, why)
+    "tune.rank": ("tune.space.rank ([low, high])", _TUNE_WHY),
+    "tune.reg_param": ("tune.space.reg_param ([low, high])", _TUNE_WHY),
+    "tune.alpha": ("tune.space.alpha ([low, high])", _TUNE_WHY),
+    "ease.enabled": ("model.family (auto, als or ease)", "auto fits EASE beside ALS and serves the better one"),
 }
-_MOVED_WHY = "tuning samples ranges with Optuna instead of trying a grid; give [value] to fix a parameter"
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
@@ -774,7 +775,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         if key in _MOVED:
-            raise ConfigError(f"config key '{key}' is now {_MOVED[key]}: {_MOVED_WHY}")
+            raise ConfigError(f"config key '{key}' is now {_MOVED[key][0]}: {_MOVED[key][1]}")
         raise ConfigError(f"unknown config key '{key}'; expected one of: {', '.join(sorted(known))}")
     required = [
         f.name

@@ -107,6 +107,8 @@ def test_rules_are_parsed_into_objects():
         ("tune.rung_fraction=0", "tune.rung_fraction must be above 0"),
         ("tune.reduction_factor=1", "tune.reduction_factor must be an integer >= 2, got 1"),
         ("tune.alpha=[5.0]", "config key 'tune.alpha' is now tune.space.alpha ([low, high])"),
+        ("ease.enabled=true", "config key 'ease.enabled' is now model.family (auto, als or ease): auto fits EASE"),
+        ("model.family=both", "model.family: expected one of ['auto', 'als', 'ease'], got 'both'"),
         ("als.confidence=sqrt", "als.confidence: expected one of ['linear', 'log'], got 'sqrt'"),
         (
             "input.timestamp_format=[unix_seconds, yyyy-MM-dd]",

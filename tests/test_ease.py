@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
 
@@ -14,11 +15,14 @@ from recsys_spark.config import ConfigError, load_config
 from recsys_spark.errors import RecsysError
 from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.ease import (
+    Weights,
+    _with_histories,
     best_lambda,
     ease_top_n,
     fit,
     gram,
     item_ids_and_gram,
+    rekeyed,
     validation_scores,
     weights,
     weights_frame,
@@ -190,3 +194,32 @@ def test_forget_keeps_ease_weights_and_drops_the_user(spark, ease_served, tmp_pa
     assert removed == 1 and after.ease is not None and after.ease.count() == load_model(spark, path).ease.count()
     assert after.users.where(F.col("user_id") == user).count() == 0
     assert recommend_users(after, None, 5).where(F.col("source") == "ease").count() > 0
+
+
+def test_histories_of_a_sliced_batch_skip_items_outside_the_catalogue():
+    # A champion's B re-keyed to this run covers only the items both runs have: a user's items
+    # beyond it (index past the position map, or unmapped) have no row, and slices keep their own lists.
+    seen = pa.array([[0], [5, 9, 2], [7, 30]], pa.list_(pa.int64()))  # 30: past the map; 9: not in B
+    batch = pa.RecordBatch.from_arrays([pa.array([10, 11, 12]), seen], names=["user_idx", "seen"]).slice(1, 2)
+    pos = np.full(10, -1)
+    pos[[2, 5, 7]] = [0, 1, 2]  # B's catalogue: items 2, 5, 7
+    got = _with_histories(batch, pos, 3)
+    assert got.column("user_idx").to_pylist() == [11, 12]
+    assert got.column("features").to_pylist() == [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    assert got.column("weights").to_pylist() == [[1.0, 1.0, 1.0], [1.0, 1.0]]  # one per listed item
+
+
+def test_an_ease_champion_is_rekeyed_by_item_id_and_scores_the_challengers_users(spark):
+    # The champion knew items a, b, c (idx 0, 1, 2); this run numbers them b=0, c=1, d=2, a=3: a
+    # and b and c keep their B cells under the new numbers, d (new) has none.
+    b = np.array([[0, 0.5, 0.2], [0.4, 0, 0.1], [0.3, 0.6, 0]], np.float32)
+    own = spark.createDataFrame([("a", 0), ("b", 1), ("c", 2)], "item_id string, item_idx int")
+    other = spark.createDataFrame([("b", 0), ("c", 1), ("d", 2), ("a", 3)], "item_id string, item_idx int")
+    got = rekeyed(Weights(np.array([0, 1, 2]), b), own, other)
+    assert got.items.tolist() == [0, 1, 3]  # b, c, a in this run's numbers, sorted
+    assert np.array_equal(got.b, b[np.ix_([1, 2, 0], [1, 2, 0])])
+    # User 0 has a, d and e (new here, outside the champion's catalogue; e past its highest index):
+    # scored by a's row alone, a itself excluded.
+    pairs = spark.createDataFrame([(0, 3), (0, 2), (0, 5)], PAIRS)
+    recs = ease_top_n(pairs, pairs.select("user_idx").distinct(), got.items, got.b, 2).orderBy("rank").collect()
+    assert [(r.item_idx, round(r.score, 4)) for r in recs] == [(0, 0.5), (1, 0.2)]  # a->b 0.5, a->c 0.2

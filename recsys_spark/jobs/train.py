@@ -159,6 +159,17 @@ def challenge(
                 if own.ease is not None
                 else rekeyed(own, data.users, data.items)
             )
+        head = head_to_head(
+            model,
+            trained.test_per_user(),
+            splits.train,
+            splits.test,
+            cfg.train.k,
+            cfg.tune.metric,
+            refit,
+            cfg.registry.bootstrap,
+            cfg.als.seed,
+        )
     except Exception as e:  # noqa: BLE001 (the comparison is optional: any failure falls back, with a warning)
         log.warning(
             "[train] champion v%s cannot be scored on this split (%s: %s): its logged number is the bar",
@@ -167,17 +178,6 @@ def challenge(
             str(e).splitlines()[0][:300] if str(e) else "",
         )
         return None
-    head = head_to_head(
-        model,
-        trained.test_per_user(),
-        splits.train,
-        splits.test,
-        cfg.train.k,
-        cfg.tune.metric,
-        refit,
-        cfg.registry.bootstrap,
-        cfg.als.seed,
-    )
     log.info("[train] champion v%s %s", champion.version, head.describe() if head else "scores none of the test users")
     return head
 

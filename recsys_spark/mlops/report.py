@@ -251,7 +251,8 @@ def render(data: RunData) -> str:
     validation = {k.removeprefix("validation_"): v for k, v in m.items() if k.startswith("validation_")}
     if family and len(validation) > 1:
         scores = ", ".join(f"{k} {v:.4f}" for k, v in validation.items())
-        out.append(f"<p>serves: {html.escape(family.upper())}, the better family on validation ({scores})</p>")
+        why = "the better family on validation" if p.get("model.family", "auto") == "auto" else "model.family"
+        out.append(f"<p>serves: {html.escape(family.upper())}, {why} ({scores})</p>")
 
     out.append("<h2>Compared with the previous run</h2>")
     out += _previous_section(data, [(label, key) for label, key in summary if key in m])

@@ -51,16 +51,21 @@ def gram(pairs: DataFrame) -> DataFrame:
     )
 
 
+def check_catalogue(n: int, max_items: int) -> None:
+    """Refuse a catalogue of `n` items above `max_items`, with the memory EASE would take."""
+    if n > max_items:
+        gib = n**2 * (8 * 4 + 24) / 2**30  # G, G + λI, P and B in float64, and up to n² collected cells
+        raise RecsysError(
+            f"EASE needs {n:,} x {n:,} dense matrices ({gib:.1f} GiB on the driver) for "
+            f"{n:,} items, above ease.max_items={max_items:,}: raise it if the driver has the memory"
+        )
+
+
 def item_ids_and_gram(pairs: DataFrame, max_items: int) -> tuple[np.ndarray, np.ndarray]:
     """The catalogue of `pairs` (sorted item_idx) and its dense Gram matrix, refusing a catalogue
     above `max_items` with the memory it would take."""
     items = np.sort(np.array([r[0] for r in pairs.select("item_idx").distinct().collect()], dtype=np.int64))
-    if items.size > max_items:
-        gib = items.size**2 * (8 * 4 + 24) / 2**30  # G, G + λI, P and B in float64, and up to n² collected cells
-        raise RecsysError(
-            f"EASE needs {items.size:,} x {items.size:,} dense matrices ({gib:.1f} GiB on the driver) for "
-            f"{items.size:,} items, above ease.max_items={max_items:,}: raise it if the driver has the memory"
-        )
+    check_catalogue(items.size, max_items)
     pos = np.full(int(items.max(initial=-1)) + 1, -1, dtype=np.int64)
     pos[items] = np.arange(items.size)
     cells = gram(pairs).toPandas()  # at most items² rows: bounded by the catalogue (max_items)
@@ -115,7 +120,9 @@ def _with_histories(batch: pa.RecordBatch, pos: np.ndarray, n_items: int) -> pa.
     `weights` (1 per history item: every pair counts, which `because` reads)."""
     seen = batch.column("seen")
     lens = np.diff(seen.offsets.to_numpy())
-    flat = pos[seen.flatten().to_numpy().astype(np.int64)]
+    raw = seen.flatten().to_numpy().astype(np.int64)
+    flat = np.full(raw.size, -1, np.int64)  # an item outside B's catalogue (e.g. a re-keyed champion's) has no row
+    flat[raw < pos.size] = pos[raw[raw < pos.size]]
     x = np.zeros((batch.num_rows, n_items), np.float32)
     x[np.repeat(np.arange(batch.num_rows), lens)[flat >= 0], flat[flat >= 0]] = 1.0
     offsets = pa.array(np.arange(0, (batch.num_rows + 1) * n_items, n_items, dtype=np.int32))

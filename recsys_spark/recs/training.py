@@ -193,7 +193,7 @@ def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clo
                         fit_als(data_t.pairs, cfg.als, implicit), data_t, k, cfg.tune.metric
                     )
                 clock.start("ease")
-                lambdas = ease_validation(data_t, cfg)
+                lambdas = ease_validation(data_t, cfg, data.items.count())
                 if lambdas:
                     validation[EASE] = max(lambdas.values())
         finally:
@@ -232,13 +232,15 @@ def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clo
     return Trained(evaluation, chosen, tuning, served, seen, family, validation, ease_choice)
 
 
-def ease_validation(data_t: TuningData, cfg: Config) -> dict[float, float]:
-    """EASE's validation score per λ, or nothing when model.family is auto and the catalogue is
-    above ease.max_items (said in the log with the figure; model.family=ease refuses instead)."""
+def ease_validation(data_t: TuningData, cfg: Config, n_items: int) -> dict[float, float]:
+    """EASE's validation score per λ, or nothing when model.family is auto and the whole catalogue
+    (`n_items`: the largest EASE would fit, on all pairs) is above ease.max_items (said in the log
+    with the figure; model.family=ease refuses instead)."""
     try:
-        return validation_scores(data_t, cfg.ease.lambdas, cfg.train.k, cfg.tune.metric, cfg.ease.max_items)
+        ease.check_catalogue(n_items, cfg.ease.max_items)
     except RecsysError as e:
-        if cfg.model.family != "auto" or "ease.max_items" not in str(e):
+        if cfg.model.family != "auto":
             raise
         log.warning("[train] model.family=auto skips EASE: %s", e)
         return {}
+    return validation_scores(data_t, cfg.ease.lambdas, cfg.train.k, cfg.tune.metric, cfg.ease.max_items)
