@@ -54,6 +54,7 @@ bench: check-java $(STAMP)
 	$(BIN)/python -m bench.tuning
 	$(BIN)/python -m bench.encode
 	$(BIN)/python -m bench.effect
+	$(BIN)/python -m bench.foldin
 
 # What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
 dist: $(RUN_STAMP)

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         "--from", dest="date_from", type=dt.date.fromisoformat, help="first event_date to read (YYYY-MM-DD)"
     )
     ing.add_argument("--to", dest="date_to", type=dt.date.fromisoformat, help="last event_date to read (YYYY-MM-DD)")
-    sub.add_parser(
+    trn = sub.add_parser(
         "train",
         parents=[common],
         help="fit (and tune) ALS and EASE on clean events; evaluate against popularity; save what serves",
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("recommend", parents=[common], help="write top-N recommendations per user from a saved model")
     rec.add_argument("--model", help="model directory (default: <output.root>/model)")
     rec.add_argument("--users", help="comma-separated user ids (default: every user the model knows)")
+    rec.add_argument(
+        "--fold-in",
+        action="store_true",
+        help="serve users with events newer than the model from their whole current history, new users included",
+    )
     sub.add_parser(
         "items",
         parents=[common],
@@ -66,11 +71,17 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="hold out items whole; rank them from text against random and content baselines (needs text.path)",
     )
-    sub.add_parser(
+    run = sub.add_parser(
         "run",
         parents=[common],
         help="the whole pipeline: generate if needed, ingest, train, recommend, items, retention",
     )
+    for scheduled in (trn, run):
+        scheduled.add_argument(
+            "--if-changed",
+            action="store_true",
+            help="skip train when the saved model was fitted on exactly these events (train.if_changed)",
+        )
     eff = sub.add_parser(
         "effect",
         parents=[common],
@@ -149,6 +160,10 @@ def _config(args: argparse.Namespace) -> Config:
         cfg.effect.run_id = args.effect_run_id
     if getattr(args, "served_date", None):
         cfg.effect.served_date = args.served_date
+    if getattr(args, "if_changed", False):
+        cfg.train.if_changed = True
+    if getattr(args, "fold_in", False):
+        cfg.recommend.fold_in = True
     if getattr(args, "users", None) is not None:
         cfg.recommend.users = [u.strip() for u in args.users.split(",") if u.strip()]
     return validate(cfg)

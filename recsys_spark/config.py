@@ -236,6 +236,9 @@ class TrainConfig:
     k: int = 10  # metrics @k
     refit_on_all: bool = True  # serve a model refitted on all interactions
     registered_model: str | None = "recsys-spark"  # MLflow Model Registry name (null: log the model, do not register)
+    # Skip train when the saved model was fitted on exactly these events (the same count and newest
+    # event): a scheduler can run the pipeline often and pay for a fit only when data arrived.
+    if_changed: bool = False
 
 
 @dataclass
@@ -281,6 +284,9 @@ class RecommendConfig:
     users: list[str] | None = None  # null: every user the model knows
     model: str | None = None  # null: <output.root>/model
     run_date: dt.date | None = None  # the serving date (null: today, UTC); the simulator sets its own day
+    # Users with events newer than the model's data get lists from their whole current history
+    # (ALS: folded-in factors; EASE: the history itself), new users included (recs/foldin.py).
+    fold_in: bool = False
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
 
 

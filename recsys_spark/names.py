@@ -38,8 +38,11 @@ SERVED_DATE = "served_date"  # effect tables
 
 # Recommendations' `source`: the model's own list (its family: ALS or EASE), or the popular fallback
 # (for a known user the model cannot score, and the control arm), or the popular list for a user it
-# never saw.
+# never saw. The fold_in sources: the list scored from the user's history newer than the model
+# (recommend --fold-in).
 ALS = "als"
 EASE = "ease"
+ALS_FOLD_IN = "als_fold_in"
+EASE_FOLD_IN = "ease_fold_in"
 POPULAR = "popular"
 UNKNOWN_USER = "popular_unknown_user"

@@ -93,6 +93,25 @@ class SplitInfo:
 
 
 @dataclass(kw_only=True)
+class TrainSkipped(StageResult):
+    """train with train.if_changed when the saved model was fitted on exactly these events."""
+
+    stage: ClassVar[str] = "train"
+    model: str  # the model kept
+    events: int
+    data_until: str
+
+    def metrics(self) -> dict[str, float]:
+        return {"train_skipped": 1.0}
+
+    def lines(self) -> list[str]:
+        return [
+            f"train skipped (train.if_changed): the model at {self.model} was fitted on these {self.events:,} "
+            f"events (newest {self.data_until}); no event arrived since"
+        ]
+
+
+@dataclass(kw_only=True)
 class TrainResult(StageResult):
     stage: ClassVar[str] = "train"
     interactions: int

@@ -144,3 +144,12 @@ def test_a_master_spark_cannot_use_is_one_line_error(tmp_path, master, message):
     out = cli("train", "--set", f"spark.master={master}", "--set", "tracking.enabled=false", cwd=tmp_path)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(message), out.stderr[-2000:]
+
+
+def test_scheduler_switches_set_their_config_keys():
+    parse = recsys_cli._parser().parse_args
+    assert recsys_cli._config(parse(["run", "--if-changed"])).train.if_changed is True
+    assert recsys_cli._config(parse(["train", "--if-changed"])).train.if_changed is True
+    assert recsys_cli._config(parse(["run"])).train.if_changed is False
+    assert recsys_cli._config(parse(["recommend", "--fold-in"])).recommend.fold_in is True
+    assert recsys_cli._config(parse(["recommend"])).recommend.fold_in is False

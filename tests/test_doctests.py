@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 PLAIN = ["recsys_spark.recs.kernels", "recsys_spark.analytics.estimator", "recsys_spark.analytics.arms"]
-PLAIN += ["recsys_spark.recs.split", "recsys_spark.recs.training"]
+PLAIN += ["recsys_spark.recs.split", "recsys_spark.recs.training", "recsys_spark.recs.model"]
 ON_SPARK = ["recsys_spark.recs.evaluation", "recsys_spark.analytics.cohorts"]
 
 

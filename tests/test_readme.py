@@ -26,6 +26,9 @@ SKIPPED = {
         "needs a registered model: test_serving.py loads the champion and runs "
         "`mlflow models serve` against a real store, posting to /invocations"
     ),
+    "curl -s http://127.0.0.1:5001/invocations": (
+        "needs a served model: test_serving.py posts the same request (a history) to `mlflow models serve`"
+    ),
     ".venv/bin/recsys-spark report ": (
         "test_report.py runs both commands through the CLI's main on a tracked pipeline run "
         "(the latest by default, then --run-id and --out)"

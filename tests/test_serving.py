@@ -138,6 +138,16 @@ def test_mlflow_models_serve_answers_like_the_table(spark, registered):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(req, timeout=60)
         assert e.value.code == 400 and "n must be a whole number of at least 1" in e.value.read().decode()
+        # The README's request: a brand-new user served from the history in the request.
+        items = [
+            r.item_id for r in read_table(spark, cfg.path("events")).select("item_id").distinct().limit(2).collect()
+        ]
+        body = {"dataframe_split": {"columns": ["user_id", "history"], "data": [["new-user", items]]}}
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        got = pd.DataFrame(json.loads(urllib.request.urlopen(req, timeout=60).read())["predictions"])
+        assert len(got) == cfg.recommend.n and set(got.source) == {"ease_fold_in"} and not set(got.item_id) & set(items)
 
 
 def test_bad_requests_are_refused_naming_the_fix(registered):
@@ -152,6 +162,8 @@ def test_bad_requests_are_refused_naming_the_fix(registered):
         ({**one, "n": [2.7]}, "n"),
         ({"user_id": [None]}, "user_id"),
         ({"user_id": ["   "]}, r"user_id must be a non-empty string; rows \[0\]"),
+        ({**one, "history": ["i0001"]}, "history.*Expected data to be list or numpy array, got str"),  # MLflow's check
+        ({**one, "history": [["i0001", "  "]]}, r"history must be a list of item id strings; rows \[0\]"),
     ]
     for frame, message in cases:
         with pytest.raises(mlflow.exceptions.MlflowException, match=message):
@@ -159,6 +171,21 @@ def test_bad_requests_are_refused_naming_the_fix(registered):
     # Ids with the spaces ingest trims are the users the tables hold; n is honoured.
     spaced = model.predict(pd.DataFrame({"user_id": ["  u0000001 "], "n": [3]}))
     assert served_rows(spaced) == served_rows(model.predict(pd.DataFrame(one)))[:3]
+
+
+def test_a_history_in_the_request_serves_a_new_user(spark, registered):
+    """The champion (EASE on this run's data) scores a brand-new user from the items in the request:
+    none of them is recommended back, and every reason is one of them."""
+    base, cfg, _ = registered
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    known = read_table(spark, cfg.path("events")).where("user_id = 'u0000001'").select("item_id").distinct()
+    history = sorted(r.item_id for r in known.collect())[:3]
+    got = model.predict(pd.DataFrame({"user_id": ["brand-new"], "history": [history]}))
+    assert list(got["rank"]) == list(range(1, cfg.recommend.n + 1)) and set(got.source) == {"ease_fold_in"}
+    assert not set(got.item_id) & set(history)
+    assert {b["item_id"] for row in got.because for b in row} <= set(history)
+    # Without a history the same id is unknown: the popular list.
+    assert set(model.predict(pd.DataFrame({"user_id": ["brand-new"]})).source) == {"popular_unknown_user"}
 
 
 # Run in the fresh venv: the champion through a tracking server, as a serving host reaches it.

@@ -2,8 +2,10 @@
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import pytest
+import yaml
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
@@ -13,7 +15,7 @@ from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.recs.model import fit_als, load_model, save_model
 from recsys_spark.recs.training import evaluate
-from recsys_spark.results import SplitInfo
+from recsys_spark.results import SplitInfo, TrainSkipped
 
 
 def test_train_writes_model_metrics_tuning_and_per_user_tables(spark, trained):
@@ -225,3 +227,21 @@ def test_als_storage_levels_are_config_keys_checked_by_name(spark, trained):
     assert model.userFactors.count() > 0
     with pytest.raises(ConfigError, match=r"als.final_storage_level: expected one of \[.*'MEMORY_ONLY'.*\], got 'RAM'"):
         load_config(None, ["als.final_storage_level=RAM"])
+
+
+def test_train_if_changed_skips_when_no_event_arrived(spark, trained):
+    """The shared model was fitted on the shared events: train.if_changed keeps it, says so, and
+    writes nothing (the doctests of model.fitted_on cover a count or newest event that moved)."""
+    cfg, _ = trained
+    saved = Path(cfg.path("model")) / "config.yaml"
+    before = saved.read_text()
+    c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, if_changed=True))
+    out = JOBS["train"](spark, c)
+    events = read_table(spark, cfg.path("events"))
+    newest = events.agg(F.max("event_ts")).first()[0].replace(tzinfo=dt.UTC).isoformat()  # TZ=UTC in tests
+    assert isinstance(out, TrainSkipped) and (out.events, out.data_until) == (events.count(), newest)
+    assert out.lines() == [
+        f"train skipped (train.if_changed): the model at {cfg.path('model')} was fitted on these "
+        f"{events.count():,} events (newest {newest}); no event arrived since"
+    ]
+    assert saved.read_text() == before and yaml.safe_load(before)["data_until"] == newest

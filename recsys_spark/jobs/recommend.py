@@ -8,11 +8,16 @@ users (recommend.holdout.fraction of them) the control policy's list: the most p
 have not seen, or nothing. The `assignments` table (user_id, arm, run_id, run_date) records every
 served user's arm, whatever the policy: with the recommendations it is the exposure log that
 `effect` reads.
+
+With recommend.fold_in (--fold-in), users with events newer than the model's data (new users
+included) are served from their whole current history (recs/foldin.py): `source` als_fold_in or
+ease_fold_in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 from pyspark.sql import DataFrame, SparkSession
@@ -26,10 +31,12 @@ from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.tables import read_table, transaction
 from recsys_spark.jobs.items import read_texts
 from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.foldin import fresh_histories, fresh_lists, fresh_users
 from recsys_spark.recs.model import load_model
 from recsys_spark.recs.topn import popular_lists, recommend_users
 from recsys_spark.results import RecommendResult
 
+log = logging.getLogger("recsys_spark")
 CONTROL_WHY = "control group: the most popular items you have not seen (held out to measure what recommendations do)"
 
 
@@ -43,15 +50,30 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
         key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
         wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
     users = wanted if wanted is not None else model.users.select("user_id")
+    fresh = scored = None
+    if cfg.recommend.fold_in:  # users with newer events: served from their whole current history
+        fresh = fresh_histories(model, read_table(spark, cfg.path(names.EVENTS)))
+        if wanted is not None:
+            fresh = fresh.join(wanted, "user_id", "left_semi")
+        fresh = fresh.cache()
+        scored = fresh_users(model, fresh).cache()
+        log.info("[recommend] fold-in: %d users have events after the model's data", scored.count())
+        if wanted is None:
+            users = users.unionByName(fresh.select("user_id")).distinct()
     users = without_erased(users, "user_id", erased_ids(spark, cfg))
     h = cfg.recommend.holdout
     assigned = assign_arms(users, h).cache()
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     day = cfg.recommend.run_date or dt.datetime.now(dt.UTC).date()
     labels = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
-    out = recommend_users(model, _in_arm(assigned, TREATMENT), cfg.recommend.n, labels).withColumn(
-        "arm", F.lit(TREATMENT)
-    )
+    treated = _in_arm(assigned, TREATMENT)
+    if scored is None:
+        out = recommend_users(model, treated, cfg.recommend.n, labels)
+    else:
+        out = recommend_users(model, treated.join(scored, "user_id", "left_anti"), cfg.recommend.n, labels).unionByName(
+            fresh_lists(model, fresh.join(treated, "user_id", "left_semi"), cfg.recommend.n, labels)
+        )
+    out = out.withColumn("arm", F.lit(TREATMENT))
     if h.fraction > 0 and h.policy == "popular":
         control = popular_lists(model, _in_arm(assigned, CONTROL), cfg.recommend.n)
         out = out.unionByName(control.withColumn("why", F.lit(CONTROL_WHY)).withColumn("arm", F.lit(CONTROL)))
@@ -69,7 +91,9 @@ def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> Re
     with transaction(spark) as tx:  # the served lists and the arms switch together
         tx.write_table(out, table, names.RUN_DATE)
         tx.write_table(assignments, arms_table, names.RUN_DATE)
-    assigned.unpersist()
+    for df in (assigned, fresh, scored):
+        if df is not None:
+            df.unpersist()
     written, served = (read_table(spark, t).where(F.col("run_date") == F.lit(day)) for t in (table, arms_table))
     if wanted is not None:  # the counts of the users asked for, not of the day's whole partition
         written, served = written.join(wanted, "user_id", "left_semi"), served.join(wanted, "user_id", "left_semi")

@@ -4,6 +4,7 @@ family model.family picks serves; model and eval tables."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 from pathlib import Path
 
@@ -24,22 +25,36 @@ from recsys_spark.mlops import registry, tracking
 from recsys_spark.names import EASE
 from recsys_spark.recs import ease
 from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
-from recsys_spark.recs.model import Factors, TrainedModel, fit_als, load_model, save_model, seen_pairs
+from recsys_spark.recs.model import (
+    Factors,
+    TrainedModel,
+    fit_als,
+    fitted_on,
+    load_model,
+    save_model,
+    saved_config,
+    seen_pairs,
+)
 from recsys_spark.recs.promotion import HeadToHead, head_to_head, rekeyed, saw_test_window
 from recsys_spark.recs.split import Splits, make_splits
 from recsys_spark.recs.topn import popularity
 from recsys_spark.recs.training import Evaluation, Trained, fit_and_evaluate
-from recsys_spark.results import SplitInfo, TrainResult
+from recsys_spark.results import SplitInfo, TrainResult, TrainSkipped
 
 log = logging.getLogger("recsys_spark")
 ALS_FIELDS = {f.name for f in dataclasses.fields(ALSConfig)}
 
 
-def train(spark: SparkSession, cfg: Config) -> TrainResult:
+def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
     events = read_table(spark, cfg.path(names.EVENTS)).select(*S.EVENT_COLUMNS)
-    last = events.agg(F.max("event_ts")).first()[0]
+    last, last_us, n_events = events.agg(F.max("event_ts"), F.max(F.unix_micros("event_ts")), F.count("*")).first()
     if last is None:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
+    # the newest event the model sees (UTC): what recommend --fold-in counts as new behaviour
+    until = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=last_us)).isoformat()
+    if cfg.train.if_changed and fitted_on(saved_config(spark, cfg.path(names.MODEL)), until, n_events):
+        log.info("[train] skipped: the saved model was fitted on these %d events (newest %s)", n_events, until)
+        return TrainSkipped(model=cfg.path(names.MODEL), events=n_events, data_until=until)
     dataset = log_events_tags(spark, cfg, events)
     clock = Stopwatch("train")
     clock.start("prepare")
@@ -77,6 +92,8 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult:
             "family": trained.family,
             **({"ease_lambda": trained.ease.lam} if trained.ease else {}),
             "mlflow_run_id": tracking.current_run_id(),
+            "data_until": until,
+            "data_events": n_events,  # with data_until, what train.if_changed compares
         },
         ease.weights_frame(spark, trained.ease.served) if trained.ease and trained.ease.served else None,
     )

@@ -7,6 +7,12 @@ takes a frame of `user_id` (and optionally `n`) and returns the same rows the re
 for those users: top-n with seen items excluded and `because`, or the popular items for users the
 model cannot score (`source` popular, or popular_unknown_user for a user it never saw; score = the
 share of its users who chose the item). No JVM starts.
+
+An optional `history` column (a list of item ids per row) serves a user from that history, as
+`recommend --fold-in` serves users with new events: ALS folds it in (kernels.fold_in_block), EASE
+scores it; `source` als_fold_in or ease_fold_in. So a brand-new user is served from their first
+clicks. Each entry counts as one event of weight 1 (an item listed twice weighs 2), turned into the
+fit rating the model was trained with.
 """
 
 from __future__ import annotations
@@ -22,10 +28,11 @@ import pyarrow.dataset as ds
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
-from recsys_spark.names import ALS, EASE, POPULAR, UNKNOWN_USER
-from recsys_spark.recs.kernels import because_column, explain_for, indexed, top_k_rows
+from recsys_spark.names import ALS, ALS_FOLD_IN, EASE, EASE_FOLD_IN, POPULAR, UNKNOWN_USER
+from recsys_spark.recs.kernels import because_column, explain_for, fold_in_block, indexed, solver_for, top_k_rows
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
 
@@ -48,8 +55,41 @@ def _factors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "user_id"), ColSpec("long", "n", required=False)]))
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("long", "n", required=False),
+            ColSpec(Array(DataType.string), "history", required=False),
+        ]
+    )
+)
 EXAMPLE = '{"dataframe_split": {"columns": ["user_id", "n"], "data": [["u0000001", 10]]}}'
+HISTORY_EXAMPLE = (
+    '{"dataframe_split": {"columns": ["user_id", "history"], "data": [["new-user", ["i000001", "i000002"]]]}}'
+)
+
+
+def histories(frame: pd.DataFrame) -> list[list[str] | None]:
+    """The `history` of each request row (None where absent): a list of item id strings, else an
+    MlflowException naming the rows and the fix."""
+    if "history" not in frame.columns:
+        return [None] * len(frame)
+    out, bad = [], []
+    for i, h in enumerate(frame["history"]):
+        if h is None or (isinstance(h, float) and np.isnan(h)):
+            out.append(None)
+        elif isinstance(h, (list, tuple, np.ndarray)) and all(isinstance(v, str) and v.strip() for v in h):
+            out.append([v.strip() for v in h])
+        else:
+            out.append(None)
+            bad.append(i)
+    if bad:
+        raise MlflowException.invalid_parameter_value(
+            f"history must be a list of item id strings; rows {bad[:5]} are not "
+            f"({[_shown(frame['history'].tolist()[i]) for i in bad[:5]]}): send e.g. {HISTORY_EXAMPLE}"
+        )
+    return out
 
 
 def requests(frame: Any, default_n: int) -> list[tuple[str, int]]:
@@ -127,19 +167,49 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.share = 1.0 / max(len(users), 1)  # popular rows score the share of users (as topn.popular_lists)
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = None if self.ease else self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
+        self.solver = solver_for(cfg)
+        self.item_row = dict(zip(items["item_id"], items["item_idx"], strict=True))
+        chosen, als = cfg.get("chosen", {}), cfg["als"]
+        self.log_rating = self.solver.implicit and chosen.get("confidence", als["confidence"]) == "log"
+        self.epsilon = float(als["epsilon"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        frames = [self.recommend(user, n) for user, n in requests(model_input, self.n)]
+        asked = requests(model_input, self.n)
+        frames = [self.recommend(u, n, h) for (u, n), h in zip(asked, histories(model_input), strict=True)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
 
-    def recommend(self, user_id: str, n: int) -> pd.DataFrame:
-        """One user's rows: the model's top-n (ALS or EASE) with reasons, or the popular fallback."""
+    def history_pairs(self, history: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(columns of vt, fit ratings) of a request's history: its items in the model's catalogue,
+        each entry one event of weight 1, as the model's fit rated a pair (models.fit_rating)."""
+        idx = np.array([self.item_row[i] for i in history if i in self.item_row], np.int64)
+        idx, counts = np.unique(idx[idx < self.pos.size], return_counts=True)
+        ok = self.pos[idx] >= 0
+        rating = counts[ok].astype(np.float64)
+        return self.pos[idx[ok]], np.log1p(rating / self.epsilon) if self.log_rating else rating
+
+    def recommend(self, user_id: str, n: int, history: list[str] | None = None) -> pd.DataFrame:
+        """One user's rows: the model's top-n (ALS or EASE) with reasons, from the request's history
+        when one is given, or the popular fallback."""
         idx = self.user_row.get(user_id)
         lo, hi = np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0)
         seen = self.seen_items[lo:hi]
         pos = self.pos
         cols = pos[seen[seen < pos.size]]
-        if self.ease:  # a history in the catalogue is all EASE needs
+        if history is not None:
+            if not self.solver.implicit:
+                raise MlflowException.invalid_parameter_value(
+                    "history serves implicit-feedback models only: this model was fitted on ratings "
+                    "(interactions.mode explicit); send user_id alone"
+                )
+            cols, weights = self.history_pairs(history)
+            seen = np.union1d(seen, self.item_idx[cols])
+            vector = (
+                None
+                if self.ease or not (weights > 0).any()
+                else fold_in_block(self.vt, self.gram, np.zeros(cols.size, np.int64), cols, weights, 1, self.solver)[0]
+            )
+            row = 0 if (self.ease and cols.size) or vector is not None else None
+        elif self.ease:  # a history in the catalogue is all EASE needs
             row = 0 if (cols >= 0).any() else None
         else:
             row = self.factor_row.get(int(idx)) if idx is not None else None
@@ -156,24 +226,26 @@ class Recommender(mlflow.pyfunc.PythonModel):
                     "because": [None] * len(top),
                 }
             )
-        scores = self.vt[cols[cols >= 0]].sum(axis=0)[None, :] if self.ease else self.u[row][None, :] @ self.vt
-        scores[0, cols[cols >= 0]] = -np.inf
+        if history is None:  # the model's own history of the user
+            weights = None
+            if self.ease:
+                weights = np.ones(cols.size)
+            elif self.seen_weights is not None:
+                weights = self.seen_weights[lo:hi][seen < pos.size]
+            weights, cols = weights[cols >= 0] if weights is not None else None, cols[cols >= 0]
+            vector = None if self.ease else self.u[row]
+        elif self.ease:
+            weights = np.ones(cols.size)
+        scores = self.vt[cols].sum(axis=0)[None, :] if self.ease else vector.astype(np.float32)[None, :] @ self.vt
+        masked = pos[seen[seen < pos.size]]
+        scores[0, masked[masked >= 0]] = -np.inf
         part, top = top_k_rows(scores, self.item_idx, min(n, self.item_idx.size))
         keep = np.isfinite(top).ravel()
         because = [None] * int(keep.sum())
         if self.explain is not None:
-            history = cols[cols >= 0]
-            weights = np.ones(history.size) if self.ease else self.seen_weights[lo:hi][seen < pos.size][cols >= 0]
+            owners = np.zeros(cols.size, np.int64)
             because = because_column(
-                self.explain,
-                self.vt,
-                self.gram,
-                self.item_idx,
-                np.zeros(history.size, np.int64),
-                history,
-                weights,
-                part,
-                keep,
+                self.explain, self.vt, self.gram, self.item_idx, owners, cols, weights, part, keep
             ).to_pylist()
         return pd.DataFrame(
             {
@@ -181,7 +253,9 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 "rank": np.arange(1, keep.sum() + 1),
                 "item_id": self.ids[self.item_idx[part[0][keep]]],
                 "score": top[0][keep].astype(np.float32),
-                "source": EASE if self.ease else ALS,
+                "source": (EASE if self.ease else ALS)
+                if history is None
+                else (EASE_FOLD_IN if self.ease else ALS_FOLD_IN),
                 "because": because,
             }
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +50,25 @@ class Explain:
     ease: bool = False  # `vt` is EASE's B (history item x target), not ALS item factors
 
 
-def _flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+class Solver(NamedTuple):
+    """The settings of ALS's least-squares solve for a user (see `_normal_equations`)."""
+
+    implicit: bool
+    alpha: float
+    reg_param: float
+
+
+def solver_for(config: dict[str, Any]) -> Solver:
+    """The Solver of a saved model's config: the chosen alpha and reg_param, else the configured ones."""
+    chosen = config.get("chosen", {})
+    return Solver(
+        implicit=config["interactions"]["mode"] == "implicit",
+        alpha=float(chosen.get("alpha", config["als"]["alpha"])),
+        reg_param=float(chosen.get("reg_param", config["als"]["reg_param"])),
+    )
+
+
+def flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(lengths per row, all values) of an Arrow list column; a null list has length 0."""
     lens = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
     return lens, pc.list_flatten(column).to_numpy(zero_copy_only=False)
@@ -75,13 +93,13 @@ def score_batch(
         part, top = np.zeros((m, k), np.int64), np.zeros((m, k), np.float32)
     else:
         u = pc.list_flatten(batch.column("features")).to_numpy(zero_copy_only=False).astype(np.float32).reshape(m, -1)
-    lens, flat = _flat_lists(batch.column("seen"))
+    lens, flat = flat_lists(batch.column("seen"))
     flat = flat.astype(np.int64)
     seen_rows = np.repeat(np.arange(m), lens)  # sorted: a block's pairs are one slice
     cols = np.full(flat.size, -1)
     inside = flat < pos.size
     cols[inside] = pos[flat[inside]]
-    fitted_w = _flat_lists(batch.column("weights"))[1].astype(np.float64)[cols >= 0] if explain else None
+    fitted_w = flat_lists(batch.column("weights"))[1].astype(np.float64)[cols >= 0] if explain else None
     seen_rows, cols = seen_rows[cols >= 0], cols[cols >= 0]
     if k and m:
         parts, tops = [], []
@@ -107,6 +125,43 @@ def score_batch(
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
+def _normal_equations(
+    vt: np.ndarray,
+    gram: np.ndarray | None,
+    owners: np.ndarray,
+    history: np.ndarray,
+    weights: np.ndarray,
+    n_users: int,
+    solver: Solver,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A + reg_param n I per user: users x rank x rank, c_j y_j per history item: users x H x rank),
+    padded to the longest history H with zeros: the system Spark's ALS solves for a user's factors
+    x = (A + reg_param n I)^-1 sum_j c_j y_j with the item factors fixed.
+
+    Implicit (Spark's form): A = Y'Y + sum_j alpha |r_j| y_j y_j', c_j = 1 + alpha r_j for r_j > 0
+    (else 0), n = the positive pairs; explicit: A = sum_j y_j y_j', c_j = r_j, n = the rated pairs.
+    `vt` holds the item factors as columns; `owners` (user rows 0..n_users-1, sorted), `history`
+    (columns) and `weights` (fit ratings) are the users' pairs; `gram` is Y'Y (implicit). A user with
+    nothing to fit gets A = I and no terms (factors 0).
+    """
+    implicit, alpha, reg_param = solver
+    rank = vt.shape[0]
+    counts = np.bincount(owners, minlength=n_users)
+    slot = np.arange(owners.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    yh = np.zeros((n_users, max(int(counts.max(initial=0)), 1), rank))
+    yh[owners, slot] = vt[:, history].T
+    r = np.zeros(yh.shape[:2])
+    r[owners, slot] = weights
+    if implicit:
+        a = gram + np.einsum("uhr,uh,uhs->urs", yh, alpha * np.abs(r), yh, optimize=True)
+        c, count = np.where(r > 0, 1.0 + alpha * r, 0.0), (r > 0).sum(axis=1)
+    else:
+        a, c, count = np.einsum("uhr,uhs->urs", yh, yh, optimize=True), r, counts
+    a[:, np.arange(rank), np.arange(rank)] += reg_param * count[:, None]
+    a[count == 0] = np.eye(rank)
+    return a, yh * c[:, :, None]
+
+
 def explain_block(
     vt: np.ndarray,
     gram: np.ndarray | None,
@@ -122,31 +177,31 @@ def explain_block(
     padded to the longest history H with zeros; each (user, target) sums to the score the user's
     factors give the target.
 
-    ALS solves for the user's vector x = W b, with W = (A + reg_param n I)^-1 and b = sum_j c_j y_j,
-    so the score y_i'x splits into one term per history item j: c_j y_i' W y_j. Implicit (Spark's
-    form): A = Y'Y + sum_j alpha |r_j| y_j y_j', c_j = 1 + alpha r_j for r_j > 0 (else 0), n = the
-    positive pairs; explicit: A = sum_j y_j y_j', c_j = r_j, n = the rated pairs. `vt` holds the
-    item factors as columns; `owners` (sorted user rows 0..U-1), `history` (columns) and `weights`
-    (fit ratings) are the users' pairs; `targets` (U x k) are columns; `gram` is Y'Y (implicit).
-    All users are solved at once (stacked LAPACK). Exact for the unconstrained solver
-    (als.nonnegative=false) at the factors the model ends with.
+    ALS solves for the user's vector x = W b, with W = (A + reg_param n I)^-1 and b = sum_j c_j y_j
+    (`_normal_equations`), so the score y_i'x splits into one term per history item j: c_j y_i' W y_j.
+    `targets` (U x k) are columns. All users are solved at once (stacked LAPACK). Exact for the
+    unconstrained solver (als.nonnegative=false) at the factors the model ends with.
     """
-    n_users, rank = targets.shape[0], vt.shape[0]
-    counts = np.bincount(owners, minlength=n_users)
-    slot = np.arange(owners.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    yh = np.zeros((n_users, max(int(counts.max(initial=0)), 1), rank))
-    yh[owners, slot] = vt[:, history].T
-    r = np.zeros(yh.shape[:2])
-    r[owners, slot] = weights
-    if implicit:
-        a = gram + np.einsum("uhr,uh,uhs->urs", yh, alpha * np.abs(r), yh, optimize=True)
-        c, count = np.where(r > 0, 1.0 + alpha * r, 0.0), (r > 0).sum(axis=1)
-    else:
-        a, c, count = np.einsum("uhr,uhs->urs", yh, yh, optimize=True), r, counts
-    a[:, np.arange(rank), np.arange(rank)] += reg_param * count[:, None]
-    a[count == 0] = np.eye(rank)  # nothing of the user in the fit: every contribution is 0
+    solver = Solver(implicit, alpha, reg_param)
+    a, cy = _normal_equations(vt, gram, owners, history, weights, targets.shape[0], solver)
     wy = np.linalg.solve(a, np.moveaxis(vt[:, targets], 0, 1).astype(np.float64))  # W y_i per target: users x rank x k
-    return np.einsum("uhr,urk->ukh", yh * c[:, :, None], wy, optimize=True)
+    return np.einsum("uhr,urk->ukh", cy, wy, optimize=True)
+
+
+def fold_in_block(
+    vt: np.ndarray,
+    gram: np.ndarray | None,
+    owners: np.ndarray,
+    history: np.ndarray,
+    weights: np.ndarray,
+    n_users: int,
+    solver: Solver,
+) -> np.ndarray:
+    """(n_users x rank) factors of users from their histories with the item factors fixed: the
+    least-squares solve every ALS iteration ends with (`_normal_equations`), so folding in a
+    training user's own fit pairs gives back the model's factors for them."""
+    a, cy = _normal_equations(vt, gram, owners, history, weights, n_users, solver)
+    return np.linalg.solve(a, cy.sum(axis=1)[:, :, None])[:, :, 0]
 
 
 def ease_block(b: np.ndarray, owners: np.ndarray, history: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -192,6 +247,17 @@ def _chunks(counts: np.ndarray, rank: int) -> Iterator[np.ndarray]:
         i = j
 
 
+def chunked_pairs(counts: np.ndarray, width: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(user rows, their pairs' positions, each pair's row within the chunk, its slot in the row's
+    history) per `_chunks` group, for pairs sorted by user with `counts` per user: how the stacked
+    solves walk a batch without padding every user to the batch's longest history."""
+    starts = np.cumsum(counts) - counts
+    for chunk in _chunks(counts, width):
+        sizes = counts[chunk]
+        slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        yield chunk, np.repeat(starts[chunk], sizes) + slot, np.repeat(np.arange(chunk.size), sizes), slot
+
+
 def because_column(
     explain: Explain,
     vt: np.ndarray,
@@ -209,14 +275,10 @@ def because_column(
     fitted = np.isfinite(weights)  # null weight: seen, but left out of the fit
     owners, history, weights = owners[fitted], history[fitted], weights[fitted]
     counts = np.bincount(owners, minlength=n_users)
-    starts = np.cumsum(counts) - counts
     best_col = np.zeros((n_users, k, BECAUSE_TOP), np.int64)  # the history item's column
     best_c = np.zeros((n_users, k, BECAUSE_TOP))  # its contribution (0: none)
     total = np.ones((n_users, k))
-    for chunk in _chunks(counts, k if explain.ease else vt.shape[0]):
-        sizes = counts[chunk]
-        slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        pair, local = np.repeat(starts[chunk], sizes) + slot, np.repeat(np.arange(chunk.size), sizes)
+    for chunk, pair, local, slot in chunked_pairs(counts, k if explain.ease else vt.shape[0]):
         contrib = (
             ease_block(vt, local, history[pair], part[chunk])
             if explain.ease
@@ -285,14 +347,6 @@ def indexed(idx: np.ndarray, values: np.ndarray, size: int | None = None) -> np.
 
 
 def explain_for(config: dict[str, Any], item_ids: np.ndarray, names: np.ndarray) -> Explain:
-    """The Explain of a saved model's config (the chosen alpha and reg_param, else the configured
-    ones; EASE when the model serves EASE)."""
-    chosen = config.get("chosen", {})
-    return Explain(
-        implicit=config["interactions"]["mode"] == "implicit",
-        alpha=float(chosen.get("alpha", config["als"]["alpha"])),
-        reg_param=float(chosen.get("reg_param", config["als"]["reg_param"])),
-        item_ids=item_ids,
-        names=names,
-        ease=config.get("family") == "ease",
-    )
+    """The Explain of a saved model's config (its Solver; EASE when the model serves EASE)."""
+    implicit, alpha, reg_param = solver_for(config)
+    return Explain(implicit, alpha, reg_param, item_ids, names, ease=config.get("family") == "ease")

@@ -44,12 +44,14 @@ def als_input(pairs: DataFrame, confidence: str, epsilon: float, min_value: floa
     return pairs.withColumn("confidence", fit_rating(confidence, epsilon, None))
 
 
-def seen_pairs(pairs: DataFrame, cfg: ALSConfig, implicit: bool, params: dict[str, Any]) -> DataFrame:
-    """(user_idx, item_idx, weight) of the pairs a model was fitted on: never recommended again,
-    and with `weight` (the fit rating, null when left out) what explanations decompose scores by."""
+def seen_pairs(
+    pairs: DataFrame, cfg: ALSConfig, implicit: bool, params: dict[str, Any], user: str = "user_idx"
+) -> DataFrame:
+    """(user, item_idx, weight) of the pairs a model was fitted on: never recommended again, and
+    with `weight` (the fit rating, null when left out) what explanations and fold-in solve with."""
     p = fit_params(cfg, **params)
     rating = fit_rating(p["confidence"] if implicit else "linear", cfg.epsilon, p["min_value"])
-    return pairs.select("user_idx", "item_idx", rating.cast("float").alias("weight"))
+    return pairs.select(user, "item_idx", rating.cast("float").alias("weight"))
 
 
 def fit_als(interactions: DataFrame, cfg: ALSConfig, implicit: bool, **params: Any) -> ALSModel:
@@ -134,6 +136,27 @@ def remove_users(
             write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(config if run_id else model.config, sort_keys=False))
     gone.unpersist()
     return n, model.config
+
+
+def saved_config(spark: SparkSession, path: str) -> dict[str, Any] | None:
+    """The config.yaml of the saved model at `path`, or None when there is none."""
+    if not path_exists(spark, f"{path.rstrip('/')}/{SUCCESS}"):
+        return None
+    return yaml.safe_load(read_text(spark, f"{path}/config.yaml"))
+
+
+def fitted_on(config: dict[str, Any] | None, data_until: str, n_events: int) -> bool:
+    """Whether a saved model (its config) was fitted on events with this newest event and count:
+    nothing arrived since, late events (older than the newest) included, and nothing was erased.
+
+    >>> fitted_on({"data_until": "2026-01-31T18:30:00+00:00", "data_events": 900}, "2026-01-31T18:30:00+00:00", 900)
+    True
+    >>> fitted_on({"data_until": "2026-01-31T18:30:00+00:00", "data_events": 900}, "2026-01-31T18:30:00+00:00", 901)
+    False
+    >>> fitted_on({"family": "als"}, "2026-01-31T18:30:00+00:00", 900)  # saved before data_until was recorded
+    False
+    """
+    return config is not None and config.get("data_until") == data_until and config.get("data_events") == n_events
 
 
 def load_model(spark: SparkSession, path: str) -> TrainedModel:

@@ -41,13 +41,7 @@ def top_n(
     `seen` also carries `weight` (the rating the model was fitted on, null for a pair left out of
     the fit) and every row gets `because` (see `kernels.explain_block`), in the same pass.
     """
-    items = item_factors.select("id", "features").toPandas()
-    ids = items["id"].to_numpy(dtype=np.int64)
-    vt = (
-        np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T)
-        if len(items)
-        else np.zeros((1, 0), np.float32)
-    )
+    ids, vt = item_matrix(item_factors)
     spark = user_factors.sparkSession
     bc = spark.sparkContext.broadcast((ids, vt, explain))
     rows = block or block_rows(ids.size)
@@ -70,6 +64,16 @@ def top_n(
 
     schema = TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else "")
     return users.mapInArrow(score, schema)
+
+
+def item_matrix(item_factors: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, factors as float32 columns: rank x items) of an item-factor table (id, features),
+    collected to the driver: it grows with the catalogue, not with users or events."""
+    items = item_factors.select("id", "features").toPandas()
+    ids = items["id"].to_numpy(dtype=np.int64)
+    if not len(items):
+        return ids, np.zeros((1, 0), np.float32)
+    return ids, np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T)
 
 
 def popularity(interactions: DataFrame) -> DataFrame:
@@ -130,19 +134,20 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
         lists = ease.ease_top_n(m.seen, served.select("user_idx"), *ease.from_frame(m.ease), n, explain)
     else:
         lists = als_top_n(m.als, served.select("user_idx"), m.seen, n, explain)
-    als = (
-        lists.join(m.users, "user_idx")
-        .join(m.items, "item_idx")
-        .select(
-            "user_id",
-            "rank",
-            "item_id",
-            "score",
-            F.lit(EASE if m.ease is not None else ALS).alias("source"),
-            (F.col("because") if explain else F.lit(None).cast(BECAUSE_TYPE)).alias("because"),
-        )
+    own = named_lists(lists, m.users, m.items, EASE if m.ease is not None else ALS)
+    return own.unionByName(popular_lists(m, fallback, n))
+
+
+def named_lists(lists: DataFrame, users: DataFrame, items: DataFrame, source: str) -> DataFrame:
+    """recommend_users' columns (user_id, rank, item_id, score, source, because, why) of a model's
+    top-N `lists` (user_idx, rank, item_idx, score[, because]), with the id maps `users` and `items`."""
+    because = F.col("because") if "because" in lists.columns else F.lit(None).cast(BECAUSE_TYPE)
+    return (
+        lists.join(users, "user_idx")
+        .join(items, "item_idx")
+        .select("user_id", "rank", "item_id", "score", F.lit(source).alias("source"), because.alias("because"))
+        .withColumn("why", why(F.col("source"), F.col("because")))
     )
-    return als.withColumn("why", why(F.col("source"), F.col("because"))).unionByName(popular_lists(m, fallback, n))
 
 
 def popular_lists(m: TrainedModel, users: DataFrame, n: int) -> DataFrame:

@@ -1,0 +1,154 @@
+"""`python -m bench.foldin [--events N] [--days D]`: fold-in against a full refit, in one run (issue 31).
+
+Quality: users who arrived in the D days after a training cutoff T (their first event on or after
+T). The fold-in side fits ALS on the events before T and folds each new user's first D days in
+(recs/foldin.py); the refit side fits the same ALS settings on every event before T + D, new users
+included. Both recommend 10 items to the same new users, their first-D-day items excluded, scored
+(NDCG@10, P@10) on what they used after T + D; popularity (before T + D) beside.
+Cost: 1% of the refit's users, chosen at random, fold their whole history in against the refit's
+item factors; the seconds are set beside the refit's own fit on the same session and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+
+import numpy as np
+from pyspark.sql import functions as F
+
+from recsys_spark.events import schema as S
+from recsys_spark.infra.tables import read_table
+from recsys_spark.recs.evaluation import per_user_metrics, relevant_items
+from recsys_spark.recs.foldin import fold_in
+from recsys_spark.recs.interactions import prepare_interactions
+from recsys_spark.recs.kernels import Solver
+from recsys_spark.recs.model import fit_als, seen_pairs
+from recsys_spark.recs.topn import popularity, top_n, top_n_popular
+
+from .common import RESULTS, machine, timed
+from .tuning import generated
+
+K = 10
+
+
+def mean_metrics(per_user) -> dict[str, float]:
+    row = per_user.agg(F.avg("ndcg"), F.avg("precision"), F.count("*")).first()
+    return {f"ndcg_at_{K}": float(row[0] or 0), f"precision_at_{K}": float(row[1] or 0), "users": int(row[2])}
+
+
+def paired_interval(a, b, resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of the mean per-user NDCG difference a - b over the same users
+    (benchmark only: the new users' rows are collected)."""
+    both = a.select("user_idx", F.col("ndcg").alias("a")).join(
+        b.select("user_idx", F.col("ndcg").alias("b")), "user_idx"
+    )
+    d = both.select((F.col("a") - F.col("b")).alias("d")).toPandas()["d"].to_numpy()
+    rng = np.random.default_rng(0)
+    means = d[rng.integers(0, d.size, (resamples, d.size))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=300_000, help="generated events (default: the demo's 300,000)")
+    ap.add_argument("--days", type=int, default=7, help="days of new users' history folded in (default 7)")
+    args = ap.parse_args()
+    spark, cfg = generated(args.events, "model.family=als")
+    spark.sparkContext.setLogLevel("ERROR")
+    events = read_table(spark, cfg.path("events")).select(*S.EVENT_COLUMNS)
+    last = events.agg(F.max("event_ts")).first()[0]
+    start = dt.datetime.combine(last.date(), dt.time()) - dt.timedelta(days=14 + args.days)
+    cutoff, seen_until = start, start + dt.timedelta(days=args.days)  # T and T + D
+    before = events.where(F.col("event_ts") < F.lit(seen_until))
+    data = prepare_interactions(before, cfg.interactions, cfg.events.weights, seen_until)
+    firsts = before.groupBy("user_id").agg(F.min("event_ts").alias("first"))
+    new = firsts.where(F.col("first") >= F.lit(cutoff)).join(data.users, "user_id").select("user_idx").cache()
+    old_pairs = data.pairs_for(events.where(F.col("event_ts") < F.lit(cutoff)), seen_until).cache()
+    history = data.pairs.join(new, "user_idx").cache()  # all of a new user's pairs are in [T, T + D)
+    test = data.pairs_for(events.where(F.col("event_ts") >= F.lit(seen_until)), seen_until)
+    relevant = relevant_items(history, test).cache()
+    als, implicit = cfg.als, cfg.interactions.mode == "implicit"
+    solver = Solver(implicit, als.alpha, als.reg_param)
+    weighted = seen_pairs(history, als, implicit, {})
+    sizes = {
+        "events_before_T_plus_D": before.count(),
+        "new_users": new.count(),
+        "new_users_with_test_items": relevant.select("user_idx").distinct().count(),
+        "pairs": data.pairs.count(),
+    }
+    print(f"[bench] T = {cutoff:%Y-%m-%d}, D = {args.days} days; {sizes}", flush=True)
+
+    def fit(pairs):
+        model = fit_als(pairs, als, implicit)
+        model.userFactors.count()  # fitted before the clock stops
+        return model
+
+    _, early = timed(lambda: fit(old_pairs), "ALS fit before T (the fold-in side's model)")
+    refit_secs, refit = timed(lambda: fit(data.pairs), "ALS refit on everything before T + D")
+
+    def folded_lists(model):
+        factors = fold_in(model.itemFactors, weighted, solver)
+        return top_n(factors, model.itemFactors, history, K)
+
+    per_user = {
+        "fold_in": per_user_metrics(folded_lists(early), relevant, K).cache(),
+        "refit": per_user_metrics(
+            top_n(refit.userFactors.join(new.withColumnRenamed("user_idx", "id"), "id"), refit.itemFactors, history, K),
+            relevant,
+            K,
+        ).cache(),
+        "popularity": per_user_metrics(top_n_popular(new, popularity(data.pairs), history, K), relevant, K),
+    }
+    quality = {name: mean_metrics(rows) for name, rows in per_user.items()}
+    interval = paired_interval(per_user["fold_in"], per_user["refit"])
+    # Cost: 1% of users, their whole history, folded into the refit's item factors.
+    some = data.users.sample(fraction=0.01, seed=7).select("user_idx")
+    theirs = seen_pairs(data.pairs.join(some, "user_idx"), als, implicit, {}).cache()
+    n_some, _ = some.count(), theirs.count()
+    runs = []
+    for _ in range(2):  # the first pays the Python workers' start, as one recommend --fold-in does
+        t0 = time.perf_counter()
+        fold_in(refit.itemFactors, theirs, solver).count()
+        runs.append(time.perf_counter() - t0)
+    fold_secs = runs[0]
+    ndcg = f"ndcg_at_{K}"
+    out = {
+        "machine": machine(),
+        "events": args.events,
+        "sizes": sizes,
+        "als": {"rank": als.rank, "reg_param": als.reg_param, "alpha": als.alpha, "max_iter": als.max_iter},
+        "quality": quality,
+        "fold_in_vs_refit_ndcg": quality["fold_in"][ndcg] / quality["refit"][ndcg] - 1,
+        "fold_in_minus_refit_ndcg_ci95": interval,
+        "cost": {"users": n_some, "fold_in_seconds": runs, "refit_seconds": refit_secs},
+        "fold_in_over_refit": fold_secs / refit_secs,
+    }
+    print(f"machine: {out['machine']}; {args.events:,} generated events; ALS {out['als']}")
+    for name, q in quality.items():
+        print(
+            f"  new users' lists, {name:>10}: NDCG@{K} {q[ndcg]:.4f}  "
+            f"P@{K} {q[f'precision_at_{K}']:.4f}  ({q['users']} users)"
+        )
+    print(
+        f"  fold-in NDCG@{K} vs refit: {out['fold_in_vs_refit_ndcg']:+.1%} (goal: within 2%); per-user difference "
+        f"{quality['fold_in'][ndcg] - quality['refit'][ndcg]:+.4f}, paired bootstrap 95% CI "
+        f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
+    )
+    print(
+        f"  fold-in of {n_some} users (1%): {fold_secs:.2f} s (again: {runs[1]:.2f} s); refit {refit_secs:.1f} s: "
+        f"ratio {out['fold_in_over_refit']:.3f} (goal: at most 0.10)"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"foldin-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {path}")
+    for df in (new, old_pairs, history, relevant, theirs, per_user["fold_in"], per_user["refit"]):
+        df.unpersist()
+    data.release()
+
+
+if __name__ == "__main__":
+    main()
