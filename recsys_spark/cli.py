@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve users with events newer than the model from their whole current history, new users included",
     )
+    stm = sub.add_parser(
+        "stream",
+        parents=[common],
+        help="ingest raw files as they land (exactly once) and refresh their users' lists with fold-in",
+    )
+    stm.add_argument(
+        "--once", action="store_true", help="what has landed, then stop (Trigger.AvailableNow: for a scheduler)"
+    )
     sub.add_parser(
         "items",
         parents=[common],
@@ -160,6 +168,8 @@ def _config(args: argparse.Namespace) -> Config:
         cfg.effect.run_id = args.effect_run_id
     if getattr(args, "served_date", None):
         cfg.effect.served_date = args.served_date
+    if getattr(args, "once", False):
+        cfg.stream.once = True
     if getattr(args, "if_changed", False):
         cfg.train.if_changed = True
     if getattr(args, "fold_in", False):
@@ -312,7 +322,7 @@ def _run(args: argparse.Namespace, cfg: Config, name: str, bound: Any) -> Any:
             log.warning("[recover] %s", done)
         for run_id in tracking.end_orphaned_runs(cfg):
             log.warning("[recover] MLflow run %s was left RUNNING by a killed process: marked KILLED", run_id)
-        if args.command == "ingest" or (args.command == "run" and cfg.input.path is not None):
+        if args.command in ("ingest", "stream") or (args.command == "run" and cfg.input.path is not None):
             check_local_input(cfg.input_path)  # a missing local path fails here, before Spark starts
         with command_session(cfg) as spark:
             tracking.log_config(cfg, spark.sparkContext.master)

@@ -291,6 +291,17 @@ class RecommendConfig:
 
 
 @dataclass
+class StreamConfig:
+    """`recsys-spark stream`: raw files as they land -> events and quarantine (ingest's validation),
+    exactly once, then fresh lists for the users each micro-batch touched (jobs/stream.py)."""
+
+    once: bool = False  # true (--once): what has landed, then stop (Trigger.AvailableNow, for a scheduler)
+    interval_seconds: int = 60  # else: a micro-batch this often, until stopped
+    max_files_per_batch: int | None = None  # Spark's maxFilesPerTrigger (null: every new file)
+    refresh: bool = True  # recommend (with fold-in) for each batch's users when a model exists
+
+
+@dataclass
 class SimulateConfig:
     """`recsys-spark simulate`: users who respond to what they were served (see analytics/simulator.py)."""
 
@@ -380,6 +391,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ease: EaseConfig = field(default_factory=EaseConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
@@ -449,6 +461,8 @@ _RANGES: list[tuple[str, str, str]] = [
     ("spark.shuffle_partitions", "positive", "try 8"),
     ("spark.blas_threads", "positive", "try 1"),
     ("generate.events", "positive", ""),
+    ("stream.interval_seconds", "positive", "try 60"),
+    ("stream.max_files_per_batch", "positive", "or null for every new file"),
     ("generate.users", "positive", ""),
     ("generate.items", "positive", ""),
     ("generate.clusters", "positive", ""),

@@ -19,6 +19,8 @@ RETENTION = "retention"  # retention/cohorts, retention/stickiness, retention/qu
 EFFECT_ESTIMATES = "effect/estimates"  # by served_date
 EFFECT_ARMS = "effect/arms"  # by served_date
 SIMULATE_ROUNDS = "simulate/rounds"
+STREAM_BATCHES = "stream/batches"  # the stream's committed micro-batches: a replayed batch id is skipped
+STREAM_CHECKPOINT = "stream/checkpoint"  # Structured Streaming's offsets and commits (not a table)
 ERASED = "privacy/erased"  # the erasure list (privacy.erasure_list when none is given)
 CHECKPOINTS = "checkpoints"
 

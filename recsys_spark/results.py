@@ -93,6 +93,50 @@ class SplitInfo:
 
 
 @dataclass(kw_only=True)
+class StreamResult(StageResult):
+    """What `stream` did over its micro-batches (each batch's figures are MLflow metrics by step)."""
+
+    stage: ClassVar[str] = "stream"
+    batches: int = 0  # batches committed by this run
+    replayed: int = 0  # batches Spark replayed that were already committed: skipped
+    rows_read: int = 0
+    rows_clean: int = 0
+    rows_quarantined: int = 0
+    rows_erased: int = 0
+    users_refreshed: int = 0  # users whose lists a batch rewrote (recommend --fold-in)
+    max_latency_seconds: float = 0.0  # a file landing -> its users' lists written, the slowest batch
+
+    def add(self, read: int, clean: int, bad: int, erased: int, refreshed: int, latency: float) -> None:
+        self.batches += 1
+        self.rows_read += read
+        self.rows_clean += clean
+        self.rows_quarantined += bad
+        self.rows_erased += erased
+        self.users_refreshed += refreshed
+        self.max_latency_seconds = max(self.max_latency_seconds, latency)
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "stream_batches": self.batches,
+            "stream_batches_replayed": self.replayed,
+            "rows_read": self.rows_read,
+            "rows_clean": self.rows_clean,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_erased": self.rows_erased,
+            "users_refreshed": self.users_refreshed,
+            "max_latency_seconds": self.max_latency_seconds,
+        }
+
+    def lines(self) -> list[str]:
+        replayed = f" ({self.replayed} replayed batches skipped)" if self.replayed else ""
+        return [
+            f"stream: {self.batches} batches{replayed}: rows read {self.rows_read:,}  clean {self.rows_clean:,}  "
+            f"quarantined {self.rows_quarantined:,}; {self.users_refreshed:,} users' lists refreshed, "
+            f"slowest batch {self.max_latency_seconds:.1f} s from its first file landing"
+        ]
+
+
+@dataclass(kw_only=True)
 class TrainSkipped(StageResult):
     """train with train.if_changed when the saved model was fitted on exactly these events."""
 

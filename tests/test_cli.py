@@ -153,3 +153,5 @@ def test_scheduler_switches_set_their_config_keys():
     assert recsys_cli._config(parse(["run"])).train.if_changed is False
     assert recsys_cli._config(parse(["recommend", "--fold-in"])).recommend.fold_in is True
     assert recsys_cli._config(parse(["recommend"])).recommend.fold_in is False
+    assert recsys_cli._config(parse(["stream", "--once"])).stream.once is True
+    assert recsys_cli._config(parse(["stream"])).stream.once is False

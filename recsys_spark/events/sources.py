@@ -49,6 +49,32 @@ def read_source(
     return df
 
 
+def stream_source(spark: SparkSession, inp: InputConfig, path: str, max_files: int | None = None) -> DataFrame:
+    """The raw input as a stream of new files: the columns (and partition columns) `read_source`
+    finds in what is there now, read with the same options (CSV as strings and malformed lines
+    kept), each row with its `_source` file and `_landed` (the file's modification time)."""
+    static = read_source(spark, inp, path)
+    schema = static.drop(S.SOURCE).schema
+    options = {k: str(v) for k, v in inp.options.items()}
+    if inp.format == "csv":
+        options = {**CSV_DEFAULTS, **options, "inferSchema": "false", "mode": "PERMISSIVE"}
+    elif inp.format == "json":
+        options = {**options, "mode": "PERMISSIVE"}
+    if inp.format != "parquet":
+        options["columnNameOfCorruptRecord"] = CORRUPT
+        if CORRUPT not in schema.fieldNames():
+            schema = schema.add(StructField(CORRUPT, StringType()))
+    if max_files:
+        options["maxFilesPerTrigger"] = str(max_files)
+    reader = spark.readStream.schema(schema).options(**options).format(inp.format)
+    return reader.load(path).select(
+        "*", F.col("_metadata.file_path").alias(S.SOURCE), F.col("_metadata.file_modification_time").alias(LANDED)
+    )
+
+
+LANDED = "_landed"  # stream rows: when their file landed (its modification time)
+
+
 def missing_input(path: str) -> RecsysError:
     return RecsysError(
         f"input path not found: {path} (set input.path, or pass --set input.path=<dir>; "

@@ -121,6 +121,20 @@ def validate_events(
     )
 
 
+def mark_repeats_of(validated: DataFrame, events: DataFrame | None) -> DataFrame:
+    """`validated` with clean rows that repeat a row already in the clean `events` table (every
+    canonical column equal, null-safe) marked duplicate: what `mark_duplicates` does inside one
+    read, across the micro-batches of a stream (the copy that arrived first stays)."""
+    if events is None:
+        return validated
+    keys = list(names.RAW_EVENT_COLUMNS)
+    held = events.select(*keys).distinct().withColumn("_held", F.lit(True))
+    cond = [F.col(_C[k]).eqNullSafe(held[k]) for k in keys]
+    joined = validated.join(held, cond, "left").drop(*[held[k] for k in keys])
+    dup = F.col(S.REASON).isNull() & F.coalesce(F.col("_held"), F.lit(False))
+    return joined.withColumn(S.REASON, F.when(dup, F.lit(S.DUPLICATE)).otherwise(F.col(S.REASON))).drop("_held")
+
+
 def pseudonymize_rows(validated: DataFrame, inp: InputConfig, key: bytes) -> DataFrame:
     """Validated rows with every user id replaced by its pseudonym: the parsed id, the raw user
     column (as a string; a blank id stays as it was) and, for malformed rows, the whole raw text

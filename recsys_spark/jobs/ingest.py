@@ -28,6 +28,7 @@ from recsys_spark.events.validation import (
     PARSED_USER_ID,
     check_source_columns,
     clean_events,
+    mark_repeats_of,
     pseudonymize_rows,
     quarantine_rows,
     validate_events,
@@ -43,24 +44,12 @@ log = logging.getLogger("recsys_spark")
 def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
     raw = read_source(spark, cfg.input, cfg.input_path, cfg.ingest.date_from, cfg.ingest.date_to)
     check_source_columns(raw, cfg.input, cfg.input_path)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    key = pseudonym_key(cfg.privacy)
-    every = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now)
-    if key:
-        every = every.transform(pseudonymize_rows, cfg.input, key)
-    erased = erased_ids(spark, cfg)
-    flagged = every.transform(flag_erased, PARSED_USER_ID, erased).persist(StorageLevel.MEMORY_AND_DISK)
+    flagged = classify(raw, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     validated = flagged.where(~F.col(ERASED)).drop(ERASED)
     try:
         rows_read = raw.count()
-        counted = {(r[S.REASON], r[ERASED]): r["count"] for r in flagged.groupBy(S.REASON, ERASED).count().collect()}
-        rows_erased = sum(n for (_, gone), n in counted.items() if gone)
-        counts = {reason: n for (reason, gone), n in counted.items() if not gone}
-        clean = counts.pop(None, 0)
-        by_reason = {rule.reason: 0 for rule in cfg.ingest.rules} | counts  # a rule that matched nothing shows as 0
+        clean, by_reason, rows_erased = class_counts(flagged, rows_read, cfg)
         bad = sum(by_reason.values())
-        if clean + bad + rows_erased != rows_read:
-            raise RecsysError(f"ingest lost rows: read {rows_read}, classified {clean + bad}, erased {rows_erased}")
         if rows_erased:
             log.info("[ingest] left out %d rows of users on the erasure list (%s)", rows_erased, cfg.erasure_list)
         check_bad_fraction(validated, rows_read - rows_erased, clean, by_reason, cfg)
@@ -136,6 +125,35 @@ def ingest(spark: SparkSession, cfg: Config) -> IngestResult:
         rows_erased=rows_erased,
         paths={"events": cfg.path(names.EVENTS), "quarantine": cfg.path(names.QUARANTINE)},
     )
+
+
+def classify(raw: DataFrame, cfg: Config, held: DataFrame | None = None) -> DataFrame:
+    """Raw rows -> validated rows (`_reason`, null when clean), pseudonymized when a key is set,
+    with ERASED flagging users on the erasure list; with `held` (the clean events already written:
+    the stream) a clean row that repeats one of them is a duplicate too."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    key = pseudonym_key(cfg.privacy)
+    every = validate_events(raw, cfg.input, cfg.ingest, cfg.events.weights, now)
+    if key:
+        every = every.transform(pseudonymize_rows, cfg.input, key)
+    return every.transform(mark_repeats_of, held).transform(
+        flag_erased, PARSED_USER_ID, erased_ids(raw.sparkSession, cfg)
+    )
+
+
+def class_counts(flagged: DataFrame, rows_read: int, cfg: Config) -> tuple[int, dict[str, int], int]:
+    """(clean rows, quarantined rows by reason, rows of erased users) of `classify`'s rows, checked
+    to account for every row read."""
+    counted = {(r[S.REASON], r[ERASED]): r["count"] for r in flagged.groupBy(S.REASON, ERASED).count().collect()}
+    rows_erased = sum(n for (_, gone), n in counted.items() if gone)
+    counts = {reason: n for (reason, gone), n in counted.items() if not gone}
+    clean = counts.pop(None, 0)
+    by_reason = {rule.reason: 0 for rule in cfg.ingest.rules} | counts  # a rule that matched nothing shows as 0
+    if clean + sum(by_reason.values()) + rows_erased != rows_read:
+        raise RecsysError(
+            f"ingest lost rows: read {rows_read}, classified {clean + sum(by_reason.values())}, erased {rows_erased}"
+        )
+    return clean, by_reason, rows_erased
 
 
 def merge_outside(

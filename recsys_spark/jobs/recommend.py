@@ -40,13 +40,16 @@ log = logging.getLogger("recsys_spark")
 CONTROL_WHY = "control group: the most popular items you have not seen (held out to measure what recommendations do)"
 
 
-def recommend(spark: SparkSession, cfg: Config, run_id: str | None = None) -> RecommendResult:
+def recommend(
+    spark: SparkSession, cfg: Config, run_id: str | None = None, users: DataFrame | None = None
+) -> RecommendResult:
+    """`users` (user_id, as the tables hold it): serve these users only, as --users does for raw ids."""
     path = cfg.model_path
     if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         path = registry.download_model(path)
     model = load_model(spark, path)
-    wanted = None
-    if cfg.recommend.users:
+    wanted = users.select("user_id").distinct() if users is not None else None
+    if wanted is None and cfg.recommend.users:
         key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
         wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
     users = wanted if wanted is not None else model.users.select("user_id")

@@ -20,6 +20,7 @@ from recsys_spark.jobs.items import items
 from recsys_spark.jobs.recommend import recommend
 from recsys_spark.jobs.retention import retention
 from recsys_spark.jobs.simulate import simulate
+from recsys_spark.jobs.stream import stream
 from recsys_spark.jobs.train import train
 from recsys_spark.mlops import tracking
 from recsys_spark.mlops.report import write_report
@@ -38,6 +39,7 @@ JOBS: dict[str, Job] = {
     "evaluate-new-items": evaluate_new,
     "effect": effect,
     "simulate": simulate,
+    "stream": stream,
 }
 # `run`: the stages in order; generate only when there is no input yet.
 PIPELINE: list[tuple[str, Job]] = [

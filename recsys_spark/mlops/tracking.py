@@ -20,6 +20,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,7 +35,7 @@ import yaml
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput
+from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric
 
 from recsys_spark.config import FIT_PARAMS, Config, flatten
 from recsys_spark.errors import RecsysError
@@ -248,6 +249,15 @@ def redact_nested(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def log_metrics(metrics: dict[str, float]) -> None:
     if mlflow.active_run() is not None and metrics:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+
+
+def log_step_metrics(run_id: str | None, metrics: dict[str, float], step: int) -> None:
+    """Metrics at `step` on the run `run_id` (None: tracking off), from any thread: a stream's
+    micro-batches run on Spark's callback thread, which has no active run of its own."""
+    if run_id is not None:
+        stamp = int(time.time() * 1000)
+        rows = [Metric(k, float(v), stamp, step) for k, v in metrics.items() if v is not None]
+        mlflow.MlflowClient().log_batch(run_id, metrics=rows)
 
 
 def log_params(params: dict[str, Any]) -> None:

@@ -1,0 +1,150 @@
+"""stream: raw files as they land -> events and quarantine, exactly once, then fresh lists for the
+users each micro-batch touched.
+
+Structured Streaming reads new files of the raw input (`events/sources.stream_source`: ingest's
+reader and options); every micro-batch goes through ingest's own classification (`classify`:
+validation, pseudonyms, the erasure list) plus one check ingest makes within one read and a stream
+must make across batches: a clean row that repeats one already in the events table is a duplicate.
+Its clean rows are merged into their date partitions of `events` (a late event lands in its own
+date) and its bad rows into `quarantine`, and the batch id is appended to `stream/batches`, all in
+one table-layer transaction: Spark replays a batch whose commit it did not record (a kill between
+the two), and a batch id already in `stream/batches` is skipped, so every raw row lands once.
+Then, when a model exists, recommend runs with fold-in for the users of the batch (their lists
+replace theirs of the day). Each batch logs rows, quarantined, users refreshed and its latency
+(from the oldest of its files landing to its lists written) to the stream's MLflow run, by step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark import names
+from recsys_spark.config import Config
+from recsys_spark.events import schema as S
+from recsys_spark.events.privacy import ERASED
+from recsys_spark.events.sources import LANDED, stream_source
+from recsys_spark.events.validation import PARSED_USER_ID, clean_events, quarantine_rows
+from recsys_spark.infra.filesystem import SUCCESS, path_exists
+from recsys_spark.infra.tables import read_table, transaction
+from recsys_spark.jobs.ingest import class_counts, classify, merge_outside
+from recsys_spark.jobs.recommend import recommend
+from recsys_spark.mlops import tracking
+from recsys_spark.results import StreamResult
+
+log = logging.getLogger("recsys_spark")
+BATCH_SCHEMA = (
+    "batch_id long, rows_read long, rows_clean long, rows_quarantined long, rows_erased long, committed_at timestamp"
+)
+
+
+def stream(spark: SparkSession, cfg: Config) -> StreamResult:
+    sc = cfg.stream
+    raw = stream_source(spark, cfg.input, cfg.input_path, sc.max_files_per_batch)
+    result = StreamResult(paths={n: cfg.path(n) for n in (names.EVENTS, names.QUARANTINE, names.STREAM_BATCHES)})
+    run_id = tracking.current_run_id()  # foreachBatch runs on another thread: log to this run by id
+
+    def each(batch: DataFrame, batch_id: int) -> None:
+        ingest_batch(spark, cfg, batch, batch_id, result, run_id)
+
+    writer = raw.writeStream.foreachBatch(each).option("checkpointLocation", cfg.path(names.STREAM_CHECKPOINT))
+    if sc.once:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{sc.interval_seconds} seconds")
+    how = "what has landed, then stop" if sc.once else f"a micro-batch every {sc.interval_seconds} s until stopped"
+    log.info("[stream] reading new files of %s: %s", cfg.input_path, how)
+    query = writer.start()
+    try:
+        query.awaitTermination()
+    finally:
+        query.stop()
+    return result
+
+
+def ingest_batch(
+    spark: SparkSession, cfg: Config, batch: DataFrame, batch_id: int, result: StreamResult, run_id: str | None
+) -> None:
+    """One micro-batch: classified, merged into events and quarantine with its id in one
+    transaction (skipped when its id is already committed), then its users' lists refreshed."""
+    started = time.time()
+    batches_table = cfg.path(names.STREAM_BATCHES)
+    done = read_table(spark, batches_table) if path_exists(spark, batches_table) else None
+    if done is not None and done.where(F.col("batch_id") == batch_id).count():
+        log.info("[stream] batch %d was already committed: skipped (a replay)", batch_id)
+        result.replayed += 1
+        return
+    batch = batch.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        first = batch.agg(F.count("*"), F.min(LANDED)).first()
+        rows_read, landed = int(first[0]), first[1]
+        if rows_read == 0:
+            return
+        raw = batch.drop(LANDED)
+        events_table, quarantine_table = cfg.path(names.EVENTS), cfg.path(names.QUARANTINE)
+        held = read_table(spark, events_table) if path_exists(spark, events_table) else None
+        flagged = classify(raw, cfg, held).persist(StorageLevel.MEMORY_AND_DISK)
+        clean, by_reason, erased = class_counts(flagged, rows_read, cfg)
+        validated = flagged.where(~F.col(ERASED)).drop(ERASED)
+        nowhere = F.lit(False)  # every partition the batch touches is merged: old rows + the batch's
+        events = merge_outside(
+            clean_events(validated), events_table, names.EVENT_DATE, nowhere, lambda old, new: old.unionByName(new)
+        )
+        quarantine = merge_outside(
+            quarantine_rows(validated, raw.columns),
+            quarantine_table,
+            names.QUARANTINE_DATE,
+            nowhere,
+            lambda old, new: old.unionByName(new, allowMissingColumns=True),
+        )
+        bad = sum(by_reason.values())
+        row = [(batch_id, rows_read, clean, bad, erased, dt.datetime.now())]
+        logged = spark.createDataFrame(row, BATCH_SCHEMA)
+        with transaction(spark) as tx:  # the batch's rows and its id switch in together
+            tx.write_table(events, events_table, names.EVENT_DATE)
+            tx.write_table(quarantine, quarantine_table, names.QUARANTINE_DATE)
+            tx.write_table(logged if done is None else done.unionByName(logged), batches_table)
+        users = validated.where(F.col(S.REASON).isNull()).select(F.col(PARSED_USER_ID).alias("user_id")).distinct()
+        refreshed = refresh(spark, cfg, users, run_id) if clean else 0
+        flagged.unpersist()
+    finally:
+        batch.unpersist()
+    latency = time.time() - (landed.timestamp() if landed else started)
+    result.add(rows_read, clean, bad, erased, refreshed, latency)
+    log.info(
+        "[stream] batch %d: %d rows read, %d clean, %d quarantined, %d users refreshed; %.1f s after a file landed",
+        batch_id,
+        rows_read,
+        clean,
+        bad,
+        refreshed,
+        latency,
+    )
+    tracking.log_step_metrics(
+        run_id,
+        {
+            "batch_rows_read": rows_read,
+            "batch_rows_clean": clean,
+            "batch_rows_quarantined": bad,
+            "batch_users_refreshed": refreshed,
+            "batch_latency_seconds": latency,
+        },
+        batch_id,
+    )
+
+
+def refresh(spark: SparkSession, cfg: Config, users: DataFrame, run_id: str | None) -> int:
+    """Recommend with fold-in for `users` (user_id) when a model exists: their lists of the day
+    are replaced, everyone else's kept. Returns the users served from their new history."""
+    logged = cfg.model_path.startswith(("runs:/", "models:/", "mlflow-artifacts:/"))
+    if not cfg.stream.refresh or not (logged or path_exists(spark, f"{cfg.model_path.rstrip('/')}/{SUCCESS}")):
+        return 0
+    fold = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, fold_in=True))
+    out = recommend(spark, fold, run_id=run_id, users=users)
+    return sum(out.users_by_arm.values())
