@@ -54,7 +54,7 @@ bench: check-java $(STAMP)
 	$(BIN)/python -m bench.tuning
 	$(BIN)/python -m bench.encode
 	$(BIN)/python -m bench.effect
-	$(BIN)/python -m bench.foldin
+	$(BIN)/python -m bench.stream
 
 # What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
 dist: $(RUN_STAMP)

@@ -4,6 +4,7 @@ changed together, and a plain rerun gives exactly the undisturbed output."""
 
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
@@ -30,9 +31,11 @@ SETTINGS = sets(
 DROP_U1 = ["--set", "ingest.rules=[{reason: dropped, when: \"user_id = 'u0000001'\"}]"]
 
 
-def cli(root, *args, kill_at=None):
+def cli(root, *args, kill_at=None, timeout=600):
     command, *rest = args
-    return run_cli(command, "--set", f"output.root={root}", *SETTINGS, *rest, cwd=root.parent, kill_at=kill_at)
+    return run_cli(
+        command, "--set", f"output.root={root}", *SETTINGS, *rest, cwd=root.parent, kill_at=kill_at, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,47 @@ def test_forget_killed_between_its_switches_leaves_whole_tables_and_is_completed
     assert "user u0000002: 10 recommendations of" in kept.stdout and kept.stdout.count("because of ") == 10
     # A lookup leaves no session checkpoint folder for the next command to report as a crash's leftover.
     assert not list(root.glob("checkpoints/*")), list(root.glob("checkpoints/*"))
+
+
+def test_stream_killed_at_any_moment_lands_every_row_once(spark, tmp_path):
+    """Files keep landing while `stream --once` is killed: inside a batch's commit (between its
+    table switches; after them, before Spark records the batch) and at a random moment; after a
+    plain last run the tables are one batch ingest's of the same files, every raw row once."""
+    import random
+    import subprocess
+
+    from recsys_spark.jobs.runner import JOBS
+
+    from support import small_config
+
+    gen = small_config(str(tmp_path / "gen"))
+    JOBS["generate"](spark, gen)
+    folder = Path(gen.input_path)
+    days = sorted(p.name for p in folder.glob("event_date=*"))
+    landing, root = tmp_path / "landing", tmp_path / "out"
+    stream = ("stream", "--once", "--set", f"input.path={landing}", "--set", "stream.max_files_per_batch=5")
+
+    def land(chunk):
+        for day in chunk:
+            shutil.copytree(folder / day, landing / day)
+
+    land(days[:15])
+    assert cli(root, *stream, kill_at="switched_one").returncode == -signal.SIGKILL  # batch 0, between switches
+    land(days[15:30])
+    assert cli(root, *stream, kill_at="committed").returncode == -signal.SIGKILL  # switched in, not recorded by Spark
+    land(days[30:50])
+    slow = ("--set", "stream.max_files_per_batch=2")  # ten batches: still running when it is killed
+    with pytest.raises(subprocess.TimeoutExpired):  # subprocess.run kills it with SIGKILL
+        cli(root, *stream, *slow, timeout=random.Random(7).uniform(15, 25))
+    land(days[50:])
+    last = cli(root, *stream)
+    assert last.returncode == 0, last.stderr[-3000:]
+    batch = tmp_path / "batch"
+    ingested = cli(batch, "ingest", "--set", f"input.path={landing}")
+    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    for table in ("events", "quarantine"):
+        assert_df_equality(
+            spark.read.parquet(str(root / table)), spark.read.parquet(str(batch / table)), ignore_row_order=True
+        )
+    logged = spark.read.parquet(str(root / "stream" / "batches"))
+    assert logged.select("batch_id").distinct().count() == logged.count()  # no batch committed twice

@@ -1,12 +1,16 @@
-"""`python -m bench.foldin [--events N] [--days D]`: fold-in against a full refit, in one run (issue 31).
+"""`python -m bench.stream [--parts foldin,latency] [--events N] [--days D]`: issue 31's figures, in one run.
 
-Quality: users who arrived in the D days after a training cutoff T (their first event on or after
+foldin, quality: users who arrived in the D days after a training cutoff T (their first event on or after
 T). The fold-in side fits ALS on the events before T and folds each new user's first D days in
 (recs/foldin.py); the refit side fits the same ALS settings on every event before T + D, new users
 included. Both recommend 10 items to the same new users, their first-D-day items excluded, scored
 (NDCG@10, P@10) on what they used after T + D; popularity (before T + D) beside.
-Cost: 1% of the refit's users, chosen at random, fold their whole history in against the refit's
-item factors; the seconds are set beside the refit's own fit on the same session and data.
+foldin, cost: 1% of the refit's users, chosen at random, fold their whole history in against the
+refit's item factors; the seconds are set beside the refit's own fit on the same session and data.
+latency: `stream --once` on a copy of the events table, with a model trained on it (ALS, tuning
+off): a file of clicks by 1% of the users lands, and the stream ingests it and rewrites those
+users' lists with fold-in; the latency is the stream's own (the file's modification time to the
+lists written), twice (a second file after the first).
 """
 
 from __future__ import annotations
@@ -14,22 +18,27 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import time
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import functions as F
 
+from recsys_spark import names
+from recsys_spark.config import load_config
 from recsys_spark.events import schema as S
-from recsys_spark.infra.tables import read_table
+from recsys_spark.infra.tables import read_table, write_table
+from recsys_spark.jobs.runner import JOBS
 from recsys_spark.recs.evaluation import per_user_metrics, relevant_items
 from recsys_spark.recs.foldin import fold_in
 from recsys_spark.recs.interactions import prepare_interactions
 from recsys_spark.recs.kernels import Solver
-from recsys_spark.recs.model import fit_als, seen_pairs
+from recsys_spark.recs.model import fit_als, saved_config, seen_pairs
 from recsys_spark.recs.topn import popularity, top_n, top_n_popular
 
 from .common import RESULTS, machine, timed
-from .tuning import generated
+from .tuning import SPARK, generated
 
 K = 10
 
@@ -53,9 +62,83 @@ def paired_interval(a, b, resamples: int = 2000) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parts", default="foldin,latency", help="comma-separated: foldin, latency")
     ap.add_argument("--events", type=int, default=300_000, help="generated events (default: the demo's 300,000)")
     ap.add_argument("--days", type=int, default=7, help="days of new users' history folded in (default 7)")
     args = ap.parse_args()
+    parts = args.parts.split(",")
+    out = {"machine": machine(), "events": args.events}
+    if "foldin" in parts:
+        out["foldin"] = foldin(args)
+    if "latency" in parts:
+        out["latency"] = latency(args)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"stream-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {path}")
+
+
+def latency(args) -> dict:
+    spark, cfg = generated(args.events, "model.family=als", "tune.enabled=false")
+    spark.sparkContext.setLogLevel("ERROR")
+    model = cfg.path(names.MODEL)
+    if (saved_config(spark, model) or {}).get("data_until") is None:  # a model fold-in can read
+        timed(lambda: JOBS["train"](spark, cfg), "train (ALS, tuning off)")
+    root = RESULTS / f"stream-{args.events}"
+    shutil.rmtree(root, ignore_errors=True)
+    landing = root / "landing"
+    streamed = load_config(
+        None,
+        [
+            *SPARK,
+            f"output.root={root / 'out'}",
+            f"input.path={landing}",
+            f"recommend.model={model}",
+            "stream.once=true",
+            f"recommend.n={cfg.recommend.n}",
+        ],
+    )
+    events = read_table(spark, cfg.path(names.EVENTS))
+    timed(lambda: write_table(events, streamed.path(names.EVENTS), names.EVENT_DATE), "copy the events table")
+    users = [r.user_id for r in spark.read.parquet(f"{model}/users").sample(fraction=0.01, seed=3).collect()]
+    items = [r.item_id for r in spark.read.parquet(f"{model}/items").limit(200).collect()]
+    rng = np.random.default_rng(5)
+    runs = []
+    for i in range(2):
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=5)
+        rows = [
+            (u, items[rng.integers(len(items))], "click", now + dt.timedelta(seconds=j), None)
+            for u in users
+            for j in range(3)
+        ]
+        frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_ts", "value"]).astype(
+            {"value": "float64"}
+        )
+        folder = landing / f"event_date={now.date()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(folder / f"clicks-{i}.parquet", index=False, coerce_timestamps="us")
+        secs, result = timed(
+            lambda: JOBS["stream"](spark, streamed), f"stream --once: {len(rows):,} clicks by {len(users):,} users"
+        )
+        runs.append(
+            {
+                "rows": len(rows),
+                "users": len(users),
+                "refreshed": result.users_refreshed,
+                "latency_seconds": result.max_latency_seconds,
+                "wall_seconds": secs,
+            }
+        )
+        print(
+            f"  file {i + 1}: {len(rows):,} clicks by {len(users):,} users (1%): "
+            f"lists of {result.users_refreshed:,} users rewritten {result.max_latency_seconds:.1f} s "
+            "after the file landed (goal: under 30 s)",
+            flush=True,
+        )
+    return {"runs": runs, "events_table_rows": events.count()}
+
+
+def foldin(args) -> dict:
     spark, cfg = generated(args.events, "model.family=als")
     spark.sparkContext.setLogLevel("ERROR")
     events = read_table(spark, cfg.path("events")).select(*S.EVENT_COLUMNS)
@@ -116,8 +199,6 @@ def main() -> None:
     fold_secs = runs[0]
     ndcg = f"ndcg_at_{K}"
     out = {
-        "machine": machine(),
-        "events": args.events,
         "sizes": sizes,
         "als": {"rank": als.rank, "reg_param": als.reg_param, "alpha": als.alpha, "max_iter": als.max_iter},
         "quality": quality,
@@ -126,7 +207,7 @@ def main() -> None:
         "cost": {"users": n_some, "fold_in_seconds": runs, "refit_seconds": refit_secs},
         "fold_in_over_refit": fold_secs / refit_secs,
     }
-    print(f"machine: {out['machine']}; {args.events:,} generated events; ALS {out['als']}")
+    print(f"machine: {machine()}; {args.events:,} generated events; ALS {out['als']}")
     for name, q in quality.items():
         print(
             f"  new users' lists, {name:>10}: NDCG@{K} {q[ndcg]:.4f}  "
@@ -141,13 +222,10 @@ def main() -> None:
         f"  fold-in of {n_some} users (1%): {fold_secs:.2f} s (again: {runs[1]:.2f} s); refit {refit_secs:.1f} s: "
         f"ratio {out['fold_in_over_refit']:.3f} (goal: at most 0.10)"
     )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"foldin-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(out, indent=2, default=str))
-    print(f"wrote {path}")
     for df in (new, old_pairs, history, relevant, theirs, per_user["fold_in"], per_user["refit"]):
         df.unpersist()
     data.release()
+    return out
 
 
 if __name__ == "__main__":
