@@ -17,7 +17,7 @@ from recsys_spark.errors import RecsysError
 from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.mlops.serving import Recommender
-from recsys_spark.recs.foldin import fold_in, fresh_histories
+from recsys_spark.recs.foldin import check_unconstrained, fold_in, fresh_histories
 from recsys_spark.recs.kernels import Solver
 from recsys_spark.recs.model import fit_als, load_model
 
@@ -57,6 +57,12 @@ def test_fold_in_by_hand(spark):
     # alpha 1, reg 0.5 and the same ratings: A = diag(1 + 2 + 1, 1 + 1 + 1), b = (3, 2): x = (3/4, 2/3).
     got = fold_in(items, history.where("user_idx = 7"), Solver(implicit=True, alpha=1.0, reg_param=0.5))
     assert np.allclose(got.first().features, [0.75, 2 / 3], rtol=1e-6)
+
+
+def test_fold_in_refuses_a_nonnegative_model():
+    with pytest.raises(RecsysError, match="als.nonnegative=true: retrain with als.nonnegative=false"):
+        check_unconstrained({"als": {"nonnegative": True}})
+    check_unconstrained({"als": {"nonnegative": False}})
 
 
 def test_fresh_histories_weight_as_the_fit_did(spark, trained):

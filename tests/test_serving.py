@@ -83,6 +83,19 @@ def test_champion_loads_without_spark_and_matches_the_table(spark, registered):
     assert popular.score.tolist() == pytest.approx(shares.head(cfg.recommend.n).tolist(), rel=1e-6)
 
 
+def test_a_frame_of_every_user_is_answered_in_one_batch_like_the_table(spark, registered):
+    """The batch path (score_batch over all scored users at once) gives the table's rows for every
+    treated user, in the request's order, with an unknown user's popular list in its place."""
+    base, cfg, _ = registered
+    recs = read_table(spark, cfg.path("recommendations")).where("arm = 'treatment' and source in ('als', 'ease')")
+    users = sorted({r.user_id for r in recs.select("user_id").distinct().collect()}, reverse=True)
+    model = mlflow.pyfunc.load_model(CHAMPION)
+    got = model.predict(pd.DataFrame({"user_id": [users[0], "nobody", *users[1:]]}))
+    assert served_rows(got[got.user_id != "nobody"]) == table_rows(spark, cfg, users)
+    assert list(dict.fromkeys(got.user_id))[:3] == [users[0], "nobody", users[1]]
+    assert set(got[got.user_id == "nobody"].source) == {"popular_unknown_user"} and len(users) > 100
+
+
 def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, registered, tmp_path):
     base, cfg, _ = registered
     # The same events in a root of its own (the shared run's tables stay as they are), its run in an

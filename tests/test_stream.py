@@ -99,6 +99,17 @@ def test_a_replayed_batch_changes_nothing(spark, raw, tmp_path):
     again = JOBS["stream"](spark, streamed)
     assert (again.replayed, again.batches) == (1, 0)
     assert {name: table(spark, streamed.path(name)).collect() for name in before} == before
+    # A reset checkpoint is a new query counting from batch 0 again: not a replay. It reads every
+    # file again; the rows already in events are duplicates, the new day's land.
+    shutil.rmtree(streamed.path(names.STREAM_CHECKPOINT))
+    land(folder, tmp_path / "landing", days[5:7])
+    fresh = JOBS["stream"](spark, streamed)
+    assert (fresh.replayed, fresh.batches) == (0, 1)
+    batch = rooted(cfg, tmp_path / "batch")
+    JOBS["ingest"](spark, batch)
+    assert_df_equality(
+        table(spark, streamed.path(names.EVENTS)), table(spark, batch.path(names.EVENTS)), ignore_row_order=True
+    )
 
 
 def test_a_batch_refreshes_its_users_lists_with_fold_in(spark, trained, tmp_path):

@@ -41,21 +41,23 @@ CONTROL_WHY = "control group: the most popular items you have not seen (held out
 
 
 def recommend(
-    spark: SparkSession, cfg: Config, run_id: str | None = None, users: DataFrame | None = None
+    spark: SparkSession, cfg: Config, run_id: str | None = None, touched: DataFrame | None = None
 ) -> RecommendResult:
-    """`users` (user_id, as the tables hold it): serve these users only, as --users does for raw ids."""
+    """`touched` (user_id, as the tables hold it: a stream batch's users): serve these users only,
+    as --users does for raw ids, and with recommend.fold_in every one of them from their current
+    history, whatever their events' dates."""
     path = cfg.model_path
     if path.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
         path = registry.download_model(path)
     model = load_model(spark, path)
-    wanted = users.select("user_id").distinct() if users is not None else None
+    wanted = touched.select("user_id").distinct() if touched is not None else None
     if wanted is None and cfg.recommend.users:
         key = pseudonym_key(cfg.privacy)  # the tables hold pseudonyms: --users gives raw ids
         wanted = spark.createDataFrame([(table_id(key, u),) for u in cfg.recommend.users], "user_id string").distinct()
     users = wanted if wanted is not None else model.users.select("user_id")
     fresh = scored = None
     if cfg.recommend.fold_in:  # users with newer events: served from their whole current history
-        fresh = fresh_histories(model, read_table(spark, cfg.path(names.EVENTS)))
+        fresh = fresh_histories(model, read_table(spark, cfg.path(names.EVENTS)), touched)
         if wanted is not None:
             fresh = fresh.join(wanted, "user_id", "left_semi")
         fresh = fresh.cache()

@@ -6,9 +6,11 @@ reader and options); every micro-batch goes through ingest's own classification 
 validation, pseudonyms, the erasure list) plus one check ingest makes within one read and a stream
 must make across batches: a clean row that repeats one already in the events table is a duplicate.
 Its clean rows are merged into their date partitions of `events` (a late event lands in its own
-date) and its bad rows into `quarantine`, and the batch id is appended to `stream/batches`, all in
-one table-layer transaction: Spark replays a batch whose commit it did not record (a kill between
-the two), and a batch id already in `stream/batches` is skipped, so every raw row lands once.
+date) and its bad rows into `quarantine`, and the batch id (with the query's, from the checkpoint)
+is appended to `stream/batches`, all in one table-layer transaction: Spark replays a batch whose
+commit it did not record (a kill between the two), and a batch already in `stream/batches` is
+skipped (its users' lists refreshed again), so every raw row lands once. A first batch reads every
+file already in the input folder: point the stream at a folder only new files reach.
 Then, when a model exists, recommend runs with fold-in for the users of the batch (their lists
 replace theirs of the day). Each batch logs rows, quarantined, users refreshed and its latency
 (from the oldest of its files landing to its lists written) to the stream's MLflow run, by step.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 
@@ -31,7 +34,7 @@ from recsys_spark.events import schema as S
 from recsys_spark.events.privacy import ERASED
 from recsys_spark.events.sources import LANDED, stream_source
 from recsys_spark.events.validation import PARSED_USER_ID, clean_events, quarantine_rows
-from recsys_spark.infra.filesystem import SUCCESS, path_exists
+from recsys_spark.infra.filesystem import SUCCESS, path_exists, read_text
 from recsys_spark.infra.tables import read_table, transaction
 from recsys_spark.jobs.ingest import class_counts, classify, merge_outside
 from recsys_spark.jobs.recommend import recommend
@@ -40,7 +43,8 @@ from recsys_spark.results import StreamResult
 
 log = logging.getLogger("recsys_spark")
 BATCH_SCHEMA = (
-    "batch_id long, rows_read long, rows_clean long, rows_quarantined long, rows_erased long, committed_at timestamp"
+    "query_id string, batch_id long, rows_read long, rows_clean long, rows_quarantined long, rows_erased long, "
+    "committed_at timestamp"
 )
 
 
@@ -75,10 +79,13 @@ def ingest_batch(
     transaction (skipped when its id is already committed), then its users' lists refreshed."""
     started = time.time()
     batches_table = cfg.path(names.STREAM_BATCHES)
+    query = query_id(spark, cfg)  # a reset checkpoint is a new query, numbering its batches from 0 again
     done = read_table(spark, batches_table) if path_exists(spark, batches_table) else None
-    if done is not None and done.where(F.col("batch_id") == batch_id).count():
-        log.info("[stream] batch %d was already committed: skipped (a replay)", batch_id)
+    if done is not None and done.where((F.col("query_id") == query) & (F.col("batch_id") == batch_id)).count():
+        log.info("[stream] batch %d was already committed: skipped (a replay); its users' lists refreshed", batch_id)
         result.replayed += 1
+        users = batch_users(classify(batch.drop(LANDED), cfg).where(~F.col(ERASED)))
+        refresh(spark, cfg, users, run_id)  # a kill may have come between the commit and the refresh
         return
     batch = batch.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -89,6 +96,14 @@ def ingest_batch(
         raw = batch.drop(LANDED)
         events_table, quarantine_table = cfg.path(names.EVENTS), cfg.path(names.QUARANTINE)
         held = read_table(spark, events_table) if path_exists(spark, events_table) else None
+        if held is not None and done is None:
+            log.warning(
+                "[stream] %s already holds events and this stream has committed no batch yet: the first batch "
+                "reads every file under %s, so rows an ingest already wrote are quarantined again as duplicates "
+                "(nothing is doubled in events); point input.path at a folder only new files reach",
+                events_table,
+                cfg.input_path,
+            )
         flagged = classify(raw, cfg, held).persist(StorageLevel.MEMORY_AND_DISK)
         clean, by_reason, erased = class_counts(flagged, rows_read, cfg)
         validated = flagged.where(~F.col(ERASED)).drop(ERASED)
@@ -104,14 +119,22 @@ def ingest_batch(
             lambda old, new: old.unionByName(new, allowMissingColumns=True),
         )
         bad = sum(by_reason.values())
-        row = [(batch_id, rows_read, clean, bad, erased, dt.datetime.now())]
+        if bad > cfg.ingest.max_bad_fraction * rows_read:  # ingest would refuse its input; a stream goes on
+            log.warning(
+                "[stream] batch %d: %d of %d rows quarantined, above ingest.max_bad_fraction %g: %s",
+                batch_id,
+                bad,
+                rows_read,
+                cfg.ingest.max_bad_fraction,
+                dict(sorted(by_reason.items(), key=lambda kv: -kv[1])[:3]),
+            )
+        row = [(query, batch_id, rows_read, clean, bad, erased, dt.datetime.now())]
         logged = spark.createDataFrame(row, BATCH_SCHEMA)
         with transaction(spark) as tx:  # the batch's rows and its id switch in together
             tx.write_table(events, events_table, names.EVENT_DATE)
             tx.write_table(quarantine, quarantine_table, names.QUARANTINE_DATE)
             tx.write_table(logged if done is None else done.unionByName(logged), batches_table)
-        users = validated.where(F.col(S.REASON).isNull()).select(F.col(PARSED_USER_ID).alias("user_id")).distinct()
-        refreshed = refresh(spark, cfg, users, run_id) if clean else 0
+        refreshed = refresh(spark, cfg, batch_users(validated), run_id) if clean else 0
         flagged.unpersist()
     finally:
         batch.unpersist()
@@ -139,12 +162,23 @@ def ingest_batch(
     )
 
 
+def batch_users(validated: DataFrame) -> DataFrame:
+    """(user_id) of a batch's clean rows (classified, erased users left out)."""
+    return validated.where(F.col(S.REASON).isNull()).select(F.col(PARSED_USER_ID).alias("user_id")).distinct()
+
+
+def query_id(spark: SparkSession, cfg: Config) -> str:
+    """The streaming query's id, kept in its checkpoint's `metadata` (new when the checkpoint is)."""
+    return json.loads(read_text(spark, f"{cfg.path(names.STREAM_CHECKPOINT)}/metadata"))["id"]
+
+
 def refresh(spark: SparkSession, cfg: Config, users: DataFrame, run_id: str | None) -> int:
     """Recommend with fold-in for `users` (user_id) when a model exists: their lists of the day
-    are replaced, everyone else's kept. Returns the users served from their new history."""
+    are replaced, everyone else's kept. Returns the users served (both arms: a control user gets
+    the popular list, as recommend gives it)."""
     logged = cfg.model_path.startswith(("runs:/", "models:/", "mlflow-artifacts:/"))
     if not cfg.stream.refresh or not (logged or path_exists(spark, f"{cfg.model_path.rstrip('/')}/{SUCCESS}")):
         return 0
     fold = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, fold_in=True))
-    out = recommend(spark, fold, run_id=run_id, users=users)
+    out = recommend(spark, fold, run_id=run_id, touched=users)
     return sum(out.users_by_arm.values())

@@ -29,6 +29,7 @@ from recsys_spark.recs.model import (
     Factors,
     TrainedModel,
     fit_als,
+    fit_settings,
     fitted_on,
     load_model,
     save_model,
@@ -50,9 +51,9 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
     last, last_us, n_events = events.agg(F.max("event_ts"), F.max(F.unix_micros("event_ts")), F.count("*")).first()
     if last is None:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
-    # the newest event the model sees (UTC): what recommend --fold-in counts as new behaviour
-    until = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=last_us)).isoformat()
-    if cfg.train.if_changed and fitted_on(saved_config(spark, cfg.path(names.MODEL)), until, n_events):
+    until = utc_iso(last_us)  # the newest event (UTC)
+    settings = fit_settings(tracking.redact_nested(cfg.to_dict()))
+    if cfg.train.if_changed and fitted_on(saved_config(spark, cfg.path(names.MODEL)), until, n_events, settings):
         log.info("[train] skipped: the saved model was fitted on these %d events (newest %s)", n_events, until)
         return TrainSkipped(model=cfg.path(names.MODEL), events=n_events, data_until=until)
     dataset = log_events_tags(spark, cfg, events)
@@ -92,8 +93,10 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
             "family": trained.family,
             **({"ease_lambda": trained.ease.lam} if trained.ease else {}),
             "mlflow_run_id": tracking.current_run_id(),
-            "data_until": until,
-            "data_events": n_events,  # with data_until, what train.if_changed compares
+            # the newest event the served model saw: what recommend --fold-in counts as new behaviour
+            "data_until": until if cfg.train.refit_on_all or splits.info.cutoff is None else served_until(splits),
+            "events_until": until,  # with data_events and the fit settings, what train.if_changed compares
+            "data_events": n_events,
         },
         ease.weights_frame(spark, trained.ease.served) if trained.ease and trained.ease.served else None,
     )
@@ -141,6 +144,17 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         validation={f"validation_{f}_{metric}": v for f, v in trained.validation.items()},
         paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
     )
+
+
+def utc_iso(micros: int) -> str:
+    """Microseconds since the epoch as an ISO 8601 UTC timestamp."""
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)).isoformat()
+
+
+def served_until(splits: Splits) -> str:
+    """With train.refit_on_all false the served model saw the events before the cutoff only (a
+    naive local datetime, as Spark collects them): the instant just before it, in UTC."""
+    return utc_iso(round(splits.info.cutoff.timestamp() * 1_000_000) - 1)
 
 
 def challenge(

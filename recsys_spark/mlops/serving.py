@@ -32,9 +32,19 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
 from recsys_spark.names import ALS, ALS_FOLD_IN, EASE, EASE_FOLD_IN, POPULAR, UNKNOWN_USER
-from recsys_spark.recs.kernels import because_column, explain_for, fold_in_block, indexed, solver_for, top_k_rows
+from recsys_spark.recs.kernels import (
+    because_column,
+    block_rows,
+    explain_for,
+    fold_in_block,
+    indexed,
+    score_batch,
+    solver_for,
+    top_k_rows,
+)
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
+SLICE_ROWS = 1024  # request rows per score_batch call: bounds an EASE slice's binary histories
 
 
 def _table(path: Path) -> pa.Table:
@@ -168,15 +178,128 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = None if self.ease else self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
         self.solver = solver_for(cfg)
+        in_catalogue = self.seen_items < self.pos.size
+        in_catalogue[in_catalogue] = self.pos[self.seen_items[in_catalogue]] >= 0
+        self.scoreable = (  # users scored by the model: EASE, a history item in B; ALS, factors
+            set(np.unique(self.seen_users[in_catalogue]).tolist()) if self.ease else set(self.factor_row)
+        )
+        self.block = block_rows(self.item_idx.size)
         self.item_row = dict(zip(items["item_id"], items["item_idx"], strict=True))
         chosen, als = cfg.get("chosen", {}), cfg["als"]
         self.log_rating = self.solver.implicit and chosen.get("confidence", als["confidence"]) == "log"
         self.epsilon = float(als["epsilon"])
+        self.nonnegative = bool(als.get("nonnegative", False))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Rows in request order. Known users the model scores go through `score_batch` together,
+        the kernel of the Spark top-N (blocks of users per matrix product, seen items masked,
+        explanations in batch); users it never saw get the popular list at once; a row with a
+        history, or a known user it cannot score, is answered on its own."""
         asked = requests(model_input, self.n)
-        frames = [self.recommend(u, n, h) for (u, n), h in zip(asked, histories(model_input), strict=True)]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+        wanted = histories(model_input)
+        idx = [self.user_row.get(u) for u, _ in asked]
+        batched = [
+            i
+            for i, (h, x) in enumerate(zip(wanted, idx, strict=True))
+            if h is None and x is not None and int(x) in self.scoreable
+        ]
+        unknown = [i for i, (h, x) in enumerate(zip(wanted, idx, strict=True)) if h is None and x is None]
+        frames = [self.scored([asked[i] for i in batched], np.array(batched, np.int64))]
+        frames.append(self.unknown([asked[i] for i in unknown], np.array(unknown, np.int64)))
+        done = set(batched) | set(unknown)
+        for i, ((u, n), h) in enumerate(zip(asked, wanted, strict=True)):
+            if i not in done:
+                frames.append(self.recommend(u, n, h).assign(_pos=i))
+        out = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
+        if out is None:
+            return pd.DataFrame(columns=COLUMNS)
+        return out.sort_values(["_pos", "rank"], kind="stable").drop(columns="_pos").reset_index(drop=True)
+
+    def scored(self, asked: list[tuple[str, int]], where: np.ndarray) -> pd.DataFrame:
+        """The model's top-n of known, scoreable users (request rows `where`), in slices of
+        SLICE_ROWS through `score_batch`; `_pos` is each row's request position."""
+        if not asked:
+            return pd.DataFrame()
+        rows = np.array([self.user_row[u] for u, _ in asked], np.int64)
+        ns = np.array([n for _, n in asked], np.int64)
+        parts = []
+        for start in range(0, rows.size, SLICE_ROWS):
+            batch = self._user_batch(rows[start : start + SLICE_ROWS], start)
+            parts.append(
+                score_batch(batch, self.item_idx, self.vt, self.pos, int(ns.max()), self.block, self.explain, self.gram)
+            )
+        out = pa.Table.from_batches(parts)
+        row = out.column("user_idx").to_numpy()
+        rank = out.column("rank").to_numpy()
+        keep = rank <= ns[row]
+        return pd.DataFrame(
+            {
+                "user_id": np.array([u for u, _ in asked], object)[row[keep]],
+                "rank": rank[keep],
+                "item_id": self.ids[out.column("item_idx").to_numpy()[keep]],
+                "score": out.column("score").to_numpy()[keep],
+                "source": EASE if self.ease else ALS,
+                "because": (
+                    out.column("because").filter(pa.array(keep)).to_pylist()
+                    if self.explain is not None
+                    else [None] * int(keep.sum())
+                ),
+                "_pos": where[row[keep]],
+            }
+        )
+
+    def _user_batch(self, users: np.ndarray, start: int) -> pa.RecordBatch:
+        """score_batch's input for model users `users` (user_idx): each row's factors (ALS) or
+        binary history over B's catalogue (EASE), its seen items and their fit weights; `user_idx`
+        holds the row's position among the request's batched rows (this slice starts at `start`)."""
+        m = users.size
+        lo, hi = np.searchsorted(self.seen_users, users), np.searchsorted(self.seen_users, users + 1)
+        lens = hi - lo
+        flat = np.repeat(lo - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+        seen = self.seen_items[flat]
+        if self.ease:
+            cols = np.full(seen.size, -1)
+            inside = seen < self.pos.size
+            cols[inside] = self.pos[seen[inside]]
+            x = np.zeros((m, self.vt.shape[0]), np.float32)
+            x[np.repeat(np.arange(m), lens)[cols >= 0], cols[cols >= 0]] = 1.0
+            weights = np.ones(seen.size)
+        else:
+            x = self.u[[self.factor_row[int(u)] for u in users]]
+            weights = self.seen_weights[flat] if self.seen_weights is not None else np.full(seen.size, np.nan)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
+        width = x.shape[1]
+        return pa.RecordBatch.from_arrays(
+            [
+                pa.array(np.arange(start, start + m, dtype=np.int32)),
+                pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, (m + 1) * width, width, dtype=np.int32)), pa.array(x.ravel())
+                ),
+                pa.ListArray.from_arrays(offsets, pa.array(seen.astype(np.int32))),
+                pa.ListArray.from_arrays(offsets, pa.array(weights.astype(np.float64))),
+            ],
+            names=["user_idx", "features", "seen", "weights"],
+        )
+
+    def unknown(self, asked: list[tuple[str, int]], where: np.ndarray) -> pd.DataFrame:
+        """Users the model never saw (request rows `where`): the n most popular items of all."""
+        if not asked:
+            return pd.DataFrame()
+        ks = np.minimum(np.array([n for _, n in asked], np.int64), len(self.popular))
+        row = np.repeat(np.arange(len(asked)), ks)
+        rank = np.arange(int(ks.sum())) - np.repeat(np.cumsum(ks) - ks, ks) + 1
+        top = self.popular[rank - 1]
+        return pd.DataFrame(
+            {
+                "user_id": np.array([u for u, _ in asked], object)[row],
+                "rank": rank,
+                "item_id": self.ids[top[:, 0].astype(np.int64)],
+                "score": (top[:, 1] * self.share).astype(np.float32),
+                "source": UNKNOWN_USER,
+                "because": [None] * rank.size,
+                "_pos": where[row],
+            }
+        )
 
     def history_pairs(self, history: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(columns of vt, fit ratings) of a request's history: its items in the model's catalogue,
@@ -196,10 +319,10 @@ class Recommender(mlflow.pyfunc.PythonModel):
         pos = self.pos
         cols = pos[seen[seen < pos.size]]
         if history is not None:
-            if not self.solver.implicit:
+            if not self.solver.implicit or (self.nonnegative and not self.ease):
                 raise MlflowException.invalid_parameter_value(
-                    "history serves implicit-feedback models only: this model was fitted on ratings "
-                    "(interactions.mode explicit); send user_id alone"
+                    "history serves implicit-feedback models fitted without als.nonnegative only (fold-in "
+                    "solves the unconstrained normal equations): send user_id alone"
                 )
             cols, weights = self.history_pairs(history)
             seen = np.union1d(seen, self.item_idx[cols])

@@ -85,6 +85,16 @@ def fold_in_batch(
     return pa.RecordBatch.from_arrays([pa.array(users), features], names=["id", "features"])
 
 
+def check_unconstrained(config: dict) -> None:
+    """Fold-in solves Spark's unconstrained normal equations: a model fitted with als.nonnegative
+    (Spark's NNLS solver) would get other factors than a fit gives."""
+    if config["als"].get("nonnegative"):
+        raise RecsysError(
+            "fold-in solves ALS's unconstrained normal equations, but this model was fitted with "
+            "als.nonnegative=true: retrain with als.nonnegative=false, or recommend without --fold-in"
+        )
+
+
 def data_until(m: TrainedModel) -> int:
     """The model's newest event (`data_until` in its config) as microseconds since the epoch."""
     stamp = m.config.get("data_until")
@@ -96,12 +106,14 @@ def data_until(m: TrainedModel) -> int:
     return (dt.datetime.fromisoformat(stamp) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
-def fresh_histories(m: TrainedModel, events: DataFrame) -> DataFrame:
+def fresh_histories(m: TrainedModel, events: DataFrame, users: DataFrame | None = None) -> DataFrame:
     """(user_id, item_idx, weight): the whole history in `events` (clean events) of every user with
-    an event newer than the model's data, on the model's items, weighted as the model's fit weighted
-    its pairs (its interactions settings, decay as of the newest event, its fit rating)."""
-    newer = events.where(F.unix_micros("event_ts") > F.lit(data_until(m))).select("user_id").distinct()
-    theirs = events.join(newer, "user_id", "left_semi")
+    an event newer than the model's data (or of `users`, user_id, whatever their events' dates: the
+    stream's batch), on the model's items, weighted as the model's fit weighted its pairs (its
+    interactions settings, decay as of the newest event, its fit rating)."""
+    if users is None:
+        users = events.where(F.unix_micros("event_ts") > F.lit(data_until(m))).select("user_id").distinct()
+    theirs = events.join(users.select("user_id"), "user_id", "left_semi")
     cfg = m.config
     as_of = events.agg(F.max("event_ts")).first()[0]
     icfg = dataclasses.replace(InteractionsConfig(**cfg["interactions"]), min_user_items=1, min_item_users=1)
@@ -112,9 +124,11 @@ def fresh_histories(m: TrainedModel, events: DataFrame) -> DataFrame:
 
 def fresh_users(m: TrainedModel, fresh: DataFrame) -> DataFrame:
     """(user_id) of the users in `fresh` the serving family can score from that history (ALS: a
-    pair it fits on; EASE: any pair)."""
-    scored = fresh if m.ease is not None else fresh.where(F.col("weight").isNotNull())
-    return scored.select("user_id").distinct()
+    pair it fits on, a positive one for implicit feedback, as `fold_in_batch` needs; EASE: any pair)."""
+    if m.ease is not None:
+        return fresh.select("user_id").distinct()
+    fits = F.col("weight") > 0 if solver_for(m.config).implicit else F.col("weight").isNotNull()
+    return fresh.where(fits).select("user_id").distinct()
 
 
 def fresh_lists(m: TrainedModel, fresh: DataFrame, n: int, names: DataFrame | None = None) -> DataFrame:
@@ -128,6 +142,7 @@ def fresh_lists(m: TrainedModel, fresh: DataFrame, n: int, names: DataFrame | No
         lists = ease.ease_top_n(pairs, local.select("user_idx"), *ease.from_frame(m.ease), n, explain)
         source = EASE_FOLD_IN
     else:
+        check_unconstrained(m.config)
         factors = fold_in(m.als.itemFactors, pairs, solver_for(m.config))
         lists = top_n(factors, m.als.itemFactors, pairs, n, explain=explain)
         source = ALS_FOLD_IN

@@ -145,18 +145,37 @@ def saved_config(spark: SparkSession, path: str) -> dict[str, Any] | None:
     return yaml.safe_load(read_text(spark, f"{path}/config.yaml"))
 
 
-def fitted_on(config: dict[str, Any] | None, data_until: str, n_events: int) -> bool:
-    """Whether a saved model (its config) was fitted on events with this newest event and count:
-    nothing arrived since, late events (older than the newest) included, and nothing was erased.
+# The config sections that decide what train fits: a saved model fitted with other values of them
+# is not the model train would fit now (train.if_changed compares them besides the events).
+FIT_SECTIONS = ("events", "interactions", "split", "als", "tune", "model", "ease")
 
-    >>> fitted_on({"data_until": "2026-01-31T18:30:00+00:00", "data_events": 900}, "2026-01-31T18:30:00+00:00", 900)
+
+def fit_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The FIT_SECTIONS of a config dict, and train's own keys but if_changed, as YAML reads them back."""
+    train = {k: v for k, v in config.get("train", {}).items() if k != "if_changed"}
+    return yaml.safe_load(yaml.safe_dump({**{k: config.get(k) for k in FIT_SECTIONS}, "train": train}))
+
+
+def fitted_on(config: dict[str, Any] | None, events_until: str, n_events: int, settings: dict[str, Any]) -> bool:
+    """Whether a saved model (its config) was fitted on events with this newest event and count
+    (nothing arrived since, late events included, and nothing was erased) with these fit settings.
+
+    >>> saved = {"events_until": "2026-01-31T18:30:00+00:00", "data_events": 900, "als": {"rank": 8}}
+    >>> fitted_on(saved, "2026-01-31T18:30:00+00:00", 900, fit_settings({"als": {"rank": 8}}))
     True
-    >>> fitted_on({"data_until": "2026-01-31T18:30:00+00:00", "data_events": 900}, "2026-01-31T18:30:00+00:00", 901)
+    >>> fitted_on(saved, "2026-01-31T18:30:00+00:00", 901, fit_settings({"als": {"rank": 8}}))
     False
-    >>> fitted_on({"family": "als"}, "2026-01-31T18:30:00+00:00", 900)  # saved before data_until was recorded
+    >>> fitted_on(saved, "2026-01-31T18:30:00+00:00", 900, fit_settings({"als": {"rank": 16}}))
+    False
+    >>> fitted_on({"family": "als"}, "2026-01-31T18:30:00+00:00", 900, {})  # saved before these were recorded
     False
     """
-    return config is not None and config.get("data_until") == data_until and config.get("data_events") == n_events
+    return (
+        config is not None
+        and config.get("events_until") == events_until
+        and config.get("data_events") == n_events
+        and fit_settings(config) == settings
+    )
 
 
 def load_model(spark: SparkSession, path: str) -> TrainedModel:
