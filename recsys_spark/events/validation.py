@@ -128,7 +128,17 @@ def mark_repeats_of(validated: DataFrame, events: DataFrame | None) -> DataFrame
     if events is None:
         return validated
     keys = list(names.RAW_EVENT_COLUMNS)
-    held = events.select(*keys).distinct().withColumn("_held", F.lit(True))
+    ts = F.col(_C["event_ts"])
+    lo, hi = validated.where(F.col(S.REASON).isNull()).agg(F.min(ts), F.max(ts)).first()
+    if lo is None:  # no clean row: nothing to repeat
+        return validated
+    # A repeat has the same event_ts, so only the partitions of the batch's dates are read (a day
+    # either side: event_date was cut in the writing session's time zone).
+    day = F.col(names.EVENT_DATE)
+    near = (day >= F.lit(lo.date() - dt.timedelta(days=1))) & (day <= F.lit(hi.date() + dt.timedelta(days=1)))
+    held = (
+        events.where(near & F.col("event_ts").between(lo, hi)).select(*keys).distinct().withColumn("_held", F.lit(True))
+    )
     cond = [F.col(_C[k]).eqNullSafe(held[k]) for k in keys]
     joined = validated.join(held, cond, "left").drop(*[held[k] for k in keys])
     dup = F.col(S.REASON).isNull() & F.coalesce(F.col("_held"), F.lit(False))
