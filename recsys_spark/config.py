@@ -288,6 +288,24 @@ class RecommendConfig:
     # (ALS: folded-in factors; EASE: the history itself), new users included (recs/foldin.py).
     fold_in: bool = False
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    # What a list may hold (recs/filters.py), applied before the top-N is cut: a user still gets n
+    # items while n remain. Tables are CSV (.csv), JSON (.json) or Parquet (anything else).
+    item_filter: str | None = None  # a condition over items.path's columns; items it is not true for are never listed
+    exclude: str | None = None  # a table of item_id (never listed), or of user_id, item_id (never for that user)
+    candidates: str | None = None  # a table of item_id: lists hold only these items
+    exclude_seen: Literal["all", "none"] | list[str] = "all"  # or the event types whose items are never re-listed
+    max_per_value: dict[str, int] = field(default_factory=dict)  # {column of items.path: k}: at most k per value
+
+
+@dataclass
+class ItemsConfig:
+    """Item attributes (a side table joined by item id; may be the text.path file) that
+    recommend.item_filter and recommend.max_per_value name."""
+
+    path: str | None = None  # CSV/Parquet/JSON; null: no attributes
+    format: Literal["parquet", "csv", "json"] = "csv"
+    options: dict[str, str] = field(default_factory=lambda: {"header": "true"})  # passed to the Spark reader
+    id_column: str = "item_id"  # the column holding the events' item_id
 
 
 @dataclass
@@ -396,6 +414,7 @@ class Config:
     effect: EffectConfig = field(default_factory=EffectConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    items: ItemsConfig = field(default_factory=ItemsConfig)
     new_items: NewItemsConfig = field(default_factory=NewItemsConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -525,6 +544,30 @@ def _is_zone(name: str) -> bool:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder name such as America
         return False
     return True
+
+
+def _check_filters(cfg: Config) -> None:
+    """recommend's filters and cap: what they name must exist (the item_filter's own check needs
+    Spark's parser and runs in the job)."""
+    r = cfg.recommend
+    if len(r.max_per_value) > 1:
+        raise ConfigError(
+            f"recommend.max_per_value caps {len(r.max_per_value)} columns ({sorted(r.max_per_value)}): "
+            "one column at a time, e.g. {category: 3}"
+        )
+    for column, k in r.max_per_value.items():
+        _check_range(f"recommend.max_per_value.{column}", k, "positive", "e.g. {category: 3}")
+    for key, used in (("recommend.item_filter", r.item_filter), ("recommend.max_per_value", r.max_per_value)):
+        if used and not cfg.items.path:
+            raise ConfigError(f"{key} names item attributes, but items.path is not set: point it at the item table")
+    if isinstance(r.exclude_seen, list):
+        unknown = sorted(set(r.exclude_seen) - set(cfg.events.weights))
+        if unknown or not r.exclude_seen:
+            raise ConfigError(
+                f"recommend.exclude_seen has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
+                if unknown
+                else "recommend.exclude_seen is an empty list: give event types, or all / none"
+            )
 
 
 def _check_holdout(h: HoldoutConfig) -> None:
@@ -708,6 +751,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             "recommend.users is an empty list: give user ids, or null (leave it out) for every user the model knows"
         )
+    _check_filters(cfg)
     rc = cfg.retention
     if rc.event_types is not None:
         unknown = sorted(set(rc.event_types) - set(cfg.events.weights))

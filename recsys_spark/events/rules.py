@@ -114,7 +114,12 @@ _NAMES = {
 
 def check_rule(spark: SparkSession, index: int, reason: str, when: str) -> None:
     """Refuse `ingest.rules[index]` unless every node of its parsed condition is allowed."""
-    head = f"ingest.rules[{index}] ({reason})"
+    check_condition(spark, f"ingest.rules[{index}] ({reason})", when)
+
+
+def check_condition(spark: SparkSession, head: str, when: str) -> None:
+    """Refuse the condition `when` (set at `head`, which the error names) unless every node of its
+    parsed expression is allowed: ingest's rules and recommend.item_filter."""
     allowed = "comparisons, AND/OR/NOT, arithmetic, IN, LIKE, IS NULL, CASE, CAST and pure built-in functions"
     try:
         root = spark._jsparkSession.sessionState().sqlParser().parseExpression(when)

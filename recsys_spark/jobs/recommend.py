@@ -12,6 +12,10 @@ served user's arm, whatever the policy: with the recommendations it is the expos
 With recommend.fold_in (--fold-in), users with events newer than the model's data (new users
 included) are served from their whole current history (recs/foldin.py): `source` als_fold_in or
 ease_fold_in.
+
+Every list, the control arm's and the fallback's included, obeys recommend's filters and cap
+(recs/filters.py): items the filter, the candidate set or the exclusions rule out, and seen items
+per recommend.exclude_seen, are removed before the top-N is cut.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.tables import read_table, transaction
 from recsys_spark.jobs.items import read_texts
 from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.filters import filters_for
 from recsys_spark.recs.foldin import fresh_histories, fresh_lists, fresh_users
 from recsys_spark.recs.model import load_model
 from recsys_spark.recs.topn import popular_lists, recommend_users
@@ -71,16 +76,17 @@ def recommend(
     run_id = run_id or tracking.current_run_id() or uuid.uuid4().hex
     day = cfg.recommend.run_date or dt.datetime.now(dt.UTC).date()
     labels = read_texts(spark, cfg).withColumnRenamed("text", "name") if cfg.text.path else None
-    treated = _in_arm(assigned, TREATMENT)
+    filters = filters_for(spark, cfg, model)
+    treated, n = _in_arm(assigned, TREATMENT), cfg.recommend.n
     if scored is None:
-        out = recommend_users(model, treated, cfg.recommend.n, labels)
+        out = recommend_users(model, treated, n, labels, filters)
     else:
-        out = recommend_users(model, treated.join(scored, "user_id", "left_anti"), cfg.recommend.n, labels).unionByName(
-            fresh_lists(model, fresh.join(treated, "user_id", "left_semi"), cfg.recommend.n, labels)
+        out = recommend_users(model, treated.join(scored, "user_id", "left_anti"), n, labels, filters).unionByName(
+            fresh_lists(model, fresh.join(treated, "user_id", "left_semi"), n, labels, filters)
         )
     out = out.withColumn("arm", F.lit(TREATMENT))
     if h.fraction > 0 and h.policy == "popular":
-        control = popular_lists(model, _in_arm(assigned, CONTROL), cfg.recommend.n)
+        control = popular_lists(model, _in_arm(assigned, CONTROL), n, filters)
         out = out.unionByName(control.withColumn("why", F.lit(CONTROL_WHY)).withColumn("arm", F.lit(CONTROL)))
     stamp = [F.lit(run_id).alias("run_id"), F.lit(day).alias("run_date")]
     out = out.select("*", *stamp)

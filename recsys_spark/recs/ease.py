@@ -26,7 +26,8 @@ from pyspark.sql import functions as F
 
 from recsys_spark.errors import RecsysError
 from recsys_spark.recs.evaluation import per_user_metrics, relevant_items, summarize
-from recsys_spark.recs.kernels import BECAUSE_TYPE, TOPN_SCHEMA, Explain, block_rows, score_batch
+from recsys_spark.recs.filters import with_mask
+from recsys_spark.recs.kernels import BECAUSE_TYPE, TOPN_SCHEMA, Explain, ListRules, block_rows, score_batch
 from recsys_spark.recs.tuning import TuningData, rank_metrics
 
 
@@ -89,11 +90,14 @@ def ease_top_n(
     b: np.ndarray,
     n: int,
     explain: Explain | None = None,
+    mask: DataFrame | None = None,
+    rules: ListRules | None = None,
 ) -> DataFrame:
     """(user_idx, rank, item_idx, score) for `users` (user_idx), scored on their items in `pairs`
-    (which are also never recommended). With `explain` (ease=True) every row gets `because`."""
+    (which are also never recommended, unless `mask` says what is instead; `rules`: see
+    topn.top_n). With `explain` (ease=True) every row gets `because`."""
     spark = pairs.sparkSession
-    bc = spark.sparkContext.broadcast((items, b.astype(np.float32), explain))
+    bc = spark.sparkContext.broadcast((items, b.astype(np.float32), explain, rules))
     histories = (
         pairs.select("user_idx", "item_idx")
         .distinct()
@@ -101,16 +105,17 @@ def ease_top_n(
         .groupBy("user_idx")
         .agg(F.collect_list("item_idx").alias("seen"))
     )
+    histories = with_mask(histories, mask)
     rows = block_rows(items.size)
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        ids, vt, how = bc.value
+        ids, vt, how, only = bc.value
         pos = np.full(int(ids.max(initial=-1)) + 1, -1, dtype=np.int64)
         pos[ids] = np.arange(ids.size)
         for batch in batches:
             for start in range(0, batch.num_rows, USERS_PER_SLICE):
                 part = _with_histories(batch.slice(start, USERS_PER_SLICE), pos, ids.size)
-                yield score_batch(part, ids, vt, pos, n, rows, how)
+                yield score_batch(part, ids, vt, pos, n, rows, how, rules=only)
 
     return histories.mapInArrow(score, TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else ""))
 
@@ -130,8 +135,10 @@ def _with_histories(batch: pa.RecordBatch, pos: np.ndarray, n_items: int) -> pa.
     ones = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(np.ones(int(lens.sum())))
     )
+    extra = ["mask"] if "mask" in batch.schema.names else []  # masked items, passed through
     return pa.RecordBatch.from_arrays(
-        [batch.column("user_idx"), seen, features, ones], names=["user_idx", "seen", "features", "weights"]
+        [batch.column("user_idx"), seen, features, ones, *map(batch.column, extra)],
+        names=["user_idx", "seen", "features", "weights", *extra],
     )
 
 

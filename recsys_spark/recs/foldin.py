@@ -24,6 +24,7 @@ from recsys_spark.config import ALSConfig, InteractionsConfig
 from recsys_spark.errors import RecsysError
 from recsys_spark.names import ALS_FOLD_IN, EASE_FOLD_IN
 from recsys_spark.recs import ease
+from recsys_spark.recs.filters import Filters
 from recsys_spark.recs.interactions import build_id_map, build_interactions
 from recsys_spark.recs.kernels import Solver, chunked_pairs, flat_lists, fold_in_block, solver_for
 from recsys_spark.recs.model import TrainedModel, seen_pairs
@@ -131,19 +132,22 @@ def fresh_users(m: TrainedModel, fresh: DataFrame) -> DataFrame:
     return fresh.where(fits).select("user_id").distinct()
 
 
-def fresh_lists(m: TrainedModel, fresh: DataFrame, n: int, names: DataFrame | None = None) -> DataFrame:
+def fresh_lists(
+    m: TrainedModel, fresh: DataFrame, n: int, names: DataFrame | None = None, filters: Filters | None = None
+) -> DataFrame:
     """recommend_users' rows for the users in `fresh` (user_id, item_idx, weight), scored from that
     history: their seen items are its items, and `because` decomposes the fresh score. `source` is
-    als_fold_in or ease_fold_in."""
+    als_fold_in or ease_fold_in. The lists obey `filters`."""
     local = build_id_map(fresh_users(m, fresh), "user_id", "user_idx")  # numbering for this batch only
     pairs = fresh.join(local, "user_id").select("user_idx", "item_idx", "weight")
     explain = explainer(m, names)
+    rules, mask = (filters.rules, filters.pairs(local, pairs)) if filters else (None, None)
     if m.ease is not None:
-        lists = ease.ease_top_n(pairs, local.select("user_idx"), *ease.from_frame(m.ease), n, explain)
+        lists = ease.ease_top_n(pairs, local.select("user_idx"), *ease.from_frame(m.ease), n, explain, mask, rules)
         source = EASE_FOLD_IN
     else:
         check_unconstrained(m.config)
         factors = fold_in(m.als.itemFactors, pairs, solver_for(m.config))
-        lists = top_n(factors, m.als.itemFactors, pairs, n, explain=explain)
+        lists = top_n(factors, m.als.itemFactors, pairs, n, explain=explain, mask=mask, rules=rules)
         source = ALS_FOLD_IN
     return named_lists(lists, local, m.items, source)

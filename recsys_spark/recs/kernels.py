@@ -50,6 +50,31 @@ class Explain:
     ease: bool = False  # `vt` is EASE's B (history item x target), not ALS item factors
 
 
+@dataclass(frozen=True)
+class ListRules:
+    """What a list may hold beyond each user's masked pairs, by item_idx (catalogue-sized arrays):
+    items where `allowed` is false are never listed (recommend.item_filter, candidates, excluded
+    items); at most `cap` items of one `groups` code per list (recommend.max_per_value; code -1, no
+    value, is uncapped). Applied before the top-N is cut, so a user still gets n items while n remain."""
+
+    allowed: np.ndarray | None = None  # bool by item_idx; an index beyond it is not allowed
+    groups: np.ndarray | None = None  # int code by item_idx; an index beyond it has no value
+    cap: int = 0
+
+    def columns(self, item_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(blocked columns, group code per column) for the columns `item_ids`."""
+        blocked = codes = None
+        if self.allowed is not None:
+            inside = item_ids < self.allowed.size
+            blocked = np.ones(item_ids.size, bool)
+            blocked[inside] = ~self.allowed[item_ids[inside]]
+        if self.groups is not None:
+            inside = item_ids < self.groups.size
+            codes = np.full(item_ids.size, -1, np.int64)
+            codes[inside] = self.groups[item_ids[inside]]
+        return blocked, codes
+
+
 class Solver(NamedTuple):
     """The settings of ALS's least-squares solve for a user (see `_normal_equations`)."""
 
@@ -83,9 +108,12 @@ def score_batch(
     rows: int,
     explain: Explain | None = None,
     gram: np.ndarray | None = None,
+    rules: ListRules | None = None,
 ) -> pa.RecordBatch:
     """Top-k of one Arrow batch: seen items as (row, column) pairs once, then blocks of `rows` users.
-    Lists are read and written as Arrow buffers, with no Python object per row."""
+    A batch with a `mask` column masks those items instead of `seen` (which stays the history that
+    `because` decomposes); `rules` (ListRules) block items and cap values for every row. Lists are
+    read and written as Arrow buffers, with no Python object per row."""
     k = min(n, item_ids.size)
     m = batch.num_rows
     users = batch.column("user_idx").to_numpy(zero_copy_only=False)
@@ -93,21 +121,25 @@ def score_batch(
         part, top = np.zeros((m, k), np.int64), np.zeros((m, k), np.float32)
     else:
         u = pc.list_flatten(batch.column("features")).to_numpy(zero_copy_only=False).astype(np.float32).reshape(m, -1)
-    lens, flat = flat_lists(batch.column("seen"))
-    flat = flat.astype(np.int64)
-    seen_rows = np.repeat(np.arange(m), lens)  # sorted: a block's pairs are one slice
-    cols = np.full(flat.size, -1)
-    inside = flat < pos.size
-    cols[inside] = pos[flat[inside]]
-    fitted_w = flat_lists(batch.column("weights"))[1].astype(np.float64)[cols >= 0] if explain else None
-    seen_rows, cols = seen_rows[cols >= 0], cols[cols >= 0]
+    seen_rows, cols, inside = _pairs(batch.column("seen"), pos)
+    fitted_w = flat_lists(batch.column("weights"))[1].astype(np.float64)[inside] if explain else None
+    mask_rows, mask_cols = (
+        (seen_rows, cols) if "mask" not in batch.schema.names else _pairs(batch.column("mask"), pos)[:2]
+    )
+    blocked, codes = rules.columns(item_ids) if rules is not None else (None, None)
     if k and m:
         parts, tops = [], []
         for start in range(0, m, rows):
             scores = u[start : start + rows] @ vt
-            lo, hi = np.searchsorted(seen_rows, [start, start + rows])
-            scores[seen_rows[lo:hi] - start, cols[lo:hi]] = -np.inf
-            p, t = top_k_rows(scores, item_ids, k)
+            lo, hi = np.searchsorted(mask_rows, [start, start + rows])
+            scores[mask_rows[lo:hi] - start, mask_cols[lo:hi]] = -np.inf
+            if blocked is not None:
+                scores[:, blocked] = -np.inf
+            p, t = (
+                top_k_rows(scores, item_ids, k)
+                if codes is None
+                else capped_top_k(scores, item_ids, k, codes, rules.cap)
+            )
             parts.append(p)
             tops.append(t)
         part, top = np.concatenate(parts), np.concatenate(tops)
@@ -123,6 +155,19 @@ def score_batch(
         arrays.append(because_column(explain, vt, gram, item_ids, seen_rows, cols, fitted_w, part, keep))
         names.append("because")
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _pairs(column: pa.Array, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column) of each item of a list column of item_idx that is in the catalogue (`pos`:
+    column by item_idx, -1 outside it), rows ascending, and which of the flat items those are."""
+    lens, flat = flat_lists(column)
+    flat = flat.astype(np.int64)
+    rows = np.repeat(np.arange(lens.size), lens)  # sorted: a block's pairs are one slice
+    cols = np.full(flat.size, -1)
+    inside = flat < pos.size
+    cols[inside] = pos[flat[inside]]
+    inside = cols >= 0
+    return rows[inside], cols[inside], inside
 
 
 def _normal_equations(
@@ -336,6 +381,36 @@ def top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.nda
     first = np.searchsorted(r, np.arange(len(scores)))
     take = np.arange(r.size) - first[r] < k
     return c[take].reshape(-1, k), s[take].reshape(-1, k)
+
+
+def capped_top_k(
+    scores: np.ndarray, item_ids: np.ndarray, k: int, codes: np.ndarray, cap: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`top_k_rows` with at most `cap` columns of one `codes` value per row (code -1: uncapped).
+
+    Each value's own best `cap` columns, then the best k of those: exactly the list a walk down the
+    scores keeps when it skips an item whose value already has `cap` (an item outside its value's
+    best `cap` is always skipped; one inside never is). Rows with fewer than k candidates end in
+    -inf scores, which the caller drops.
+
+    >>> s = np.array([[0.9, 0.8, 0.7, 0.1]])
+    >>> cols, top = capped_top_k(s, np.array([0, 1, 2, 3]), 3, np.array([5, 5, 5, 6]), 2)
+    >>> cols.tolist(), top.tolist()  # the third item of value 5 gives way to the best of value 6
+    ([[0, 1, 3]], [[0.9, 0.8, 0.1]])
+    """
+    cand_c, cand_s = [], []
+    for code in np.unique(codes):
+        own = np.flatnonzero(codes == code)
+        c, s = top_k_rows(scores[:, own], item_ids[own], min(k if code < 0 else cap, own.size))
+        cand_c.append(own[c])
+        cand_s.append(s)
+    c, s = np.concatenate(cand_c, axis=1), np.concatenate(cand_s, axis=1)
+    if c.shape[1] < k:
+        short = k - c.shape[1]
+        c = np.concatenate([c, np.zeros((len(c), short), np.int64)], axis=1)
+        s = np.concatenate([s, np.full((len(s), short), -np.inf, s.dtype)], axis=1)
+    order = np.lexsort((item_ids[c], -s))[:, :k]
+    return np.take_along_axis(c, order, axis=1), np.take_along_axis(s, order, axis=1)
 
 
 def indexed(idx: np.ndarray, values: np.ndarray, size: int | None = None) -> np.ndarray:

@@ -21,7 +21,18 @@ from pyspark.sql import functions as F
 
 from recsys_spark.names import ALS, EASE, POPULAR, UNKNOWN_USER
 from recsys_spark.recs import ease
-from recsys_spark.recs.kernels import BECAUSE_TYPE, TOPN_SCHEMA, Explain, block_rows, explain_for, indexed, score_batch
+from recsys_spark.recs.filters import Filters, with_mask
+from recsys_spark.recs.interactions import build_id_map
+from recsys_spark.recs.kernels import (
+    BECAUSE_TYPE,
+    TOPN_SCHEMA,
+    Explain,
+    ListRules,
+    block_rows,
+    explain_for,
+    indexed,
+    score_batch,
+)
 from recsys_spark.recs.model import Factors, TrainedModel
 
 
@@ -32,6 +43,8 @@ def top_n(
     n: int,
     block: int | None = None,
     explain: Explain | None = None,
+    mask: DataFrame | None = None,
+    rules: ListRules | None = None,
 ) -> DataFrame:
     """(user_idx, rank 1..n, item_idx, score) for every row of `user_factors` (id, features).
 
@@ -39,11 +52,13 @@ def top_n(
     with users or events. `seen` (user_idx, item_idx) pairs are never recommended. `block`
     (users per matrix product) defaults to `block_rows` of the catalogue size. With `explain`,
     `seen` also carries `weight` (the rating the model was fitted on, null for a pair left out of
-    the fit) and every row gets `because` (see `kernels.explain_block`), in the same pass.
+    the fit) and every row gets `because` (see `kernels.explain_block`), in the same pass. `mask`
+    (user_idx, item_idx) pairs are never recommended instead of `seen` (which stays the history
+    `because` reads); `rules` block items and cap values for every user (recs/filters.py).
     """
     ids, vt = item_matrix(item_factors)
     spark = user_factors.sparkSession
-    bc = spark.sparkContext.broadcast((ids, vt, explain))
+    bc = spark.sparkContext.broadcast((ids, vt, explain, rules))
     rows = block or block_rows(ids.size)
     if explain is None:
         seen_lists = seen.groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
@@ -52,15 +67,17 @@ def top_n(
             F.collect_list(F.struct("item_idx", F.col("weight").cast("double").alias("weight"))).alias("_h")
         )
         seen_lists = history.select("user_idx", F.col("_h.item_idx").alias("seen"), F.col("_h.weight").alias("weights"))
-    users = user_factors.select(F.col("id").alias("user_idx"), "features").join(seen_lists, "user_idx", "left")
+    users = with_mask(
+        user_factors.select(F.col("id").alias("user_idx"), "features").join(seen_lists, "user_idx", "left"), mask
+    )
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        item_ids, v, how = bc.value
+        item_ids, v, how, only = bc.value
         pos = np.full(int(item_ids.max()) + 1 if item_ids.size else 1, -1, dtype=np.int64)
         pos[item_ids] = np.arange(item_ids.size)
         gram = v.astype(np.float64) @ v.T.astype(np.float64) if how is not None else None  # Y'Y, once per task
         for batch in batches:
-            yield score_batch(batch, item_ids, v, pos, n, rows, how, gram)
+            yield score_batch(batch, item_ids, v, pos, n, rows, how, gram, only)
 
     schema = TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else "")
     return users.mapInArrow(score, schema)
@@ -81,21 +98,34 @@ def popularity(interactions: DataFrame) -> DataFrame:
     return interactions.groupBy("item_idx").agg(F.countDistinct("user_idx").cast("float").alias("popularity"))
 
 
-def top_n_popular(users: DataFrame, pop: DataFrame, seen: DataFrame, n: int) -> DataFrame:
-    """The most popular items each user in `users` (user_idx) has not seen."""
+def top_n_popular(
+    users: DataFrame,
+    pop: DataFrame,
+    seen: DataFrame,
+    n: int,
+    mask: DataFrame | None = None,
+    rules: ListRules | None = None,
+) -> DataFrame:
+    """The most popular items each user in `users` (user_idx) has not seen (`mask`, `rules`: see top_n)."""
     user_factors = users.select(F.col("user_idx").alias("id"), F.array(F.lit(1.0).cast("float")).alias("features"))
     item_factors = pop.select(
         F.col("item_idx").alias("id"), F.array(F.col("popularity").cast("float")).alias("features")
     )
-    return top_n(user_factors, item_factors, seen, n)
+    return top_n(user_factors, item_factors, seen, n, mask=mask, rules=rules)
 
 
 def als_top_n(
-    model: ALSModel | Factors, users: DataFrame, seen: DataFrame, n: int, explain: Explain | None = None
+    model: ALSModel | Factors,
+    users: DataFrame,
+    seen: DataFrame,
+    n: int,
+    explain: Explain | None = None,
+    mask: DataFrame | None = None,
+    rules: ListRules | None = None,
 ) -> DataFrame:
-    """Top-n for `users` (user_idx) from a fitted model, seen pairs excluded (`explain`: see top_n)."""
+    """Top-n for `users` (user_idx) from a fitted model, seen pairs excluded (the rest: see top_n)."""
     factors = model.userFactors.join(users.select(F.col("user_idx").alias("id")), "id")
-    return top_n(factors, model.itemFactors, seen, n, explain=explain)
+    return top_n(factors, model.itemFactors, seen, n, explain=explain, mask=mask, rules=rules)
 
 
 def explainer(m: TrainedModel, names: DataFrame | None = None) -> Explain | None:
@@ -111,14 +141,16 @@ def explainer(m: TrainedModel, names: DataFrame | None = None) -> Explain | None
     return explain_for(m.config, indexed(idx, labels["item_id"].to_numpy()), indexed(idx, labels["name"].to_numpy()))
 
 
-def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: DataFrame | None = None) -> DataFrame:
+def recommend_users(
+    m: TrainedModel, wanted: DataFrame | None, n: int, names: DataFrame | None = None, filters: Filters | None = None
+) -> DataFrame:
     """(user_id, rank, item_id, score, source, because, why) for `wanted` (user_id), or every user
     the model knows.
 
     Users the serving family can score (ALS: users with factors; EASE: users with a history) get
     their top-n, seen items excluded (`source` als or ease), each row with the user's history items
     that contributed most to its score (`because`; names from `names`). Users the model cannot
-    score get `popular_lists`.
+    score get `popular_lists`. Every list obeys `filters` (recs/filters.py).
     """
     scoreable = (
         m.seen.select("user_idx") if m.ease is not None else m.als.userFactors.select(F.col("id").alias("user_idx"))
@@ -130,12 +162,13 @@ def recommend_users(m: TrainedModel, wanted: DataFrame | None, n: int, names: Da
     else:
         served, fallback = with_factors, m.users.join(with_factors, "user_id", "left_anti").select("user_id")
     explain = explainer(m, names)
+    rules, mask = (filters.rules, filters.pairs(m.users, m.seen)) if filters else (None, None)
     if m.ease is not None:
-        lists = ease.ease_top_n(m.seen, served.select("user_idx"), *ease.from_frame(m.ease), n, explain)
+        lists = ease.ease_top_n(m.seen, served.select("user_idx"), *ease.from_frame(m.ease), n, explain, mask, rules)
     else:
-        lists = als_top_n(m.als, served.select("user_idx"), m.seen, n, explain)
+        lists = als_top_n(m.als, served.select("user_idx"), m.seen, n, explain, mask, rules)
     own = named_lists(lists, m.users, m.items, EASE if m.ease is not None else ALS)
-    return own.unionByName(popular_lists(m, fallback, n))
+    return own.unionByName(popular_lists(m, fallback, n, filters))
 
 
 def named_lists(lists: DataFrame, users: DataFrame, items: DataFrame, source: str) -> DataFrame:
@@ -150,29 +183,32 @@ def named_lists(lists: DataFrame, users: DataFrame, items: DataFrame, source: st
     )
 
 
-def popular_lists(m: TrainedModel, users: DataFrame, n: int) -> DataFrame:
+def popular_lists(m: TrainedModel, users: DataFrame, n: int, filters: Filters | None = None) -> DataFrame:
     """The most popular items for `users` (user_id), ties broken by item index, in recommend_users'
     columns: users in the id maps without their seen items (`source` popular), users the model has
     never seen the n most popular of all (`source` popular_unknown_user). The score is the item's
     popularity share: the fraction of the model's users who interacted with it (0-1). The fallback
-    for users the model cannot score, and the control arm's list."""
-    spark = m.users.sparkSession
+    for users the model cannot score, and the control arm's list; it obeys `filters` too."""
+    rules = filters.rules if filters else None
+    strangers = build_id_map(users.join(m.users, "user_id", "left_anti").select("user_id"), "user_id", "user_idx")
+    lists = []
+    for source, ids, seen in (
+        (POPULAR, m.users, m.seen),  # users the model knows: their seen items masked
+        (UNKNOWN_USER, strangers, m.seen.where(F.lit(False))),  # numbered for this run; they have seen nothing
+    ):
+        mask = filters.pairs(ids, seen) if filters else None
+        wanted = users.join(ids, "user_id").select("user_idx")
+        lists.append(
+            top_n_popular(wanted, m.popular, seen, n, mask, rules)
+            .join(ids, "user_idx")
+            .join(m.items, "item_idx")
+            .select("user_id", "rank", "item_id", "score", F.lit(source).alias("source"))
+        )
     no_reason = F.lit(None).cast(BECAUSE_TYPE)
-    known = (
-        top_n_popular(users.join(m.users, "user_id").select("user_idx"), m.popular, m.seen, n)
-        .join(m.users, "user_idx")
-        .join(m.items, "item_idx")
-        .select("user_id", "rank", "item_id", "score", F.lit(POPULAR).alias("source"))
-    )
-    best = m.popular.join(m.items, "item_idx").orderBy(F.desc("popularity"), "item_idx").limit(n).collect()  # n rows
-    top = spark.createDataFrame(
-        [(i, r["item_id"], float(r["popularity"])) for i, r in enumerate(best, 1)],
-        "rank int, item_id string, score float",
-    )
-    unknown = users.join(m.users, "user_id", "left_anti").crossJoin(F.broadcast(top))
     share = F.lit(1.0 / max(m.users.count(), 1))
     return (
-        known.unionByName(unknown.select("user_id", "rank", "item_id", "score", F.lit(UNKNOWN_USER).alias("source")))
+        lists[0]
+        .unionByName(lists[1])
         .withColumn("score", (F.col("score") * share).cast("float"))
         .withColumn("because", no_reason)
         .withColumn("why", why(F.col("source"), F.col("because")))

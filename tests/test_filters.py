@@ -1,0 +1,161 @@
+"""recommend's filters and cap (recs/filters.py): the kernel on a hand-built catalogue, then the job."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from recsys_spark.config import ConfigError, load_config
+from recsys_spark.errors import RecsysError
+from recsys_spark.infra.tables import read_table
+from recsys_spark.jobs.runner import JOBS
+from recsys_spark.recs.ease import ease_top_n
+from recsys_spark.recs.kernels import ListRules
+from recsys_spark.recs.model import load_model
+from recsys_spark.recs.topn import top_n
+
+# Six items scored 6..1 for every user (rank 1: user factor [1], item factor [score]).
+# Values of the capped column: items 0, 1, 2 are "a", 3 and 4 "b", 5 has none.
+SCORES = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+GROUPS = np.array([0, 0, 0, 1, 1, -1])
+
+
+@pytest.fixture(scope="module")
+def catalogue(spark):
+    users = spark.createDataFrame([(0, [1.0]), (1, [1.0])], "id int, features array<float>")
+    items = spark.createDataFrame([(i, [s]) for i, s in enumerate(SCORES)], "id int, features array<float>")
+    seen = spark.createDataFrame([(0, 1)], "user_idx int, item_idx int")  # user 0 saw item 1
+    return users, items, seen
+
+
+def lists(spark, rows):
+    return spark.createDataFrame(
+        [(u, r, i, SCORES[i]) for u, items in rows.items() for r, i in enumerate(items, 1)],
+        "user_idx int, rank int, item_idx int, score float",
+    )
+
+
+def check(spark, catalogue, expected, n=3, mask=None, rules=None):
+    users, items, seen = catalogue
+    got = top_n(users, items, seen, n, mask=mask, rules=rules)
+    assert_df_equality(got, lists(spark, expected), ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_filter_that_removes_the_top_items_still_yields_n(spark, catalogue):
+    allowed = np.array([False, True, True, True, True, True])  # item 0, everyone's best, is out of stock
+    check(spark, catalogue, {0: [2, 3, 4], 1: [1, 2, 3]}, rules=ListRules(allowed=allowed))
+
+
+def test_candidates_restrict_lists_to_the_set(spark, catalogue):
+    allowed = np.array([False, False, False, True, True, True])
+    check(spark, catalogue, {0: [3, 4, 5], 1: [3, 4, 5]}, n=5, rules=ListRules(allowed=allowed))  # 3 remain, 3 given
+
+
+def test_a_dismissed_item_never_reappears_and_seen_items_can_be_listed(spark, catalogue):
+    dismissed = spark.createDataFrame([(1, 0)], "user_idx int, item_idx int")  # user 1 dismissed item 0
+    check(spark, catalogue, {0: [0, 1, 2], 1: [1, 2, 3]}, mask=dismissed)  # the mask replaces seen: 1 is listed again
+
+
+def test_the_cap_keeps_the_best_items_within_k_per_value(spark, catalogue):
+    # At most 1 of a value: item 0 (a), then 3 (b), then 5 (no value: uncapped); user 0's seen item 1 still masked.
+    check(spark, catalogue, {0: [0, 3, 5], 1: [0, 3, 5]}, rules=ListRules(groups=GROUPS, cap=1))
+    # At most 2, item 0 filtered out: user 0 (saw 1) gets 2, 3, 4; user 1 gets 1, 2 (a is full), 3.
+    rules = ListRules(allowed=np.array([False, True, True, True, True, True]), groups=GROUPS, cap=2)
+    check(spark, catalogue, {0: [2, 3, 4], 1: [1, 2, 3]}, rules=rules)
+
+
+def test_ease_lists_obey_the_same_mask_and_rules(spark):
+    # B's row for item 0 scores items 1..3 as 0.9, 0.5, 0.2; user 7 holds item 0 and dismissed item 1.
+    b = np.zeros((4, 4), np.float32)
+    b[0, 1:] = [0.9, 0.5, 0.2]
+    history = spark.createDataFrame([(7, 0)], "user_idx int, item_idx int")
+    dismissed = history.unionByName(spark.createDataFrame([(7, 1)], "user_idx int, item_idx int"))
+    rules = ListRules(groups=np.array([-1, 0, 0, 0]), cap=1)  # items 1..3 share a value: one of them at most
+    got = ease_top_n(history, history.select("user_idx"), np.arange(4), b, 2, mask=dismissed, rules=rules)
+    expected = spark.createDataFrame([(7, 1, 2, 0.5)], "user_idx int, rank int, item_idx int, score float")
+    assert_df_equality(got, expected, ignore_nullable=True)  # 0 held, 1 dismissed, 3 over the cap: one item left
+
+
+def test_config_refuses_what_filters_cannot_do(tmp_path):
+    with pytest.raises(ConfigError, match="items.path is not set"):
+        load_config(None, ["recommend.item_filter=in_stock"])
+    with pytest.raises(ConfigError, match=r"one column at a time"):
+        load_config(None, ["items.path=x.csv", "recommend.max_per_value={a: 1, b: 2}"])
+    with pytest.raises(ConfigError, match=r"recommend.max_per_value.category must be a positive integer, got 0"):
+        load_config(None, ["items.path=x.csv", "recommend.max_per_value={category: 0}"])
+    with pytest.raises(ConfigError, match=r"unknown event type\(s\) \['like'\]"):
+        load_config(None, ["recommend.exclude_seen=[like]"])
+
+
+@pytest.fixture(scope="module")
+def catalogue_files(spark, trained, tmp_path_factory):
+    """An item table for the trained model's items (category by item number, every third out of
+    stock), and the model's items in popularity order."""
+    cfg, _ = trained
+    base = tmp_path_factory.mktemp("filters")
+    model = load_model(spark, cfg.path("model"))
+    items = [r.item_id for r in model.items.orderBy("item_id").collect()]
+    table = base / "items.csv"
+    table.write_text(
+        "item_id,category,in_stock\n"
+        + "".join(f"{item},c{i % 3},{'false' if i % 3 == 0 else 'true'}\n" for i, item in enumerate(items))
+    )
+    return cfg, base, {item: (f"c{i % 3}", i % 3 != 0) for i, item in enumerate(items)}
+
+
+def served(spark, cfg, run_id, **recommend):
+    c = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, **recommend))
+    JOBS["recommend"](spark, c, run_id=run_id)
+    return read_table(spark, cfg.path("recommendations")).where(F.col("run_id") == run_id)
+
+
+def test_recommend_applies_the_filter_exclusions_and_candidates(spark, catalogue_files):
+    cfg, base, attrs = catalogue_files
+    cfg = dataclasses.replace(cfg, items=dataclasses.replace(cfg.items, path=str(base / "items.csv")))
+    everyone = served(spark, cfg, "f0")
+    first = everyone.where("rank = 1").select("user_id", "item_id").limit(2).collect()
+    (base / "dismissed.csv").write_text("user_id,item_id\n" + "".join(f"{r.user_id},{r.item_id}\n" for r in first))
+    recs = served(
+        spark, cfg, "f1", item_filter="in_stock = 'true' AND category != 'c2'", exclude=str(base / "dismissed.csv")
+    )
+    rows = recs.select("user_id", "item_id", "rank").collect()
+    assert rows and all(attrs[r.item_id] == ("c1", True) for r in rows)  # only in-stock c1 items remain
+    assert not {(r.user_id, r.item_id) for r in first} & {(r.user_id, r.item_id) for r in rows}
+    per_user = recs.groupBy("user_id").agg(F.count("*").alias("n"), F.max("rank").alias("hi"))
+    assert per_user.where((F.col("n") != 5) | (F.col("hi") != 5)).count() == 0  # n items each, ranks 1..n
+    assert per_user.count() == everyone.select("user_id").distinct().count()
+    shelf = sorted(attrs)[:7]
+    (base / "shelf.csv").write_text("item_id\n" + "".join(f"{i}\n" for i in shelf))
+    only = served(spark, cfg, "f2", candidates=str(base / "shelf.csv"), users=["u0000001", "nobody"])
+    assert {r.item_id for r in only.collect()} <= set(shelf)
+    assert only.where("user_id = 'nobody'").count() == 5  # the unknown user's popular list is restricted too
+
+
+def test_recommend_caps_a_category_per_list(spark, catalogue_files):
+    cfg, base, attrs = catalogue_files
+    cfg = dataclasses.replace(cfg, items=dataclasses.replace(cfg.items, path=str(base / "items.csv")))
+    recs = served(spark, cfg, "f3", max_per_value={"category": 2})
+    counts: dict[tuple[str, str], int] = {}
+    for r in recs.select("user_id", "item_id").collect():
+        key = (r.user_id, attrs[r.item_id][0])
+        counts[key] = counts.get(key, 0) + 1
+    assert counts and max(counts.values()) == 2  # never 3 of a category in a list of 5
+    assert recs.groupBy("user_id").count().where("count != 5").count() == 0
+
+
+def test_an_unsafe_item_filter_is_refused_before_it_runs(spark, catalogue_files):
+    cfg, base, _ = catalogue_files
+    cfg = dataclasses.replace(cfg, items=dataclasses.replace(cfg.items, path=str(base / "items.csv")))
+    with pytest.raises(RecsysError, match=r"recommend.item_filter: a subquery is not allowed"):
+        served(spark, cfg, "f4", item_filter="(SELECT count(*) FROM text.`/etc/passwd`) > 0")
+
+
+def test_exclude_seen_by_event_type_lists_viewed_items_again(spark, catalogue_files):
+    cfg, _, _ = catalogue_files
+    recs = served(spark, cfg, "f5", exclude_seen=["purchase"]).select("user_id", "item_id")
+    events = read_table(spark, cfg.path("events"))
+    bought = events.where("event_type = 'purchase'").select("user_id", "item_id").distinct()
+    assert recs.join(bought, ["user_id", "item_id"]).count() == 0
+    assert recs.join(events.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() > 0
