@@ -298,6 +298,14 @@ class RecommendConfig:
 
 
 @dataclass
+class DriftConfig:
+    """recommend's drift report: this run's lists against the previous run's (analytics/drift.py)."""
+
+    enabled: bool = True
+    max_psi: float = 0.25  # a run whose item or score PSI is above this is flagged (0.25: a shift, by convention)
+
+
+@dataclass
 class ItemsConfig:
     """Item attributes (a side table joined by item id; may be the text.path file) that
     recommend.item_filter and recommend.max_per_value name."""
@@ -409,6 +417,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ease: EaseConfig = field(default_factory=EaseConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)
@@ -518,6 +527,7 @@ _RANGES: list[tuple[str, str, str]] = [
     ("registry.bootstrap", "positive", "try 500"),
     ("ease.max_items", "positive", "try 20000"),
     ("recommend.n", "positive", "try 10"),
+    ("drift.max_psi", "non_negative", "try 0.25"),
     ("effect.windows", "positive", "try [7, 14, 28]"),
     ("effect.pre_days", "positive", "try 28"),
     ("simulate.effect", "non_negative", "try 1.0, or 0 for lists that change nothing"),

@@ -267,12 +267,17 @@ class RecommendResult(StageResult):
     users_by_arm: dict[str, int] = field(default_factory=dict)  # treatment / control -> users served
     holdout_fraction: float = 0.0
     run_date: dt.date | None = None  # the serving date
+    drift: dict[str, float] | None = None  # against the previous serving date's lists (analytics/drift.py)
+    drift_since: dt.date | None = None  # that date
+    drift_flagged: bool = False  # a PSI above drift.max_psi
 
     def metrics(self) -> dict[str, float]:
         return {
             **{f"recommendations_{src}": n for src, n in self.rows_by_source.items()},
             **{f"users_{arm}": n for arm, n in self.users_by_arm.items()},
             "holdout_fraction": self.holdout_fraction,
+            **{f"drift_{k}": v for k, v in (self.drift or {}).items()},
+            **({"drift_flagged": float(self.drift_flagged)} if self.drift else {}),
         }
 
     def lines(self) -> list[str]:
@@ -284,6 +289,15 @@ class RecommendResult(StageResult):
             out.append(
                 f"arms (served {self.run_date}): {t:,} treatment, {c:,} control "
                 f"(holdout fraction {self.holdout_fraction}); `recsys-spark effect` measures the difference"
+            )
+        if self.drift:
+            d = self.drift
+            out.append(
+                f"drift since {self.drift_since}: {d['users_changed']:.0%} of {int(d['users_compared']):,} users got "
+                f"a changed list; PSI {d['psi_items']:.3f} (items) / {d['psi_scores']:.3f} (scores); coverage "
+                f"{d['coverage']:.1%} ({d['coverage_change']:+.1%}); {int(d['items_new'])} items new, "
+                f"{int(d['items_vanished'])} vanished"
+                + ("; FLAGGED: a PSI is above drift.max_psi" if self.drift_flagged else "")
             )
         return out
 

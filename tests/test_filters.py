@@ -3,17 +3,20 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
-from chispa import assert_df_equality
+from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from recsys_spark.config import ConfigError, load_config
 from recsys_spark.errors import RecsysError
 from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
+from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.ease import ease_top_n
+from recsys_spark.recs.filters import item_rules, rules_frame
 from recsys_spark.recs.kernels import ListRules
-from recsys_spark.recs.model import load_model
+from recsys_spark.recs.model import load_model, save_model
 from recsys_spark.recs.topn import top_n
 
 # Six items scored 6..1 for every user (rank 1: user factor [1], item factor [score]).
@@ -159,3 +162,36 @@ def test_exclude_seen_by_event_type_lists_viewed_items_again(spark, catalogue_fi
     bought = events.where("event_type = 'purchase'").select("user_id", "item_id").distinct()
     assert recs.join(bought, ["user_id", "item_id"]).count() == 0
     assert recs.join(events.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() > 0
+
+
+def test_the_served_model_answers_like_the_batch_table_under_the_same_filters(spark, catalogue_files, tmp_path):
+    cfg, base, attrs = catalogue_files
+    users = ["u0000001", "u0000002", "u0000003", "nobody"]
+    shelf = sorted(attrs)[::2]  # every other item
+    (base / "even.csv").write_text("item_id\n" + "".join(f"{i}\n" for i in shelf))
+    first = served(spark, cfg, "f6", users=users).where("rank = 1").collect()  # each user's best, unfiltered
+    (base / "theirs.csv").write_text("user_id,item_id\n" + "".join(f"{r.user_id},{r.item_id}\n" for r in first))
+    c = dataclasses.replace(
+        cfg,
+        items=dataclasses.replace(cfg.items, path=str(base / "items.csv")),
+        recommend=dataclasses.replace(
+            cfg.recommend,
+            item_filter="in_stock = 'true'",
+            max_per_value={"category": 3},  # two categories are in stock: 6 items at most, 5 asked for
+            model=str(tmp_path / "model"),
+        ),
+    )
+    # The model as train saves it under these settings: its item rules beside it.
+    model = load_model(spark, cfg.path("model"))
+    save_model(dataclasses.replace(model, rules=rules_frame(spark, item_rules(spark, c, model.items))), c.model_path)
+    batch = served(spark, c, "f7", users=users, exclude=str(base / "theirs.csv"), candidates=str(base / "even.csv"))
+    pyfunc = Recommender()
+    pyfunc.load(tmp_path / "model")
+    dismissed = {r.user_id: [r.item_id] for r in first}
+    request = pd.DataFrame(
+        {"user_id": users, "exclude": [dismissed.get(u) for u in users], "candidates": [shelf] * len(users)}
+    )
+    answer = spark.createDataFrame(pyfunc.predict(None, request)[["user_id", "rank", "item_id", "score", "source"]])
+    table = batch.select("user_id", F.col("rank").cast("long"), "item_id", "score", "source")
+    assert table.count() == 20 and table.where(F.col("item_id").isin(list(dismissed.values())[0])).count() == 0
+    assert_approx_df_equality(answer, table, 1e-5, ignore_row_order=True, ignore_nullable=True)

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark import names
 from recsys_spark.analytics.arms import CONTROL, TREATMENT, assign_arms, salt_id
+from recsys_spark.analytics.drift import drift
 from recsys_spark.config import Config
 from recsys_spark.events.privacy import erased_ids, pseudonym_key, table_id, without_erased
 from recsys_spark.infra.filesystem import path_exists
@@ -37,7 +38,7 @@ from recsys_spark.jobs.items import read_texts
 from recsys_spark.mlops import registry, tracking
 from recsys_spark.recs.filters import filters_for
 from recsys_spark.recs.foldin import fresh_histories, fresh_lists, fresh_users
-from recsys_spark.recs.model import load_model
+from recsys_spark.recs.model import TrainedModel, load_model
 from recsys_spark.recs.topn import popular_lists, recommend_users
 from recsys_spark.results import RecommendResult
 
@@ -111,6 +112,7 @@ def recommend(
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
     arms = {r["arm"]: r["count"] for r in served.groupBy("arm").count().collect()}
     tracking.log_params({"holdout.salt_id": salt})
+    moved = _drift(spark, cfg, table, day, model) if wanted is None and cfg.drift.enabled else None
     return RecommendResult(
         run_id=run_id,
         rows_by_source=counts,
@@ -118,7 +120,34 @@ def recommend(
         holdout_fraction=h.fraction,
         run_date=day,
         paths={"recommendations": table, "assignments": arms_table},
+        drift=moved[0] if moved else None,
+        drift_since=moved[1] if moved else None,
+        drift_flagged=bool(moved) and max(moved[0]["psi_items"], moved[0]["psi_scores"]) > cfg.drift.max_psi,
     )
+
+
+def _drift(
+    spark: SparkSession, cfg: Config, table: str, day: dt.date, model: TrainedModel
+) -> tuple[dict[str, float], dt.date] | None:
+    """The drift of today's treatment lists against those of the latest earlier serving date, and
+    that date; None on the first run. A flagged run is logged as a warning."""
+    rows = read_table(spark, table).where(F.col("arm") == TREATMENT)
+    before = rows.where(F.col("run_date") < F.lit(day)).agg(F.max("run_date")).first()[0]
+    if before is None:
+        return None
+    on = {d: rows.where(F.col("run_date") == F.lit(d)) for d in (day, before)}
+    figures = drift(on[day], on[before], model.items.count())
+    worst = max(figures["psi_items"], figures["psi_scores"])
+    if worst > cfg.drift.max_psi:
+        log.warning(
+            "[recommend] drift against %s: PSI %.3f (items) / %.3f (scores) is above drift.max_psi %.2f: "
+            "check the model, the events and the filters before these lists serve",
+            before,
+            figures["psi_items"],
+            figures["psi_scores"],
+            cfg.drift.max_psi,
+        )
+    return figures, before
 
 
 def _in_arm(assigned: DataFrame, name: str) -> DataFrame:

@@ -24,6 +24,7 @@ from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking
 from recsys_spark.names import EASE
 from recsys_spark.recs import ease
+from recsys_spark.recs.filters import item_rules, rules_frame
 from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
 from recsys_spark.recs.model import (
     Factors,
@@ -99,6 +100,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
             "data_events": n_events,
         },
         ease.weights_frame(spark, trained.ease.served) if trained.ease and trained.ease.served else None,
+        rules_frame(spark, rules) if (rules := item_rules(spark, cfg, data.items)) else None,  # for the pyfunc
     )
     save_model(bundle, cfg.path(names.MODEL))
     model_dir = local_dir(spark, cfg.path(names.MODEL))

@@ -311,6 +311,7 @@ def render(data: RunData) -> str:
     if "items" in data.stages:
         out += _items_section(data.stages["items"])
 
+    out += _drift_section(data)
     out += _effect_section(data)
 
     out.append("<h2>Recommendation quality by cohort</h2>")
@@ -418,6 +419,39 @@ def _items_section(items: Run) -> list[str]:
     if scored:
         out.append("<p>Validation NDCG of each way to place a new item (the best one placed them):</p>")
         out.append(_table(pd.DataFrame({"map": list(scored), "NDCG": list(scored.values())})))
+    return out
+
+
+DRIFT_ROWS = [  # (label, metric of the recommend stage, as a percentage)
+    ("users compared with the previous serving", "drift_users_compared", False),
+    ("users whose list changed", "drift_users_changed", True),
+    ("PSI of item popularity in the lists", "drift_psi_items", False),
+    ("PSI of the model's scores", "drift_psi_scores", False),
+    ("catalogue coverage", "drift_coverage", True),
+    ("coverage change", "drift_coverage_change", True),
+    ("items new to the lists", "drift_items_new", False),
+    ("items gone from the lists", "drift_items_vanished", False),
+]
+
+
+def _drift_section(data: RunData) -> list[str]:
+    """The recommend stage's lists against the previous serving's (analytics/drift.py)."""
+    out = ["<h2>Drift since the previous lists</h2>"]
+    served = data.stages.get("recommend")
+    m = served.data.metrics if served is not None else {}
+    if "drift_psi_items" not in m:
+        return out + [_missing("no drift was measured: this is the first serving date, or drift.enabled is false")]
+    flagged = m.get("drift_flagged", 0) > 0
+    max_psi = served.data.params.get("drift.max_psi", "?")
+    out.append(
+        f"<p>{'<b>FLAGGED</b>: a PSI is above' if flagged else 'Both PSIs are within'} drift.max_psi "
+        f"({html.escape(str(max_psi))}). PSI below 0.1 is commonly read as stable, above 0.25 as a shift. A "
+        "change between runs is an association: a new model, new events and new filters all move it.</p>"
+    )
+    rows = [
+        {"": label, "value": f"{m[key]:.1%}" if pct else _number(m[key])} for label, key, pct in DRIFT_ROWS if key in m
+    ]
+    out.append(_table(pd.DataFrame(rows)))
     return out
 
 

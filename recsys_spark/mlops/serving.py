@@ -29,18 +29,17 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, DataType, Schema
-from mlflow.types.schema import Array
+from mlflow.types.schema import Array, Object, Property
 
 from recsys_spark.names import ALS, ALS_FOLD_IN, EASE, EASE_FOLD_IN, POPULAR, UNKNOWN_USER
 from recsys_spark.recs.kernels import (
-    because_column,
+    ListRules,
     block_rows,
     explain_for,
     fold_in_block,
     indexed,
     score_batch,
     solver_for,
-    top_k_rows,
 )
 
 COLUMNS = ["user_id", "rank", "item_id", "score", "source", "because"]
@@ -65,28 +64,50 @@ def _factors(path: Path) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+WHY = Array(
+    Object(
+        [
+            Property("item_id", DataType.string),
+            Property("name", DataType.string, required=False),
+            Property("share", DataType.float),
+        ]
+    )
+)
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
             ColSpec("string", "user_id"),
             ColSpec("long", "n", required=False),
             ColSpec(Array(DataType.string), "history", required=False),
+            ColSpec(Array(DataType.string), "exclude", required=False),
+            ColSpec(Array(DataType.string), "candidates", required=False),
         ]
-    )
+    ),
+    outputs=Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("long", "rank"),
+            ColSpec("string", "item_id"),
+            ColSpec("float", "score"),
+            ColSpec("string", "source"),
+            ColSpec(WHY, "because", required=False),
+        ]
+    ),
 )
 EXAMPLE = '{"dataframe_split": {"columns": ["user_id", "n"], "data": [["u0000001", 10]]}}'
 HISTORY_EXAMPLE = (
     '{"dataframe_split": {"columns": ["user_id", "history"], "data": [["new-user", ["i000001", "i000002"]]]}}'
 )
+LIST_EXAMPLE = '{"dataframe_split": {"columns": ["user_id", "%s"], "data": [["u0000001", ["i000001", "i000002"]]]}}'
 
 
-def histories(frame: pd.DataFrame) -> list[list[str] | None]:
-    """The `history` of each request row (None where absent): a list of item id strings, else an
-    MlflowException naming the rows and the fix."""
-    if "history" not in frame.columns:
+def item_lists(frame: pd.DataFrame, column: str) -> list[list[str] | None]:
+    """The `column` (history, exclude or candidates) of each request row, None where absent: a list
+    of item id strings, else an MlflowException naming the rows and the fix."""
+    if column not in frame.columns:
         return [None] * len(frame)
     out, bad = [], []
-    for i, h in enumerate(frame["history"]):
+    for i, h in enumerate(frame[column]):
         if h is None or (isinstance(h, float) and np.isnan(h)):
             out.append(None)
         elif isinstance(h, (list, tuple, np.ndarray)) and all(isinstance(v, str) and v.strip() for v in h):
@@ -95,9 +116,10 @@ def histories(frame: pd.DataFrame) -> list[list[str] | None]:
             out.append(None)
             bad.append(i)
     if bad:
+        example = HISTORY_EXAMPLE if column == "history" else LIST_EXAMPLE % column
         raise MlflowException.invalid_parameter_value(
-            f"history must be a list of item id strings; rows {bad[:5]} are not "
-            f"({[_shown(frame['history'].tolist()[i]) for i in bad[:5]]}): send e.g. {HISTORY_EXAMPLE}"
+            f"{column} must be a list of item id strings; rows {bad[:5]} are not "
+            f"({[_shown(frame[column].tolist()[i]) for i in bad[:5]]}): send e.g. {example}"
         )
     return out
 
@@ -172,8 +194,14 @@ class Recommender(mlflow.pyfunc.PythonModel):
             if "weight" in seen.column_names
             else None
         )
-        popular = _read(root / "popular").sort_values(["popularity", "item_idx"], ascending=[False, True])
-        self.popular = popular[["item_idx", "popularity"]].to_numpy()
+        popular = _read(root / "popular")  # a rank-1 model for score_batch: every user [1], item [popularity]
+        self.pop_idx = popular["item_idx"].to_numpy(np.int64)
+        self.pop_vt = popular["popularity"].to_numpy(np.float32)[None, :]
+        self.pop_pos = np.full(size, -1)
+        self.pop_pos[self.pop_idx] = np.arange(self.pop_idx.size)
+        self.pop_block = block_rows(self.pop_idx.size)
+        self.rules = _rules(root, size)
+        self.mask_seen = cfg.get("recommend", {}).get("exclude_seen", "all") != "none"
         self.share = 1.0 / max(len(users), 1)  # popular rows score the share of users (as topn.popular_lists)
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = None if self.ease else self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
@@ -191,67 +219,108 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.nonnegative = bool(als.get("nonnegative", False))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Rows in request order. Known users the model scores go through `score_batch` together,
-        the kernel of the Spark top-N (blocks of users per matrix product, seen items masked,
-        explanations in batch); users it never saw get the popular list at once; a row with a
-        history, or a known user it cannot score, is answered on its own."""
+        """Rows in request order. Every list goes through `score_batch`, the kernel of the Spark
+        top-N (seen items and the row's `exclude` masked, the model's item rules and the row's
+        `candidates` applied before the cut): known users the model scores together, in blocks;
+        users it never saw together, on popularity; a row with a history, or a known user the model
+        cannot score, on its own."""
         asked = requests(model_input, self.n)
-        wanted = histories(model_input)
-        idx = [self.user_row.get(u) for u, _ in asked]
-        batched = [
-            i
-            for i, (h, x) in enumerate(zip(wanted, idx, strict=True))
-            if h is None and x is not None and int(x) in self.scoreable
-        ]
-        unknown = [i for i, (h, x) in enumerate(zip(wanted, idx, strict=True)) if h is None and x is None]
-        frames = [self.scored([asked[i] for i in batched], np.array(batched, np.int64))]
-        frames.append(self.unknown([asked[i] for i in unknown], np.array(unknown, np.int64)))
-        done = set(batched) | set(unknown)
-        for i, ((u, n), h) in enumerate(zip(asked, wanted, strict=True)):
-            if i not in done:
-                frames.append(self.recommend(u, n, h).assign(_pos=i))
+        wanted, excluded = item_lists(model_input, "history"), item_lists(model_input, "exclude")
+        frames = []
+        for shelf, rows in _by_candidates(item_lists(model_input, "candidates")):
+            rules = self.rules_for(shelf)
+            idx = {i: self.user_row.get(asked[i][0]) for i in rows}
+            batched = [i for i in rows if wanted[i] is None and idx[i] is not None and int(idx[i]) in self.scoreable]
+            unknown = [i for i in rows if wanted[i] is None and idx[i] is None]
+            frames.append(self.scored([asked[i] for i in batched], np.array(batched, np.int64), excluded, rules))
+            frames.append(self.unknown([asked[i] for i in unknown], np.array(unknown, np.int64), excluded, rules))
+            for i in sorted(set(rows) - set(batched) - set(unknown)):
+                frames.append(self.recommend(*asked[i], wanted[i], excluded[i], rules).assign(_pos=i))
         out = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
         if out is None:
             return pd.DataFrame(columns=COLUMNS)
         return out.sort_values(["_pos", "rank"], kind="stable").drop(columns="_pos").reset_index(drop=True)
 
-    def scored(self, asked: list[tuple[str, int]], where: np.ndarray) -> pd.DataFrame:
-        """The model's top-n of known, scoreable users (request rows `where`), in slices of
-        SLICE_ROWS through `score_batch`; `_pos` is each row's request position."""
+    def rules_for(self, shelf: tuple[str, ...] | None) -> ListRules | None:
+        """The model's item rules, narrowed to a request's candidate items."""
+        if shelf is None:
+            return self.rules
+        ok = np.zeros(self.pos.size, bool)
+        ok[[self.item_row[i] for i in shelf if i in self.item_row]] = True
+        base = self.rules or ListRules()
+        if base.allowed is not None:
+            ok[: base.allowed.size] &= base.allowed
+            ok[base.allowed.size :] = False
+        return ListRules(ok, base.groups, base.cap)
+
+    def _masks(self, seen: list[np.ndarray], exclude: list[list[str] | None]) -> list[np.ndarray] | None:
+        """Each row's masked items (item_idx): its seen items unless exclude_seen is none, and its
+        `exclude`; None when that is the seen items alone (score_batch's default)."""
+        if self.mask_seen and not any(exclude):
+            return None
+        out = []
+        for items, more in zip(seen, exclude, strict=True):
+            own = np.array([self.item_row[i] for i in more or () if i in self.item_row], np.int64)
+            out.append(np.union1d(items, own) if self.mask_seen else own)
+        return out
+
+    def scored(
+        self,
+        asked: list[tuple[str, int]],
+        where: np.ndarray,
+        excluded: list[list[str] | None] | None = None,
+        rules: ListRules | None = None,
+    ) -> pd.DataFrame:
+        """The model's top-n of known, scoreable users (request rows `where`; `excluded` by request
+        row), in slices of SLICE_ROWS through `score_batch`; `_pos` is each row's request position."""
         if not asked:
             return pd.DataFrame()
         rows = np.array([self.user_row[u] for u, _ in asked], np.int64)
         ns = np.array([n for _, n in asked], np.int64)
         parts = []
         for start in range(0, rows.size, SLICE_ROWS):
-            batch = self._user_batch(rows[start : start + SLICE_ROWS], start)
+            users = rows[start : start + SLICE_ROWS]
+            exclude = [excluded[i] for i in where[start : start + SLICE_ROWS]] if excluded else [None] * users.size
+            batch = self._user_batch(users, start, exclude)
+            n = int(ns.max())
             parts.append(
-                score_batch(batch, self.item_idx, self.vt, self.pos, int(ns.max()), self.block, self.explain, self.gram)
+                score_batch(batch, self.item_idx, self.vt, self.pos, n, self.block, self.explain, self.gram, rules)
             )
-        out = pa.Table.from_batches(parts)
+        return self._rows(pa.Table.from_batches(parts), asked, where, EASE if self.ease else ALS)
+
+    def _rows(
+        self, out: pa.Table, asked: list[tuple[str, int]], where: np.ndarray, source: Any, share: float = 1.0
+    ) -> pd.DataFrame:
+        """Request rows of score_batch's output (`user_idx`: the position in `asked`), cut to each
+        row's n; `source` per output row or one for all; scores times `share` (popular: a share)."""
         row = out.column("user_idx").to_numpy()
-        rank = out.column("rank").to_numpy()
+        rank = out.column("rank").to_numpy().astype(np.int64)
+        ns = np.array([n for _, n in asked], np.int64)
         keep = rank <= ns[row]
+        because = (
+            out.column("because").filter(pa.array(keep)).to_pylist()
+            if "because" in out.column_names
+            else [None] * int(keep.sum())
+        )
         return pd.DataFrame(
             {
                 "user_id": np.array([u for u, _ in asked], object)[row[keep]],
                 "rank": rank[keep],
                 "item_id": self.ids[out.column("item_idx").to_numpy()[keep]],
-                "score": out.column("score").to_numpy()[keep],
-                "source": EASE if self.ease else ALS,
-                "because": (
-                    out.column("because").filter(pa.array(keep)).to_pylist()
-                    if self.explain is not None
-                    else [None] * int(keep.sum())
-                ),
+                "score": (out.column("score").to_numpy()[keep] * share).astype(np.float32),
+                "source": source,
+                "because": because,
                 "_pos": where[row[keep]],
             }
         )
 
-    def _user_batch(self, users: np.ndarray, start: int) -> pa.RecordBatch:
+    def _user_batch(
+        self, users: np.ndarray, start: int, exclude: list[list[str] | None] | None = None
+    ) -> pa.RecordBatch:
         """score_batch's input for model users `users` (user_idx): each row's factors (ALS) or
-        binary history over B's catalogue (EASE), its seen items and their fit weights; `user_idx`
-        holds the row's position among the request's batched rows (this slice starts at `start`)."""
+        binary history over B's catalogue (EASE), its seen items and their fit weights, and its mask
+        when `exclude` (by row) or exclude_seen none asks for one; `user_idx` holds the row's
+        position among the request's batched rows (this slice starts at `start`)."""
         m = users.size
         lo, hi = np.searchsorted(self.seen_users, users), np.searchsorted(self.seen_users, users + 1)
         lens = hi - lo
@@ -267,39 +336,28 @@ class Recommender(mlflow.pyfunc.PythonModel):
         else:
             x = self.u[[self.factor_row[int(u)] for u in users]]
             weights = self.seen_weights[flat] if self.seen_weights is not None else np.full(seen.size, np.nan)
-        offsets = pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32))
-        width = x.shape[1]
-        return pa.RecordBatch.from_arrays(
-            [
-                pa.array(np.arange(start, start + m, dtype=np.int32)),
-                pa.ListArray.from_arrays(
-                    pa.array(np.arange(0, (m + 1) * width, width, dtype=np.int32)), pa.array(x.ravel())
-                ),
-                pa.ListArray.from_arrays(offsets, pa.array(seen.astype(np.int32))),
-                pa.ListArray.from_arrays(offsets, pa.array(weights.astype(np.float64))),
-            ],
-            names=["user_idx", "features", "seen", "weights"],
-        )
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        masks = self._masks(np.split(seen, offsets[1:-1]), exclude or [None] * m)
+        return _batch(np.arange(start, start + m), x, seen, weights, offsets, masks)
 
-    def unknown(self, asked: list[tuple[str, int]], where: np.ndarray) -> pd.DataFrame:
-        """Users the model never saw (request rows `where`): the n most popular items of all."""
+    def unknown(
+        self,
+        asked: list[tuple[str, int]],
+        where: np.ndarray,
+        excluded: list[list[str] | None] | None = None,
+        rules: ListRules | None = None,
+    ) -> pd.DataFrame:
+        """Users the model never saw (request rows `where`): the most popular items of all, less the
+        row's `exclude`, under the rules."""
         if not asked:
             return pd.DataFrame()
-        ks = np.minimum(np.array([n for _, n in asked], np.int64), len(self.popular))
-        row = np.repeat(np.arange(len(asked)), ks)
-        rank = np.arange(int(ks.sum())) - np.repeat(np.cumsum(ks) - ks, ks) + 1
-        top = self.popular[rank - 1]
-        return pd.DataFrame(
-            {
-                "user_id": np.array([u for u, _ in asked], object)[row],
-                "rank": rank,
-                "item_id": self.ids[top[:, 0].astype(np.int64)],
-                "score": (top[:, 1] * self.share).astype(np.float32),
-                "source": UNKNOWN_USER,
-                "because": [None] * rank.size,
-                "_pos": where[row],
-            }
-        )
+        m = len(asked)
+        none = np.zeros(0, np.int64)
+        masks = self._masks([none] * m, [excluded[i] for i in where] if excluded else [None] * m)
+        batch = _batch(np.arange(m), np.ones((m, 1), np.float32), none, none, np.zeros(m + 1, np.int64), masks)
+        n = max(n for _, n in asked)
+        out = score_batch(batch, self.pop_idx, self.pop_vt, self.pop_pos, n, self.pop_block, rules=rules)
+        return self._rows(pa.Table.from_batches([out]), asked, where, UNKNOWN_USER, self.share)
 
     def history_pairs(self, history: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(columns of vt, fit ratings) of a request's history: its items in the model's catalogue,
@@ -310,14 +368,23 @@ class Recommender(mlflow.pyfunc.PythonModel):
         rating = counts[ok].astype(np.float64)
         return self.pos[idx[ok]], np.log1p(rating / self.epsilon) if self.log_rating else rating
 
-    def recommend(self, user_id: str, n: int, history: list[str] | None = None) -> pd.DataFrame:
+    def recommend(
+        self,
+        user_id: str,
+        n: int,
+        history: list[str] | None = None,
+        exclude: list[str] | None = None,
+        rules: ListRules | None = None,
+    ) -> pd.DataFrame:
         """One user's rows: the model's top-n (ALS or EASE) with reasons, from the request's history
-        when one is given, or the popular fallback."""
+        when one is given, or the popular fallback; `exclude` and `rules` as in `predict`."""
         idx = self.user_row.get(user_id)
         lo, hi = np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0)
-        seen = self.seen_items[lo:hi]
-        pos = self.pos
-        cols = pos[seen[seen < pos.size]]
+        seen, weights = self.seen_items[lo:hi], None
+        inside = seen < self.pos.size
+        cols = np.full(seen.size, -1)
+        cols[inside] = self.pos[seen[inside]]
+        vector = None
         if history is not None:
             if not self.solver.implicit or (self.nonnegative and not self.ease):
                 raise MlflowException.invalid_parameter_value(
@@ -326,59 +393,86 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 )
             cols, weights = self.history_pairs(history)
             seen = np.union1d(seen, self.item_idx[cols])
-            vector = (
-                None
-                if self.ease or not (weights > 0).any()
-                else fold_in_block(self.vt, self.gram, np.zeros(cols.size, np.int64), cols, weights, 1, self.solver)[0]
-            )
-            row = 0 if (self.ease and cols.size) or vector is not None else None
+            weights = np.ones(cols.size) if self.ease else weights  # EASE: every history item counts once
+            if not self.ease and (weights > 0).any():
+                vector = fold_in_block(self.vt, self.gram, np.zeros(cols.size, np.int64), cols, weights, 1, self.solver)
+            scoreable = vector is not None or (self.ease and cols.size > 0)
         elif self.ease:  # a history in the catalogue is all EASE needs
-            row = 0 if (cols >= 0).any() else None
+            weights, cols = np.ones(int((cols >= 0).sum())), cols[cols >= 0]
+            scoreable = cols.size > 0
         else:
             row = self.factor_row.get(int(idx)) if idx is not None else None
-        if row is None:  # unknown, or known but not scoreable: the most popular unseen items
-            keep = ~np.isin(self.popular[:, 0].astype(np.int64), seen)
-            top = self.popular[keep][:n]
-            return pd.DataFrame(
-                {
-                    "user_id": user_id,
-                    "rank": np.arange(1, len(top) + 1),
-                    "item_id": self.ids[top[:, 0].astype(np.int64)],
-                    "score": (top[:, 1] * self.share).astype(np.float32),
-                    "source": POPULAR if idx is not None else UNKNOWN_USER,
-                    "because": [None] * len(top),
-                }
+            scoreable = row is not None
+            if scoreable:
+                vector = self.u[row][None, :]
+                weights = self.seen_weights[lo:hi][cols >= 0] if self.seen_weights is not None else None
+                cols = cols[cols >= 0]
+        masks = self._masks([seen], [exclude])
+        one = np.zeros(1, np.int64)
+        if not scoreable:  # unknown, or known but not scoreable: the most popular unseen items
+            batch = _batch(one, np.ones((1, 1), np.float32), seen, np.full(seen.size, np.nan), [0, seen.size], masks)
+            out = score_batch(batch, self.pop_idx, self.pop_vt, self.pop_pos, n, self.pop_block, rules=rules)
+            source = POPULAR if idx is not None else UNKNOWN_USER
+            return self._rows(pa.Table.from_batches([out]), [(user_id, n)], one, source, self.share).drop(
+                columns="_pos"
             )
-        if history is None:  # the model's own history of the user
-            weights = None
-            if self.ease:
-                weights = np.ones(cols.size)
-            elif self.seen_weights is not None:
-                weights = self.seen_weights[lo:hi][seen < pos.size]
-            weights, cols = weights[cols >= 0] if weights is not None else None, cols[cols >= 0]
-            vector = None if self.ease else self.u[row]
-        elif self.ease:
-            weights = np.ones(cols.size)
-        scores = self.vt[cols].sum(axis=0)[None, :] if self.ease else vector.astype(np.float32)[None, :] @ self.vt
-        masked = pos[seen[seen < pos.size]]
-        scores[0, masked[masked >= 0]] = -np.inf
-        part, top = top_k_rows(scores, self.item_idx, min(n, self.item_idx.size))
-        keep = np.isfinite(top).ravel()
-        because = [None] * int(keep.sum())
-        if self.explain is not None:
-            owners = np.zeros(cols.size, np.int64)
-            because = because_column(
-                self.explain, self.vt, self.gram, self.item_idx, owners, cols, weights, part, keep
-            ).to_pylist()
-        return pd.DataFrame(
-            {
-                "user_id": user_id,
-                "rank": np.arange(1, keep.sum() + 1),
-                "item_id": self.ids[self.item_idx[part[0][keep]]],
-                "score": top[0][keep].astype(np.float32),
-                "source": (EASE if self.ease else ALS)
-                if history is None
-                else (EASE_FOLD_IN if self.ease else ALS_FOLD_IN),
-                "because": because,
-            }
+        if self.ease:
+            vector = np.zeros((1, self.vt.shape[0]), np.float32)
+            vector[0, cols] = 1.0
+        items = self.item_idx[cols]
+        w = weights if weights is not None else np.full(items.size, np.nan)
+        batch = _batch(one, vector.astype(np.float32), items, w, [0, items.size], masks or [seen])
+        out = score_batch(batch, self.item_idx, self.vt, self.pos, n, self.block, self.explain, self.gram, rules)
+        source = (EASE if self.ease else ALS) if history is None else (EASE_FOLD_IN if self.ease else ALS_FOLD_IN)
+        return self._rows(pa.Table.from_batches([out]), [(user_id, n)], one, source).drop(columns="_pos")
+
+
+def _rules(root: Path, size: int) -> ListRules | None:
+    """The item rules train saved with the model (recs/filters.py), by item_idx, `size` long."""
+    if not (root / "rules").is_dir():
+        return None
+    t = _read(root / "rules")
+    idx = t["item_idx"].to_numpy(np.int64)
+    allowed, groups = np.zeros(size, bool), np.full(size, -1, np.int64)
+    allowed[idx], groups[idx] = t["allowed"].to_numpy(bool), t["value_code"].to_numpy(np.int64)
+    cap = int(t["cap"].max()) if len(t) else 0
+    return ListRules(allowed, groups if cap else None, cap)
+
+
+def _by_candidates(shelves: list[list[str] | None]) -> list[tuple[tuple[str, ...] | None, list[int]]]:
+    """Request rows grouped by their candidate set (None: no set): one scoring pass per group."""
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    for i, shelf in enumerate(shelves):
+        groups.setdefault(tuple(sorted(set(shelf))) if shelf is not None else None, []).append(i)
+    return list(groups.items())
+
+
+def _batch(
+    users: np.ndarray,
+    features: np.ndarray,
+    seen: np.ndarray,
+    weights: np.ndarray,
+    offsets: Any,
+    masks: list[np.ndarray] | None,
+) -> pa.RecordBatch:
+    """score_batch's input: `user_idx` `users`, `features` (rows x width), the rows' `seen` items and
+    their fit `weights` (flat, split at `offsets`), and `mask` when `masks` (per row) is given."""
+    m, width = features.shape
+    offsets = pa.array(np.asarray(offsets).astype(np.int32))
+    arrays = [
+        pa.array(np.asarray(users).astype(np.int32)),
+        pa.ListArray.from_arrays(
+            pa.array(np.arange(0, (m + 1) * width, width, dtype=np.int32)), pa.array(features.ravel())
+        ),
+        pa.ListArray.from_arrays(offsets, pa.array(np.asarray(seen).astype(np.int32))),
+        pa.ListArray.from_arrays(offsets, pa.array(np.asarray(weights).astype(np.float64))),
+    ]
+    names = ["user_idx", "features", "seen", "weights"]
+    if masks is not None:
+        lens = np.array([x.size for x in masks], np.int64)
+        flat = np.concatenate(masks).astype(np.int32) if masks else np.zeros(0, np.int32)
+        arrays.append(
+            pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(flat))
         )
+        names.append("mask")
+    return pa.RecordBatch.from_arrays(arrays, names=names)

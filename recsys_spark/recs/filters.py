@@ -51,15 +51,7 @@ class Filters:
 def filters_for(spark: SparkSession, cfg: Config, m: TrainedModel) -> Filters | None:
     """The run's Filters for model `m`, or None when recommend sets no filter (lists as before)."""
     r = cfg.recommend
-    if not (r.item_filter or r.exclude or r.candidates or r.max_per_value or r.exclude_seen != "all"):
-        return None
-    allowed = m.items.select("item_id", "item_idx")
-    attributes = item_attributes(spark, cfg) if cfg.items.path else None
-    if r.item_filter:
-        check_condition(spark, "recommend.item_filter", r.item_filter)
-        allowed = allowed.join(attributes.where(F.expr(r.item_filter)).select("item_id"), "item_id", "left_semi")
-    if r.candidates:
-        allowed = allowed.join(_ids(side_table(spark, "recommend.candidates", r.candidates)), "item_id", "left_semi")
+    rules = item_rules(spark, cfg, m.items)
     mask = None
     if r.exclude:
         table = side_table(spark, "recommend.exclude", r.exclude)
@@ -67,8 +59,6 @@ def filters_for(spark: SparkSession, cfg: Config, m: TrainedModel) -> Filters | 
             key = pseudonym_key(cfg.privacy)  # the file holds raw ids; the tables pseudonyms
             user = pseudonymized(F.col("user_id"), key) if key else F.col("user_id").cast("string")
             mask = _ids(table).select(user.alias("user_id"), "item_id").join(m.items, "item_id").drop("item_id")
-        else:
-            allowed = allowed.join(_ids(table), "item_id", "left_anti")
     if isinstance(r.exclude_seen, list):
         typed = (
             read_table(spark, cfg.path(names.EVENTS))
@@ -77,12 +67,47 @@ def filters_for(spark: SparkSession, cfg: Config, m: TrainedModel) -> Filters | 
             .select("user_id", "item_idx")
         )
         mask = typed if mask is None else mask.unionByName(typed)
-    size = int(m.items.agg(F.max("item_idx")).first()[0] or 0) + 1
-    rules = ListRules(allowed=_flags(allowed, size)) if (r.item_filter or r.candidates or r.exclude) else None
-    if r.max_per_value:
-        column, cap = next(iter(r.max_per_value.items()))
-        rules = ListRules(rules.allowed if rules else None, _codes(attributes, m.items, column, size), cap)
+    if rules is None and mask is None and r.exclude_seen == "all":
+        return None
     return Filters(rules=rules, mask=mask.distinct() if mask is not None else None, seen=r.exclude_seen == "all")
+
+
+def item_rules(spark: SparkSession, cfg: Config, items: DataFrame) -> ListRules | None:
+    """The ListRules of recommend's item-level settings (item_filter, candidates, an exclude table of
+    items alone, max_per_value) over `items` (item_id, item_idx); None when none is set. Train saves
+    them with the model, so the served pyfunc applies them as the batch job does."""
+    r = cfg.recommend
+    excluded = side_table(spark, "recommend.exclude", r.exclude) if r.exclude else None
+    if excluded is not None and "user_id" in excluded.columns:
+        excluded = None  # per-user pairs: a mask, not an item rule
+    if not (r.item_filter or r.candidates or excluded is not None or r.max_per_value):
+        return None
+    allowed = items.select("item_id", "item_idx")
+    attributes = item_attributes(spark, cfg) if cfg.items.path else None
+    if r.item_filter:
+        check_condition(spark, "recommend.item_filter", r.item_filter)
+        allowed = allowed.join(attributes.where(F.expr(r.item_filter)).select("item_id"), "item_id", "left_semi")
+    if r.candidates:
+        allowed = allowed.join(_ids(side_table(spark, "recommend.candidates", r.candidates)), "item_id", "left_semi")
+    if excluded is not None:
+        allowed = allowed.join(_ids(excluded), "item_id", "left_anti")
+    size = int(items.agg(F.max("item_idx")).first()[0] or 0) + 1
+    flags = _flags(allowed, size) if (r.item_filter or r.candidates or excluded is not None) else None
+    if not r.max_per_value:
+        return ListRules(allowed=flags)
+    column, cap = next(iter(r.max_per_value.items()))
+    return ListRules(flags, _codes(attributes, items, column, size), cap)
+
+
+def rules_frame(spark: SparkSession, rules: ListRules) -> DataFrame:
+    """`rules` as a table (item_idx, allowed, value_code, cap) to save with a model (catalogue-sized)."""
+    size = max(a.size for a in (rules.allowed, rules.groups) if a is not None)
+    allowed = rules.allowed if rules.allowed is not None else np.ones(size, bool)
+    codes = rules.groups if rules.groups is not None else np.full(size, -1, np.int64)
+    frame = pd.DataFrame(
+        {"item_idx": np.arange(size, dtype=np.int32), "allowed": allowed, "value_code": codes, "cap": rules.cap}
+    )
+    return spark.createDataFrame(frame, "item_idx int, allowed boolean, value_code long, cap int")
 
 
 def with_mask(users: DataFrame, mask: DataFrame | None) -> DataFrame:

@@ -100,13 +100,17 @@ class TrainedModel:
     popular: DataFrame  # item_idx, popularity
     config: dict[str, Any]
     ease: DataFrame | None = None  # id, features: EASE's B by column (ease.weights_frame) when EASE serves
+    rules: DataFrame | None = None  # item_idx, allowed, value_code: recommend's item rules (filters.rules_frame)
+
+
+OPTIONAL = ("ease", "rules")  # the tables a saved model may lack
 
 
 def save_model(model: TrainedModel, path: str) -> None:
     spark = model.users.sparkSession
     with staged_dir(spark, path) as tmp:
         model.als.write().overwrite().save(f"{tmp}/als")
-        for name in ("users", "items", "seen", "popular", *(["ease"] if model.ease is not None else [])):
+        for name in ("users", "items", "seen", "popular", *[o for o in OPTIONAL if getattr(model, o) is not None]):
             getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
         write_text(spark, f"{tmp}/config.yaml", yaml.safe_dump(model.config, sort_keys=False))
 
@@ -129,7 +133,7 @@ def remove_users(
             factors.write.mode("overwrite").parquet(f"{tmp}/als/userFactors")
             model.users.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/users")
             model.seen.join(idx, "user_idx", "left_anti").write.mode("overwrite").parquet(f"{tmp}/seen")
-            for name in ("items", "popular", *(["ease"] if model.ease is not None else [])):
+            for name in ("items", "popular", *[o for o in OPTIONAL if getattr(model, o) is not None]):
                 getattr(model, name).write.mode("overwrite").parquet(f"{tmp}/{name}")
             earlier = [*model.config.get("rewritten_from_runs", []), model.config.get("mlflow_run_id")]
             config = {**model.config, "mlflow_run_id": run_id, "rewritten_from_runs": [r for r in earlier if r]}
@@ -190,5 +194,5 @@ def load_model(spark: SparkSession, path: str) -> TrainedModel:
         seen=spark.read.parquet(f"{path}/seen"),
         popular=spark.read.parquet(f"{path}/popular"),
         config=yaml.safe_load(read_text(spark, f"{path}/config.yaml")),
-        ease=spark.read.parquet(f"{path}/ease") if path_exists(spark, f"{path}/ease") else None,
+        **{o: spark.read.parquet(f"{path}/{o}") for o in OPTIONAL if path_exists(spark, f"{path}/{o}")},
     )

@@ -1,0 +1,65 @@
+"""The drift report (analytics/drift.py) against a hand computation, then in the recommend job."""
+
+import dataclasses
+import datetime as dt
+import math
+
+import pytest
+
+from recsys_spark.analytics.drift import PSI_FLOOR, drift
+from recsys_spark.jobs.runner import JOBS
+
+SCHEMA = "user_id string, item_id string, score double, source string"
+
+
+def test_drift_figures_match_a_hand_computation(spark):
+    # Before: user k (1..10) got item i<k % 2> with score k. Now: every user got i0, scored 20.
+    before = spark.createDataFrame([(f"u{k}", f"i{k % 2}", float(k), "als") for k in range(1, 11)], SCHEMA)
+    now = spark.createDataFrame([(f"u{k}", "i0", 20.0, "als") for k in range(1, 11)], SCHEMA)
+    got = drift(now, before, catalogue=4)
+    f = PSI_FLOOR
+    # Items: now i0 holds every slot (1, floored 0), before half each.
+    psi_items = (1 - 0.5) * math.log(1 / 0.5) + (f - 0.5) * math.log(f / 0.5)
+    # Scores: before's deciles are 1, 2, ..., 9 (Spark's quantile: the value at rank ceil(q n)), so its
+    # bins hold 0, then 1 each for [1, 2) .. [8, 9), then 2 (9 and 10); now every score is in the last.
+    psi_scores = 8 * (f - 0.1) * math.log(f / 0.1) + (1 - 0.2) * math.log(1 / 0.2) + 0.0
+    assert got == pytest.approx(
+        {
+            "users_compared": 10,
+            "users_changed": 0.5,  # the five odd users had i1
+            "psi_items": psi_items,
+            "psi_scores": psi_scores,
+            "coverage": 0.25,  # 1 of 4 catalogue items listed
+            "coverage_change": -0.25,  # from 2 of 4
+            "items_new": 0,
+            "items_vanished": 1,
+        },
+        rel=1e-6,
+    )
+    same = drift(before, before, catalogue=4)
+    assert same["psi_items"] == same["psi_scores"] == same["users_changed"] == 0.0
+
+
+def test_recommend_reports_drift_against_the_previous_serving_date(spark, trained):
+    cfg, _ = trained
+    day = dt.date(2031, 1, 6)  # after any date another test serves on
+
+    def serve(on: dt.date, n: int, max_psi: float):
+        c = dataclasses.replace(
+            cfg,
+            recommend=dataclasses.replace(cfg.recommend, run_date=on, n=n),
+            drift=dataclasses.replace(cfg.drift, max_psi=max_psi),
+        )
+        return JOBS["recommend"](spark, c)
+
+    serve(day, 5, 0.25)
+    same = serve(day + dt.timedelta(days=7), 5, 0.0)  # the same model and settings: the same lists
+    d = same.drift
+    assert same.drift_since == day and d["users_compared"] > 0
+    assert d["users_changed"] == d["psi_items"] == d["psi_scores"] == d["items_new"] == d["coverage_change"] == 0
+    assert not same.drift_flagged  # nothing moved, so not even max_psi 0 flags it
+    fewer = serve(day + dt.timedelta(days=14), 3, 0.0)  # top-3 of the same top-5s
+    d = fewer.drift
+    assert fewer.drift_since == day + dt.timedelta(days=7) and d["users_changed"] == 1.0 and d["items_new"] == 0
+    assert d["psi_items"] > 0 and fewer.drift_flagged and "FLAGGED" in fewer.lines()[-1]
+    assert fewer.metrics()["drift_flagged"] == 1.0 and fewer.metrics()["drift_users_changed"] == 1.0
