@@ -571,13 +571,18 @@ def _check_filters(cfg: Config) -> None:
         if used and not cfg.items.path:
             raise ConfigError(f"{key} names item attributes, but items.path is not set: point it at the item table")
     if isinstance(r.exclude_seen, list):
-        unknown = sorted(set(r.exclude_seen) - set(cfg.events.weights))
-        if unknown or not r.exclude_seen:
-            raise ConfigError(
-                f"recommend.exclude_seen has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
-                if unknown
-                else "recommend.exclude_seen is an empty list: give event types, or all / none"
-            )
+        _check_event_types(cfg, "recommend.exclude_seen", r.exclude_seen, "all / none")
+
+
+def _check_event_types(cfg: Config, key: str, types: list[str], instead: str) -> None:
+    """`types` (set at `key`) must be a non-empty list of events.weights' types; else name `instead`."""
+    unknown = sorted(set(types) - set(cfg.events.weights))
+    if unknown or not types:
+        raise ConfigError(
+            f"{key} has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
+            if unknown
+            else f"{key} is an empty list: give event types, or {instead}"
+        )
 
 
 def _check_holdout(h: HoldoutConfig) -> None:
@@ -764,13 +769,7 @@ def validate(cfg: Config) -> Config:
     _check_filters(cfg)
     rc = cfg.retention
     if rc.event_types is not None:
-        unknown = sorted(set(rc.event_types) - set(cfg.events.weights))
-        if unknown or not rc.event_types:
-            raise ConfigError(
-                f"retention.event_types has unknown event type(s) {unknown}; known: {sorted(cfg.events.weights)}"
-                if unknown
-                else "retention.event_types is an empty list: give event types, or null for any event"
-            )
+        _check_event_types(cfg, "retention.event_types", rc.event_types, "null for any event")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.privacy.key_env):
         raise ConfigError(
             f"privacy.key_env {cfg.privacy.key_env!r} is not an environment variable name: "
