@@ -3,6 +3,7 @@ subprocess, a scrubbed environment, free ports, waiting for a server, and MLflow
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -72,6 +73,13 @@ def tiny_training(cfg: Config) -> Config:
     cfg.recommend.n = 5
     cfg.model.family = "als"  # the tests of ALS's lists read it; pipeline_run runs the default, auto
     return cfg
+
+
+def copied_root(cfg: Config, dst: Path) -> Config:
+    """`cfg` on a copy of its output root at `dst` (symlinks kept): a test that writes tables works on
+    its own state, not on a shared set-up other tests read."""
+    shutil.copytree(cfg.output.root, dst, symlinks=True)
+    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, root=str(dst)))
 
 
 def spark_sets(conf: Mapping[str, str]) -> dict[str, str]:

@@ -9,6 +9,8 @@ import pytest
 from recsys_spark.analytics.drift import PSI_FLOOR, drift
 from recsys_spark.jobs.runner import JOBS
 
+from support import copied_root
+
 SCHEMA = "user_id string, item_id string, score double, source string"
 
 
@@ -40,9 +42,9 @@ def test_drift_figures_match_a_hand_computation(spark):
     assert same["psi_items"] == same["psi_scores"] == same["users_changed"] == 0.0
 
 
-def test_recommend_reports_drift_against_the_previous_serving_date(spark, trained):
-    cfg, _ = trained
-    day = dt.date(2031, 1, 6)  # after any date another test serves on
+def test_recommend_reports_drift_against_the_previous_serving_date(spark, trained, tmp_path):
+    cfg = copied_root(trained[0], tmp_path / "out")  # its serving dates stay out of the shared tables
+    day = dt.date(2031, 1, 6)  # after today, which the copy may have served on
 
     def serve(on: dt.date, n: int, max_psi: float):
         c = dataclasses.replace(

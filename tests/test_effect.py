@@ -26,7 +26,7 @@ from recsys_spark.mlops.report import write_report
 from recsys_spark.recs.topn import popular_lists
 from recsys_spark.results import EffectResult
 
-from support import TINY, cli, mlflow_state, sets, small_config
+from support import TINY, cli, copied_root, mlflow_state, sets, small_config
 
 H = HoldoutConfig(fraction=0.1, salt="test-salt")
 
@@ -202,12 +202,9 @@ def test_effect_refuses_a_run_without_control_users_or_follow_up(spark, served_r
 @pytest.fixture(scope="module")
 def held_out(spark, trained, tmp_path_factory):
     """The shared trained root copied, then recommend with a third of the users held out."""
-    cfg, _ = trained
-    root = tmp_path_factory.mktemp("holdout") / "out"
-    shutil.copytree(cfg.output.root, root, symlinks=True)
+    cfg = copied_root(trained[0], tmp_path_factory.mktemp("holdout") / "out")
     cfg = dataclasses.replace(
         cfg,
-        output=dataclasses.replace(cfg.output, root=str(root)),
         recommend=dataclasses.replace(cfg.recommend, holdout=HoldoutConfig(fraction=0.3, salt="s1")),
     )
     return cfg, JOBS["recommend"](spark, cfg)

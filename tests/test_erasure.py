@@ -7,7 +7,6 @@ before it writes raw ids into a pseudonymized table or erases nothing."""
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,7 +20,7 @@ from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.forget import forget
 from recsys_spark.jobs.runner import JOBS
 
-from support import small_config
+from support import copied_root, small_config
 
 GONE = "u0000001"
 
@@ -57,10 +56,7 @@ def _strings(value: object) -> set[str]:
 @pytest.fixture(scope="module")
 def forgotten(spark, trained, tmp_path_factory):
     """A copy of the shared trained root (tracking off): recommend once, forget GONE, recommend again."""
-    cfg, _ = trained
-    root = tmp_path_factory.mktemp("erasure") / "out"
-    shutil.copytree(cfg.output.root, root, symlinks=True)
-    cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, root=str(root)))
+    cfg = copied_root(trained[0], tmp_path_factory.mktemp("erasure") / "out")
     JOBS["recommend"](spark, cfg)
     before = {
         t: read_table(spark, cfg.path(t)).where(F.col("user_id") == GONE).count() for t in ("events", "recommendations")

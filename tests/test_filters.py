@@ -19,6 +19,8 @@ from recsys_spark.recs.kernels import ListRules
 from recsys_spark.recs.model import load_model, save_model
 from recsys_spark.recs.topn import top_n
 
+from support import copied_root
+
 # Six items scored 6..1 for every user (rank 1: user factor [1], item factor [score]).
 # Values of the capped column: items 0, 1, 2 are "a", 3 and 4 "b", 5 has none.
 SCORES = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
@@ -96,8 +98,8 @@ def test_config_refuses_what_filters_cannot_do(tmp_path):
 def catalogue_files(spark, trained, tmp_path_factory):
     """An item table for the trained model's items (category by item number, every third out of
     stock), and the model's items in popularity order."""
-    cfg, _ = trained
     base = tmp_path_factory.mktemp("filters")
+    cfg = copied_root(trained[0], base / "out")  # these runs write lists other tests must not read
     model = load_model(spark, cfg.path("model"))
     items = [r.item_id for r in model.items.orderBy("item_id").collect()]
     table = base / "items.csv"

@@ -28,6 +28,7 @@ SECTIONS = [
     "Tuning trials",
     "Retention by cohort",
     "Stickiness over time",
+    "Drift since the previous lists",
     "Effect of recommendations",
     "Recommendation quality by cohort",
     "Quarantine by reason",

@@ -111,7 +111,7 @@ def recommend(
         written, served = written.join(wanted, "user_id", "left_semi"), served.join(wanted, "user_id", "left_semi")
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
     arms = {r["arm"]: r["count"] for r in served.groupBy("arm").count().collect()}
-    tracking.log_params({"holdout.salt_id": salt})
+    tracking.log_params({"holdout.salt_id": salt, "drift.max_psi": cfg.drift.max_psi})
     moved = _drift(spark, cfg, table, day, model) if wanted is None and cfg.drift.enabled else None
     return RecommendResult(
         run_id=run_id,
@@ -135,8 +135,13 @@ def _drift(
     before = rows.where(F.col("run_date") < F.lit(day)).agg(F.max("run_date")).first()[0]
     if before is None:
         return None
-    on = {d: rows.where(F.col("run_date") == F.lit(d)) for d in (day, before)}
+    on = {
+        d: rows.where(F.col("run_date") == F.lit(d)).select("user_id", "item_id", "score", "source").cache()
+        for d in (day, before)
+    }
     figures = drift(on[day], on[before], model.items.count())
+    for df in on.values():
+        df.unpersist()
     worst = max(figures["psi_items"], figures["psi_scores"])
     if worst > cfg.drift.max_psi:
         log.warning(

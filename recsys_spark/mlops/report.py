@@ -439,8 +439,8 @@ def _drift_section(data: RunData) -> list[str]:
     out = ["<h2>Drift since the previous lists</h2>"]
     served = data.stages.get("recommend")
     m = served.data.metrics if served is not None else {}
-    if "drift_psi_items" not in m:
-        return out + [_missing("no drift was measured: this is the first serving date, or drift.enabled is false")]
+    if "drift_psi_items" not in m:  # not missing data: a first serving has nothing to drift from
+        return out + ["<p>no earlier lists to compare with (the first serving date), or drift.enabled is false</p>"]
     flagged = m.get("drift_flagged", 0) > 0
     max_psi = served.data.params.get("drift.max_psi", "?")
     out.append(

@@ -280,7 +280,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         parts = []
         for start in range(0, rows.size, SLICE_ROWS):
             users = rows[start : start + SLICE_ROWS]
-            exclude = [excluded[i] for i in where[start : start + SLICE_ROWS]] if excluded else [None] * users.size
+            exclude = [excluded[i] for i in where[start : start + SLICE_ROWS]] if excluded and any(excluded) else None
             batch = self._user_batch(users, start, exclude)
             n = int(ns.max())
             parts.append(
@@ -337,7 +337,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
             x = self.u[[self.factor_row[int(u)] for u in users]]
             weights = self.seen_weights[flat] if self.seen_weights is not None else np.full(seen.size, np.nan)
         offsets = np.concatenate([[0], np.cumsum(lens)])
-        masks = self._masks(np.split(seen, offsets[1:-1]), exclude or [None] * m)
+        exclude = exclude or [None] * m
+        masks = None if self.mask_seen and not any(exclude) else self._masks(np.split(seen, offsets[1:-1]), exclude)
         return _batch(np.arange(start, start + m), x, seen, weights, offsets, masks)
 
     def unknown(

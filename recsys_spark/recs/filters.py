@@ -126,7 +126,7 @@ def item_attributes(spark: SparkSession, cfg: Config) -> DataFrame:
         raise RecsysError(
             f"items.path {t.path} has no column {t.id_column!r} (its columns: {table.columns}): set items.id_column"
         )
-    out = table.withColumnRenamed(t.id_column, "item_id").withColumn("item_id", F.col("item_id").cast("string"))
+    out = table.withColumnRenamed(t.id_column, "item_id").withColumn("item_id", F.trim(F.col("item_id").cast("string")))
     return out.dropDuplicates(["item_id"])
 
 
@@ -141,7 +141,7 @@ def side_table(spark: SparkSession, key: str, path: str) -> DataFrame:
 
 def _ids(table: DataFrame) -> DataFrame:
     cols = [c for c in ("user_id", "item_id") if c in table.columns]
-    return table.select(*[F.col(c).cast("string") for c in cols]).dropna()
+    return table.select(*[F.trim(F.col(c).cast("string")).alias(c) for c in cols]).dropna()  # trimmed as ingest trims
 
 
 def _flags(allowed: DataFrame, size: int) -> np.ndarray:

@@ -72,6 +72,10 @@ class ListRules:
             inside = item_ids < self.groups.size
             codes = np.full(item_ids.size, -1, np.int64)
             codes[inside] = self.groups[item_ids[inside]]
+            if blocked is not None:
+                codes[blocked] = -1  # never listed: no value to count
+            values, counts = np.unique(codes, return_counts=True)
+            codes[np.isin(codes, values[counts <= self.cap])] = -1  # a value that cannot overflow needs no cap
         return blocked, codes
 
 

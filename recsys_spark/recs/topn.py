@@ -190,25 +190,39 @@ def popular_lists(m: TrainedModel, users: DataFrame, n: int, filters: Filters | 
     popularity share: the fraction of the model's users who interacted with it (0-1). The fallback
     for users the model cannot score, and the control arm's list; it obeys `filters` too."""
     rules = filters.rules if filters else None
-    strangers = build_id_map(users.join(m.users, "user_id", "left_anti").select("user_id"), "user_id", "user_idx")
-    lists = []
-    for source, ids, seen in (
-        (POPULAR, m.users, m.seen),  # users the model knows: their seen items masked
-        (UNKNOWN_USER, strangers, m.seen.where(F.lit(False))),  # numbered for this run; they have seen nothing
-    ):
-        mask = filters.pairs(ids, seen) if filters else None
-        wanted = users.join(ids, "user_id").select("user_idx")
-        lists.append(
-            top_n_popular(wanted, m.popular, seen, n, mask, rules)
+    nothing = m.seen.where(F.lit(False))  # a user the model never saw has seen nothing
+    known = (
+        top_n_popular(
+            users.join(m.users, "user_id").select("user_idx"),
+            m.popular,
+            m.seen,
+            n,
+            filters.pairs(m.users, m.seen) if filters else None,
+            rules,
+        )
+        .join(m.users, "user_idx")
+        .join(m.items, "item_idx")
+        .select("user_id", "rank", "item_id", "score", F.lit(POPULAR).alias("source"))
+    )
+    strangers = users.join(m.users, "user_id", "left_anti").select("user_id")
+    if filters is None or filters.mask is None:  # one list for every stranger: n rows, broadcast
+        spark = m.users.sparkSession
+        best = top_n_popular(spark.createDataFrame([(0,)], "user_idx int"), m.popular, nothing, n, rules=rules)
+        rows = best.join(m.items, "item_idx").select("rank", "item_id", "score").collect()  # n rows
+        unknown = strangers.crossJoin(F.broadcast(spark.createDataFrame(rows, "rank int, item_id string, score float")))
+    else:  # their own exclusions too: numbered for this run, scored per user
+        ids = build_id_map(strangers, "user_id", "user_idx")
+        wanted = ids.select("user_idx")
+        unknown = (
+            top_n_popular(wanted, m.popular, nothing, n, filters.pairs(ids, nothing), rules)
             .join(ids, "user_idx")
             .join(m.items, "item_idx")
-            .select("user_id", "rank", "item_id", "score", F.lit(source).alias("source"))
         )
+    unknown = unknown.select("user_id", "rank", "item_id", "score", F.lit(UNKNOWN_USER).alias("source"))
     no_reason = F.lit(None).cast(BECAUSE_TYPE)
     share = F.lit(1.0 / max(m.users.count(), 1))
     return (
-        lists[0]
-        .unionByName(lists[1])
+        known.unionByName(unknown)
         .withColumn("score", (F.col("score") * share).cast("float"))
         .withColumn("because", no_reason)
         .withColumn("why", why(F.col("source"), F.col("because")))
