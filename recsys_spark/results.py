@@ -173,6 +173,7 @@ class TrainResult(StageResult):
     ease_validation: dict[float, float] = field(default_factory=dict)  # λ -> validation tune.metric@k
     family: str = "als"  # the model family that serves (model.family)
     validation: dict[str, float] = field(default_factory=dict)  # validation_<family>_<metric>_at_k
+    ruled: dict[str, float] = field(default_factory=dict)  # ALS's rules_<metric> under recommend's item rules
 
     @property
     def tuning_cost(self) -> float | None:
@@ -193,6 +194,7 @@ class TrainResult(StageResult):
             "users": self.users,
             "items": self.items,
             **self.quality,
+            **self.ruled,
             **self.ease,
             **self.validation,
             **cohorts,
@@ -224,6 +226,15 @@ class TrainResult(StageResult):
                     f"{r['history']} items ({r['users']:,} users) {r[ndcg]:.4f} "
                     f"vs {r.get('baseline_' + ndcg, float('nan')):.4f}"
                     for r in self.by_history
+                )
+            )
+        if self.ruled:
+            out.append(
+                "  under recommend's item rules (ALS, same users): "
+                + ", ".join(
+                    f"{m} {self.ruled['rules_' + m]:.4f} (without {q[m]:.4f})"
+                    for m in q
+                    if m.startswith(("ndcg_at_", "diversity_at_", "catalog_coverage")) and "rules_" + m in self.ruled
                 )
             )
         out.append(

@@ -1,6 +1,7 @@
 """recommend's filters and cap (recs/filters.py): the kernel on a hand-built catalogue, then the job."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -197,3 +198,23 @@ def test_the_served_model_answers_like_the_batch_table_under_the_same_filters(sp
     table = batch.select("user_id", F.col("rank").cast("long"), "item_id", "score", "source")
     assert table.count() == 20 and table.where(F.col("item_id").isin(list(dismissed.values())[0])).count() == 0
     assert_approx_df_equality(answer, table, 1e-5, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_train_evaluates_under_the_rules_and_saves_them_for_the_pyfunc(spark, catalogue_files):
+    cfg, base, attrs = catalogue_files
+    c = dataclasses.replace(
+        cfg,
+        items=dataclasses.replace(cfg.items, path=str(base / "items.csv")),
+        recommend=dataclasses.replace(cfg.recommend, item_filter="in_stock = 'sold out'"),  # no item passes
+        tracking=dataclasses.replace(cfg.tracking, enabled=False),
+    )
+    out = JOBS["train"](spark, c)
+    k = c.train.k
+    # Nothing may be listed: the test users' lists under the rules are empty, so every figure is 0.
+    assert out.ruled[f"rules_ndcg_at_{k}"] == out.ruled["rules_catalog_coverage"] == 0.0
+    assert out.quality[f"ndcg_at_{k}"] > 0 and any("under recommend's item rules" in line for line in out.lines())
+    saved = read_table(spark, c.path("model") + "/rules")
+    assert saved.count() == len(attrs) and saved.where("allowed").count() == 0
+    pyfunc = Recommender()
+    pyfunc.load(Path(c.path("model")))
+    assert pyfunc.predict(None, pd.DataFrame({"user_id": ["u0000001", "nobody"]})).empty

@@ -77,7 +77,8 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
     log.info(
         "[train] %d training interactions", splits.train.count()
     )  # cached here, so the fit's seconds are the fit's
-    trained = fit_and_evaluate(splits, data, cfg, clock)
+    rules = item_rules(spark, cfg, data.items)  # recommend's item rules: evaluated, and saved for the pyfunc
+    trained = fit_and_evaluate(splits, data, cfg, clock, rules)
     tracking.log_trials(trained.tuning, f"{cfg.tune.metric}_at_{cfg.train.k}")
     clock.start("save")
     seen = trained.seen
@@ -100,7 +101,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
             "data_events": n_events,
         },
         ease.weights_frame(spark, trained.ease.served) if trained.ease and trained.ease.served else None,
-        rules_frame(spark, rules) if (rules := item_rules(spark, cfg, data.items)) else None,  # for the pyfunc
+        rules_frame(spark, rules) if rules else None,
     )
     save_model(bundle, cfg.path(names.MODEL))
     model_dir = local_dir(spark, cfg.path(names.MODEL))
@@ -135,6 +136,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         split=splits.info,
         chosen_params=trained.chosen,
         quality=trained.evaluation.metrics,
+        ruled=trained.evaluation.ruled,
         tuning=trained.tuning,
         steps=clock.stop(),
         by_history=trained.evaluation.by_history,

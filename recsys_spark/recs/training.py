@@ -32,6 +32,7 @@ from recsys_spark.recs.evaluation import (
     summarize,
 )
 from recsys_spark.recs.interactions import IndexedInteractions
+from recsys_spark.recs.kernels import ListRules
 from recsys_spark.recs.model import fit_als, fit_params
 from recsys_spark.recs.split import Splits
 from recsys_spark.recs.topn import als_top_n, popularity, top_n_popular
@@ -45,15 +46,24 @@ class Evaluation:
     metrics: dict[str, float]  # ALS metrics, then the same with `baseline_`
     per_user: DataFrame  # user_idx, n_relevant, hits, precision, recall, ndcg, map, hit_rate (ALS), new_in_list
     by_history: list[dict[str, Any]]  # per history cohort: history, users, ALS metrics, baseline_ metrics
+    ruled: dict[str, float] = field(default_factory=dict)  # ALS metrics under recommend's item rules, `rules_`
 
 
 def evaluate(
-    model: ALSModel, train: DataFrame, test: DataFrame, k: int, baseline: bool = True, new_below: int = 5
+    model: ALSModel,
+    train: DataFrame,
+    test: DataFrame,
+    k: int,
+    baseline: bool = True,
+    new_below: int = 5,
+    rules: ListRules | None = None,
 ) -> Evaluation:
     """Metrics@k of `model` (and unless `baseline` is false, of the popularity baseline) on the
     users with training history and a new test item, overall and by cohort of history length.
     `per_user` also says whether the user's list held a new item: one fewer than `new_below`
-    training users used (retention compares their follow-up with the others')."""
+    training users used (retention compares their follow-up with the others'). With `rules`
+    (recommend's item rules: filters, candidates, the cap) the same users' lists under them too, as
+    `ruled`: what the rules cost in accuracy and what the cap buys in diversity."""
     keep = StorageLevel.MEMORY_AND_DISK
     relevant = relevant_items(train, test).persist(keep)
     users = relevant.select("user_idx").distinct()
@@ -85,6 +95,12 @@ def evaluate(
     metrics |= beyond_accuracy(recs, measures, k)
     cohorts = {r["history"]: r for r in by_history(per_user, train, k)}
     recs.unpersist()
+    ruled: dict[str, float] = {}
+    if rules is not None:
+        under = als_top_n(model, users, seen, k, rules=rules).persist(keep)  # read twice by summarize
+        ruled = summarize(per_user_metrics(under, relevant, k), under, n_catalog, k, prefix="rules_")
+        ruled |= beyond_accuracy(under, measures, k, prefix="rules_")
+        under.unpersist()
     if baseline:
         base = top_n_popular(users, pop, seen, k).persist(keep)  # read twice by summarize
         base_user = per_user_metrics(base, relevant, k)
@@ -94,7 +110,7 @@ def evaluate(
             cohorts[r["history"]] |= r
         base.unpersist()
     relevant.unpersist()
-    return Evaluation(metrics, per_user, [cohorts[c] for c in HISTORY_COHORTS if c in cohorts])
+    return Evaluation(metrics, per_user, [cohorts[c] for c in HISTORY_COHORTS if c in cohorts], ruled)
 
 
 @dataclass
@@ -156,10 +172,17 @@ def pick_family(family: str, validation: dict[str, float]) -> str:
     return EASE if validation.get(EASE, float("-inf")) > validation.get(ALS, float("-inf")) else ALS
 
 
-def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clock: Stopwatch | None = None) -> Trained:
+def fit_and_evaluate(
+    splits: Splits,
+    data: IndexedInteractions,
+    cfg: Config,
+    clock: Stopwatch | None = None,
+    rules: ListRules | None = None,
+) -> Trained:
     """Tune (if enabled) on the validation slice, fit on the training side, evaluate on the test
-    side beside popularity; with model.family ease or auto, EASE's λ on the same validation users
-    and its test evaluation on the same test users; then fit what serves on the serving pairs."""
+    side beside popularity (and under recommend's item `rules`); with model.family ease or auto,
+    EASE's λ on the same validation users and its test evaluation on the same test users; then fit
+    what serves on the serving pairs."""
     clock = clock or Stopwatch("train")
     implicit, k = cfg.interactions.mode == "implicit", cfg.train.k
     key = f"{cfg.tune.metric}_at_{k}"
@@ -211,7 +234,7 @@ def fit_and_evaluate(splits: Splits, data: IndexedInteractions, cfg: Config, clo
     clock.start("als_fit")
     model = fit_als(splits.train, cfg.als, implicit, **params)
     clock.start("evaluate")
-    evaluation = evaluate(model, splits.train, splits.test, k, new_below=cfg.new_items.min_users)
+    evaluation = evaluate(model, splits.train, splits.test, k, new_below=cfg.new_items.min_users, rules=rules)
     seen = serving_pairs(splits, data, cfg.train.refit_on_all)
     ease_choice = None
     if lambdas:
