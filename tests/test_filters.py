@@ -16,7 +16,7 @@ from recsys_spark.jobs.runner import JOBS
 from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.ease import ease_top_n
 from recsys_spark.recs.filters import item_rules, rules_frame
-from recsys_spark.recs.kernels import ListRules
+from recsys_spark.recs.kernels import ListRules, capped_top_k
 from recsys_spark.recs.model import load_model, save_model
 from recsys_spark.recs.topn import top_n
 
@@ -70,6 +70,33 @@ def test_the_cap_keeps_the_best_items_within_k_per_value(spark, catalogue):
     # At most 2, item 0 filtered out: user 0 (saw 1) gets 2, 3, 4; user 1 gets 1, 2 (a is full), 3.
     rules = ListRules(allowed=np.array([False, True, True, True, True, True]), groups=GROUPS, cap=2)
     check(spark, catalogue, {0: [2, 3, 4], 1: [1, 2, 3]}, rules=rules)
+
+
+def walk(scores, ids, k, codes, cap):
+    """The cap by its definition: down the scores (ties by item id), skipping an item whose value is full."""
+    out = []
+    for row in scores:
+        taken, count = [], {}
+        for j in sorted(np.flatnonzero(np.isfinite(row)), key=lambda j: (-row[j], ids[j])):
+            if codes[j] < 0 or count.get(codes[j], 0) < cap:
+                taken.append(j)
+                count[codes[j]] = count.get(codes[j], 0) + 1
+            if len(taken) == k:
+                break
+        out.append(taken)
+    return out
+
+
+def test_the_capped_kernel_is_the_walk_down_the_scores():
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # ties, masked items, few and many values, rows whose best 4k run out
+        m, n = rng.integers(1, 20), rng.integers(1, 60)
+        k, cap = int(min(rng.integers(1, 12), n)), int(rng.integers(1, 4))
+        scores = rng.integers(0, 8, (m, n)).astype(np.float32)
+        scores[rng.random((m, n)) < 0.2] = -np.inf
+        ids, codes = rng.permutation(n), rng.integers(-1, rng.integers(1, 6), n)
+        cols, top = capped_top_k(scores, ids, k, codes, cap)
+        assert [list(c[np.isfinite(t)]) for c, t in zip(cols, top, strict=True)] == walk(scores, ids, k, codes, cap)
 
 
 def test_ease_lists_obey_the_same_mask_and_rules(spark):

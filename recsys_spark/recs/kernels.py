@@ -390,18 +390,51 @@ def top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.nda
 def capped_top_k(
     scores: np.ndarray, item_ids: np.ndarray, k: int, codes: np.ndarray, cap: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`top_k_rows` with at most `cap` columns of one `codes` value per row (code -1: uncapped).
+    """`top_k_rows` with at most `cap` columns of one `codes` value per row (code -1: uncapped): the
+    list a walk down the scores keeps when it skips an item whose value already has `cap`.
 
-    Each value's own best `cap` columns, then the best k of those: exactly the list a walk down the
-    scores keeps when it skips an item whose value already has `cap` (an item outside its value's
-    best `cap` is always skipped; one inside never is). Rows with fewer than k candidates end in
-    -inf scores, which the caller drops.
+    The walk runs on each row's best CAP_DEPTH x k columns at once (an item's place among its
+    value's items so far decides it, and that depends on earlier items only, so the walk over a
+    prefix is the walk over the row); a row whose prefix yields fewer than k items while more
+    remain is redone exactly by `_capped_by_value`. Rows with fewer than k candidates end in -inf
+    scores, which the caller drops.
 
     >>> s = np.array([[0.9, 0.8, 0.7, 0.1]])
     >>> cols, top = capped_top_k(s, np.array([0, 1, 2, 3]), 3, np.array([5, 5, 5, 6]), 2)
     >>> cols.tolist(), top.tolist()  # the third item of value 5 gives way to the best of value 6
     ([[0, 1, 3]], [[0.9, 0.8, 0.1]])
     """
+    m, n = scores.shape
+    depth = min(n, CAP_DEPTH * k)
+    c, s = top_k_rows(scores, item_ids, depth)
+    v = codes[c].ravel()
+    rows, place = np.repeat(np.arange(m), depth), np.tile(np.arange(depth), m)
+    order = np.lexsort((place, v, rows))  # by row, value, then place in the row
+    start = np.r_[True, (rows[order][1:] != rows[order][:-1]) | (v[order][1:] != v[order][:-1])]
+    first = np.maximum.accumulate(np.where(start, np.arange(order.size), 0))
+    seen_before = np.empty(order.size, np.int64)
+    seen_before[order] = np.arange(order.size) - first  # items of the same value earlier in the row
+    keep = ((seen_before < cap) | (v < 0)).reshape(m, depth)
+    count = np.cumsum(keep, axis=1)
+    take = keep & (count <= k)
+    out_c, out_s = np.zeros((m, k), np.int64), np.full((m, k), -np.inf, scores.dtype)
+    r, p = np.nonzero(take)
+    out_c[r, count[r, p] - 1], out_s[r, count[r, p] - 1] = c[r, p], s[r, p]
+    short = (count[:, -1] < k) & (depth < n) & np.isfinite(s[:, -1])  # the prefix ran out, the row did not
+    if short.any():
+        out_c[short], out_s[short] = _capped_by_value(scores[short], item_ids, k, codes, cap)
+    return out_c, out_s
+
+
+CAP_DEPTH = 4  # capped_top_k walks each row's best 4k columns first
+
+
+def _capped_by_value(
+    scores: np.ndarray, item_ids: np.ndarray, k: int, codes: np.ndarray, cap: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """capped_top_k exactly, for any row: each value's own best `cap` columns (uncapped: k), then
+    the best k of those (an item outside its value's best `cap` is always skipped; one inside
+    never is)."""
     cand_c, cand_s = [], []
     for code in np.unique(codes):
         own = np.flatnonzero(codes == code)
