@@ -97,7 +97,7 @@ def evaluate(
     recs.unpersist()
     ruled: dict[str, float] = {}
     if rules is not None:
-        under = als_top_n(model, users, seen, k, rules=rules).persist(keep)  # read twice by summarize
+        under = als_top_n(model, users, seen, k, rules=rules).persist(keep)  # read by three measures
         ruled = summarize(per_user_metrics(under, relevant, k), under, n_catalog, k, prefix="rules_")
         ruled |= beyond_accuracy(under, measures, k, prefix="rules_")
         under.unpersist()
