@@ -122,15 +122,15 @@ def recommend(
         paths={"recommendations": table, "assignments": arms_table},
         drift=moved[0] if moved else None,
         drift_since=moved[1] if moved else None,
-        drift_flagged=bool(moved) and max(moved[0]["psi_items"], moved[0]["psi_scores"]) > cfg.drift.max_psi,
+        drift_flagged=bool(moved) and moved[2],
     )
 
 
 def _drift(
     spark: SparkSession, cfg: Config, table: str, day: dt.date, model: TrainedModel
-) -> tuple[dict[str, float], dt.date] | None:
-    """The drift of today's treatment lists against those of the latest earlier serving date, and
-    that date; None on the first run. A flagged run is logged as a warning."""
+) -> tuple[dict[str, float], dt.date, bool] | None:
+    """The drift of today's treatment lists against those of the latest earlier serving date, that
+    date, and whether a PSI is above drift.max_psi (logged as a warning); None on the first run."""
     rows = read_table(spark, table).where(F.col("arm") == TREATMENT)
     before = rows.where(F.col("run_date") < F.lit(day)).agg(F.max("run_date")).first()[0]
     if before is None:
@@ -142,8 +142,8 @@ def _drift(
     figures = drift(on[day], on[before], model.items.count())
     for df in on.values():
         df.unpersist()
-    worst = max(figures["psi_items"], figures["psi_scores"])
-    if worst > cfg.drift.max_psi:
+    flagged = max(figures["psi_items"], figures["psi_scores"]) > cfg.drift.max_psi
+    if flagged:
         log.warning(
             "[recommend] drift against %s: PSI %.3f (items) / %.3f (scores) is above drift.max_psi %.2f: "
             "check the model, the events and the filters before these lists serve",
@@ -152,7 +152,7 @@ def _drift(
             figures["psi_scores"],
             cfg.drift.max_psi,
         )
-    return figures, before
+    return figures, before, flagged
 
 
 def _in_arm(assigned: DataFrame, name: str) -> DataFrame:

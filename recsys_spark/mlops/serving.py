@@ -357,8 +357,12 @@ class Recommender(mlflow.pyfunc.PythonModel):
         masks = self._masks([none] * m, [excluded[i] for i in where] if excluded else [None] * m)
         batch = _batch(np.arange(m), np.ones((m, 1), np.float32), none, none, np.zeros(m + 1, np.int64), masks)
         n = max(n for _, n in asked)
+        return self._rows(self._popular(batch, n, rules), asked, where, UNKNOWN_USER, self.share)
+
+    def _popular(self, batch: pa.RecordBatch, n: int, rules: ListRules | None) -> pa.Table:
+        """score_batch on popularity (a rank-1 model): the most popular items not masked, under `rules`."""
         out = score_batch(batch, self.pop_idx, self.pop_vt, self.pop_pos, n, self.pop_block, rules=rules)
-        return self._rows(pa.Table.from_batches([out]), asked, where, UNKNOWN_USER, self.share)
+        return pa.Table.from_batches([out])
 
     def history_pairs(self, history: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(columns of vt, fit ratings) of a request's history: its items in the model's catalogue,
@@ -412,11 +416,9 @@ class Recommender(mlflow.pyfunc.PythonModel):
         one = np.zeros(1, np.int64)
         if not scoreable:  # unknown, or known but not scoreable: the most popular unseen items
             batch = _batch(one, np.ones((1, 1), np.float32), seen, np.full(seen.size, np.nan), [0, seen.size], masks)
-            out = score_batch(batch, self.pop_idx, self.pop_vt, self.pop_pos, n, self.pop_block, rules=rules)
             source = POPULAR if idx is not None else UNKNOWN_USER
-            return self._rows(pa.Table.from_batches([out]), [(user_id, n)], one, source, self.share).drop(
-                columns="_pos"
-            )
+            rows = self._rows(self._popular(batch, n, rules), [(user_id, n)], one, source, self.share)
+            return rows.drop(columns="_pos")
         if self.ease:
             vector = np.zeros((1, self.vt.shape[0]), np.float32)
             vector[0, cols] = 1.0
