@@ -24,6 +24,7 @@ from support import (
     bash_blocks,
     cli,
     clone_repo,
+    failure,
     mlflow_state,
     sets,
     small_config,
@@ -145,7 +146,7 @@ def pipeline_run(tmp_path_factory) -> PipelineRun:
     base = tmp_path_factory.mktemp("pipeline")
     args = sets({**PIPELINE_RUN, "output.root": base / "out"})
     out = cli("run", "--summary-json", "summary.json", *args, cwd=base, env={"TZ": "UTC"}, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     cfg = load_config(None, [*args[1::2], f"tracking.uri=sqlite:///{base}/mlflow.db"])
     summary = json.loads((base / "summary.json").read_text())
     return PipelineRun(base, out.stdout, out.stderr, summary, cfg)

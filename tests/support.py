@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -37,8 +38,10 @@ SCRUBBED = (
 # standalone daemons) run seconds on kilobytes of data, where C2's compilations and a parallel
 # collector's threads cost more CPU than they save: on 2 cores a tiny pipeline's CPU time halves
 # (136 -> 68 s with TINY_SPARK below; 2026-12-06). conftest.py exports it; JIT tier and collector
-# change no result. The Online Retail run (541,909 rows) is slower with it and drops it.
-TEST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
+# change no result. The Online Retail run (541,909 rows) is slower with it and drops it. C1 alone
+# gets a 48 MB code cache, which the suite's tracked run filled ("CodeCache is full. Compiler has
+# been disabled" at 40 s, after which everything runs interpreted): 240 MB as with C2 (2026-12-07).
+TEST_JVM = {"JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"}
 # Spark settings of every tiny-data test run: no UI, and no adaptive query execution, whose extra
 # planning per query doubled a tiny evaluation's time (15-17 s -> 7-9 s) and changes no result.
 TINY_SPARK = {
@@ -80,6 +83,21 @@ def copied_root(cfg: Config, dst: Path) -> Config:
     its own state, not on a shared set-up other tests read."""
     shutil.copytree(cfg.output.root, dst, symlinks=True)
     return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, root=str(dst)))
+
+
+def failure(out: subprocess.CompletedProcess) -> str:
+    """Why a `recsys-spark` process failed, for an assertion message: its exit code, the first
+    error lines of stderr (a stack trace's tail hides the cause, e.g. a JVM error that stopped
+    Spark), the JVM's warnings on stdout, and stderr's tail."""
+    errors = [line for line in out.stderr.splitlines() if re.search(r"\bERROR\b|Error:|Exception:", line)]
+    warnings = [line for line in out.stdout.splitlines() if "[warning]" in line or "[error]" in line]
+    return (
+        "\n".join(
+            [f"exit {out.returncode}", "first errors:", *errors[:15], "JVM warnings:", *warnings[:10], "stderr tail:"]
+        )
+        + "\n"
+        + out.stderr[-2000:]
+    )
 
 
 def spark_sets(conf: Mapping[str, str]) -> dict[str, str]:

@@ -11,6 +11,8 @@ from pyspark.sql import functions as F
 
 from recsys_spark.infra import blas
 
+from support import failure
+
 REPO = Path(__file__).resolve().parent.parent
 
 # One small fit and its top-5 per user, in a fresh JVM (a JVM keeps the BLAS it loaded first).
@@ -44,7 +46,7 @@ def fit_with(setting: str, tmp_path: Path) -> dict:
         text=True,
         timeout=300,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -6,7 +6,7 @@ test_serving.py loads the registered model where pyspark is not installed."""
 
 import pytest
 
-from support import without_pyspark
+from support import failure, without_pyspark
 
 SPARK_FREE = [
     "recsys_spark",
@@ -26,7 +26,7 @@ SPARK_FREE = [
 @pytest.mark.parametrize("name", SPARK_FREE)
 def test_serving_and_reporting_modules_import_without_pyspark(name):
     out = without_pyspark(f"import {name}")  # a module-level pyspark import anywhere on the way fails it
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, failure(out)
 
 
 def test_the_blocker_does_block_a_spark_module():

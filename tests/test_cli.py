@@ -6,7 +6,7 @@ import pytest
 
 from recsys_spark import cli as recsys_cli
 
-from support import cli, tiny
+from support import cli, failure, tiny
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
         *tiny(output__root=f"{tmp_path}/out2", tracking__enabled="true", tracking__experiment="by-run-id"),
         cwd=base,
     )
-    assert rec.returncode == 0, rec.stderr[-3000:]
+    assert rec.returncode == 0, failure(rec)
     assert f"rows from {family}" in rec.stdout and "rows from popular" in rec.stdout
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
-from support import TINY_SPARK, sets, spark_sets
+from support import TINY_SPARK, failure, sets, spark_sets
 from support import cli as run_cli
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def before(tmp_path_factory):
     out = cli(
         root, "run", *sets({"generate.events": 3000, "generate.users": 200, "generate.items": 80, "generate.days": 42})
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     return root
 
 
@@ -71,7 +71,7 @@ def same(spark, a, b, table):
 def undisturbed(before):
     root = copy(before, before.parent / "undisturbed")
     out = cli(root, "ingest", *DROP_U1)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     return root
 
 
@@ -82,7 +82,7 @@ def test_ingest_killed_before_any_switch_leaves_the_previous_tables(spark, befor
     for table in ("events", "quarantine"):
         same(spark, root, before, table)
     rerun = cli(root, "ingest", *DROP_U1)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, failure(rerun)
     for table in ("events", "quarantine"):
         same(spark, root, undisturbed, table)
     assert not list(root.rglob("_commit-*")) and not list(root.rglob("_staging"))
@@ -99,7 +99,7 @@ def test_ingest_killed_between_its_two_switches_is_completed_by_the_next_run(spa
     assert len(list(root.rglob("_commit-*.json"))) == 1
     # The next command on the root completes the journal first: both tables are the new version.
     nxt = cli(root, "retention", *tracked)
-    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    assert nxt.returncode == 0, failure(nxt)
     assert "[recover] completed the interrupted switch of" in nxt.stderr
     # The killed ingest's MLflow run could not end itself: the next run marked it KILLED.
     import mlflow
@@ -126,7 +126,7 @@ def test_train_and_recommend_killed_before_their_switch_keep_the_previous_model_
         rows(spark, root, "recommendations"), rows(spark, before, "recommendations"), ignore_row_order=True
     )
     again = cli(root, "recommend")  # the previous model still serves; leftovers of both kills are gone
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 0, failure(again)
     assert "rows from als" in again.stdout
     assert not (root / "checkpoints").exists()  # the killed runs' checkpoint folders went with their leftovers
 
@@ -150,7 +150,7 @@ def test_forget_killed_between_its_switches_leaves_whole_tables_and_is_completed
     for table in held:
         same(spark, root, before, table)
     nxt = cli(root, "retention")  # the next command completes the journal: every table is the new version
-    assert nxt.returncode == 0, nxt.stderr[-3000:]
+    assert nxt.returncode == 0, failure(nxt)
     for table, n in held.items():
         assert rows(spark, root, table).where(user).count() == 0
         assert rows(spark, root, table).count() == rows(spark, before, table).count() - n
@@ -194,10 +194,10 @@ def test_stream_killed_at_any_moment_lands_every_row_once(spark, tmp_path):
         cli(root, *stream, *slow, timeout=random.Random(7).uniform(15, 25))
     land(days[50:])
     last = cli(root, *stream)
-    assert last.returncode == 0, last.stderr[-3000:]
+    assert last.returncode == 0, failure(last)
     batch = tmp_path / "batch"
     ingested = cli(batch, "ingest", "--set", f"input.path={landing}")
-    assert ingested.returncode == 0, ingested.stderr[-3000:]
+    assert ingested.returncode == 0, failure(ingested)
     for table in ("events", "quarantine"):
         assert_df_equality(
             spark.read.parquet(str(root / table)), spark.read.parquet(str(batch / table)), ignore_row_order=True

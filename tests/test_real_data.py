@@ -7,7 +7,7 @@ import json
 import mlflow
 import pytest
 
-from support import REPO, TEST_JVM, cli
+from support import REPO, TEST_JVM, cli, failure
 
 SMALL_BUDGET = [
     "tune.trials=3",
@@ -38,7 +38,7 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     # From the repository root, as a user runs it: input.path is data/online_retail/online_retail.csv.gz.
     # Real-sized data: C2 and a parallel collector pay off here (the run is slower under TEST_JVM).
     out = cli(*args, cwd=REPO, timeout=1200, drop=tuple(TEST_JVM))
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     stages = json.loads((tmp_path / "summary.json").read_text())["stages"]
     ingest = stages["ingest"]
     # SOURCE.md's published checks: 541,909 rows, 135,080 without CustomerID; cancellations among the rest.
@@ -87,7 +87,7 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
         "text.encoder=word2vec",
     ]
     out = cli(*args, cwd=REPO, timeout=900, drop=tuple(TEST_JVM))
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure(out)
     m = json.loads((tmp_path / "new.json").read_text())["stages"]["evaluate-new-items"]["metrics_by_method"]
     ndcg = {method: row["ndcg_at_10"] for method, row in m.items()}
     assert max(ndcg["ridge"], ndcg["knn"]) >= 3 * ndcg["random"], ndcg  # the target for the light encoder

@@ -17,7 +17,7 @@ from recsys_spark.jobs.runner import PIPELINE
 from recsys_spark.mlops import report
 
 from browser import page
-from support import BIN, REPO, free_port, mlflow_state, server, without_pyspark
+from support import BIN, REPO, failure, free_port, mlflow_state, server, without_pyspark
 
 SHOTS = REPO / "output" / "screenshots"  # kept by CI as artifacts
 SECTIONS = [
@@ -169,11 +169,11 @@ def test_report_and_compare_commands_run_on_a_host_without_pyspark(pipeline, tmp
     out = tmp_path / "no-spark.html"
     report = ["report", *sets, "--run-id", run_id, "--out", str(out)]
     done = without_pyspark(f"from recsys_spark import cli; sys.exit(cli.main({report!r}))", cwd=base)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure(done)
     assert re.findall(r"<h2>(.*?)</h2>", out.read_text()) == SECTIONS
     compare = ["compare", *sets, "--format", "csv", "--metrics", "ndcg_at_10"]
     done = without_pyspark(f"from recsys_spark import cli; sys.exit(cli.main({compare!r}))", cwd=base)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure(done)
     ndcg = mlflow.MlflowClient(cfg.tracking.uri).get_run(run_id).data.metrics["ndcg_at_10"]
     table = pd.read_csv(io.StringIO(done.stdout)).set_index("run_id")
     assert table.loc[run_id, "ndcg_at_10"] == pytest.approx(ndcg), done.stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from support import PIPELINE_RUN, cli, listening, scrubbed_env, sets, tiny
+from support import PIPELINE_RUN, cli, failure, listening, scrubbed_env, sets, tiny
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_same_tables_in_any_time_zone(spark, pipeline_run, tmp_path):
         root = tmp_path / tz.replace("/", "_")
         args = sets({**PIPELINE_RUN, "output.root": root, "tracking.enabled": "false"})
         out = cli("run", "--summary-json", f"{root}.json", *args, cwd=tmp_path, env={"TZ": tz}, timeout=900)
-        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.returncode == 0, failure(out)
         roots[tz] = root
         split[tz] = json.loads((tmp_path / f"{root.name}.json").read_text())["stages"]["train"]["split"]
     assert split["Asia/Tokyo"] == split["America/Los_Angeles"] == split["UTC"]

@@ -20,7 +20,7 @@ from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.mlops import registry, tracking
 
-from support import BIN, free_port, inside, mlflow_state, scrubbed_env, server
+from support import BIN, failure, free_port, inside, mlflow_state, scrubbed_env, server
 
 CHAMPION = "models:/recsys-spark@champion"
 
@@ -227,7 +227,7 @@ def test_a_fresh_venv_with_only_the_models_requirements_answers_like_the_table(s
         text=True,
         timeout=900,
     )
-    assert pip.returncode == 0, pip.stderr[-3000:]
+    assert pip.returncode == 0, failure(pip)
     port = free_port()
     command = [str(BIN / "mlflow"), "server", "--backend-store-uri", cfg.tracking.uri, "--workers", "1"]
     with server([*command, "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/health", base):
@@ -240,7 +240,7 @@ def test_a_fresh_venv_with_only_the_models_requirements_answers_like_the_table(s
             text=True,
             timeout=600,
         )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure(done)
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["spark"] is False  # not installed there: nothing could import it
     got = pd.DataFrame(answer["rows"])
