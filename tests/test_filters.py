@@ -15,7 +15,7 @@ from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.ease import ease_top_n
-from recsys_spark.recs.filters import item_rules, rules_frame
+from recsys_spark.recs.filters import item_rules, rules_frame, with_typed_flag
 from recsys_spark.recs.kernels import ListRules, capped_top_k
 from recsys_spark.recs.model import load_model, save_model
 from recsys_spark.recs.topn import top_n
@@ -185,13 +185,25 @@ def test_an_unsafe_item_filter_is_refused_before_it_runs(spark, catalogue_files)
         served(spark, cfg, "f4", item_filter="(SELECT count(*) FROM text.`/etc/passwd`) > 0")
 
 
-def test_exclude_seen_by_event_type_lists_viewed_items_again(spark, catalogue_files):
+def test_exclude_seen_by_event_type_lists_viewed_items_again_in_batch_and_serving(spark, catalogue_files, tmp_path):
     cfg, _, _ = catalogue_files
-    recs = served(spark, cfg, "f5", exclude_seen=["purchase"]).select("user_id", "item_id")
+    users = ["u0000001", "u0000002", "u0000003", "u0000004"]
+    recs = served(spark, cfg, "f5", exclude_seen=["purchase"])
     events = read_table(spark, cfg.path("events"))
     bought = events.where("event_type = 'purchase'").select("user_id", "item_id").distinct()
     assert recs.join(bought, ["user_id", "item_id"]).count() == 0
     assert recs.join(events.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() > 0
+    # The model as train saves it under this setting: its seen pairs flag the purchased ones.
+    model = load_model(spark, cfg.path("model"))
+    flagged = with_typed_flag(model.seen, events, model.users, model.items, ["purchase"])
+    typed = {**model.config, "recommend": {**model.config["recommend"], "exclude_seen": ["purchase"]}}
+    save_model(dataclasses.replace(model, seen=flagged, config=typed), str(tmp_path / "model"))
+    pyfunc = Recommender()
+    pyfunc.load(tmp_path / "model")
+    answer = spark.createDataFrame(pyfunc.predict(None, pd.DataFrame({"user_id": users}))[["user_id", "item_id"]])
+    table = recs.where(F.col("user_id").isin(users)).select("user_id", "item_id")
+    assert answer.join(events.select("user_id", "item_id"), ["user_id", "item_id"]).count() > 0  # seen, listed
+    assert_df_equality(answer, table, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_the_served_model_answers_like_the_batch_table_under_the_same_filters(spark, catalogue_files, tmp_path):
@@ -232,7 +244,7 @@ def test_train_evaluates_under_the_rules_and_saves_them_for_the_pyfunc(spark, ca
     c = dataclasses.replace(
         cfg,
         items=dataclasses.replace(cfg.items, path=str(base / "items.csv")),
-        recommend=dataclasses.replace(cfg.recommend, item_filter="in_stock = 'sold out'"),  # no item passes
+        recommend=dataclasses.replace(cfg.recommend, item_filter="in_stock = 'sold out'", exclude_seen=["purchase"]),
         tracking=dataclasses.replace(cfg.tracking, enabled=False),
     )
     out = JOBS["train"](spark, c)
@@ -241,7 +253,13 @@ def test_train_evaluates_under_the_rules_and_saves_them_for_the_pyfunc(spark, ca
     assert out.ruled[f"rules_ndcg_at_{k}"] == out.ruled["rules_catalog_coverage"] == 0.0
     assert out.quality[f"ndcg_at_{k}"] > 0 and any("under recommend's item rules" in line for line in out.lines())
     saved = read_table(spark, c.path("model") + "/rules")
-    assert saved.count() == len(attrs) and saved.where("allowed").count() == 0
+    assert saved.count() == len(attrs) and saved.where("allowed").count() == 0  # no item passes the filter
+    model = load_model(spark, c.path("model"))  # its seen pairs flag those the pyfunc masks: purchased ones
+    seen = model.seen.join(model.users, "user_idx").join(model.items, "item_idx")
+    bought = read_table(spark, c.path("events")).where("event_type = 'purchase'").select("user_id", "item_id")
+    expected = seen.join(bought.distinct().withColumn("bought", F.lit(True)), ["user_id", "item_id"], "left")
+    assert expected.where("masked").count() > 0 and expected.where("NOT masked").count() > 0
+    assert expected.where(F.col("masked") != F.coalesce("bought", F.lit(False))).count() == 0
     pyfunc = Recommender()
     pyfunc.load(Path(c.path("model")))
     assert pyfunc.predict(None, pd.DataFrame({"user_id": ["u0000001", "nobody"]})).empty

@@ -24,7 +24,7 @@ from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking
 from recsys_spark.names import EASE
 from recsys_spark.recs import ease
-from recsys_spark.recs.filters import item_rules, rules_frame
+from recsys_spark.recs.filters import item_rules, rules_frame, with_typed_flag
 from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
 from recsys_spark.recs.model import (
     Factors,
@@ -83,11 +83,14 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
     clock.start("save")
     seen = trained.seen
     implicit = cfg.interactions.mode == "implicit"
+    saved_seen = seen_pairs(seen, cfg.als, implicit, trained.chosen)
+    if isinstance(cfg.recommend.exclude_seen, list):  # which pairs the pyfunc masks
+        saved_seen = with_typed_flag(saved_seen, events, data.users, data.items, cfg.recommend.exclude_seen)
     bundle = TrainedModel(
         trained.served,
         data.users,
         data.items,
-        seen_pairs(seen, cfg.als, implicit, trained.chosen),
+        saved_seen,
         popularity(seen),
         {
             **tracking.redact_nested(cfg.to_dict()),

@@ -201,7 +201,10 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.pop_pos[self.pop_idx] = np.arange(self.pop_idx.size)
         self.pop_block = block_rows(self.pop_idx.size)
         self.rules = _rules(root, size)
-        self.mask_seen = cfg.get("recommend", {}).get("exclude_seen", "all") != "none"
+        self.mask_seen = cfg.get("recommend", {}).get("exclude_seen", "all") == "all"
+        # which seen pairs are masked: all, none, or (exclude_seen [types]) those train flagged
+        typed = seen.column("masked").to_numpy(zero_copy_only=False)[order] if "masked" in seen.column_names else None
+        self.seen_masked = typed if typed is not None else np.full(order.size, self.mask_seen)
         self.share = 1.0 / max(len(users), 1)  # popular rows score the share of users (as topn.popular_lists)
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = None if self.ease else self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
@@ -253,15 +256,15 @@ class Recommender(mlflow.pyfunc.PythonModel):
             ok[base.allowed.size :] = False
         return ListRules(ok, base.groups, base.cap)
 
-    def _masks(self, seen: list[np.ndarray], exclude: list[list[str] | None]) -> list[np.ndarray] | None:
-        """Each row's masked items (item_idx): its seen items unless exclude_seen is none, and its
-        `exclude`; None when that is the seen items alone (score_batch's default)."""
+    def _masks(self, masked: list[np.ndarray], exclude: list[list[str] | None]) -> list[np.ndarray] | None:
+        """Each row's masked items (item_idx): its `masked` seen items (as exclude_seen says, see
+        seen_masked) and its `exclude`; None when that is all its seen items (score_batch's default)."""
         if self.mask_seen and not any(exclude):
             return None
         out = []
-        for items, more in zip(seen, exclude, strict=True):
+        for items, more in zip(masked, exclude, strict=True):
             own = np.array([self.item_row[i] for i in more or () if i in self.item_row], np.int64)
-            out.append(np.union1d(items, own) if self.mask_seen else own)
+            out.append(np.union1d(items, own))
         return out
 
     def scored(
@@ -338,7 +341,9 @@ class Recommender(mlflow.pyfunc.PythonModel):
             weights = self.seen_weights[flat] if self.seen_weights is not None else np.full(seen.size, np.nan)
         offsets = np.concatenate([[0], np.cumsum(lens)])
         exclude = exclude or [None] * m
-        masks = None if self.mask_seen and not any(exclude) else self._masks(np.split(seen, offsets[1:-1]), exclude)
+        flagged = self.seen_masked[flat]
+        cut = np.concatenate([[0], np.cumsum(flagged)])[offsets[1:-1]]  # each row's masked seen items
+        masks = None if self.mask_seen and not any(exclude) else self._masks(np.split(seen[flagged], cut), exclude)
         return _batch(np.arange(start, start + m), x, seen, weights, offsets, masks)
 
     def unknown(
@@ -386,6 +391,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
         idx = self.user_row.get(user_id)
         lo, hi = np.searchsorted(self.seen_users, [idx, idx + 1]) if idx is not None else (0, 0)
         seen, weights = self.seen_items[lo:hi], None
+        masked = seen[self.seen_masked[lo:hi]]
         inside = seen < self.pos.size
         cols = np.full(seen.size, -1)
         cols[inside] = self.pos[seen[inside]]
@@ -398,6 +404,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 )
             cols, weights = self.history_pairs(history)
             seen = np.union1d(seen, self.item_idx[cols])
+            masked = np.union1d(masked, self.item_idx[cols])  # a history's events have no type: masked
             weights = np.ones(cols.size) if self.ease else weights  # EASE: every history item counts once
             if not self.ease and (weights > 0).any():
                 vector = fold_in_block(self.vt, self.gram, np.zeros(cols.size, np.int64), cols, weights, 1, self.solver)
@@ -412,7 +419,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 vector = self.u[row][None, :]
                 weights = self.seen_weights[lo:hi][cols >= 0] if self.seen_weights is not None else None
                 cols = cols[cols >= 0]
-        masks = self._masks([seen], [exclude])
+        masks = self._masks([masked], [exclude])
         one = np.zeros(1, np.int64)
         if not scoreable:  # unknown, or known but not scoreable: the most popular unseen items
             batch = _batch(one, np.ones((1, 1), np.float32), seen, np.full(seen.size, np.nan), [0, seen.size], masks)

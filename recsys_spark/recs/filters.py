@@ -60,16 +60,27 @@ def filters_for(spark: SparkSession, cfg: Config, m: TrainedModel) -> Filters | 
             user = pseudonymized(F.col("user_id"), key) if key else F.col("user_id").cast("string")
             mask = _ids(table).select(user.alias("user_id"), "item_id").join(m.items, "item_id").drop("item_id")
     if isinstance(r.exclude_seen, list):
-        typed = (
-            read_table(spark, cfg.path(names.EVENTS))
-            .where(F.col("event_type").isin(r.exclude_seen))
-            .join(m.items, "item_id")
-            .select("user_id", "item_idx")
-        )
+        typed = typed_pairs(read_table(spark, cfg.path(names.EVENTS)), m.items, r.exclude_seen)
         mask = typed if mask is None else mask.unionByName(typed)
     if rules is None and mask is None and r.exclude_seen == "all":
         return None
     return Filters(rules=rules, mask=mask.distinct() if mask is not None else None, seen=r.exclude_seen == "all")
+
+
+def typed_pairs(events: DataFrame, items: DataFrame, types: list[str]) -> DataFrame:
+    """(user_id, item_idx) of the `events` of the listed types: exclude_seen [types]'s mask."""
+    return events.where(F.col("event_type").isin(types)).join(items, "item_id").select("user_id", "item_idx")
+
+
+def with_typed_flag(
+    seen: DataFrame, events: DataFrame, users: DataFrame, items: DataFrame, types: list[str]
+) -> DataFrame:
+    """The model's `seen` pairs (user_idx, item_idx, ...) with `masked`: whether the user has an
+    event of the listed types with the item. Saved with the model, so the pyfunc masks what the
+    batch job masks under exclude_seen [types]."""
+    typed = typed_pairs(events, items, types).join(users, "user_id").select("user_idx", "item_idx").distinct()
+    flagged = typed.withColumn("masked", F.lit(True))
+    return seen.join(flagged, ["user_idx", "item_idx"], "left").fillna(False, ["masked"])
 
 
 def item_rules(spark: SparkSession, cfg: Config, items: DataFrame) -> ListRules | None:
