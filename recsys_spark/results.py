@@ -173,7 +173,7 @@ class TrainResult(StageResult):
     ease_validation: dict[float, float] = field(default_factory=dict)  # λ -> validation tune.metric@k
     family: str = "als"  # the model family that serves (model.family)
     validation: dict[str, float] = field(default_factory=dict)  # validation_<family>_<metric>_at_k
-    ruled: dict[str, float] = field(default_factory=dict)  # ALS's rules_<metric> under recommend's item rules
+    ruled: dict[str, float] = field(default_factory=dict)  # rules_<metric> (ALS), ease_rules_<metric>: under the rules
 
     @property
     def tuning_cost(self) -> float | None:
@@ -228,15 +228,21 @@ class TrainResult(StageResult):
                     for r in self.by_history
                 )
             )
-        if self.ruled:
-            out.append(
-                "  under recommend's item rules (ALS, same users): "
-                + ", ".join(
-                    f"{m} {self.ruled['rules_' + m]:.4f} (without {q[m]:.4f})"
-                    for m in q
-                    if m.startswith(("ndcg_at_", "diversity_at_", "catalog_coverage")) and "rules_" + m in self.ruled
+        for family, prefix, unruled in (("ALS", "", q), ("EASE", "ease_", self.ease)):
+            shown = [
+                m
+                for m in q
+                if m.startswith(("ndcg_at_", "diversity_at_", "catalog_coverage"))
+                and f"{prefix}rules_{m}" in self.ruled
+                and f"{prefix}{m}" in unruled
+            ]
+            if shown:
+                out.append(
+                    f"  under recommend's item rules ({family}, same users): "
+                    + ", ".join(
+                        f"{m} {self.ruled[f'{prefix}rules_{m}']:.4f} (without {unruled[prefix + m]:.4f})" for m in shown
+                    )
                 )
-            )
         out.append(
             "  chosen params: " + ", ".join(f"{k} {_short(v)}" for k, v in self.chosen_params.items() if v is not None)
         )

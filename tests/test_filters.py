@@ -246,12 +246,21 @@ def test_train_evaluates_under_the_rules_and_saves_them_for_the_pyfunc(spark, ca
         items=dataclasses.replace(cfg.items, path=str(base / "items.csv")),
         recommend=dataclasses.replace(cfg.recommend, item_filter="in_stock = 'sold out'", exclude_seen=["purchase"]),
         tracking=dataclasses.replace(cfg.tracking, enabled=False),
+        model=dataclasses.replace(cfg.model, family="ease"),  # both families are evaluated; EASE serves
     )
     out = JOBS["train"](spark, c)
     k = c.train.k
     # Nothing may be listed: the test users' lists under the rules are empty, so every figure is 0.
     assert out.ruled[f"rules_ndcg_at_{k}"] == out.ruled["rules_catalog_coverage"] == 0.0
-    assert out.quality[f"ndcg_at_{k}"] > 0 and any("under recommend's item rules" in line for line in out.lines())
+    assert out.ruled[f"ease_rules_ndcg_at_{k}"] == out.ruled["ease_rules_catalog_coverage"] == 0.0
+    assert out.quality[f"ndcg_at_{k}"] > 0 and out.ease[f"ease_ndcg_at_{k}"] > 0
+    lines = out.lines()
+    assert [
+        f for f in ("ALS", "EASE") if any(f"under recommend's item rules ({f}, same users)" in x for x in lines)
+    ] == [
+        "ALS",
+        "EASE",
+    ]
     saved = read_table(spark, c.path("model") + "/rules")
     assert saved.count() == len(attrs) and saved.where("allowed").count() == 0  # no item passes the filter
     model = load_model(spark, c.path("model"))  # its seen pairs flag those the pyfunc masks: purchased ones

@@ -139,7 +139,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         split=splits.info,
         chosen_params=trained.chosen,
         quality=trained.evaluation.metrics,
-        ruled=trained.evaluation.ruled,
+        ruled=trained.evaluation.ruled | (trained.ease.evaluation.ruled if trained.ease else {}),
         tuning=trained.tuning,
         steps=clock.stop(),
         by_history=trained.evaluation.by_history,

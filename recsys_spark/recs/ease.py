@@ -14,7 +14,7 @@ scored on; a served EASE model stores B in ALS's item-factor layout (`weights_fr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -173,17 +173,29 @@ def best_lambda(scores: dict[float, float]) -> float:
 class EaseEvaluation:
     metrics: dict[str, float]  # ALS's metric names with an `ease_` prefix
     per_user: DataFrame  # user_idx and the per-user metrics (persisted: release with unpersist)
+    ruled: dict[str, float] = field(default_factory=dict)  # ease_rules_<metric>: the same users under the rules
 
 
-def evaluate_ease(train: DataFrame, test: DataFrame, lam: float, k: int, max_items: int) -> EaseEvaluation:
-    """EASE's metrics@k on the test split (the users with a relevant test item), and per user."""
+def evaluate_ease(
+    train: DataFrame, test: DataFrame, lam: float, k: int, max_items: int, rules: ListRules | None = None
+) -> EaseEvaluation:
+    """EASE's metrics@k on the test split (the users with a relevant test item), and per user; with
+    `rules` (recommend's item rules) the same users' lists under them too, as training.evaluate
+    does for ALS."""
     keep = StorageLevel.MEMORY_AND_DISK
     items, g = item_ids_and_gram(train, max_items)
+    b = weights(g, lam)
     relevant = relevant_items(train, test).persist(keep)
-    recs = ease_top_n(train, relevant.select("user_idx").distinct(), items, weights(g, lam), k).persist(keep)
+    users = relevant.select("user_idx").distinct()
+    recs = ease_top_n(train, users, items, b, k).persist(keep)
     per_user = per_user_metrics(recs, relevant, k).persist(keep)
     try:
-        return EaseEvaluation(summarize(per_user, recs, items.size, k, prefix="ease_"), per_user)
+        ruled = {}
+        if rules is not None:
+            under = ease_top_n(train, users, items, b, k, rules=rules).persist(keep)
+            ruled = summarize(per_user_metrics(under, relevant, k), under, items.size, k, prefix="ease_rules_")
+            under.unpersist()
+        return EaseEvaluation(summarize(per_user, recs, items.size, k, prefix="ease_"), per_user, ruled)
     finally:
         recs.unpersist()
         relevant.unpersist()

@@ -240,7 +240,9 @@ def fit_and_evaluate(
     if lambdas:
         clock.start("ease_evaluate")
         lam = best_lambda(lambdas)
-        ease_choice = EaseChoice(lam, lambdas, evaluate_ease(splits.train, splits.test, lam, k, cfg.ease.max_items))
+        ease_choice = EaseChoice(
+            lam, lambdas, evaluate_ease(splits.train, splits.test, lam, k, cfg.ease.max_items, rules)
+        )
         log.info(
             "[train] EASE λ %g: %s %.4f on the test split", lam, key, ease_choice.evaluation.metrics[f"ease_{key}"]
         )
