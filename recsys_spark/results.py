@@ -287,6 +287,8 @@ class RecommendResult(StageResult):
     drift: dict[str, float] | None = None  # against the previous serving date's lists (analytics/drift.py)
     drift_since: dt.date | None = None  # that date
     drift_flagged: bool = False  # a PSI above drift.max_psi
+    model_id: str = ""  # the model that served (the table's model_id)
+    drift_model_before: str | None = None  # the model that served the lists compared with
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -308,12 +310,17 @@ class RecommendResult(StageResult):
                 f"(holdout fraction {self.holdout_fraction}); `recsys-spark effect` measures the difference"
             )
         if self.drift:
-            d = self.drift
+            d, was = self.drift, self.drift_model_before
+            model = (
+                ""
+                if not was
+                else f"; model {self.model_id}" + (" (the same)" if was == self.model_id else f" (was {was})")
+            )
             out.append(
                 f"drift since {self.drift_since}: {d['users_changed']:.0%} of {int(d['users_compared']):,} users got "
                 f"a changed list; PSI {d['psi_items']:.3f} (items) / {d['psi_scores']:.3f} (scores); coverage "
                 f"{d['coverage']:.1%} ({d['coverage_change']:+.1%}); {int(d['items_new'])} items new, "
-                f"{int(d['items_vanished'])} vanished"
+                f"{int(d['items_vanished'])} vanished{model}"
                 + ("; FLAGGED: a PSI is above drift.max_psi" if self.drift_flagged else "")
             )
         return out

@@ -66,7 +66,7 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, standalone
     assert_df_equality(read("cluster", "retention/cohorts"), read("local", "retention/cohorts"), ignore_row_order=True)
 
     def recs(root):
-        return read(root, "recommendations").drop("run_id", "run_date", "because", "why")
+        return read(root, "recommendations").drop("run_id", "run_date", "model_id", "because", "why")
 
     assert_approx_df_equality(recs("cluster"), recs("local"), 1e-3, ignore_row_order=True)
 

@@ -178,12 +178,16 @@ def _write_moved(
         drop_staging(fs, staged)
 
 
-def read_table(spark: SparkSession, path: str, empty: StructType | None = None) -> DataFrame:
+def read_table(
+    spark: SparkSession, path: str, empty: StructType | None = None, merge_schema: bool = False
+) -> DataFrame:
     """Read a table written by `write_table`; refuse one that is missing or was not completed.
 
     A versioned table is read from the version its link points to now, so a switch during a
     long read cannot mix two versions. A partitioned table written with no rows has no file to
-    take a schema from: with `empty`, it reads as no rows of that schema (else Spark's error)."""
+    take a schema from: with `empty`, it reads as no rows of that schema (else Spark's error).
+    `merge_schema`: the union of every file's columns (a column added later reads as null in
+    older partitions; without it Spark takes one file's schema)."""
     fs = FS(spark, path)
     if not fs.exists(path):
         raise RecsysError(f"table not found: {path} (run the job that writes it first)")
@@ -194,7 +198,7 @@ def read_table(spark: SparkSession, path: str, empty: StructType | None = None) 
     local = local_path(path.rstrip("/"))
     version = versions.current_version(local) if local is not None else None
     try:
-        return spark.read.parquet(str(version) if version else path)
+        return spark.read.option("mergeSchema", merge_schema).parquet(str(version) if version else path)
     except AnalysisException as e:
         if empty is None or e.getCondition() != "UNABLE_TO_INFER_SCHEMA":
             raise

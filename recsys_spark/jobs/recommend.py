@@ -90,7 +90,7 @@ def recommend(
         control = popular_lists(model, _in_arm(assigned, CONTROL), n, filters)
         out = out.unionByName(control.withColumn("why", F.lit(CONTROL_WHY)).withColumn("arm", F.lit(CONTROL)))
     stamp = [F.lit(run_id).alias("run_id"), F.lit(day).alias("run_date")]
-    out = out.select("*", *stamp)
+    out = out.select("*", F.lit(model.model_id).alias("model_id"), *stamp)
     # The run's fraction and salt id travel with its arms: effect checks the sample ratio against them.
     salt = salt_id(h.salt) if h.fraction > 0 else "none"
     assignments = assigned.select(
@@ -111,8 +111,11 @@ def recommend(
         written, served = written.join(wanted, "user_id", "left_semi"), served.join(wanted, "user_id", "left_semi")
     counts = {r["source"]: r["count"] for r in written.groupBy("source").count().collect()}
     arms = {r["arm"]: r["count"] for r in served.groupBy("arm").count().collect()}
-    tracking.log_params({"holdout.salt_id": salt, "drift.max_psi": cfg.drift.max_psi})
     moved = _drift(spark, cfg, table, day, model) if wanted is None and cfg.drift.enabled else None
+    before = {"drift.model_before": moved[3]} if moved and moved[3] else {}
+    tracking.log_params(
+        {"holdout.salt_id": salt, "drift.max_psi": cfg.drift.max_psi, "model_id": model.model_id, **before}
+    )
     return RecommendResult(
         run_id=run_id,
         rows_by_source=counts,
@@ -123,15 +126,18 @@ def recommend(
         drift=moved[0] if moved else None,
         drift_since=moved[1] if moved else None,
         drift_flagged=bool(moved) and moved[2],
+        model_id=model.model_id,
+        drift_model_before=moved[3] if moved else None,
     )
 
 
 def _drift(
     spark: SparkSession, cfg: Config, table: str, day: dt.date, model: TrainedModel
-) -> tuple[dict[str, float], dt.date, bool] | None:
+) -> tuple[dict[str, float], dt.date, bool, str | None] | None:
     """The drift of today's treatment lists against those of the latest earlier serving date, that
-    date, and whether a PSI is above drift.max_psi (logged as a warning); None on the first run."""
-    rows = read_table(spark, table).where(F.col("arm") == TREATMENT)
+    date, whether a PSI is above drift.max_psi (logged as a warning), and the model that served
+    then (None: lists written before the table recorded it); None on the first run."""
+    rows = read_table(spark, table, merge_schema=True).where(F.col("arm") == TREATMENT)
     before = rows.where(F.col("run_date") < F.lit(day)).agg(F.max("run_date")).first()[0]
     if before is None:
         return None
@@ -139,7 +145,10 @@ def _drift(
         d: rows.where(F.col("run_date") == F.lit(d)).select("user_id", "item_id", "score", "source").cache()
         for d in (day, before)
     }
+    then = rows.where(F.col("run_date") == F.lit(before)).agg(F.max("model_id")).first()[0]
     figures = drift(on[day], on[before], model.items.count())
+    if then is not None:
+        figures["model_changed"] = float(then != model.model_id)
     for df in on.values():
         df.unpersist()
     flagged = max(figures["psi_items"], figures["psi_scores"]) > cfg.drift.max_psi
@@ -152,7 +161,7 @@ def _drift(
             figures["psi_scores"],
             cfg.drift.max_psi,
         )
-    return figures, before, flagged
+    return figures, before, flagged, then
 
 
 def _in_arm(assigned: DataFrame, name: str) -> DataFrame:

@@ -448,6 +448,11 @@ def _drift_section(data: RunData) -> list[str]:
         f"({html.escape(str(max_psi))}). PSI below 0.1 is commonly read as stable, above 0.25 as a shift. A "
         "change between runs is an association: a new model, new events and new filters all move it.</p>"
     )
+    params = served.data.params
+    now, was = params.get("model_id"), params.get("drift.model_before")
+    if now and was:  # lists written before the table recorded the model leave `was` unknown
+        same = "the same model as" if now == was else f"a different model ({html.escape(was)}) from"
+        out.append(f"<p>These lists come from model {html.escape(now)}: {same} the lists compared with.</p>")
     rows = [
         {"": label, "value": f"{m[key]:.1%}" if pct else _number(m[key])} for label, key, pct in DRIFT_ROWS if key in m
     ]

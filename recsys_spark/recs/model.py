@@ -10,6 +10,8 @@ staging directory, so a failed save never leaves a half model where the recommen
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -101,6 +103,17 @@ class TrainedModel:
     config: dict[str, Any]
     ease: DataFrame | None = None  # id, features: EASE's B by column (ease.weights_frame) when EASE serves
     rules: DataFrame | None = None  # item_idx, allowed, value_code: recommend's item rules (filters.rules_frame)
+
+    @property
+    def model_id(self) -> str:
+        """What the recommendations table records as the model that served a list: the MLflow run
+        of the train (or forget) that wrote it, or with tracking off a hash of its config.yaml
+        (its data, settings and output root)."""
+        run = self.config.get("mlflow_run_id")
+        if run:
+            return str(run)
+        text = json.dumps(self.config, sort_keys=True, default=str)
+        return "config-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 OPTIONAL = ("ease", "rules")  # the tables a saved model may lack
