@@ -13,7 +13,9 @@ from recsys_spark.config import ALSConfig
 from recsys_spark.errors import RecsysError
 from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
-from recsys_spark.recs.model import fit_als, load_model, save_model
+from recsys_spark.jobs.train import unchanged_since_fit, utc_iso
+from recsys_spark.mlops import tracking
+from recsys_spark.recs.model import fit_als, fit_settings, load_model, save_model
 from recsys_spark.recs.training import evaluate
 from recsys_spark.results import SplitInfo, TrainSkipped
 
@@ -86,10 +88,12 @@ def test_recommendations_exclude_seen_and_follow_the_contract(spark, trained):
         "because",
         "why",
         "arm",
+        "model_id",
         "run_id",
         "run_date",
     ]
     assert out.rows_by_source == {"als": recs.count()}
+    assert [r.model_id for r in recs.select("model_id").distinct().collect()] == [out.model_id]
     events = read_table(spark, cfg.path("events")).select("user_id", "item_id").distinct()
     assert recs.join(events, ["user_id", "item_id"]).count() == 0  # refit on all: every seen pair excluded
     # Every row names 1-3 of the user's own items, largest share first, and says so in words.
@@ -245,3 +249,19 @@ def test_train_if_changed_skips_when_no_event_arrived(spark, trained):
         f"{events.count():,} events (newest {newest}); no event arrived since"
     ]
     assert saved.read_text() == before and yaml.safe_load(before)["data_until"] == newest
+
+
+def test_train_if_changed_refits_when_the_rules_saved_for_serving_moved(spark, trained, tmp_path):
+    """The model saves recommend's item rules and exclude_seen for the pyfunc: a change of either
+    (a new candidate table here) is a change, though the events and fit settings are the same."""
+    cfg, _ = trained
+    events = read_table(spark, cfg.path("events"))
+    n, newest_us = events.agg(F.count("*"), F.max(F.unix_micros("event_ts"))).first()
+    args = (utc_iso(newest_us), n, fit_settings(tracking.redact_nested(cfg.to_dict())))
+    assert unchanged_since_fit(spark, cfg, *args)
+    (tmp_path / "shelf.csv").write_text("item_id\ni000001\n")
+    shelf = dataclasses.replace(
+        cfg, recommend=dataclasses.replace(cfg.recommend, candidates=str(tmp_path / "shelf.csv"))
+    )
+    typed = dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, exclude_seen=["purchase"]))
+    assert not unchanged_since_fit(spark, shelf, *args) and not unchanged_since_fit(spark, typed, *args)

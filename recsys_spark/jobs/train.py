@@ -24,7 +24,7 @@ from recsys_spark.jobs.dataset import log_events_tags
 from recsys_spark.mlops import registry, tracking
 from recsys_spark.names import EASE
 from recsys_spark.recs import ease
-from recsys_spark.recs.filters import item_rules, rules_frame, with_typed_flag
+from recsys_spark.recs.filters import item_rules, rules_digest, rules_frame, with_typed_flag
 from recsys_spark.recs.interactions import IndexedInteractions, prepare_interactions
 from recsys_spark.recs.model import (
     Factors,
@@ -54,7 +54,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         raise RecsysError(f"no clean events in {cfg.path('events')}: run `recsys-spark ingest` first")
     until = utc_iso(last_us)  # the newest event (UTC)
     settings = fit_settings(tracking.redact_nested(cfg.to_dict()))
-    if cfg.train.if_changed and fitted_on(saved_config(spark, cfg.path(names.MODEL)), until, n_events, settings):
+    if cfg.train.if_changed and unchanged_since_fit(spark, cfg, until, n_events, settings):
         log.info("[train] skipped: the saved model was fitted on these %d events (newest %s)", n_events, until)
         return TrainSkipped(model=cfg.path(names.MODEL), events=n_events, data_until=until)
     dataset = log_events_tags(spark, cfg, events)
@@ -102,6 +102,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
             "data_until": until if cfg.train.refit_on_all or splits.info.cutoff is None else served_until(splits),
             "events_until": until,  # with data_events and the fit settings, what train.if_changed compares
             "data_events": n_events,
+            "rules_digest": rules_digest(rules, cfg.recommend.exclude_seen),  # also compared by if_changed
         },
         ease.weights_frame(spark, trained.ease.served) if trained.ease and trained.ease.served else None,
         rules_frame(spark, rules) if rules else None,
@@ -151,6 +152,17 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         validation={f"validation_{f}_{metric}": v for f, v in trained.validation.items()},
         paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
     )
+
+
+def unchanged_since_fit(spark: SparkSession, cfg: Config, until: str, n_events: int, settings: dict) -> bool:
+    """train.if_changed's test: the saved model was fitted on these events (`until`, `n_events`)
+    with these fit `settings`, and what it saved for the pyfunc beside the fit (item rules,
+    exclude_seen) is what recommend's settings and item table give now, over its own items."""
+    saved = saved_config(spark, cfg.path(names.MODEL))
+    if not fitted_on(saved, until, n_events, settings):
+        return False
+    items = spark.read.parquet(f"{cfg.path(names.MODEL)}/items")
+    return saved.get("rules_digest") == rules_digest(item_rules(spark, cfg, items), cfg.recommend.exclude_seen)
 
 
 def utc_iso(micros: int) -> str:

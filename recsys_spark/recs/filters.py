@@ -10,6 +10,7 @@ kernel applies both before it cuts the list, so a user still gets n items while 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +109,17 @@ def item_rules(spark: SparkSession, cfg: Config, items: DataFrame) -> ListRules 
         return ListRules(allowed=flags)
     column, cap = next(iter(r.max_per_value.items()))
     return ListRules(flags, _codes(attributes, items, column, size), cap)
+
+
+def rules_digest(rules: ListRules | None, exclude_seen: str | list[str]) -> str:
+    """A fingerprint of what train saves for the pyfunc beyond the fit (the item rules' arrays and
+    the exclude_seen setting that flags seen pairs): `train --if-changed` refits when it moved,
+    e.g. after an edit of the item table."""
+    h = hashlib.sha256(repr(exclude_seen).encode())
+    for part in (rules.allowed, rules.groups) if rules is not None else ():
+        h.update(b"none" if part is None else np.ascontiguousarray(part).tobytes())
+    h.update(str(rules.cap if rules is not None else "no rules").encode())
+    return h.hexdigest()[:16]
 
 
 def rules_frame(spark: SparkSession, rules: ListRules) -> DataFrame:
