@@ -325,6 +325,9 @@ class StreamConfig:
     interval_seconds: int = 60  # else: a micro-batch this often, until stopped
     max_files_per_batch: int | None = None  # Spark's maxFilesPerTrigger (null: every new file)
     refresh: bool = True  # recommend (with fold-in) for each batch's users when a model exists
+    # Late events: a clean row older than the newest event of the stream's earlier batches minus
+    # this many hours is quarantined as `late` (Spark's watermark rule); null: merged however late.
+    watermark_hours: float | None = None
 
 
 @dataclass

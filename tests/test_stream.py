@@ -136,3 +136,30 @@ def test_a_batch_refreshes_its_users_lists_with_fold_in(spark, trained, tmp_path
     recs = read_table(spark, streamed.path(names.RECOMMENDATIONS)).where("user_id = 'newbie'").collect()
     assert len(recs) == cfg.recommend.n and {r.source for r in recs} == {"als_fold_in"}
     assert not {r.item_id for r in recs} & set(items) and {b.item_id for r in recs for b in r.because} <= set(items)
+
+
+def test_rows_older_than_the_watermark_are_quarantined_as_late(spark, tmp_path):
+    """stream.watermark_hours 24: after a batch whose newest event is day 10 at noon, a row of day 9
+    before noon is late (quarantined), one of day 9 after noon merges into its date."""
+    cfg = rooted(small_config(str(tmp_path / "out")), tmp_path / "out", watermark_hours=24.0)
+    noon = dt.datetime(2026, 3, 10, 12)
+
+    def send(day: str, name: str, users: list[str], stamps: list[dt.datetime]) -> None:
+        folder = tmp_path / "landing" / f"event_date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = {"user_id": users, "item_id": ["i1"] * len(users), "event_type": ["click"] * len(users)}
+        frame = pd.DataFrame({**rows, "event_ts": stamps, "value": [None] * len(users)}).astype({"value": "float64"})
+        frame.to_parquet(folder / name, index=False, coerce_timestamps="us")
+
+    send("2026-03-10", "a.parquet", ["u1", "u2"], [noon - dt.timedelta(hours=1), noon])
+    assert JOBS["stream"](spark, cfg).rows_quarantined == 0  # nothing committed before: no bound
+    send("2026-03-09", "b.parquet", ["late", "in_time"], [noon - dt.timedelta(hours=25), noon - dt.timedelta(hours=23)])
+    out = JOBS["stream"](spark, cfg)
+    assert (out.rows_read, out.rows_clean, out.rows_quarantined) == (2, 1, 1)
+    quarantined = read_table(spark, cfg.path(names.QUARANTINE)).select("user_id", "_reason").collect()
+    assert [(r.user_id, r._reason) for r in quarantined] == [("late", "late")]
+    events = read_table(spark, cfg.path(names.EVENTS))
+    by_date = {(r.user_id, str(r.event_date)) for r in events.select("user_id", "event_date").collect()}
+    assert by_date == {("u1", "2026-03-10"), ("u2", "2026-03-10"), ("in_time", "2026-03-09")}
+    newest = read_table(spark, cfg.path(names.STREAM_BATCHES)).orderBy("batch_id").select("max_event_ts").collect()
+    assert [r.max_event_ts for r in newest] == [noon, noon - dt.timedelta(hours=23)]  # TZ=UTC in tests

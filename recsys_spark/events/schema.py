@@ -31,6 +31,7 @@ TOO_OLD = "too_old"
 BAD_VALUE = "bad_value"
 NON_FINITE_VALUE = "non_finite_value"
 DUPLICATE = "duplicate"
+LATE = "late"  # a stream row older than its watermark (stream.watermark_hours)
 
 REASON = "_reason"
 SOURCE = "_source"

@@ -28,6 +28,7 @@ CORRUPT = "_corrupt_record"
 _C = {name: f"__{name}" for name in (*names.RAW_EVENT_COLUMNS, "value_raw")}
 PARSED_USER_ID = _C["user_id"]  # the parsed user id column of validated rows
 PARSED_EVENT_TYPE = _C["event_type"]  # after input.event_type_map and lower-casing
+PARSED_EVENT_TS = _C["event_ts"]  # the parsed event time (UTC)
 
 
 def check_source_columns(df: DataFrame, inp: InputConfig, path: str = "input") -> None:
@@ -128,7 +129,7 @@ def mark_repeats_of(validated: DataFrame, events: DataFrame | None) -> DataFrame
     if events is None:
         return validated
     keys = list(names.RAW_EVENT_COLUMNS)
-    ts = F.col(_C["event_ts"])
+    ts = F.col(PARSED_EVENT_TS)
     lo, hi = validated.where(F.col(S.REASON).isNull()).agg(F.min(ts), F.max(ts)).first()
     if lo is None:  # no clean row: nothing to repeat
         return validated

@@ -33,7 +33,7 @@ from recsys_spark.config import Config
 from recsys_spark.events import schema as S
 from recsys_spark.events.privacy import ERASED
 from recsys_spark.events.sources import LANDED, stream_source
-from recsys_spark.events.validation import PARSED_USER_ID, clean_events, quarantine_rows
+from recsys_spark.events.validation import PARSED_EVENT_TS, PARSED_USER_ID, clean_events, quarantine_rows
 from recsys_spark.infra.filesystem import SUCCESS, path_exists, read_text
 from recsys_spark.infra.tables import read_table, transaction
 from recsys_spark.jobs.ingest import class_counts, classify, merge_outside
@@ -45,7 +45,7 @@ log = logging.getLogger("recsys_spark")
 BATCH_SCHEMA = (
     "query_id string, batch_id long, rows_read long, rows_clean long, rows_quarantined long, rows_erased long, "
     "committed_at timestamp"
-)
+)  # and max_event_ts: the batch's newest clean event (the next batches' watermark)
 
 
 def stream(spark: SparkSession, cfg: Config) -> StreamResult:
@@ -104,7 +104,7 @@ def ingest_batch(
                 events_table,
                 cfg.input_path,
             )
-        flagged = classify(raw, cfg, held).persist(StorageLevel.MEMORY_AND_DISK)
+        flagged = classify(raw, cfg, held).transform(late, watermark(cfg, done)).persist(StorageLevel.MEMORY_AND_DISK)
         clean, by_reason, erased = class_counts(flagged, rows_read, cfg)
         validated = flagged.where(~F.col(ERASED)).drop(ERASED)
         nowhere = F.lit(False)  # every partition the batch touches is merged: old rows + the batch's
@@ -128,12 +128,17 @@ def ingest_batch(
                 cfg.ingest.max_bad_fraction,
                 dict(sorted(by_reason.items(), key=lambda kv: -kv[1])[:3]),
             )
+        newest = validated.where(F.col(S.REASON).isNull()).agg(F.max(F.unix_micros(PARSED_EVENT_TS))).first()[0]
         row = [(query, batch_id, rows_read, clean, bad, erased, dt.datetime.now())]
-        logged = spark.createDataFrame(row, BATCH_SCHEMA)
+        logged = spark.createDataFrame(row, BATCH_SCHEMA).withColumn(  # in micros: no Python time zone on the way
+            "max_event_ts", F.timestamp_micros(F.lit(newest).cast("long"))
+        )
         with transaction(spark) as tx:  # the batch's rows and its id switch in together
             tx.write_table(events, events_table, names.EVENT_DATE)
             tx.write_table(quarantine, quarantine_table, names.QUARANTINE_DATE)
-            tx.write_table(logged if done is None else done.unionByName(logged), batches_table)
+            tx.write_table(
+                logged if done is None else done.unionByName(logged, allowMissingColumns=True), batches_table
+            )
         refreshed = refresh(spark, cfg, batch_users(validated), run_id) if clean else 0
         flagged.unpersist()
     finally:
@@ -160,6 +165,26 @@ def ingest_batch(
         },
         batch_id,
     )
+
+
+def watermark(cfg: Config, done: DataFrame | None) -> int | None:
+    """The oldest event time (UTC micros) a clean row of the next batch may have: the newest clean
+    event of the stream's committed batches less stream.watermark_hours (None: no bound, or
+    nothing committed yet)."""
+    hours = cfg.stream.watermark_hours
+    if hours is None or done is None or "max_event_ts" not in done.columns:
+        return None
+    newest = done.agg(F.max(F.unix_micros("max_event_ts"))).first()[0]
+    return int(newest - hours * 3_600_000_000) if newest is not None else None
+
+
+def late(flagged: DataFrame, bound: int | None) -> DataFrame:
+    """`classify`'s rows with clean rows older than `bound` (UTC micros) quarantined as `late`
+    (nothing lost: the quarantine keeps them with their reason)."""
+    if bound is None:
+        return flagged
+    old = F.col(S.REASON).isNull() & (F.unix_micros(PARSED_EVENT_TS) < F.lit(bound))
+    return flagged.withColumn(S.REASON, F.when(old, F.lit(S.LATE)).otherwise(F.col(S.REASON)))
 
 
 def batch_users(validated: DataFrame) -> DataFrame:
