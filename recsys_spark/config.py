@@ -494,6 +494,7 @@ _RANGES: list[tuple[str, str, str]] = [
     ("generate.events", "positive", ""),
     ("stream.interval_seconds", "positive", "try 60"),
     ("stream.max_files_per_batch", "positive", "or null for every new file"),
+    ("stream.watermark_hours", "non_negative", "try 48, or null to merge every late event"),
     ("generate.users", "positive", ""),
     ("generate.items", "positive", ""),
     ("generate.clusters", "positive", ""),

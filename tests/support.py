@@ -90,7 +90,7 @@ def failure(out: subprocess.CompletedProcess) -> str:
     error lines of stderr (a stack trace's tail hides the cause, e.g. a JVM error that stopped
     Spark), the JVM's warnings on stdout, and stderr's tail."""
     errors = [line for line in out.stderr.splitlines() if re.search(r"\bERROR\b|Error:|Exception:", line)]
-    warnings = [line for line in out.stdout.splitlines() if "[warning]" in line or "[error]" in line]
+    warnings = [line for line in out.stdout.splitlines() if re.search(r"\[warning\]|\[error\]|VM warning", line)]
     return (
         "\n".join(
             [f"exit {out.returncode}", "first errors:", *errors[:15], "JVM warnings:", *warnings[:10], "stderr tail:"]

@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from recsys_spark.analytics.drift import PSI_FLOOR, drift
-from recsys_spark.infra.tables import read_table
+from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.mlops import report
 from recsys_spark.recs.model import load_model, save_model
@@ -108,3 +108,24 @@ def test_the_report_says_which_model_served_against_which(tmp_path):
         {"model_id": "r-new", "drift.model_before": "r-new"}
     )
     assert "from model" not in section({"model_id": "r-new"})  # the earlier lists did not record theirs
+
+
+def test_lists_written_before_the_model_was_recorded_drift_without_a_model(spark, trained, tmp_path):
+    cfg = copied_root(trained[0], tmp_path / "out")
+    day = dt.date(2031, 2, 3)
+
+    def serve(on: dt.date):
+        return JOBS["recommend"](
+            spark, dataclasses.replace(cfg, recommend=dataclasses.replace(cfg.recommend, run_date=on))
+        )
+
+    serve(day)
+    path = cfg.path("recommendations")
+    old = read_table(spark, path).where(F.col("run_date") == F.lit(day)).drop("model_id").localCheckpoint()
+    write_table(old, path, "run_date")  # that date's lists as an older version wrote them
+    later = serve(day + dt.timedelta(days=7))
+    assert later.drift_since == day and later.drift["users_compared"] > 0
+    assert later.drift_model_before is None and "model_changed" not in later.drift  # unknown, not "changed"
+    ids = read_table(spark, path, merge_schema=True).where(F.col("run_date") >= F.lit(day))
+    by_date = {r.run_date: r.ids for r in ids.groupBy("run_date").agg(F.collect_set("model_id").alias("ids")).collect()}
+    assert by_date == {day: [], day + dt.timedelta(days=7): [later.model_id]}

@@ -49,13 +49,17 @@ def test_b_solves_the_constrained_least_squares_with_a_zero_diagonal():
 
 def test_the_spark_gram_is_xtx(spark):
     rows = [(0, 0), (0, 1), (1, 0), (1, 2), (2, 1), (2, 2), (2, 3), (2, 3)]  # a repeated pair counts once
-    got = gram(spark.createDataFrame(rows, PAIRS)).toPandas()
     x = np.zeros((3, 4))
     for u, i in rows:
         x[u, i] = 1
-    dense = np.zeros((4, 4))
-    dense[got["i"], got["j"]] = got["count"]
-    assert np.array_equal(dense, x.T @ x)
+    ids = np.array([0, 1, 2, 3])
+    assert np.array_equal(gram(spark.createDataFrame(rows, PAIRS), ids), x.T @ x)
+    # Many users over both tasks (each counts its own users; the driver sums), item_idx not positions.
+    rng = np.random.default_rng(3)
+    x = (rng.random((200, 9)) < 0.4).astype(float)
+    ids = np.arange(9) * 7 + 2
+    pairs = spark.createDataFrame([(int(u), int(ids[i])) for u, i in zip(*np.nonzero(x), strict=True)], PAIRS)
+    assert np.array_equal(gram(pairs.repartition(5), ids), x.T @ x)
 
 
 def test_top_n_is_the_users_history_times_b_without_seen_items(spark):

@@ -205,6 +205,27 @@ def test_exclude_seen_by_event_type_lists_viewed_items_again_in_batch_and_servin
     assert answer.join(events.select("user_id", "item_id"), ["user_id", "item_id"]).count() > 0  # seen, listed
     assert_df_equality(answer, table, ignore_row_order=True, ignore_nullable=True)
 
+    def lists(seen, exclude_seen, request):
+        """The pyfunc's (user_id, item_id) for `request`, from the model saved with `seen` and `exclude_seen`."""
+        folder = tmp_path / f"model-{len(list(tmp_path.iterdir()))}"
+        config = {**model.config, "recommend": {**model.config["recommend"], "exclude_seen": exclude_seen}}
+        save_model(dataclasses.replace(model, seen=seen, config=config), str(folder))
+        served_by = Recommender()
+        served_by.load(folder)
+        return sorted(map(tuple, served_by.predict(None, pd.DataFrame(request))[["user_id", "item_id"]].to_numpy()))
+
+    # A model saved before train flagged typed pairs masks every seen pair, as it did then.
+    assert lists(model.seen, ["purchase"], {"user_id": users}) == lists(model.seen, "all", {"user_id": users})
+    # A request's history has no event types: masked unless exclude_seen is none (its items come back).
+    history = {
+        "user_id": ["newbie"],
+        "history": [sorted(r.item_id for r in recs.select("item_id").distinct().collect())[:4]],
+    }
+    listed = {i for _, i in lists(model.seen, "none", history)}
+    assert listed & set(history["history"][0]) and not {i for _, i in lists(flagged, ["purchase"], history)} & set(
+        history["history"][0]
+    )
+
 
 def test_the_served_model_answers_like_the_batch_table_under_the_same_filters(spark, catalogue_files, tmp_path):
     cfg, base, attrs = catalogue_files

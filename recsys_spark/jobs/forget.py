@@ -127,7 +127,7 @@ def _remove_rows(tx: Transaction, cfg: Config, name: str, part: str | None, want
     if not path_exists(spark, path):
         return None
     try:
-        df = read_table(spark, path)
+        df = read_table(spark, path, merge_schema=True)  # a rewritten partition keeps columns newer than its files
     except AnalysisException as e:
         if e.getCondition() == "UNABLE_TO_INFER_SCHEMA":  # written with no rows (a clean input's quarantine)
             return 0

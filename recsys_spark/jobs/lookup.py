@@ -22,7 +22,7 @@ def lookup(spark: SparkSession, cfg: Config, user: str) -> str:
     erased = erased_ids(spark, cfg)
     if erased is not None and not erased.where(F.col("id_sha256") == digest(F.lit(uid))).isEmpty():
         return f"{shown}: no recommendations: erased by forget (on the erasure list, so never served again)"
-    recs = read_table(spark, cfg.path(names.RECOMMENDATIONS)).where(F.col("user_id") == uid)
+    recs = read_table(spark, cfg.path(names.RECOMMENDATIONS), merge_schema=True).where(F.col("user_id") == uid)
     latest = recs.agg(F.max("run_date")).first()[0]
     if latest is None:
         return (

@@ -135,8 +135,8 @@ def _drift(
     spark: SparkSession, cfg: Config, table: str, day: dt.date, model: TrainedModel
 ) -> tuple[dict[str, float], dt.date, bool, str | None] | None:
     """The drift of today's treatment lists against those of the latest earlier serving date, that
-    date, whether a PSI is above drift.max_psi (logged as a warning), and the model that served
-    then (None: lists written before the table recorded it); None on the first run."""
+    date, whether a PSI is above drift.max_psi (logged as a warning), and the models that served
+    then (comma-separated; None: lists written before the table recorded them); None on the first run."""
     rows = read_table(spark, table, merge_schema=True).where(F.col("arm") == TREATMENT)
     before = rows.where(F.col("run_date") < F.lit(day)).agg(F.max("run_date")).first()[0]
     if before is None:
@@ -145,10 +145,12 @@ def _drift(
         d: rows.where(F.col("run_date") == F.lit(d)).select("user_id", "item_id", "score", "source").cache()
         for d in (day, before)
     }
-    then = rows.where(F.col("run_date") == F.lit(before)).agg(F.max("model_id")).first()[0]
+    # The models of the earlier lists (several when refreshes served some users from another model).
+    ids = rows.where(F.col("run_date") == F.lit(before)).agg(F.array_sort(F.collect_set("model_id"))).first()[0]
+    then = ", ".join(ids) if ids else None
     figures = drift(on[day], on[before], model.items.count())
     if then is not None:
-        figures["model_changed"] = float(then != model.model_id)
+        figures["model_changed"] = float(ids != [model.model_id])
     for df in on.values():
         df.unpersist()
     flagged = max(figures["psi_items"], figures["psi_scores"]) > cfg.drift.max_psi
@@ -172,5 +174,9 @@ def _with_others(spark: SparkSession, table: str, day: dt.date, wanted: DataFram
     """`rows` with the other users' rows of `day` already in `table`."""
     if not path_exists(spark, f"{table}/run_date={day}"):
         return rows
-    others = read_table(spark, table).where(F.col("run_date") == F.lit(day)).join(wanted, "user_id", "left_anti")
+    others = (  # merged schema: rows written before a column existed keep theirs as null
+        read_table(spark, table, merge_schema=True)
+        .where(F.col("run_date") == F.lit(day))
+        .join(wanted, "user_id", "left_anti")
+    )
     return others.select(*[c for c in rows.columns if c in others.columns]).unionByName(rows, allowMissingColumns=True)

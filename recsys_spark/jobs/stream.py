@@ -84,7 +84,10 @@ def ingest_batch(
     if done is not None and done.where((F.col("query_id") == query) & (F.col("batch_id") == batch_id)).count():
         log.info("[stream] batch %d was already committed: skipped (a replay); its users' lists refreshed", batch_id)
         result.replayed += 1
-        users = batch_users(classify(batch.drop(LANDED), cfg).where(~F.col(ERASED)))
+        earlier = done.where((F.col("query_id") != query) | (F.col("batch_id") < batch_id))  # its watermark then
+        users = batch_users(
+            classify(batch.drop(LANDED), cfg).transform(late, watermark(cfg, earlier)).where(~F.col(ERASED))
+        )
         refresh(spark, cfg, users, run_id)  # a kill may have come between the commit and the refresh
         return
     batch = batch.persist(StorageLevel.MEMORY_AND_DISK)

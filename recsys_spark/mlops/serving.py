@@ -201,10 +201,12 @@ class Recommender(mlflow.pyfunc.PythonModel):
         self.pop_pos[self.pop_idx] = np.arange(self.pop_idx.size)
         self.pop_block = block_rows(self.pop_idx.size)
         self.rules = _rules(root, size)
-        self.mask_seen = cfg.get("recommend", {}).get("exclude_seen", "all") == "all"
-        # which seen pairs are masked: all, none, or (exclude_seen [types]) those train flagged
+        exclude_seen = cfg.get("recommend", {}).get("exclude_seen", "all")
+        self.mask_seen, self.mask_history = exclude_seen == "all", exclude_seen != "none"
+        # which seen pairs are masked: all, none, or (exclude_seen [types]) those train flagged; a model
+        # saved before train flagged them masks all its seen pairs, as it did then
         typed = seen.column("masked").to_numpy(zero_copy_only=False)[order] if "masked" in seen.column_names else None
-        self.seen_masked = typed if typed is not None else np.full(order.size, self.mask_seen)
+        self.seen_masked = typed if typed is not None else np.full(order.size, self.mask_history)
         self.share = 1.0 / max(len(users), 1)  # popular rows score the share of users (as topn.popular_lists)
         self.explain = None if self.seen_weights is None else explain_for(cfg, ids, np.full(size, None, object))
         self.gram = None if self.ease else self.vt.astype(np.float64) @ self.vt.T.astype(np.float64)
@@ -322,7 +324,7 @@ class Recommender(mlflow.pyfunc.PythonModel):
     ) -> pa.RecordBatch:
         """score_batch's input for model users `users` (user_idx): each row's factors (ALS) or
         binary history over B's catalogue (EASE), its seen items and their fit weights, and its mask
-        when `exclude` (by row) or exclude_seen none asks for one; `user_idx` holds the row's
+        when `exclude` (by row) or an exclude_seen other than all asks for one; `user_idx` holds the row's
         position among the request's batched rows (this slice starts at `start`)."""
         m = users.size
         lo, hi = np.searchsorted(self.seen_users, users), np.searchsorted(self.seen_users, users + 1)
@@ -404,7 +406,8 @@ class Recommender(mlflow.pyfunc.PythonModel):
                 )
             cols, weights = self.history_pairs(history)
             seen = np.union1d(seen, self.item_idx[cols])
-            masked = np.union1d(masked, self.item_idx[cols])  # a history's events have no type: masked
+            if self.mask_history:  # a history's events have no type: masked unless exclude_seen is none
+                masked = np.union1d(masked, self.item_idx[cols])
             weights = np.ones(cols.size) if self.ease else weights  # EASE: every history item counts once
             if not self.ease and (weights > 0).any():
                 vector = fold_in_block(self.vt, self.gram, np.zeros(cols.size, np.int64), cols, weights, 1, self.solver)

@@ -4,7 +4,7 @@ With X the binary users x items matrix of training pairs, G = XᵀX (co-occurren
 P = (G + λI)⁻¹ and B = I - P·diag(1/diag(P)) (so diag(B) = 0), a user's score for item j is
 Σ over the user's items i of B[i, j]. G is aggregated by Spark from the pairs (never a dense users x
 items matrix); the n x n inverse runs on the driver in numpy, for catalogues up to `max_items`
-(about n² x 56 bytes at the peak: four float64 matrices and the collected cells); top-N streams
+(about n² x 40 bytes at the peak: four float64 matrices, and each task's n² int32 counts); top-N streams
 users through `mapInArrow` with B broadcast, using the same blocked kernel as ALS (a user's
 "factors" are their binary history over the catalogue, the "item factors" are B's columns), seen
 items excluded and ties broken as for ALS. λ is chosen on the validation users ALS's trials are
@@ -41,21 +41,62 @@ class Weights(NamedTuple):
 USERS_PER_SLICE = 1024  # dense histories built per slice of an Arrow batch: 1,024 x n float32
 
 
-def gram(pairs: DataFrame) -> DataFrame:
-    """(i, j, count): users who have both items i and j (XᵀX of the binary pairs), nonzero cells only."""
-    x = pairs.select("user_idx", "item_idx").distinct()
-    return (
-        x.withColumnRenamed("item_idx", "i")
-        .join(x.withColumnRenamed("item_idx", "j"), "user_idx")
-        .groupBy("i", "j")
-        .agg(F.count("*").cast("double").alias("count"))
+GRAM_CELLS = 16_000_000  # outer-product cells counted per np.bincount call (128 MB of int64 indices)
+GRAM_RECORD = 4_000_000  # Gram cells per emitted record (16 MB of int32)
+
+
+def gram(pairs: DataFrame, items: np.ndarray) -> np.ndarray:
+    """G = XᵀX over `items` (sorted item_idx; float64, n x n): co-occurrence counts of the binary
+    pairs, never a dense users x items matrix. Each task counts the item pairs of its users'
+    histories (Σ d_u² cells, as a self-join would make rows) with np.bincount into one n x n int32
+    array and sends it in row blocks, which the driver sums: about twice as fast as the self-join
+    and aggregation of Spark rows on Online Retail (48M cells: 9.6 s against 18.3 s, one run).
+    A task holds about n² x 12 bytes while it counts (0.16 GB at 3,684 items)."""
+    spark = pairs.sparkSession
+    n = items.size
+    pos = np.full(int(items.max(initial=-1)) + 1, -1, dtype=np.int64)
+    pos[items] = np.arange(n)
+    bc = spark.sparkContext.broadcast(pos)
+    histories = (
+        pairs.select("user_idx", "item_idx")
+        .distinct()
+        .groupBy("user_idx")
+        .agg(F.collect_list("item_idx").alias("items"))
+        .coalesce(spark.sparkContext.defaultParallelism)  # one n x n count per task
     )
+    rows = max(1, GRAM_RECORD // max(n, 1))
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        where = bc.value
+        acc = np.zeros(n * n, np.int32)
+        for batch in batches:
+            lists = batch.column("items")
+            offsets, cols = lists.offsets.to_numpy(), where[lists.values.to_numpy()]
+            sizes = np.diff(offsets).astype(np.int64) ** 2
+            start = 0
+            while start < sizes.size:  # users in chunks of about GRAM_CELLS outer-product cells
+                stop = start + max(1, int(np.searchsorted(np.cumsum(sizes[start:]), GRAM_CELLS)))
+                flat = [
+                    (cols[a:b, None] * n + cols[None, a:b]).ravel()
+                    for a, b in zip(offsets[start:stop], offsets[start + 1 : stop + 1], strict=True)
+                ]
+                acc += np.bincount(np.concatenate(flat), minlength=n * n).astype(np.int32)
+                start = stop
+        for r in range(0, n, rows):
+            block = acc[r * n : min(r + rows, n) * n]
+            yield pa.RecordBatch.from_pydict({"row": [r], "counts": [block.tobytes()]})
+
+    g = np.zeros((n, n))
+    for rec in histories.mapInArrow(count, "row long, counts binary").collect():  # tasks x n² x 4 bytes
+        block = np.frombuffer(rec["counts"], np.int32).reshape(-1, n)
+        g[rec["row"] : rec["row"] + block.shape[0]] += block
+    return g
 
 
 def check_catalogue(n: int, max_items: int) -> None:
     """Refuse a catalogue of `n` items above `max_items`, with the memory EASE would take."""
     if n > max_items:
-        gib = n**2 * (8 * 4 + 24) / 2**30  # G, G + λI, P and B in float64, and up to n² collected cells
+        gib = n**2 * (8 * 4 + 8) / 2**30  # G, G + λI, P and B in float64, and two tasks' int32 counts
         raise RecsysError(
             f"EASE needs {n:,} x {n:,} dense matrices ({gib:.1f} GiB on the driver) for "
             f"{n:,} items, above ease.max_items={max_items:,}: raise it if the driver has the memory"
@@ -67,12 +108,7 @@ def item_ids_and_gram(pairs: DataFrame, max_items: int) -> tuple[np.ndarray, np.
     above `max_items` with the memory it would take."""
     items = np.sort(np.array([r[0] for r in pairs.select("item_idx").distinct().collect()], dtype=np.int64))
     check_catalogue(items.size, max_items)
-    pos = np.full(int(items.max(initial=-1)) + 1, -1, dtype=np.int64)
-    pos[items] = np.arange(items.size)
-    cells = gram(pairs).toPandas()  # at most items² rows: bounded by the catalogue (max_items)
-    g = np.zeros((items.size, items.size))
-    g[pos[cells["i"].to_numpy()], pos[cells["j"].to_numpy()]] = cells["count"].to_numpy()
-    return items, g
+    return items, gram(pairs, items)
 
 
 def weights(g: np.ndarray, lam: float) -> np.ndarray:
@@ -189,16 +225,16 @@ def evaluate_ease(
     users = relevant.select("user_idx").distinct()
     recs = ease_top_n(train, users, items, b, k).persist(keep)
     per_user = per_user_metrics(recs, relevant, k).persist(keep)
+    under = ease_top_n(train, users, items, b, k, rules=rules).persist(keep) if rules is not None else None
     try:
         ruled = {}
-        if rules is not None:
-            under = ease_top_n(train, users, items, b, k, rules=rules).persist(keep)
+        if under is not None:
             ruled = summarize(per_user_metrics(under, relevant, k), under, items.size, k, prefix="ease_rules_")
-            under.unpersist()
         return EaseEvaluation(summarize(per_user, recs, items.size, k, prefix="ease_"), per_user, ruled)
     finally:
-        recs.unpersist()
-        relevant.unpersist()
+        for df in (recs, relevant, under):
+            if df is not None:
+                df.unpersist()
 
 
 def weights_frame(spark: SparkSession, model: Weights) -> DataFrame:

@@ -182,7 +182,7 @@ def _codes(attributes: DataFrame, items: DataFrame, column: str, size: int) -> n
             f"(its columns: {attributes.columns})"
         )
     values = items.join(attributes.select("item_id", F.col(column).cast("string").alias("v")), "item_id").toPandas()
-    codes, _ = pd.factorize(values["v"])  # a missing value is -1: uncapped
+    codes, _ = pd.factorize(values["v"], sort=True)  # a missing value is -1: uncapped; sorted: the same codes every run
     out = np.full(size, -1, np.int64)
     out[values["item_idx"].to_numpy(dtype=np.int64)] = codes
     return out
