@@ -187,7 +187,7 @@ def standalone(tmp_path_factory) -> Standalone:
     bash(lines[stop].split("#")[0], clone, timeout=120)  # daemons a killed session left on the same folder
     try:
         up = bash("\n".join(lines[: start + 1]), clone, timeout=300)
-        assert up.returncode == 0, (up.stdout + up.stderr)[-4000:]
+        assert up.returncode == 0, failure(up)
         submit = "\n".join(lines[start + 1 : stop])
         yield Standalone(clone, (folder / "master-url").read_text().strip(), submit, bash(submit, clone))
     finally:

@@ -86,17 +86,15 @@ def copied_root(cfg: Config, dst: Path) -> Config:
 
 
 def failure(out: subprocess.CompletedProcess) -> str:
-    """Why a `recsys-spark` process failed, for an assertion message: its exit code, the first
-    error lines of stderr (a stack trace's tail hides the cause, e.g. a JVM error that stopped
-    Spark), the JVM's warnings on stdout, and stderr's tail."""
-    errors = [line for line in out.stderr.splitlines() if re.search(r"\bERROR\b|Error:|Exception:", line)]
+    """Why a process failed, for an assertion message: its exit code, the first error lines of both
+    streams (a stack trace's tail hides the cause, e.g. a JVM error that stopped Spark; under
+    spark-submit a driver script's traceback is on stdout), the JVM's warnings, and both tails."""
+    both = out.stdout.splitlines() + out.stderr.splitlines()
+    errors = [line for line in both if re.search(r"\bERROR\b|Error:|Exception:|Traceback", line)]
     warnings = [line for line in out.stdout.splitlines() if re.search(r"\[warning\]|\[error\]|VM warning", line)]
-    return (
-        "\n".join(
-            [f"exit {out.returncode}", "first errors:", *errors[:15], "JVM warnings:", *warnings[:10], "stderr tail:"]
-        )
-        + "\n"
-        + out.stderr[-2000:]
+    return "\n".join(
+        [f"exit {out.returncode}", "first errors:", *errors[:15], "JVM warnings:", *warnings[:10], "stdout tail:"]
+        + [out.stdout[-1500:], "stderr tail:", out.stderr[-1500:]]
     )
 
 
@@ -233,8 +231,14 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 1
 
 def listening(pid: int) -> set[tuple[str, int]]:
     """The (address, port) pairs process `pid` listens on (TCP over IPv4 and IPv6), read from /proc."""
-    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
-    inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed since the listing (a JVM opens and closes files all the time)
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
     out = set()
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:

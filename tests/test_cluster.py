@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.infra import blas
 
-from support import bash
+from support import bash, failure
 
 REPO = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
@@ -53,10 +53,10 @@ def test_cluster_run_matches_local_mode_and_records_the_master(spark, standalone
     # The README block ran the pipeline on the cluster (outputs in /tmp/recsys-out, MLflow's default
     # store in the clone); the same command runs here with --master local[2].
     b = standalone.job
-    assert b.returncode == 0, (b.stdout + b.stderr)[-4000:]
+    assert b.returncode == 0, failure(b)
     assert "ALS vs popularity baseline" in b.stdout
     a = bash(local_twin(standalone, tmp_path), standalone.clone)
-    assert a.returncode == 0, (a.stdout + a.stderr)[-4000:]
+    assert a.returncode == 0, failure(a)
     roots = {"local": tmp_path / "out", "cluster": Path("/tmp/recsys-out")}
 
     def read(root, table):
@@ -157,7 +157,7 @@ def test_the_driver_listens_on_loopback_and_executors_load_native_blas_with_the_
         timeout=300,
         env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
     )
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert out.returncode == 0, failure(out)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # Issue 27, defect 16: under the README block's SPARK_LOCAL_IP the driver's every port (RPC, block
     # manager, the UI, which is on) is on 127.0.0.1, not the machine's external interface or 0.0.0.0.

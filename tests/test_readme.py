@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from support import REPO, bash, bash_blocks, clone_repo
+from support import REPO, bash, bash_blocks, clone_repo, failure
 
 # First line of a block -> why it is not run here.
 SKIPPED = {
@@ -78,7 +78,7 @@ def test_quickstart_make_run(clone):
     # the whole pipeline, the summary): 20,000 events instead of 300,000, two tuning trials.
     small = "--set generate.events=20000 --set generate.users=1000 --set generate.items=300 --set tune.trials=2"
     out = bash(f"{line} ARGS='{small}'", clone)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert out.returncode == 0, failure(out)
     assert "== recsys-spark summary ==" in out.stdout and re.search(r"rows from (als|ease)", out.stdout)
     assert "DAU/MAU, mean over the last 30 days" in out.stdout
     # A quiet console (issue 34): none of MLflow's INFO lines, artifact download bars, pickling or
@@ -97,6 +97,6 @@ def test_quickstart_make_run(clone):
 def test_standalone_cluster_block(standalone):
     # Run as written by the session's `standalone` fixture: make dist, start, the job; stop at the end.
     out = standalone.job
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert out.returncode == 0, failure(out)
     assert "== recsys-spark summary ==" in out.stdout and re.search(r"rows from (als|ease)", out.stdout)
     assert "tuning: 2 trials" in out.stdout  # tune.trials=2, on the cluster
