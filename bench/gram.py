@@ -1,5 +1,8 @@
 """`python -m bench.gram`: EASE's Gram matrix on Online Retail's pairs, per-task counting
-(`ease.gram`) against the Spark self-join and aggregation it replaced (the baseline, kept here).
+(`ease.gram`) against the Spark self-join and aggregation it replaced (the baseline, kept here);
+then on the same Gram, B = (G + λI)⁻¹ through the Cholesky factor in place (`ease.weights`) against
+numpy's general inverse it replaced, and every user's scores X·B from sparse histories (what
+`kernels.score_batch` does for EASE) against the dense X it replaced.
 
 The vendored data's distinct (CustomerID, StockCode) pairs (267,615 pairs, 4,372 users, 3,684
 items, 48M co-occurrence cells), read with pandas, numbered, cached in Spark local[2] with 4
@@ -43,6 +46,53 @@ def self_join(pairs: DataFrame, items: np.ndarray) -> np.ndarray:
     return g
 
 
+def general_inverse(g: np.ndarray, lam: float) -> np.ndarray:
+    """B before 2026-12-07: numpy's LU inverse of G + λI."""
+    p = np.linalg.inv(g + lam * np.eye(len(g)))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+def solve_and_score(frame: pd.DataFrame, items: np.ndarray, g: np.ndarray) -> None:
+    """The inverse and the scores, each way twice in alternation; the second (warm) run compared."""
+    from scipy import sparse
+
+    users = frame.user_idx.to_numpy()
+    col = np.searchsorted(items, frame.item_idx.to_numpy())
+    x = sparse.csr_array((np.ones(len(frame), np.float32), (users, col)), shape=(users.max() + 1, items.size))
+    b32 = {}
+
+    def dense(b: np.ndarray) -> np.ndarray:
+        return np.vstack([x[r : r + 1024].toarray() @ b for r in range(0, x.shape[0], 1024)])
+
+    ways = {
+        "cholesky": lambda: b32.setdefault("b", ease.weights(g, 200.0).astype(np.float32)),
+        "general_inverse": lambda: general_inverse(g, 200.0),
+        "sparse_scores": lambda: x @ b32["b"],
+        "dense_scores": lambda: dense(b32["b"]),
+    }
+    seconds: dict[str, float] = {}
+    out = {}
+    for _ in range(2):
+        for name, fn in ways.items():
+            t0 = time.perf_counter()
+            out[name] = fn()
+            seconds[name] = time.perf_counter() - t0
+            print(f"[bench] {name}: {seconds[name]:.2f} s", flush=True)
+    assert np.allclose(out["cholesky"], out["general_inverse"], atol=1e-5)
+    assert np.allclose(out["sparse_scores"], out["dense_scores"], atol=1e-4)
+    print(
+        f"B for {items.size:,} items (warm): Cholesky in place {seconds['cholesky']:.2f} s, numpy inverse "
+        f"{seconds['general_inverse']:.2f} s (baseline); ratio {seconds['cholesky'] / seconds['general_inverse']:.2f}x"
+    )
+    print(
+        f"X·B for {x.shape[0]:,} users, {x.nnz:,} history items (warm): sparse {seconds['sparse_scores']:.2f} s, "
+        f"dense {seconds['dense_scores']:.2f} s (baseline); ratio "
+        f"{seconds['sparse_scores'] / seconds['dense_scores']:.3f}x"
+    )
+
+
 def main() -> None:
     cfg = Config()
     cfg.spark.master, cfg.spark.shuffle_partitions = "local[2]", 4
@@ -74,6 +124,7 @@ def main() -> None:
         f"(baseline); ratio {warm['per_task'] / warm['self_join']:.2f}x"
     )
     spark.stop()
+    solve_and_score(frame, items, grams["per_task"])
 
 
 if __name__ == "__main__":

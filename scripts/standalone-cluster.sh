@@ -5,6 +5,7 @@
 #   scripts/standalone-cluster.sh stop DIR              # stops exactly the daemons started in DIR
 #
 # DIR holds the pid files, logs, worker dirs and `master-url`. Needs Java 17+ and python with pyspark.
+# Each worker offers 1 core and WORKER_MEMORY (default 2g) to executors.
 set -euo pipefail
 cmd=${1:?usage: $0 start|stop DIR [WORKERS]}
 dir=${2:?usage: $0 start|stop DIR [WORKERS]}
@@ -27,7 +28,7 @@ start)
   url="spark://127.0.0.1:$port"
   for n in $(seq 1 "$workers"); do
     mkdir -p "$dir/worker-$n"
-    SPARK_WORKER_DIR="$dir/worker-$n" bash "$daemon" start $WORKER "$n" --host 127.0.0.1 --cores 1 --memory 2g \
+    SPARK_WORKER_DIR="$dir/worker-$n" bash "$daemon" start $WORKER "$n" --host 127.0.0.1 --cores 1 --memory "${WORKER_MEMORY:-2g}" \
       --webui-port "$(free_port)" --work-dir "$dir/worker-$n" "$url" >/dev/null
   done
   for _ in $(seq 1 120); do  # wait until every worker has registered with the master

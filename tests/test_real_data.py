@@ -15,6 +15,11 @@ SMALL_BUDGET = [
     "tune.space.max_iter=[5, 8]",
     "als.rank=32",
     "als.max_iter=8",
+    "ease.lambdas=[200.0, 500.0]",  # the shipped four chose 200 here (README: Training); 500 keeps a search
+    # One candidate per cold-item map, the one the shipped three chose here (ridge reg 0.1 for the items
+    # stage, knn k=10 for the protocol): the choice among candidates is test_new_items' job.
+    "new_items.reg_params=[0.1]",
+    "new_items.neighbours=[10]",
 ]
 
 
@@ -54,7 +59,7 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
     for metric in ("precision_at_10", "recall_at_10", "ndcg_at_10"):
         assert q[metric] > 1.5 * q[f"baseline_{metric}"], metric  # ALS well above popularity on real purchases
     ease, validation = train["ease"], train["validation"]  # model.family auto: EASE on the same users
-    assert ease["ease_users_evaluated"] == q["users_evaluated"] and ease["ease_lambda"] in (50.0, 200.0, 500.0, 2000.0)
+    assert ease["ease_users_evaluated"] == q["users_evaluated"] and ease["ease_lambda"] in (200.0, 500.0)
     assert ease["ease_precision_at_10"] > 1.5 * q["baseline_precision_at_10"]
     better = "ease" if validation["validation_ease_ndcg_at_10"] > validation["validation_als_ndcg_at_10"] else "als"
     assert train["family"] == better and f"rows from {better}" in out.stdout
@@ -85,6 +90,7 @@ def test_online_retail_config_runs_end_to_end_on_the_shared_file(tmp_path):
         "spark.master=local[2]",
         "--set",
         "text.encoder=word2vec",
+        *[arg for item in SMALL_BUDGET[-2:] for arg in ("--set", item)],
     ]
     out = cli(*args, cwd=REPO, timeout=900, drop=tuple(TEST_JVM))
     assert out.returncode == 0, failure(out)

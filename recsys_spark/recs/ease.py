@@ -3,12 +3,13 @@
 With X the binary users x items matrix of training pairs, G = XᵀX (co-occurrence counts),
 P = (G + λI)⁻¹ and B = I - P·diag(1/diag(P)) (so diag(B) = 0), a user's score for item j is
 Σ over the user's items i of B[i, j]. G is aggregated by Spark from the pairs (never a dense users x
-items matrix); the n x n inverse runs on the driver in numpy, for catalogues up to `max_items`
-(about n² x 40 bytes at the peak: four float64 matrices, and each task's n² int32 counts); top-N streams
-users through `mapInArrow` with B broadcast, using the same blocked kernel as ALS (a user's
-"factors" are their binary history over the catalogue, the "item factors" are B's columns), seen
-items excluded and ties broken as for ALS. λ is chosen on the validation users ALS's trials are
-scored on; a served EASE model stores B in ALS's item-factor layout (`weights_frame`).
+items matrix); B is made on the driver from G's Cholesky factor, in place, for catalogues up to
+`max_items` (about n² x 24 bytes at the peak: G and B in float64, and two tasks' int32 counts or
+B's float32 copy); top-N streams users through `mapInArrow` with B broadcast, using the same
+blocked kernel as ALS (a user's row of X, sparse, stands for ALS's user factors and B's columns for
+the item factors), seen items excluded and ties broken as for ALS. λ is chosen on the validation
+users ALS's trials are scored on; a served EASE model stores B in ALS's item-factor layout
+(`weights_frame`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from scipy.linalg import lapack
 
 from recsys_spark.errors import RecsysError
 from recsys_spark.recs.evaluation import per_user_metrics, relevant_items, summarize
@@ -38,7 +40,7 @@ class Weights(NamedTuple):
     b: np.ndarray
 
 
-USERS_PER_SLICE = 1024  # dense histories built per slice of an Arrow batch: 1,024 x n float32
+USERS_PER_SLICE = 1024  # users per score_batch call (sparse histories; its row blocks bound the scores)
 
 
 GRAM_CELLS = 16_000_000  # outer-product cells counted per np.bincount call (128 MB of int64 indices)
@@ -96,7 +98,9 @@ def gram(pairs: DataFrame, items: np.ndarray) -> np.ndarray:
 def check_catalogue(n: int, max_items: int) -> None:
     """Refuse a catalogue of `n` items above `max_items`, with the memory EASE would take."""
     if n > max_items:
-        gib = n**2 * (8 * 4 + 8) / 2**30  # G, G + λI, P and B in float64, and two tasks' int32 counts
+        gib = (
+            n**2 * (8 + 8 + 8) / 2**30
+        )  # G and B (made in place) in float64, two tasks' int32 counts or B's float32 copy
         raise RecsysError(
             f"EASE needs {n:,} x {n:,} dense matrices ({gib:.1f} GiB on the driver) for "
             f"{n:,} items, above ease.max_items={max_items:,}: raise it if the driver has the memory"
@@ -112,11 +116,30 @@ def item_ids_and_gram(pairs: DataFrame, max_items: int) -> tuple[np.ndarray, np.
 
 
 def weights(g: np.ndarray, lam: float) -> np.ndarray:
-    """B = I - P·diag(1/diag(P)), P = (G + λI)⁻¹: the closed form, zero diagonal."""
-    p = np.linalg.inv(g + lam * np.eye(len(g)))
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return b
+    """B = I - P·diag(1/diag(P)), P = (G + λI)⁻¹: the closed form, zero diagonal. G + λI is symmetric
+    positive definite (G = XᵀX, λ > 0), so P comes from its Cholesky factor, in place (LAPACK potrf
+    then potri: about n³ flops and one n x n float64 matrix, where a general inverse takes 2.7n³ and
+    four; see bench.gram)."""
+    a = np.array(g, dtype=np.float64, order="F")
+    a[np.diag_indices_from(a)] += lam
+    c, info = lapack.dpotrf(a, lower=True, overwrite_a=True, clean=False)
+    if info == 0:
+        c, info = lapack.dpotri(c, lower=True, overwrite_c=True)
+    if info != 0:  # only from non-finite or negative counts: XᵀX + λI is positive definite
+        raise RecsysError(f"EASE: G + λI (λ={lam}) is not positive definite (LAPACK info {info}); check the pairs")
+    _mirror_lower(c)
+    c /= -np.diag(c)[None, :].copy()
+    np.fill_diagonal(c, 0.0)
+    return c
+
+
+def _mirror_lower(p: np.ndarray, block: int = 512) -> None:
+    """Copy the lower triangle (potri's output) onto the upper one, a block of rows at a time."""
+    for r0 in range(0, len(p), block):
+        r1 = min(r0 + block, len(p))
+        low = np.tril(p[r0:r1, r0:r1])
+        p[r0:r1, r0:r1] = low + np.tril(low, -1).T
+        p[r0:r1, r1:] = p[r1:, r0:r1].T
 
 
 def ease_top_n(
@@ -150,31 +173,24 @@ def ease_top_n(
         pos[ids] = np.arange(ids.size)
         for batch in batches:
             for start in range(0, batch.num_rows, USERS_PER_SLICE):
-                part = _with_histories(batch.slice(start, USERS_PER_SLICE), pos, ids.size)
+                part = _with_histories(batch.slice(start, USERS_PER_SLICE))
                 yield score_batch(part, ids, vt, pos, n, rows, how, rules=only)
 
     return histories.mapInArrow(score, TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else ""))
 
 
-def _with_histories(batch: pa.RecordBatch, pos: np.ndarray, n_items: int) -> pa.RecordBatch:
-    """`batch` with `features` (each user's binary history over the catalogue: EASE's row of X) and
-    `weights` (1 per history item: every pair counts, which `because` reads)."""
+def _with_histories(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with `weights` (1 per history item: every pair counts, which `because` reads); with no
+    `features` column, score_batch scores each user's row of X from `seen`, sparse."""
     seen = batch.column("seen")
     lens = np.diff(seen.offsets.to_numpy())
-    raw = seen.flatten().to_numpy().astype(np.int64)
-    flat = np.full(raw.size, -1, np.int64)  # an item outside B's catalogue (e.g. a re-keyed champion's) has no row
-    flat[raw < pos.size] = pos[raw[raw < pos.size]]
-    x = np.zeros((batch.num_rows, n_items), np.float32)
-    x[np.repeat(np.arange(batch.num_rows), lens)[flat >= 0], flat[flat >= 0]] = 1.0
-    offsets = pa.array(np.arange(0, (batch.num_rows + 1) * n_items, n_items, dtype=np.int32))
-    features = pa.ListArray.from_arrays(offsets, pa.array(x.ravel()))
     ones = pa.ListArray.from_arrays(
         pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(np.ones(int(lens.sum())))
     )
     extra = ["mask"] if "mask" in batch.schema.names else []  # masked items, passed through
     return pa.RecordBatch.from_arrays(
-        [batch.column("user_idx"), seen, features, ones, *map(batch.column, extra)],
-        names=["user_idx", "seen", "features", "weights", *extra],
+        [batch.column("user_idx"), seen, ones, *map(batch.column, extra)],
+        names=["user_idx", "seen", "weights", *extra],
     )
 
 

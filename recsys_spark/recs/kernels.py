@@ -115,6 +115,7 @@ def score_batch(
     rules: ListRules | None = None,
 ) -> pa.RecordBatch:
     """Top-k of one Arrow batch: seen items as (row, column) pairs once, then blocks of `rows` users.
+    A batch without `features` is EASE's: each user's row is their `seen` items (sparse).
     A batch with a `mask` column masks those items instead of `seen` (which stays the history that
     `because` decomposes); `rules` (ListRules) block items and cap values for every row. Lists are
     read and written as Arrow buffers, with no Python object per row."""
@@ -123,9 +124,11 @@ def score_batch(
     users = batch.column("user_idx").to_numpy(zero_copy_only=False)
     if k == 0 or m == 0:
         part, top = np.zeros((m, k), np.int64), np.zeros((m, k), np.float32)
-    else:
+    elif "features" in batch.schema.names:
         u = pc.list_flatten(batch.column("features")).to_numpy(zero_copy_only=False).astype(np.float32).reshape(m, -1)
     seen_rows, cols, inside = _pairs(batch.column("seen"), pos)
+    if k and m and "features" not in batch.schema.names:
+        u = _histories(seen_rows, cols, m, item_ids.size)
     fitted_w = flat_lists(batch.column("weights"))[1].astype(np.float64)[inside] if explain else None
     mask_rows, mask_cols = (
         (seen_rows, cols) if "mask" not in batch.schema.names else _pairs(batch.column("mask"), pos)[:2]
@@ -159,6 +162,15 @@ def score_batch(
         arrays.append(because_column(explain, vt, gram, item_ids, seen_rows, cols, fitted_w, part, keep))
         names.append("because")
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _histories(rows: np.ndarray, cols: np.ndarray, m: int, n: int) -> Any:
+    """EASE's rows of X (each user's distinct seen items, 1 each) as a sparse matrix: X·B then costs
+    history items x catalogue, where a dense X costs users x catalogue² (about 900x more at 9k items
+    and ten items a user). scipy is imported here: the served pyfunc passes dense rows and needs none."""
+    from scipy import sparse
+
+    return sparse.csr_array((np.ones(cols.size, np.float32), (rows, cols)), shape=(m, n))
 
 
 def _pairs(column: pa.Array, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
