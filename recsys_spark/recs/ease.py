@@ -98,9 +98,8 @@ def gram(pairs: DataFrame, items: np.ndarray) -> np.ndarray:
 def check_catalogue(n: int, max_items: int) -> None:
     """Refuse a catalogue of `n` items above `max_items`, with the memory EASE would take."""
     if n > max_items:
-        gib = (
-            n**2 * (8 + 8 + 8) / 2**30
-        )  # G and B (made in place) in float64, two tasks' int32 counts or B's float32 copy
+        # G and B (made in place) in float64, and two tasks' int32 counts or B's float32 copy
+        gib = n**2 * (8 + 8 + 8) / 2**30
         raise RecsysError(
             f"EASE needs {n:,} x {n:,} dense matrices ({gib:.1f} GiB on the driver) for "
             f"{n:,} items, above ease.max_items={max_items:,}: raise it if the driver has the memory"
