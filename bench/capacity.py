@@ -22,12 +22,16 @@ CLUSTERS = ((10, 4), (50, 4))  # (executors, cores each)
 
 
 def latest(prefix: str) -> Path | None:
-    found = sorted(RESULTS.glob(f"{prefix}-2*.json"))
+    found = sorted(RESULTS.glob(f"{prefix}-????????-??????.json"))  # not scale's per-size files
     return found[-1] if found else None
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     """Fixed seconds and seconds per event through the two largest (events, seconds) points."""
+    if len({n for n, _ in points}) < 2:
+        raise SystemExit(
+            "error: the projection needs a bench.scale run of two sizes or more, e.g. --events 5000000,20000000"
+        )
     (n1, t1), (n2, t2) = sorted(points)[-2:]
     per_event = max(0.0, (t2 - t1) / (n2 - n1))
     return max(0.0, t2 - per_event * n2), per_event

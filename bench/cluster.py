@@ -48,13 +48,6 @@ def run_on(
     folder, out = work / f"cluster-{workers}", work / f"out-{workers}"
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable, "PYTHON": sys.executable}
     env["WORKER_MEMORY"] = env.get("WORKER_MEMORY", "4g")
-    master = subprocess.run(
-        ["bash", str(SCRIPT), "start", str(folder), str(workers)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     summary = work / f"summary-{workers}.json"
     sets = [
         f"input.path=file://{raw}",
@@ -65,10 +58,7 @@ def run_on(
         "tracking.enabled=false",
         *extra,
     ]
-    cmd = [
-        str(BIN / "spark-submit"),
-        "--master",
-        master,
+    submit = [
         "--driver-memory",
         driver_memory,
         "--executor-cores",
@@ -84,14 +74,16 @@ def run_on(
         str(summary),
     ]
     for s in sets:
-        cmd += ["--set", s]
-    print(f"\n== {workers} worker(s), {events:,} events: spark-submit --master {master} ...", flush=True)
-    t0 = time.perf_counter()
-    try:
-        code = subprocess.run(cmd, env=env, cwd=work).returncode
+        submit += ["--set", s]
+    try:  # the stop line runs even when the start fails half-way
+        start = ["bash", str(SCRIPT), "start", str(folder), str(workers)]
+        master = subprocess.run(start, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        print(f"\n== {workers} worker(s), {events:,} events: spark-submit --master {master} ...", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.run([str(BIN / "spark-submit"), "--master", master, *submit], env=env, cwd=work).returncode
+        wall = time.perf_counter() - t0  # the job alone, not the cluster's stop
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], env=env, check=False)
-    wall = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"the pipeline on {workers} worker(s) failed with exit code {code}; logs in {folder}")
     stages = json.loads(summary.read_text())["stages"]

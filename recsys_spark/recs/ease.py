@@ -119,6 +119,8 @@ def weights(g: np.ndarray, lam: float) -> np.ndarray:
     positive definite (G = XᵀX, λ > 0), so P comes from its Cholesky factor, in place (LAPACK potrf
     then potri: about n³ flops and one n x n float64 matrix, where a general inverse takes 2.7n³ and
     four; see bench.gram)."""
+    if not len(g):
+        return np.zeros((0, 0))
     a = np.array(g, dtype=np.float64, order="F")
     a[np.diag_indices_from(a)] += lam
     c, info = lapack.dpotrf(a, lower=True, overwrite_a=True, clean=False)
@@ -155,7 +157,8 @@ def ease_top_n(
     (which are also never recommended, unless `mask` says what is instead; `rules`: see
     topn.top_n). With `explain` (ease=True) every row gets `because`."""
     spark = pairs.sparkSession
-    bc = spark.sparkContext.broadcast((items, b.astype(np.float32), explain, rules))
+    # Row-major: a sparse X times a column-major B would copy B for every block of users.
+    bc = spark.sparkContext.broadcast((items, np.ascontiguousarray(b, dtype=np.float32), explain, rules))
     histories = (
         pairs.select("user_idx", "item_idx")
         .distinct()
