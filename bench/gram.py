@@ -61,16 +61,16 @@ def solve_and_score(frame: pd.DataFrame, items: np.ndarray, g: np.ndarray) -> No
     users = frame.user_idx.to_numpy()
     col = np.searchsorted(items, frame.item_idx.to_numpy())
     x = sparse.csr_array((np.ones(len(frame), np.float32), (users, col)), shape=(users.max() + 1, items.size))
-    b32 = {}
+    b = np.ascontiguousarray(ease.weights(g, 200.0), dtype=np.float32)  # row-major, as ease_top_n broadcasts it
 
-    def dense(b: np.ndarray) -> np.ndarray:
+    def dense() -> np.ndarray:
         return np.vstack([x[r : r + 1024].toarray() @ b for r in range(0, x.shape[0], 1024)])
 
     ways = {
-        "cholesky": lambda: b32.setdefault("b", ease.weights(g, 200.0).astype(np.float32)),
+        "cholesky": lambda: ease.weights(g, 200.0),
         "general_inverse": lambda: general_inverse(g, 200.0),
-        "sparse_scores": lambda: x @ b32["b"],
-        "dense_scores": lambda: dense(b32["b"]),
+        "sparse_scores": lambda: x @ b,
+        "dense_scores": dense,
     }
     seconds: dict[str, float] = {}
     out = {}

@@ -175,13 +175,13 @@ def ease_top_n(
         pos[ids] = np.arange(ids.size)
         for batch in batches:
             for start in range(0, batch.num_rows, USERS_PER_SLICE):
-                part = _with_histories(batch.slice(start, USERS_PER_SLICE))
+                part = _with_weights(batch.slice(start, USERS_PER_SLICE))
                 yield score_batch(part, ids, vt, pos, n, rows, how, rules=only)
 
     return histories.mapInArrow(score, TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else ""))
 
 
-def _with_histories(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _with_weights(batch: pa.RecordBatch) -> pa.RecordBatch:
     """`batch` with `weights` (1 per history item: every pair counts, which `because` reads); with no
     `features` column, score_batch scores each user's row of X from `seen`, sparse."""
     seen = batch.column("seen")

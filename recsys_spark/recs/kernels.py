@@ -122,12 +122,12 @@ def score_batch(
     k = min(n, item_ids.size)
     m = batch.num_rows
     users = batch.column("user_idx").to_numpy(zero_copy_only=False)
+    seen_rows, cols, inside = _pairs(batch.column("seen"), pos)
     if k == 0 or m == 0:
         part, top = np.zeros((m, k), np.int64), np.zeros((m, k), np.float32)
     elif "features" in batch.schema.names:
         u = pc.list_flatten(batch.column("features")).to_numpy(zero_copy_only=False).astype(np.float32).reshape(m, -1)
-    seen_rows, cols, inside = _pairs(batch.column("seen"), pos)
-    if k and m and "features" not in batch.schema.names:
+    else:
         u = _histories(seen_rows, cols, m, item_ids.size)
     fitted_w = flat_lists(batch.column("weights"))[1].astype(np.float64)[inside] if explain else None
     mask_rows, mask_cols = (
