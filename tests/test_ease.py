@@ -16,7 +16,6 @@ from recsys_spark.errors import RecsysError
 from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.ease import (
     Weights,
-    _with_weights,
     best_lambda,
     ease_top_n,
     fit,
@@ -28,7 +27,7 @@ from recsys_spark.recs.ease import (
     weights_frame,
 )
 from recsys_spark.recs.evaluation import per_user_metrics
-from recsys_spark.recs.kernels import _histories, _pairs, ease_block
+from recsys_spark.recs.kernels import _histories, _pairs, ease_block, with_unit_weights
 from recsys_spark.recs.model import load_model, remove_users, save_model
 from recsys_spark.recs.topn import recommend_users
 from recsys_spark.recs.training import pick_family
@@ -207,7 +206,7 @@ def test_histories_of_a_sliced_batch_skip_items_outside_the_catalogue():
     batch = pa.RecordBatch.from_arrays([pa.array([10, 11, 12]), seen], names=["user_idx", "seen"]).slice(1, 2)
     pos = np.full(10, -1)
     pos[[2, 5, 7]] = [0, 1, 2]  # B's catalogue: items 2, 5, 7
-    got = _with_weights(batch)
+    got = with_unit_weights(batch)
     assert got.column("user_idx").to_pylist() == [11, 12]
     assert got.column("weights").to_pylist() == [[1.0, 1.0, 1.0], [1.0, 1.0]]  # one per listed item
     rows, cols, _ = _pairs(got.column("seen"), pos)  # what score_batch scores a batch without features from

@@ -29,7 +29,15 @@ from scipy.linalg import lapack
 from recsys_spark.errors import RecsysError
 from recsys_spark.recs.evaluation import per_user_metrics, relevant_items, summarize
 from recsys_spark.recs.filters import with_mask
-from recsys_spark.recs.kernels import BECAUSE_TYPE, TOPN_SCHEMA, Explain, ListRules, block_rows, score_batch
+from recsys_spark.recs.kernels import (
+    BECAUSE_TYPE,
+    TOPN_SCHEMA,
+    Explain,
+    ListRules,
+    block_rows,
+    score_batch,
+    with_unit_weights,
+)
 from recsys_spark.recs.tuning import TuningData, rank_metrics
 
 
@@ -175,25 +183,10 @@ def ease_top_n(
         pos[ids] = np.arange(ids.size)
         for batch in batches:
             for start in range(0, batch.num_rows, USERS_PER_SLICE):
-                part = _with_weights(batch.slice(start, USERS_PER_SLICE))
+                part = with_unit_weights(batch.slice(start, USERS_PER_SLICE))
                 yield score_batch(part, ids, vt, pos, n, rows, how, rules=only)
 
     return histories.mapInArrow(score, TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else ""))
-
-
-def _with_weights(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """`batch` with `weights` (1 per history item: every pair counts, which `because` reads); with no
-    `features` column, score_batch scores each user's row of X from `seen`, sparse."""
-    seen = batch.column("seen")
-    lens = np.diff(seen.offsets.to_numpy())
-    ones = pa.ListArray.from_arrays(
-        pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(np.ones(int(lens.sum())))
-    )
-    extra = ["mask"] if "mask" in batch.schema.names else []  # masked items, passed through
-    return pa.RecordBatch.from_arrays(
-        [batch.column("user_idx"), seen, ones, *map(batch.column, extra)],
-        names=["user_idx", "seen", "weights", *extra],
-    )
 
 
 def validation_scores(

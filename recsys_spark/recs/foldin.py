@@ -26,7 +26,7 @@ from recsys_spark.names import ALS_FOLD_IN, EASE_FOLD_IN
 from recsys_spark.recs import ease
 from recsys_spark.recs.filters import Filters
 from recsys_spark.recs.interactions import build_id_map, build_interactions
-from recsys_spark.recs.kernels import Solver, chunked_pairs, flat_lists, fold_in_block, solver_for
+from recsys_spark.recs.kernels import Solver, fold_in_batch, solver_for
 from recsys_spark.recs.model import TrainedModel, seen_pairs
 from recsys_spark.recs.topn import explainer, item_matrix, named_lists, top_n
 
@@ -58,32 +58,6 @@ def fold_in(item_factors: DataFrame, history: DataFrame, solver: Solver) -> Data
             yield fold_in_batch(batch, v, pos, gram, how)
 
     return lists.mapInArrow(solve, FACTORS_SCHEMA)
-
-
-def fold_in_batch(
-    batch: pa.RecordBatch, vt: np.ndarray, pos: np.ndarray, gram: np.ndarray | None, solver: Solver
-) -> pa.RecordBatch:
-    """(id, features) of one Arrow batch of histories (user_idx, items, weights); users left with
-    nothing to fit (no positive implicit rating, or no item with factors) get no row."""
-    m, rank = batch.num_rows, vt.shape[0]
-    lens, items = flat_lists(batch.column("items"))
-    weights = flat_lists(batch.column("weights"))[1].astype(np.float64)
-    items = items.astype(np.int64)
-    cols = np.full(items.size, -1, np.int64)
-    inside = items < pos.size
-    cols[inside] = pos[items[inside]]
-    owners = np.repeat(np.arange(m), lens)
-    ok = cols >= 0
-    owners, cols, weights = owners[ok], cols[ok], weights[ok]
-    counts = np.bincount(owners, minlength=m)
-    x = np.zeros((m, rank), np.float32)
-    for chunk, pair, local, _ in chunked_pairs(counts, rank):
-        x[chunk] = fold_in_block(vt, gram, local, cols[pair], weights[pair], chunk.size, solver)
-    fitted = np.bincount(owners[weights > 0] if solver.implicit else owners, minlength=m) > 0
-    users = batch.column("user_idx").to_numpy(zero_copy_only=False)[fitted].astype(np.int32)
-    offsets = pa.array(np.arange(0, (users.size + 1) * rank, rank, dtype=np.int32))
-    features = pa.ListArray.from_arrays(offsets, pa.array(x[fitted].ravel()))
-    return pa.RecordBatch.from_arrays([pa.array(users), features], names=["id", "features"])
 
 
 def check_unconstrained(config: dict) -> None:

@@ -4,7 +4,12 @@ model: this module imports no pyspark, so the pyfunc answers on a host without S
 `score_batch` is one Arrow batch of `topn.top_n`'s `mapInArrow`; `top_k_rows` keeps each row's k
 best with ties broken by item id; `explain_block` splits an ALS score into one term per history
 item, `ease_block` an EASE score (exactly: the score is a sum over the history); `because_column`
-turns those terms into the `because` lists.
+turns those terms into the `because` lists; `fold_in_batch` solves one Arrow batch of histories.
+
+Every function a Spark job's `mapInArrow` closure calls lives here, not beside the job's code: a
+Python worker imports the module a pickled closure refers to, and this one costs numpy and pyarrow
+(0.2 s) where `foldin` or `ease` pull in pandas, SciPy and the tuner (1.0 s, on each worker, in
+each fresh session: fold-in's first batch paid it).
 """
 
 from __future__ import annotations
@@ -263,6 +268,47 @@ def fold_in_block(
     training user's own fit pairs gives back the model's factors for them."""
     a, cy = _normal_equations(vt, gram, owners, history, weights, n_users, solver)
     return np.linalg.solve(a, cy.sum(axis=1)[:, :, None])[:, :, 0]
+
+
+def fold_in_batch(
+    batch: pa.RecordBatch, vt: np.ndarray, pos: np.ndarray, gram: np.ndarray | None, solver: Solver
+) -> pa.RecordBatch:
+    """(id, features) of one Arrow batch of histories (user_idx, items, weights); users left with
+    nothing to fit (no positive implicit rating, or no item with factors) get no row."""
+    m, rank = batch.num_rows, vt.shape[0]
+    lens, items = flat_lists(batch.column("items"))
+    weights = flat_lists(batch.column("weights"))[1].astype(np.float64)
+    items = items.astype(np.int64)
+    cols = np.full(items.size, -1, np.int64)
+    inside = items < pos.size
+    cols[inside] = pos[items[inside]]
+    owners = np.repeat(np.arange(m), lens)
+    ok = cols >= 0
+    owners, cols, weights = owners[ok], cols[ok], weights[ok]
+    counts = np.bincount(owners, minlength=m)
+    x = np.zeros((m, rank), np.float32)
+    for chunk, pair, local, _ in chunked_pairs(counts, rank):
+        x[chunk] = fold_in_block(vt, gram, local, cols[pair], weights[pair], chunk.size, solver)
+    fitted = np.bincount(owners[weights > 0] if solver.implicit else owners, minlength=m) > 0
+    users = batch.column("user_idx").to_numpy(zero_copy_only=False)[fitted].astype(np.int32)
+    offsets = pa.array(np.arange(0, (users.size + 1) * rank, rank, dtype=np.int32))
+    features = pa.ListArray.from_arrays(offsets, pa.array(x[fitted].ravel()))
+    return pa.RecordBatch.from_arrays([pa.array(users), features], names=["id", "features"])
+
+
+def with_unit_weights(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with `weights` (1 per history item: every pair counts, which `because` reads); with no
+    `features` column, score_batch scores each user's row of X from `seen`, sparse."""
+    seen = batch.column("seen")
+    lens = np.diff(seen.offsets.to_numpy())
+    ones = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), pa.array(np.ones(int(lens.sum())))
+    )
+    extra = ["mask"] if "mask" in batch.schema.names else []  # masked items, passed through
+    return pa.RecordBatch.from_arrays(
+        [batch.column("user_idx"), seen, ones, *map(batch.column, extra)],
+        names=["user_idx", "seen", "weights", *extra],
+    )
 
 
 def ease_block(b: np.ndarray, owners: np.ndarray, history: np.ndarray, targets: np.ndarray) -> np.ndarray:
