@@ -57,6 +57,7 @@ bench: check-java $(STAMP)
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.filters
 	$(BIN)/python -m bench.gram
+	$(BIN)/python -m bench.topk
 
 # What a cluster needs: the wheel, and a zip of recsys_spark for spark-submit --py-files.
 dist: $(RUN_STAMP)

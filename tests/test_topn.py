@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import functions as F
@@ -5,7 +6,7 @@ from pyspark.sql import functions as F
 from recsys_spark.config import ALSConfig, InteractionsConfig
 from recsys_spark.events.synthetic import generate_events
 from recsys_spark.recs.interactions import build_id_map, build_interactions, index_interactions
-from recsys_spark.recs.kernels import block_rows
+from recsys_spark.recs.kernels import _top_k_of, block_rows, chunk_width, top_k_rows
 from recsys_spark.recs.model import fit_als
 from recsys_spark.recs.topn import popularity, top_n, top_n_naive, top_n_popular
 
@@ -46,6 +47,37 @@ def test_seen_items_are_never_recommended(fitted):
 
 def test_block_rows_keep_a_block_near_cache_size():
     assert [block_rows(n) for n in (0, 120, 3_000, 10_000, 50_000, 1_000_000)] == [1024, 1024, 1000, 300, 60, 32]
+
+
+def test_chunked_top_k_keeps_ties_across_chunks_by_item_id():
+    # 64 items in 16 chunks of 4. Row 0: 0.9 at column 5, then 0.7 in three chunks (columns 10, 40,
+    # 63); item ids run backwards, so of the tied 0.7s column 63 (item 0) is kept. Three chunk
+    # maxima tie at the 2nd largest: the row is decided on all its columns. Row 1: no tie, chunks.
+    assert chunk_width(64) == 4
+    scores = np.zeros((2, 64), np.float32)
+    scores[0, [5, 10, 40, 63]] = [0.9, 0.7, 0.7, 0.7]
+    scores[1, [5, 40, 41]] = [0.9, 0.8, 0.1]
+    cols, top = top_k_rows(scores, np.arange(64)[::-1], 2)
+    assert cols.tolist() == [[5, 63], [5, 40]]
+    assert top.ravel().tolist() == pytest.approx([0.9, 0.7, 0.9, 0.8])
+
+
+def test_chunked_top_k_equals_the_full_partition():
+    # Random rows with ties (rounded scores) and masked (-inf) items, up to whole masked rows and
+    # fewer finite scores than k: the chunked first pass keeps exactly what a partition of the
+    # whole row keeps.
+    rng = np.random.default_rng(0)
+    chunked = 0
+    for case in range(200):
+        m, n, k = int(rng.integers(1, 30)), int(rng.integers(50, 4000)), int(rng.integers(1, 12))
+        scores = np.round(rng.standard_normal((m, n)), 1 if case % 2 else 6).astype(np.float32)
+        scores[rng.random((m, n)) < (0.9 if case % 3 == 0 else 0.05)] = -np.inf
+        scores[: m // 4] = -np.inf
+        ids = rng.permutation(2 * n)[:n]
+        chunked += n // chunk_width(n) >= 4 * k
+        got, want = top_k_rows(scores, ids, k), _top_k_of(scores, None, ids, k)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), (case, m, n, k)
+    assert chunked > 150  # most cases took the chunked path
 
 
 def test_popularity_baseline_ranks_by_distinct_users_excluding_seen(spark):

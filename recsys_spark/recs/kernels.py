@@ -429,20 +429,80 @@ def top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.nda
     with the k-th score is a candidate, so which of them is kept never depends on argpartition's
     arbitrary choice (the evaluated baseline and the served fallback agree on ties).
 
+    A wide row is cut into `chunk_width` chunks (chunk j: columns j, j + C, j + 2C, ... for C
+    chunks, so their maxima reduce contiguous columns) and its candidates are the scores, in the k
+    chunks with the largest maxima and in the columns after the last whole chunk, at or above t,
+    the smallest of those k maxima: k scores reach t, so the k-th score is at least t, and every
+    other chunk's scores are below t. Exact, ties included; a row where more than k chunk maxima
+    reach t (a tie among maxima, or -inf from masked items) takes the full row's partition.
+    `python -m bench.topk` times both on random blocks (0.06x on 50,000 items, 0.30x on 3,000).
+
     >>> cols, top = top_k_rows(np.array([[0.5, 0.9, 0.5, 0.1]]), np.array([7, 3, 2, 9]), 2)
     >>> cols.tolist(), top.tolist()  # 0.9 first; of the two tied 0.5s, item 2 before item 7
     ([[1, 2]], [[0.9, 0.5]])
     """
-    n = scores.shape[1]
-    # kth from the end: measured faster than partitioning the negated scores.
-    kth = np.partition(scores, n - k, axis=1)[:, n - k] if k < n else np.full(len(scores), -np.inf, np.float32)
+    m, n = scores.shape
+    w = chunk_width(n)
+    chunks = n // w
+    if k == 0 or chunks < CHUNKS_PER_K * k:
+        return _top_k_of(scores, None, item_ids, k)
+    width = chunks * w
+    maxima = scores[:, :width].reshape(m, w, chunks).max(axis=1)
+    best = np.argpartition(maxima, chunks - k, axis=1)[:, chunks - k :]  # k chunks per row, unordered
+    t = np.take_along_axis(maxima, best, axis=1).min(axis=1)
+    exact = (maxima >= t[:, None]).sum(axis=1) == k  # no other chunk reaches t
+    cols = (np.arange(w)[None, :, None] * chunks + best[:, None, :]).reshape(m, -1)
+    cols = np.concatenate([cols, np.broadcast_to(np.arange(width, n), (m, n - width))], axis=1)
+    picked = np.take(scores, cols + np.arange(m)[:, None] * n) if scores.flags.c_contiguous else None
+    if picked is None:
+        picked = np.take_along_axis(scores, cols, axis=1)
+    out_c, out_s = _top_k_of(picked, cols, item_ids, k, at_least=np.where(exact, t, np.inf))
+    rest = np.flatnonzero(~exact)
+    if rest.size:
+        out_c[rest], out_s[rest] = _top_k_of(scores[rest], None, item_ids, k)
+    return out_c, out_s
+
+
+CHUNKS_PER_K = 4  # with fewer chunks than 4k, most of a row is a candidate: the full partition
+
+
+def chunk_width(n: int) -> int:
+    """Scores per chunk in top_k_rows's first pass: the power of two nearest √n / 2, where the
+    measured optimum lay (32 for 3,000 items, 64 for 10,000, 128 for 50,000).
+
+    >>> chunk_width(3_000), chunk_width(10_000), chunk_width(50_000)
+    (32, 64, 128)
+    """
+    return 2 ** max(0, round(np.log2(max(n, 1) ** 0.5 / 2)))
+
+
+def _top_k_of(
+    scores: np.ndarray, cols: np.ndarray | None, item_ids: np.ndarray, k: int, at_least: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """top_k_rows on candidate `scores` whose columns are `cols` (per row; None: the scores are the
+    whole rows): every candidate at or above each row's k-th score (found by partition, or
+    `at_least`: a bound at or below it, which k of the row's scores reach; inf: the row is not
+    decided here and comes back as zeros) sorted by score then item id, the first k kept."""
+    m, n = scores.shape
+    if at_least is not None:
+        kth = at_least
+    elif k < n:  # kth from the end: measured faster than partitioning the negated scores
+        kth = np.partition(scores, n - k, axis=1)[:, n - k]
+    else:
+        kth = np.full(m, -np.inf, np.float32)
     r, c = np.nonzero(scores >= kth[:, None])  # >= k per row; more only where there are ties at the k-th
     s = scores[r, c]
+    if cols is not None:
+        c = cols[r, c]
     order = np.lexsort((item_ids[c], -s, r))
     r, c, s = r[order], c[order], s[order]
-    first = np.searchsorted(r, np.arange(len(scores)))
+    first = np.searchsorted(r, np.arange(m))
     take = np.arange(r.size) - first[r] < k
-    return c[take].reshape(-1, k), s[take].reshape(-1, k)
+    out_c, out_s = np.zeros((m, k), np.int64), np.full((m, k), -np.inf, scores.dtype)  # -inf: no candidate
+    rows = r[take]
+    slot = np.arange(rows.size) - np.searchsorted(rows, rows)  # 0..k-1 within each row
+    out_c[rows, slot], out_s[rows, slot] = c[take], s[take]
+    return out_c, out_s
 
 
 def capped_top_k(
