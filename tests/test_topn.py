@@ -73,11 +73,18 @@ def test_chunked_top_k_equals_the_full_partition():
         scores = np.round(rng.standard_normal((m, n)), 1 if case % 2 else 6).astype(np.float32)
         scores[rng.random((m, n)) < (0.9 if case % 3 == 0 else 0.05)] = -np.inf
         scores[: m // 4] = -np.inf
+        if case % 5 == 0:  # NaN inside the chunks and after the last one
+            scores[rng.random((m, n)) < 0.01] = np.nan
+            scores[:, -1] = np.nan
+        if case % 7 == 0:
+            scores = np.asfortranarray(scores.astype(np.float64))  # float64, not C-contiguous
         ids = rng.permutation(2 * n)[:n]
         chunked += n // chunk_width(n) >= 4 * k
         got, want = top_k_rows(scores, ids, k), _top_k_of(scores, None, ids, k)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), (case, m, n, k)
     assert chunked > 150  # most cases took the chunked path
+    none = top_k_rows(np.zeros((0, 3000), np.float32), np.arange(3000), 20)  # cold items: no new item
+    assert none[0].shape == none[1].shape == (0, 20)
 
 
 def test_popularity_baseline_ranks_by_distinct_users_excluding_seen(spark):

@@ -99,7 +99,7 @@ def fresh_histories(m: TrainedModel, events: DataFrame, users: DataFrame | None 
 
 def fresh_users(m: TrainedModel, fresh: DataFrame) -> DataFrame:
     """(user_id) of the users in `fresh` the serving family can score from that history (ALS: a
-    pair it fits on, a positive one for implicit feedback, as `fold_in_batch` needs; EASE: any pair)."""
+    pair it fits on, a positive one for implicit feedback, as `kernels.fold_in_batch` needs; EASE: any pair)."""
     if m.ease is not None:
         return fresh.select("user_id").distinct()
     fits = F.col("weight") > 0 if solver_for(m.config).implicit else F.col("weight").isNotNull()

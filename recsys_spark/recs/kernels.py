@@ -26,7 +26,7 @@ TOPN_SCHEMA = "user_idx int, rank int, item_idx int, score float"  # what score_
 BECAUSE_TYPE = "array<struct<item_id:string,name:string,share:float>>"  # and its `because`
 BECAUSE_TOP = 3  # history items named per recommendation
 # Users scored per matrix product: as many as keep a block's scores near this many floats (12 MB),
-# so argpartition works from cache. In numpy alone that was 2-3x faster than 1024-user blocks on
+# so the top-k selection works from cache. In numpy alone that was 2-3x faster than 1024-user blocks on
 # 50k items; inside Spark, where Arrow transfer and pandas work share the cores, top-N for 250k
 # users x 50k items took 36.6 s against 38.3 s for 1024-user blocks of negated scores, side by
 # side on the 5M-event bench data; `make bench` prints the block-size ratio at its own size.
@@ -435,8 +435,10 @@ def top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.nda
     chunks, so their maxima reduce contiguous columns) and its candidates are the scores, in the k
     chunks with the largest maxima and in the columns after the last whole chunk, at or above t,
     the smallest of those k maxima: k scores reach t, so the k-th score is at least t, and every
-    other chunk's scores are below t. Exact, ties included; a row where more than k chunk maxima
-    reach t (a tie among maxima, or -inf from masked items) takes the full row's partition.
+    other chunk's scores are below t. Exact, ties included, for float scores and distinct item
+    ids; a row where more than k chunk maxima reach t (a tie among maxima, -inf from masked items,
+    NaN) or with NaN after the last chunk takes the full row's partition (integer-like scores, as
+    the popularity baseline's counts, mostly do: they pay both passes).
     `python -m bench.topk` times both on random blocks (0.06x on 50,000 items, 0.30x on 3,000).
 
     >>> cols, top = top_k_rows(np.array([[0.5, 0.9, 0.5, 0.1]]), np.array([7, 3, 2, 9]), 2)
@@ -446,19 +448,24 @@ def top_k_rows(scores: np.ndarray, item_ids: np.ndarray, k: int) -> tuple[np.nda
     m, n = scores.shape
     w = chunk_width(n)
     chunks = n // w
-    if k == 0 or chunks < CHUNKS_PER_K * k:
+    if k == 0 or m == 0 or chunks < CHUNKS_PER_K * k:
         return _top_k_of(scores, None, item_ids, k)
     width = chunks * w
     maxima = scores[:, :width].reshape(m, w, chunks).max(axis=1)
     best = np.argpartition(maxima, chunks - k, axis=1)[:, chunks - k :]  # k chunks per row, unordered
     t = np.take_along_axis(maxima, best, axis=1).min(axis=1)
     exact = (maxima >= t[:, None]).sum(axis=1) == k  # no other chunk reaches t
+    exact &= ~np.isnan(scores[:, width:]).any(axis=1)  # the tail has no maximum to say so
     cols = (np.arange(w)[None, :, None] * chunks + best[:, None, :]).reshape(m, -1)
     cols = np.concatenate([cols, np.broadcast_to(np.arange(width, n), (m, n - width))], axis=1)
-    picked = np.take(scores, cols + np.arange(m)[:, None] * n) if scores.flags.c_contiguous else None
-    if picked is None:
+    if scores.flags.c_contiguous:
+        picked = np.take(scores, cols + np.arange(m)[:, None] * n)
+    else:
         picked = np.take_along_axis(scores, cols, axis=1)
-    out_c, out_s = _top_k_of(picked, cols, item_ids, k, at_least=np.where(exact, t, np.inf))
+    out_c, out_s = np.zeros((m, k), np.int64), np.full((m, k), -np.inf, scores.dtype)
+    ok = np.flatnonzero(exact)
+    if ok.size:
+        out_c[ok], out_s[ok] = _top_k_of(picked[ok], cols[ok], item_ids, k, at_least=t[ok])
     rest = np.flatnonzero(~exact)
     if rest.size:
         out_c[rest], out_s[rest] = _top_k_of(scores[rest], None, item_ids, k)
@@ -483,8 +490,8 @@ def _top_k_of(
 ) -> tuple[np.ndarray, np.ndarray]:
     """top_k_rows on candidate `scores` whose columns are `cols` (per row; None: the scores are the
     whole rows): every candidate at or above each row's k-th score (found by partition, or
-    `at_least`: a bound at or below it, which k of the row's scores reach; inf: the row is not
-    decided here and comes back as zeros) sorted by score then item id, the first k kept."""
+    `at_least`: a bound at or below it that k of the row's candidates reach) sorted by score then
+    item id, the first k kept; a slot with no candidate (NaN rows) is column 0 with score -inf."""
     m, n = scores.shape
     if at_least is not None:
         kth = at_least

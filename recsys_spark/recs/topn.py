@@ -2,9 +2,10 @@
 
 Item factors are small (items x rank) and broadcast to every task; user factors stream through
 `mapInArrow` in Arrow batches, are scored in blocks by one matrix product, have their seen items
-masked to -inf, and keep their best N by `argpartition`. One implementation serves evaluation,
-the popularity baseline (a rank-1 model: every user [1], item [popularity]) and the recommend job,
-whose popular fallback for users the model cannot score lives here too (`recommend_users`).
+masked to -inf, and keep their best N (`kernels.top_k_rows`: chunk maxima first, ties by item
+id). One implementation serves evaluation, the popularity baseline (a rank-1 model: every user
+[1], item [popularity]) and the recommend job, whose popular fallback for users the model
+cannot score lives here too (`recommend_users`).
 `top_n_naive` is the plain Spark way, kept as the reference the tests and benchmarks compare to.
 The per-batch numpy work is in `kernels`, which the served model shares.
 """
