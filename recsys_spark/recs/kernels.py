@@ -505,12 +505,10 @@ def _top_k_of(
         c = cols[r, c]
     order = np.lexsort((item_ids[c], -s, r))
     r, c, s = r[order], c[order], s[order]
-    first = np.searchsorted(r, np.arange(m))
-    take = np.arange(r.size) - first[r] < k
+    place = np.arange(r.size) - np.searchsorted(r, np.arange(m))[r]  # 0, 1, ... within each row
+    take = place < k
     out_c, out_s = np.zeros((m, k), np.int64), np.full((m, k), -np.inf, scores.dtype)  # -inf: no candidate
-    rows = r[take]
-    slot = np.arange(rows.size) - np.searchsorted(rows, rows)  # 0..k-1 within each row
-    out_c[rows, slot], out_s[rows, slot] = c[take], s[take]
+    out_c[r[take], place[take]], out_s[r[take], place[take]] = c[take], s[take]
     return out_c, out_s
 
 
