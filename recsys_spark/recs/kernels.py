@@ -278,15 +278,8 @@ def fold_in_batch(
     """(id, features) of one Arrow batch of histories (user_idx, items, weights); users left with
     nothing to fit (no positive implicit rating, or no item with factors) get no row."""
     m, rank = batch.num_rows, vt.shape[0]
-    lens, items = flat_lists(batch.column("items"))
-    weights = flat_lists(batch.column("weights"))[1].astype(np.float64)
-    items = items.astype(np.int64)
-    cols = np.full(items.size, -1, np.int64)
-    inside = items < pos.size
-    cols[inside] = pos[items[inside]]
-    owners = np.repeat(np.arange(m), lens)
-    ok = cols >= 0
-    owners, cols, weights = owners[ok], cols[ok], weights[ok]
+    owners, cols, inside = _pairs(batch.column("items"), pos)
+    weights = flat_lists(batch.column("weights"))[1].astype(np.float64)[inside]
     counts = np.bincount(owners, minlength=m)
     x = np.zeros((m, rank), np.float32)
     for chunk, pair, local, _ in chunked_pairs(counts, rank):
