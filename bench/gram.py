@@ -61,13 +61,15 @@ def solve_and_score(frame: pd.DataFrame, items: np.ndarray, g: np.ndarray) -> No
     users = frame.user_idx.to_numpy()
     col = np.searchsorted(items, frame.item_idx.to_numpy())
     x = sparse.csr_array((np.ones(len(frame), np.float32), (users, col)), shape=(users.max() + 1, items.size))
-    b = np.ascontiguousarray(ease.weights(g, 200.0), dtype=np.float32)  # row-major, as ease_top_n broadcasts it
+    b = np.ascontiguousarray(
+        ease.weights(g, ease.Setting(200.0)), dtype=np.float32
+    )  # row-major, as ease_top_n broadcasts it
 
     def dense() -> np.ndarray:
         return np.vstack([x[r : r + 1024].toarray() @ b for r in range(0, x.shape[0], 1024)])
 
     ways = {
-        "cholesky": lambda: ease.weights(g, 200.0),
+        "cholesky": lambda: ease.weights(g, ease.Setting(200.0)),
         "general_inverse": lambda: general_inverse(g, 200.0),
         "sparse_scores": lambda: x @ b,
         "dense_scores": dense,

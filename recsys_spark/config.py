@@ -252,9 +252,11 @@ class ModelConfig:
 
 @dataclass
 class EaseConfig:
-    """EASE: λ chosen on the validation users ALS's trials are scored on, for catalogues up to max_items."""
+    """EASE: λ (and EDLAE's dropout) chosen on the validation users ALS's trials are scored on, for
+    catalogues up to max_items."""
 
     lambdas: list[float] = field(default_factory=lambda: [50.0, 200.0, 500.0, 2000.0])  # searched on validation
+    dropouts: list[float] = field(default_factory=lambda: [0.0])  # EDLAE's p, each with every λ (0: EASE)
     max_items: int = 20_000  # larger catalogues are refused (dense n x n matrices on the driver)
 
 
@@ -668,6 +670,11 @@ def validate(cfg: Config) -> Config:
     if not cfg.ease.lambdas or any(not (lam > 0) for lam in cfg.ease.lambdas):
         raise ConfigError(
             f"ease.lambdas must be a non-empty list of numbers > 0, got {cfg.ease.lambdas!r}; try [200, 500]"
+        )
+    if not cfg.ease.dropouts or any(not (0 <= p < 1) for p in cfg.ease.dropouts):
+        raise ConfigError(
+            f"ease.dropouts must be a non-empty list of numbers in [0, 1), got {cfg.ease.dropouts!r}; "
+            "try [0.0] (plain EASE) or [0.0, 0.1, 0.25]"
         )
     if cfg.als.checkpoint_interval < 1 and cfg.als.checkpoint_interval != -1:
         raise ConfigError(

@@ -169,8 +169,8 @@ class TrainResult(StageResult):
     by_history: list[dict[str, Any]] = field(default_factory=list)  # quality per history cohort (evaluation.by_history)
     events_below_min_value: int | None = None  # events interactions.min_value left out (None: no threshold)
     registry: str = ""  # what happened in the MLflow Model Registry (registry.register_model)
-    ease: dict[str, float] = field(default_factory=dict)  # EASE's ease_<metric>_at_k on the same split (and λ)
-    ease_validation: dict[float, float] = field(default_factory=dict)  # λ -> validation tune.metric@k
+    ease: dict[str, float] = field(default_factory=dict)  # EASE's ease_<metric>_at_k on the same split (and setting)
+    ease_validation: dict[str, float] = field(default_factory=dict)  # setting's label -> validation tune.metric@k
     family: str = "als"  # the model family that serves (model.family)
     validation: dict[str, float] = field(default_factory=dict)  # validation_<family>_<metric>_at_k
     ruled: dict[str, float] = field(default_factory=dict)  # rules_<metric> (ALS), ease_rules_<metric>: under the rules
@@ -247,10 +247,10 @@ class TrainResult(StageResult):
             "  chosen params: " + ", ".join(f"{k} {_short(v)}" for k, v in self.chosen_params.items() if v is not None)
         )
         if self.ease:
-            lam = self.ease["ease_lambda"]
+            lam, dropout = self.ease["ease_lambda"], self.ease.get("ease_dropout", 0.0)
             out.append(
-                f"  EASE (λ {lam:g}, chosen on validation: "
-                + ", ".join(f"{k:g} {v:.4f}" for k, v in self.ease_validation.items())
+                f"  EASE (λ {lam:g}{f', dropout {dropout:g}' if dropout else ''}, chosen on validation: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in self.ease_validation.items())
                 + f") on the same {int(self.ease['ease_users_evaluated']):,} test users: "
                 + ", ".join(
                     f"{m.removeprefix('ease_')} {v:.4f}"

@@ -152,6 +152,7 @@ PIPELINE_RUN: dict[str, object] = {
     "tune.validation_days": 7,
     "recommend.n": 5,
     "ease.lambdas": "[10.0, 100.0]",  # model.family auto (the default): EASE and ALS on the same users
+    "ease.dropouts": "[0.0, 0.25]",  # and EDLAE's dropout beside plain EASE: four settings
     "spark.conf.spark.hadoop.fs.s3a.secret.key": "hunter2-s3",
     "input.options.password": "hunter2-planted",
 }

@@ -19,6 +19,8 @@ def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
         "ease" if validation["validation_ease_ndcg_at_10"] > validation["validation_als_ndcg_at_10"] else "als"
     )
     assert ease["ease_lambda"] in (10.0, 100.0) and ease["ease_users_evaluated"] == train["quality"]["users_evaluated"]
+    assert ease["ease_dropout"] in (0.0, 0.25)
+    assert list(train["ease_validation"]) == ["10", "100", "10 (dropout 0.25)", "100 (dropout 0.25)"]
     assert validation["validation_ease_ndcg_at_10"] == max(train["ease_validation"].values())
     served = "ease_fit" if family == "ease" else "refit"
     steps = ["prepare", "tune", "ease", "als_fit", "evaluate", "ease_evaluate", served, "save", "register"]

@@ -15,8 +15,9 @@ from recsys_spark.config import ConfigError, load_config
 from recsys_spark.errors import RecsysError
 from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.ease import (
+    Setting,
     Weights,
-    best_lambda,
+    best_setting,
     ease_top_n,
     fit,
     gram,
@@ -41,9 +42,21 @@ def test_b_solves_the_constrained_least_squares_with_a_zero_diagonal():
     # off the diagonal (the diagonal carries the constraint's multipliers).
     x = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], float)
     g, lam = x.T @ x, 2.0
-    b = weights(g, lam)
+    b = weights(g, Setting(lam))
     residual = (g + lam * np.eye(4)) @ b - g
     assert np.allclose(np.diag(b), 0) and np.allclose(residual - np.diag(np.diag(residual)), 0)
+
+
+def test_edlae_dropout_adds_a_penalty_proportional_to_each_items_count():
+    # EDLAE (dropout p) in closed form: EASE's condition with Λ = λI + p/(1-p)·diag(G). Here
+    # diag(G) = (3, 3, 4, 2), p = 0.2: p/(1-p) = 0.25, so Λ = diag(2.75, 2.75, 3, 2.5).
+    x = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]], float)
+    g = x.T @ x
+    b = weights(g, Setting(2.0, dropout=0.2))
+    residual = (g + np.diag([2.75, 2.75, 3.0, 2.5])) @ b - g
+    assert np.allclose(np.diag(b), 0) and np.allclose(residual - np.diag(np.diag(residual)), 0)
+    assert not np.allclose(b, weights(g, Setting(2.0)))  # and it is not plain EASE
+    assert np.array_equal(weights(g, Setting(2.0, dropout=0.0)), weights(g, Setting(2.0)))
 
 
 def test_the_spark_gram_is_xtx(spark):
@@ -69,7 +82,7 @@ def test_top_n_is_the_users_history_times_b_without_seen_items(spark):
     pairs = spark.createDataFrame([(int(u), int(ids[i])) for u, i in zip(*np.nonzero(x), strict=True)], PAIRS)
     items, g = item_ids_and_gram(pairs, max_items=100)
     assert items.tolist() == ids.tolist() and np.array_equal(g, x.T @ x)
-    b = weights(g, 5.0)
+    b = weights(g, Setting(5.0))
     got = ease_top_n(pairs, pairs.select("user_idx").distinct(), items, b, 3).toPandas()
     scores = (x @ b).astype(np.float32)
     scores[x > 0] = -np.inf
@@ -91,6 +104,12 @@ def test_a_catalogue_above_max_items_is_refused_with_the_memory_it_needs(spark):
 def test_lambdas_must_be_positive_and_given(lambdas):
     with pytest.raises(ConfigError, match=r"ease.lambdas must be a non-empty list of numbers > 0"):
         load_config(None, [f"ease.lambdas={lambdas}"])
+
+
+@pytest.mark.parametrize("dropouts", ["[]", "[1.0]", "[0.1, -0.2]"])
+def test_dropouts_must_be_in_zero_one_and_given(dropouts):
+    with pytest.raises(ConfigError, match=r"ease.dropouts must be a non-empty list of numbers in \[0, 1\), got"):
+        load_config(None, [f"ease.dropouts={dropouts}"])
 
 
 def test_because_terms_sum_to_the_ease_score():
@@ -134,13 +153,19 @@ def test_validation_scores_agree_with_the_spark_top_n_and_metrics(spark):
     users = pd.DataFrame({"user_idx": sorted(relevant.user_idx.unique()), "in_rung": True})
     pairs = spark.createDataFrame(train)
     data = TuningData(pairs, None, users, train[train.user_idx.isin(users.user_idx)], relevant)
-    got = validation_scores(data, [2.0, 50.0], 5, "ndcg", max_items=100)
+    got = validation_scores(data, [Setting(2.0), Setting(50.0), Setting(2.0, 0.3)], 5, "ndcg", max_items=100)
     items, g = item_ids_and_gram(pairs, 100)
-    for lam, score in got.items():
-        recs = ease_top_n(pairs, spark.createDataFrame(users[["user_idx"]]), items, weights(g, lam), 5)
+    for setting, score in got.items():
+        recs = ease_top_n(pairs, spark.createDataFrame(users[["user_idx"]]), items, weights(g, setting), 5)
         spark_mean = per_user_metrics(recs, spark.createDataFrame(relevant), 5).agg({"ndcg": "avg"}).first()[0]
-        assert score == pytest.approx(spark_mean, rel=1e-5), lam
-    assert best_lambda({2.0: 0.3, 50.0: 0.3, 9.0: 0.1}) == 2.0  # ties: the smaller λ
+        assert score == pytest.approx(spark_mean, rel=1e-5), setting
+
+
+def test_the_best_setting_prefers_plain_ease_then_the_smaller_lambda_on_ties():
+    scores = {Setting(50.0): 0.3, Setting(2.0, 0.1): 0.3, Setting(2.0): 0.3, Setting(9.0): 0.1}
+    assert best_setting(scores) == Setting(2.0)
+    assert best_setting({Setting(2.0): 0.2, Setting(500.0, 0.1): 0.21}) == Setting(500.0, 0.1)
+    assert Setting(500.0).label == "500" and Setting(500.0, 0.1).label == "500 (dropout 0.1)"
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +173,7 @@ def ease_served(spark, trained, tmp_path_factory):
     """The shared trained model turned into an EASE-serving one (B on its seen pairs, λ 10)."""
     cfg, _ = trained
     m = load_model(spark, cfg.path("model"))
-    fitted = fit(m.seen, 10.0, max_items=1000)
+    fitted = fit(m.seen, Setting(10.0), max_items=1000)
     path = str(tmp_path_factory.mktemp("ease") / "model")
     served = dataclasses.replace(
         m, config={**m.config, "family": "ease", "ease_lambda": 10.0}, ease=weights_frame(spark, fitted)

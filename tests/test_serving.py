@@ -112,7 +112,7 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
         tune=dataclasses.replace(cfg.tune, enabled=False),
         als=dataclasses.replace(cfg.als, **chosen),
         model=dataclasses.replace(cfg.model, family=family),  # the champion's family (auto picked it)
-        ease=dataclasses.replace(cfg.ease, lambdas=[saved["ease_lambda"]]),
+        ease=dataclasses.replace(cfg.ease, lambdas=[saved["ease_lambda"]], dropouts=[saved["ease_dropout"]]),
         registry=dataclasses.replace(cfg.registry, min_improvement=0.001),
     )
     shutil.copytree(cfg.path("events"), worse.path("events"))

@@ -96,7 +96,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
             **tracking.redact_nested(cfg.to_dict()),
             "chosen": trained.chosen,  # no secret in the model
             "family": trained.family,
-            **({"ease_lambda": trained.ease.lam} if trained.ease else {}),
+            **(ease_chosen(trained.ease.setting) if trained.ease else {}),
             "mlflow_run_id": tracking.current_run_id(),
             # the newest event the served model saw: what recommend --fold-in counts as new behaviour
             "data_until": until if cfg.train.refit_on_all or splits.info.cutoff is None else served_until(splits),
@@ -146,8 +146,8 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         by_history=trained.evaluation.by_history,
         events_below_min_value=below,
         registry=registered,
-        ease=trained.ease.evaluation.metrics | {"ease_lambda": trained.ease.lam} if trained.ease else {},
-        ease_validation=trained.ease.validation if trained.ease else {},
+        ease=trained.ease.evaluation.metrics | ease_chosen(trained.ease.setting) if trained.ease else {},
+        ease_validation={s.label: v for s, v in trained.ease.validation.items()} if trained.ease else {},
         family=trained.family,
         validation={f"validation_{f}_{metric}": v for f, v in trained.validation.items()},
         paths={"model": cfg.path(names.MODEL), "eval": cfg.path(names.EVAL)},
@@ -163,6 +163,11 @@ def unchanged_since_fit(spark: SparkSession, cfg: Config, until: str, n_events: 
         return False
     items = spark.read.parquet(f"{cfg.path(names.MODEL)}/items")
     return saved.get("rules_digest") == rules_digest(item_rules(spark, cfg, items), cfg.recommend.exclude_seen)
+
+
+def ease_chosen(setting: ease.Setting) -> dict[str, float]:
+    """EASE's chosen setting as the saved config, the summary and MLflow name it."""
+    return {"ease_lambda": setting.lam, "ease_dropout": setting.dropout}
 
 
 def utc_iso(micros: int) -> str:
@@ -194,8 +199,9 @@ def challenge(
     source = f"runs:/{champion.run_id}/model"
     try:
         saved = yaml.safe_load(Path(registry.download_model(f"{source}/config.yaml")).read_text())
-        if refit and saved.get("family") == EASE:  # its λ, fitted on this run's training pairs
-            model: Factors | ease.Weights = ease.fit(splits.train, float(saved["ease_lambda"]), cfg.ease.max_items)
+        if refit and saved.get("family") == EASE:  # its setting, fitted on this run's training pairs
+            setting = ease.Setting(float(saved["ease_lambda"]), float(saved.get("ease_dropout", 0.0)))
+            model: Factors | ease.Weights = ease.fit(splits.train, setting, cfg.ease.max_items)
         elif refit:  # its ALS settings and chosen parameters, fitted on this run's training pairs
             als = dataclasses.replace(
                 cfg.als, **{k: v for k, v in saved.get("als", {}).items() if k in ALS_FIELDS and k not in FIT_PARAMS}

@@ -7,9 +7,13 @@ items matrix); B is made on the driver from G's Cholesky factor, in place, for c
 `max_items` (about n² x 24 bytes at the peak: G and B in float64, and two tasks' int32 counts or
 B's float32 copy); top-N streams users through `mapInArrow` with B broadcast, using the same
 blocked kernel as ALS (a user's row of X, sparse, stands for ALS's user factors and B's columns for
-the item factors), seen items excluded and ties broken as for ALS. λ is chosen on the validation
-users ALS's trials are scored on; a served EASE model stores B in ALS's item-factor layout
-(`weights_frame`).
+the item factors), seen items excluded and ties broken as for ALS. λ (and EDLAE's dropout, below) is
+chosen on the validation users ALS's trials are scored on; a served EASE model stores B in ALS's
+item-factor layout (`weights_frame`).
+
+EDLAE (Steck, NeurIPS 2020: "Autoencoders that don't overfit towards the identity") trains the same
+model under dropout p of the input; in closed form that adds p/(1-p)·diag(G) to the diagonal beside
+λ, so a popular item's weights are shrunk more than a rare one's. p = 0 is EASE.
 """
 
 from __future__ import annotations
@@ -39,6 +43,19 @@ from recsys_spark.recs.kernels import (
     with_unit_weights,
 )
 from recsys_spark.recs.tuning import TuningData, rank_metrics
+
+
+@dataclass(frozen=True)
+class Setting:
+    """EASE's hyperparameters: λ, the L2 weight on every item, and EDLAE's dropout p in [0, 1)."""
+
+    lam: float
+    dropout: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """How summaries name it: the λ alone for plain EASE (`500`), else `500 (dropout 0.1)`."""
+        return f"{self.lam:g}" + (f" (dropout {self.dropout:g})" if self.dropout else "")
 
 
 class Weights(NamedTuple):
@@ -122,20 +139,24 @@ def item_ids_and_gram(pairs: DataFrame, max_items: int) -> tuple[np.ndarray, np.
     return items, gram(pairs, items)
 
 
-def weights(g: np.ndarray, lam: float) -> np.ndarray:
-    """B = I - P·diag(1/diag(P)), P = (G + λI)⁻¹: the closed form, zero diagonal. G + λI is symmetric
-    positive definite (G = XᵀX, λ > 0), so P comes from its Cholesky factor, in place (LAPACK potrf
-    then potri: about n³ flops and one n x n float64 matrix, where a general inverse takes 2.7n³ and
-    four; see bench.gram)."""
+def weights(g: np.ndarray, setting: Setting) -> np.ndarray:
+    """B = I - P·diag(1/diag(P)), P = (G + Λ)⁻¹ with Λ = λI + p/(1-p)·diag(G) (p: EDLAE's dropout):
+    the closed form, zero diagonal. G + Λ is symmetric positive definite (G = XᵀX, λ > 0), so P comes
+    from its Cholesky factor, in place (LAPACK potrf then potri: about n³ flops and one n x n float64
+    matrix, where a general inverse takes 2.7n³ and four; see bench.gram)."""
     if not len(g):
         return np.zeros((0, 0))
     a = np.array(g, dtype=np.float64, order="F")
-    a[np.diag_indices_from(a)] += lam
+    a[np.diag_indices_from(a)] /= 1.0 - setting.dropout  # G_ii + p/(1-p)·G_ii
+    a[np.diag_indices_from(a)] += setting.lam
     c, info = lapack.dpotrf(a, lower=True, overwrite_a=True, clean=False)
     if info == 0:
         c, info = lapack.dpotri(c, lower=True, overwrite_c=True)
-    if info != 0:  # only from non-finite or negative counts: XᵀX + λI is positive definite
-        raise RecsysError(f"EASE: G + λI (λ={lam}) is not positive definite (LAPACK info {info}); check the pairs")
+    if info != 0:  # only from non-finite or negative counts: XᵀX + Λ is positive definite
+        raise RecsysError(
+            f"EASE: G + Λ (λ={setting.lam}, dropout={setting.dropout}) is not positive definite "
+            f"(LAPACK info {info}); check the pairs"
+        )
     _mirror_lower(c)
     c /= -np.diag(c)[None, :].copy()
     np.fill_diagonal(c, 0.0)
@@ -190,11 +211,11 @@ def ease_top_n(
 
 
 def validation_scores(
-    data: TuningData, lambdas: list[float], k: int, metric: str, max_items: int
-) -> dict[float, float]:
-    """Each λ's mean `metric`@k on the validation users ALS's trials are scored on (`data`), with
-    the tuning side's Gram: one inverse per λ and the scores on the driver (the sample is bounded by
-    tune.validation_users)."""
+    data: TuningData, settings: list[Setting], k: int, metric: str, max_items: int
+) -> dict[Setting, float]:
+    """Each setting's mean `metric`@k on the validation users ALS's trials are scored on (`data`),
+    with the tuning side's Gram: one inverse per setting and the scores on the driver (the sample is
+    bounded by tune.validation_users)."""
     items, g = item_ids_and_gram(data.pairs, max_items)
     users = data.users["user_idx"].to_numpy(np.int64)
     row = pd.Series(np.arange(users.size), index=users)
@@ -204,16 +225,16 @@ def validation_scores(
     x = np.zeros((users.size, items.size), np.float32)
     x[r[ok].astype(int), c[ok].astype(int)] = 1.0
     scores = {}
-    for lam in lambdas:
-        b = weights(g, lam).astype(np.float32)  # rank_metrics scores x @ v.T: v = Bᵀ
+    for setting in settings:
+        b = weights(g, setting).astype(np.float32)  # rank_metrics scores x @ v.T: v = Bᵀ
         per_user = rank_metrics(users, users, x, items, np.ascontiguousarray(b.T), data.seen, data.relevant, k)
-        scores[lam] = float(np.mean(per_user[metric])) if users.size else 0.0
+        scores[setting] = float(np.mean(per_user[metric])) if users.size else 0.0
     return scores
 
 
-def best_lambda(scores: dict[float, float]) -> float:
-    """The λ with the best validation score (ties: the smaller)."""
-    return max(scores, key=lambda lam: (scores[lam], -lam))
+def best_setting(scores: dict[Setting, float]) -> Setting:
+    """The setting with the best validation score (ties: no dropout over dropout, then the smaller λ)."""
+    return max(scores, key=lambda s: (scores[s], -s.dropout, -s.lam))
 
 
 @dataclass
@@ -224,14 +245,14 @@ class EaseEvaluation:
 
 
 def evaluate_ease(
-    train: DataFrame, test: DataFrame, lam: float, k: int, max_items: int, rules: ListRules | None = None
+    train: DataFrame, test: DataFrame, setting: Setting, k: int, max_items: int, rules: ListRules | None = None
 ) -> EaseEvaluation:
     """EASE's metrics@k on the test split (the users with a relevant test item), and per user; with
     `rules` (recommend's item rules) the same users' lists under them too, as training.evaluate
     does for ALS."""
     keep = StorageLevel.MEMORY_AND_DISK
     items, g = item_ids_and_gram(train, max_items)
-    b = weights(g, lam)
+    b = weights(g, setting)
     relevant = relevant_items(train, test).persist(keep)
     users = relevant.select("user_idx").distinct()
     recs = ease_top_n(train, users, items, b, k).persist(keep)
@@ -286,7 +307,7 @@ def rekeyed(model: Weights, own: DataFrame, other: DataFrame) -> Weights:
     return Weights(new_ids, model.b[np.ix_(keep, keep)])
 
 
-def fit(pairs: DataFrame, lam: float, max_items: int) -> Weights:
-    """EASE fitted on `pairs` with `λ`."""
+def fit(pairs: DataFrame, setting: Setting, max_items: int) -> Weights:
+    """EASE fitted on `pairs` with `setting`."""
     items, g = item_ids_and_gram(pairs, max_items)
-    return Weights(items, weights(g, lam))
+    return Weights(items, weights(g, setting))

@@ -21,7 +21,7 @@ from recsys_spark.errors import RecsysError
 from recsys_spark.infra.timing import Stopwatch
 from recsys_spark.names import ALS, EASE
 from recsys_spark.recs import ease
-from recsys_spark.recs.ease import EaseEvaluation, Weights, best_lambda, evaluate_ease, validation_scores
+from recsys_spark.recs.ease import EaseEvaluation, Setting, Weights, best_setting, evaluate_ease, validation_scores
 from recsys_spark.recs.evaluation import (
     HISTORY_COHORTS,
     ItemMeasures,
@@ -115,11 +115,11 @@ def evaluate(
 
 @dataclass
 class EaseChoice:
-    """EASE's side of a run: λ and every λ's validation score, its test evaluation, and, when it
-    serves, its B fitted on the serving pairs."""
+    """EASE's side of a run: the chosen setting and every setting's validation score, its test
+    evaluation, and, when it serves, its B fitted on the serving pairs."""
 
-    lam: float
-    validation: dict[float, float]  # λ -> validation tune.metric@k
+    setting: Setting
+    validation: dict[Setting, float]  # setting -> validation tune.metric@k
     evaluation: EaseEvaluation
     served: Weights | None = None  # fitted on the serving pairs, when EASE serves
 
@@ -189,7 +189,7 @@ def fit_and_evaluate(
     params: dict[str, Any] = {}
     tuning: list[dict[str, Any]] = []
     validation: dict[str, float] = {}
-    lambdas: dict[float, float] = {}
+    settings: dict[Setting, float] = {}
     if cfg.tune.enabled or cfg.model.family != ALS:
         clock.start("tune")
         if splits.tune_train.persist(StorageLevel.MEMORY_AND_DISK).isEmpty():
@@ -216,9 +216,9 @@ def fit_and_evaluate(
                         fit_als(data_t.pairs, cfg.als, implicit), data_t, k, cfg.tune.metric
                     )
                 clock.start("ease")
-                lambdas = ease_validation(data_t, cfg, data.items.count())
-                if lambdas:
-                    validation[EASE] = max(lambdas.values())
+                settings = ease_validation(data_t, cfg, data.items.count())
+                if settings:
+                    validation[EASE] = max(settings.values())
         finally:
             data_t.release()
     family = pick_family(cfg.model.family, validation)
@@ -237,19 +237,22 @@ def fit_and_evaluate(
     evaluation = evaluate(model, splits.train, splits.test, k, new_below=cfg.new_items.min_users, rules=rules)
     seen = serving_pairs(splits, data, cfg.train.refit_on_all)
     ease_choice = None
-    if lambdas:
+    if settings:
         clock.start("ease_evaluate")
-        lam = best_lambda(lambdas)
+        best = best_setting(settings)
         ease_choice = EaseChoice(
-            lam, lambdas, evaluate_ease(splits.train, splits.test, lam, k, cfg.ease.max_items, rules)
+            best, settings, evaluate_ease(splits.train, splits.test, best, k, cfg.ease.max_items, rules)
         )
         log.info(
-            "[train] EASE λ %g: %s %.4f on the test split", lam, key, ease_choice.evaluation.metrics[f"ease_{key}"]
+            "[train] EASE λ %s: %s %.4f on the test split",
+            best.label,
+            key,
+            ease_choice.evaluation.metrics[f"ease_{key}"],
         )
     served = model
     if family == EASE and ease_choice is not None:
         clock.start("ease_fit")
-        ease_choice.served = ease.fit(seen, ease_choice.lam, cfg.ease.max_items)
+        ease_choice.served = ease.fit(seen, ease_choice.setting, cfg.ease.max_items)
     elif cfg.train.refit_on_all:
         clock.start("refit")
         served = fit_als(seen, cfg.als, implicit, **params)
@@ -257,10 +260,10 @@ def fit_and_evaluate(
     return Trained(evaluation, chosen, tuning, served, seen, family, validation, ease_choice)
 
 
-def ease_validation(data_t: TuningData, cfg: Config, n_items: int) -> dict[float, float]:
-    """EASE's validation score per λ, or nothing when model.family is auto and the whole catalogue
-    (`n_items`: the largest EASE would fit, on all pairs) is above ease.max_items (said in the log
-    with the figure; model.family=ease refuses instead)."""
+def ease_validation(data_t: TuningData, cfg: Config, n_items: int) -> dict[Setting, float]:
+    """EASE's validation score per setting (each λ with each dropout), or nothing when model.family
+    is auto and the whole catalogue (`n_items`: the largest EASE would fit, on all pairs) is above
+    ease.max_items (said in the log with the figure; model.family=ease refuses instead)."""
     try:
         ease.check_catalogue(n_items, cfg.ease.max_items)
     except RecsysError as e:
@@ -268,4 +271,5 @@ def ease_validation(data_t: TuningData, cfg: Config, n_items: int) -> dict[float
             raise
         log.warning("[train] model.family=auto skips EASE: %s", e)
         return {}
-    return validation_scores(data_t, cfg.ease.lambdas, cfg.train.k, cfg.tune.metric, cfg.ease.max_items)
+    grid = [Setting(lam, p) for p in cfg.ease.dropouts for lam in cfg.ease.lambdas]
+    return validation_scores(data_t, grid, cfg.train.k, cfg.tune.metric, cfg.ease.max_items)
