@@ -12,7 +12,8 @@ from support import cli, failure, tiny
 @pytest.mark.slow
 def test_run_generates_ingests_and_prints_summary(pipeline_run, tmp_path):
     base, out, summary = pipeline_run.base, pipeline_run, pipeline_run.stages
-    # model.family auto: EASE's λ on ALS's validation users, both on the test split, the better serves.
+    # model.family auto: EASE's settings (λ x dropout) on ALS's validation users, both families on
+    # the test split, the better serves.
     train = summary["train"]
     family, validation, ease = train["family"], train["validation"], train["ease"]
     assert family == (

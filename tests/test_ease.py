@@ -142,7 +142,7 @@ def test_auto_serves_the_family_with_the_better_validation_score(family, validat
 
 
 def test_validation_scores_agree_with_the_spark_top_n_and_metrics(spark):
-    # The driver-side λ search (the sampled validation users, as ALS's trials) scores what Spark's
+    # The driver-side search of settings (the sampled validation users, as ALS's trials) scores what Spark's
     # ease_top_n and per_user_metrics score for the same users.
     rng = np.random.default_rng(11)
     x = (rng.random((40, 15)) < 0.3).astype(int)
@@ -166,6 +166,11 @@ def test_the_best_setting_prefers_plain_ease_then_the_smaller_lambda_on_ties():
     assert best_setting(scores) == Setting(2.0)
     assert best_setting({Setting(2.0): 0.2, Setting(500.0, 0.1): 0.21}) == Setting(500.0, 0.1)
     assert Setting(500.0).label == "500" and Setting(500.0, 0.1).label == "500 (dropout 0.1)"
+
+
+def test_a_saved_model_names_its_setting_and_one_saved_before_edlae_is_plain_ease():
+    assert Setting.of_model({"ease_lambda": 500, "ease_dropout": 0.25}) == Setting(500.0, 0.25)
+    assert Setting.of_model({"family": "ease", "ease_lambda": 200.0}) == Setting(200.0, 0.0)
 
 
 @pytest.fixture(scope="module")

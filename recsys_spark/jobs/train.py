@@ -200,8 +200,7 @@ def challenge(
     try:
         saved = yaml.safe_load(Path(registry.download_model(f"{source}/config.yaml")).read_text())
         if refit and saved.get("family") == EASE:  # its setting, fitted on this run's training pairs
-            setting = ease.Setting(float(saved["ease_lambda"]), float(saved.get("ease_dropout", 0.0)))
-            model: Factors | ease.Weights = ease.fit(splits.train, setting, cfg.ease.max_items)
+            model: Factors | ease.Weights = ease.fit(splits.train, ease.Setting.of_model(saved), cfg.ease.max_items)
         elif refit:  # its ALS settings and chosen parameters, fitted on this run's training pairs
             als = dataclasses.replace(
                 cfg.als, **{k: v for k, v in saved.get("als", {}).items() if k in ALS_FIELDS and k not in FIT_PARAMS}

@@ -1,15 +1,15 @@
 """EASE (Steck, WWW 2019), a closed-form item-item model: the second family beside ALS.
 
 With X the binary users x items matrix of training pairs, G = XᵀX (co-occurrence counts),
-P = (G + λI)⁻¹ and B = I - P·diag(1/diag(P)) (so diag(B) = 0), a user's score for item j is
-Σ over the user's items i of B[i, j]. G is aggregated by Spark from the pairs (never a dense users x
-items matrix); B is made on the driver from G's Cholesky factor, in place, for catalogues up to
-`max_items` (about n² x 24 bytes at the peak: G and B in float64, and two tasks' int32 counts or
-B's float32 copy); top-N streams users through `mapInArrow` with B broadcast, using the same
-blocked kernel as ALS (a user's row of X, sparse, stands for ALS's user factors and B's columns for
-the item factors), seen items excluded and ties broken as for ALS. λ (and EDLAE's dropout, below) is
-chosen on the validation users ALS's trials are scored on; a served EASE model stores B in ALS's
-item-factor layout (`weights_frame`).
+P = (G + λI)⁻¹ (G + Λ with EDLAE's dropout, below) and B = I - P·diag(1/diag(P)) (so diag(B) = 0),
+a user's score for item j is Σ over the user's items i of B[i, j]. G is aggregated by Spark from
+the pairs (never a dense users x items matrix); B is made on the driver from G's Cholesky factor,
+in place, for catalogues up to `max_items` (about n² x 24 bytes at the peak: G and B in float64,
+and two tasks' int32 counts or B's float32 copy); top-N streams users through `mapInArrow` with B
+broadcast, using the same blocked kernel as ALS (a user's row of X, sparse, stands for ALS's user
+factors and B's columns for the item factors), seen items excluded and ties broken as for ALS. λ
+(and EDLAE's dropout, below) is chosen on the validation users ALS's trials are scored on; a served
+EASE model stores B in ALS's item-factor layout (`weights_frame`).
 
 EDLAE (Steck, NeurIPS 2020: "Autoencoders that don't overfit towards the identity") trains the same
 model under dropout p of the input; in closed form that adds p/(1-p)·diag(G) to the diagonal beside
@@ -56,6 +56,12 @@ class Setting:
     def label(self) -> str:
         """How summaries name it: the λ alone for plain EASE (`500`), else `500 (dropout 0.1)`."""
         return f"{self.lam:g}" + (f" (dropout {self.dropout:g})" if self.dropout else "")
+
+    @classmethod
+    def of_model(cls, config: dict) -> Setting:
+        """The setting a saved EASE model's config.yaml records (no `ease_dropout`: saved before
+        EDLAE, plain EASE)."""
+        return cls(float(config["ease_lambda"]), float(config.get("ease_dropout", 0.0)))
 
 
 class Weights(NamedTuple):
@@ -233,7 +239,7 @@ def validation_scores(
 
 
 def best_setting(scores: dict[Setting, float]) -> Setting:
-    """The setting with the best validation score (ties: no dropout over dropout, then the smaller λ)."""
+    """The setting with the best validation score (ties: the smaller dropout, then the smaller λ)."""
     return max(scores, key=lambda s: (scores[s], -s.dropout, -s.lam))
 
 
