@@ -170,6 +170,7 @@ def test_the_best_setting_prefers_plain_ease_then_the_smaller_lambda_on_ties():
 
 def test_a_saved_model_names_its_setting_and_one_saved_before_edlae_is_plain_ease():
     assert Setting.of_model({"ease_lambda": 500, "ease_dropout": 0.25}) == Setting(500.0, 0.25)
+    assert Setting.of_model(Setting(50.0, 0.1).saved()) == Setting(50.0, 0.1)
     assert Setting.of_model({"family": "ease", "ease_lambda": 200.0}) == Setting(200.0, 0.0)
 
 

@@ -96,7 +96,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
             **tracking.redact_nested(cfg.to_dict()),
             "chosen": trained.chosen,  # no secret in the model
             "family": trained.family,
-            **(ease_chosen(trained.ease.setting) if trained.ease else {}),
+            **(trained.ease.setting.saved() if trained.ease else {}),
             "mlflow_run_id": tracking.current_run_id(),
             # the newest event the served model saw: what recommend --fold-in counts as new behaviour
             "data_until": until if cfg.train.refit_on_all or splits.info.cutoff is None else served_until(splits),
@@ -146,7 +146,7 @@ def train(spark: SparkSession, cfg: Config) -> TrainResult | TrainSkipped:
         by_history=trained.evaluation.by_history,
         events_below_min_value=below,
         registry=registered,
-        ease=trained.ease.evaluation.metrics | ease_chosen(trained.ease.setting) if trained.ease else {},
+        ease=trained.ease.evaluation.metrics | trained.ease.setting.saved() if trained.ease else {},
         ease_validation={s.label: v for s, v in trained.ease.validation.items()} if trained.ease else {},
         family=trained.family,
         validation={f"validation_{f}_{metric}": v for f, v in trained.validation.items()},
@@ -163,11 +163,6 @@ def unchanged_since_fit(spark: SparkSession, cfg: Config, until: str, n_events: 
         return False
     items = spark.read.parquet(f"{cfg.path(names.MODEL)}/items")
     return saved.get("rules_digest") == rules_digest(item_rules(spark, cfg, items), cfg.recommend.exclude_seen)
-
-
-def ease_chosen(setting: ease.Setting) -> dict[str, float]:
-    """EASE's chosen setting as the saved config, the summary and MLflow name it."""
-    return {"ease_lambda": setting.lam, "ease_dropout": setting.dropout}
 
 
 def utc_iso(micros: int) -> str:

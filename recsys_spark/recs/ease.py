@@ -57,6 +57,10 @@ class Setting:
         """How summaries name it: the λ alone for plain EASE (`500`), else `500 (dropout 0.1)`."""
         return f"{self.lam:g}" + (f" (dropout {self.dropout:g})" if self.dropout else "")
 
+    def saved(self) -> dict[str, float]:
+        """How a saved model's config.yaml, the summary and MLflow name it (read back by of_model)."""
+        return {"ease_lambda": self.lam, "ease_dropout": self.dropout}
+
     @classmethod
     def of_model(cls, config: dict) -> Setting:
         """The setting a saved EASE model's config.yaml records (no `ease_dropout`: saved before
