@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
 from recsys_spark.mlops import registry, tracking
+from recsys_spark.recs.ease import Setting
 
 from support import BIN, failure, free_port, inside, mlflow_state, scrubbed_env, server
 
@@ -103,7 +104,7 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
     # champion's parameters: on the same split the two fit the same model, a difference of 0, which
     # does not clear registry.min_improvement.
     saved = yaml.safe_load((Path(cfg.path("model")) / "config.yaml").read_text())
-    chosen, family = saved["chosen"], saved["family"]
+    chosen, family, setting = saved["chosen"], saved["family"], Setting.of_model(saved)
     worse = dataclasses.replace(
         cfg,
         output=dataclasses.replace(cfg.output, root=str(tmp_path / "out")),
@@ -112,7 +113,7 @@ def test_a_model_no_better_on_the_same_split_does_not_take_the_alias(spark, regi
         tune=dataclasses.replace(cfg.tune, enabled=False),
         als=dataclasses.replace(cfg.als, **chosen),
         model=dataclasses.replace(cfg.model, family=family),  # the champion's family (auto picked it)
-        ease=dataclasses.replace(cfg.ease, lambdas=[saved["ease_lambda"]], dropouts=[saved["ease_dropout"]]),
+        ease=dataclasses.replace(cfg.ease, lambdas=[setting.lam], dropouts=[setting.dropout]),
         registry=dataclasses.replace(cfg.registry, min_improvement=0.001),
     )
     shutil.copytree(cfg.path("events"), worse.path("events"))

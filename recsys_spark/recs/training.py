@@ -181,8 +181,8 @@ def fit_and_evaluate(
 ) -> Trained:
     """Tune (if enabled) on the validation slice, fit on the training side, evaluate on the test
     side beside popularity (and under recommend's item `rules`); with model.family ease or auto,
-    EASE's settings (λ x dropout) on the same validation users and its test evaluation on the same test users; then fit
-    what serves on the serving pairs."""
+    EASE's settings (λ x dropout) on the same validation users and its test evaluation on the same
+    test users; then fit what serves on the serving pairs."""
     clock = clock or Stopwatch("train")
     implicit, k = cfg.interactions.mode == "implicit", cfg.train.k
     key = f"{cfg.tune.metric}_at_{k}"
