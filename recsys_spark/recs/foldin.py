@@ -28,20 +28,20 @@ from recsys_spark.recs.filters import Filters
 from recsys_spark.recs.interactions import build_id_map, build_interactions
 from recsys_spark.recs.kernels import Solver, fold_in_batch, solver_for
 from recsys_spark.recs.model import TrainedModel, seen_pairs
-from recsys_spark.recs.topn import explainer, item_matrix, named_lists, top_n
+from recsys_spark.recs.topn import ItemMatrix, explainer, item_matrix, named_lists, top_n
 
 FACTORS_SCHEMA = "id int, features array<float>"  # ALS's factor tables
 
 
-def fold_in(item_factors: DataFrame, history: DataFrame, solver: Solver) -> DataFrame:
+def fold_in(items: ItemMatrix, history: DataFrame, solver: Solver) -> DataFrame:
     """(id, features) for each user_idx of `history` (user_idx, item_idx, weight: the fit rating,
     null for a pair left out of the fit) with at least one pair to fit on items that have factors.
 
-    `item_factors` (id, features) is collected and broadcast (catalogue-sized); histories stream
-    through `mapInArrow` and are solved in stacked batches of similar length, as `because` is.
+    `items` (the model's item factors, already on the driver: the top-N that serves the folded-in
+    users reads the same matrix) is broadcast; histories stream through `mapInArrow` and are solved
+    in stacked batches of similar length, as `because` is.
     """
-    ids, vt = item_matrix(item_factors)
-    bc = history.sparkSession.sparkContext.broadcast((ids, vt, solver))
+    bc = history.sparkSession.sparkContext.broadcast((*items, solver))
     lists = (
         history.where(F.col("weight").isNotNull())
         .groupBy("user_idx")
@@ -121,7 +121,8 @@ def fresh_lists(
         source = EASE_FOLD_IN
     else:
         check_unconstrained(m.config)
-        factors = fold_in(m.als.itemFactors, pairs, solver_for(m.config))
-        lists = top_n(factors, m.als.itemFactors, pairs, n, explain=explain, mask=mask, rules=rules)
+        items = item_matrix(m.als.itemFactors)  # collected once, for the fold-in and its top-N
+        factors = fold_in(items, pairs, solver_for(m.config))
+        lists = top_n(factors, items, pairs, n, explain=explain, mask=mask, rules=rules)
         source = ALS_FOLD_IN
     return named_lists(lists, local, m.items, source)

@@ -13,6 +13,7 @@ The per-batch numpy work is in `kernels`, which the served model shares.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -37,9 +38,17 @@ from recsys_spark.recs.kernels import (
 from recsys_spark.recs.model import Factors, TrainedModel
 
 
+class ItemMatrix(NamedTuple):
+    """An item-factor table on the driver (`item_matrix`): collected once, it can serve a fold-in
+    and the top-N after it (recs/foldin.py)."""
+
+    ids: np.ndarray  # int64 item ids
+    vt: np.ndarray  # float32 factors by column: rank x items
+
+
 def top_n(
     user_factors: DataFrame,
-    item_factors: DataFrame,
+    item_factors: DataFrame | ItemMatrix,
     seen: DataFrame,
     n: int,
     block: int | None = None,
@@ -49,15 +58,16 @@ def top_n(
 ) -> DataFrame:
     """(user_idx, rank 1..n, item_idx, score) for every row of `user_factors` (id, features).
 
-    `item_factors` (id, features) is collected and broadcast: it grows with the catalogue, not
-    with users or events. `seen` (user_idx, item_idx) pairs are never recommended. `block`
-    (users per matrix product) defaults to `block_rows` of the catalogue size. With `explain`,
-    `seen` also carries `weight` (the rating the model was fitted on, null for a pair left out of
-    the fit) and every row gets `because` (see `kernels.explain_block`), in the same pass. `mask`
-    (user_idx, item_idx) pairs are never recommended instead of `seen` (which stays the history
-    `because` reads); `rules` block items and cap values for every user (recs/filters.py).
+    `item_factors` (id, features) is collected (unless it is already an ItemMatrix) and broadcast:
+    it grows with the catalogue, not with users or events. `seen` (user_idx, item_idx) pairs are
+    never recommended. `block` (users per matrix product) defaults to `block_rows` of the catalogue
+    size. With `explain`, `seen` also carries `weight` (the rating the model was fitted on, null for
+    a pair left out of the fit) and every row gets `because` (see `kernels.explain_block`), in the
+    same pass. `mask` (user_idx, item_idx) pairs are never recommended instead of `seen` (which
+    stays the history `because` reads); `rules` block items and cap values for every user
+    (recs/filters.py).
     """
-    ids, vt = item_matrix(item_factors)
+    ids, vt = item_factors if isinstance(item_factors, ItemMatrix) else item_matrix(item_factors)
     spark = user_factors.sparkSession
     bc = spark.sparkContext.broadcast((ids, vt, explain, rules))
     rows = block or block_rows(ids.size)
@@ -84,14 +94,14 @@ def top_n(
     return users.mapInArrow(score, schema)
 
 
-def item_matrix(item_factors: DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, factors as float32 columns: rank x items) of an item-factor table (id, features),
-    collected to the driver: it grows with the catalogue, not with users or events."""
+def item_matrix(item_factors: DataFrame) -> ItemMatrix:
+    """An item-factor table (id, features) collected to the driver: it grows with the catalogue,
+    not with users or events."""
     items = item_factors.select("id", "features").toPandas()
     ids = items["id"].to_numpy(dtype=np.int64)
     if not len(items):
-        return ids, np.zeros((1, 0), np.float32)
-    return ids, np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T)
+        return ItemMatrix(ids, np.zeros((1, 0), np.float32))
+    return ItemMatrix(ids, np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T))
 
 
 def popularity(interactions: DataFrame) -> DataFrame:
