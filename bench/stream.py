@@ -40,7 +40,7 @@ from recsys_spark.recs.foldin import fold_in
 from recsys_spark.recs.interactions import prepare_interactions
 from recsys_spark.recs.kernels import Solver
 from recsys_spark.recs.model import fit_als, saved_config, seen_pairs
-from recsys_spark.recs.topn import item_matrix, popularity, top_n, top_n_popular
+from recsys_spark.recs.topn import ItemMatrix, popularity, top_n, top_n_popular
 
 from .common import RESULTS, machine, timed
 from .tuning import SPARK, generated
@@ -186,7 +186,7 @@ def foldin(args) -> dict:
         refit_times.append(secs)  # only the last model is kept (each holds its factors)
 
     def folded_lists(model):
-        items = item_matrix(model.itemFactors)
+        items = ItemMatrix.of(model.itemFactors)
         return top_n(fold_in(items, weighted, solver), items, history, K)
 
     per_user = {
@@ -207,7 +207,7 @@ def foldin(args) -> dict:
     runs, collects = [], []
     for _ in range(7):  # the Python workers are warm from the quality lists above, as in a stream's later batches
         t0 = time.perf_counter()
-        items = item_matrix(refit.itemFactors)
+        items = ItemMatrix.of(refit.itemFactors)
         t1 = time.perf_counter()
         fold_in(items, theirs, solver).count()
         collects.append(t1 - t0)

@@ -119,7 +119,8 @@ def online_retail(args) -> dict:
         key = f"{m}_at_{k}"
         mine = f"{ease['ease_' + key]:>10.4f}" if ease else f"{'-':>10}"
         print(f"  {key:<16}{q[key]:>10.4f}{mine}{theirs[key]:>10.4f}{q['baseline_' + key]:>12.4f}{issue[m]:>17.4f}")
-    print(f"  serves: {ours.family}; ALS chosen: {ours.chosen_params}; EASE: {ease or 'not fitted'}")
+    setting = f"λ {ease['ease_lambda']:g}, dropout {ease.get('ease_dropout', 0.0):g}" if ease else "not fitted"
+    print(f"  serves: {ours.family}; ALS chosen: {ours.chosen_params}; EASE: {setting}")
     print(
         f"  tuning {ours.steps['tune']:.1f} s = {ours.tuning_cost}x the final fit ({ours.steps['als_fit']:.1f} s); "
         f"implicit fit {theirs['fit_seconds']:.1f} s"

@@ -20,7 +20,7 @@ from recsys_spark.mlops.serving import Recommender
 from recsys_spark.recs.foldin import check_unconstrained, fold_in, fresh_histories
 from recsys_spark.recs.kernels import Solver
 from recsys_spark.recs.model import fit_als, load_model
-from recsys_spark.recs.topn import item_matrix
+from recsys_spark.recs.topn import ItemMatrix
 
 FACTORS = "id int, features array<float>"
 
@@ -41,7 +41,7 @@ def test_folding_in_training_users_gives_back_a_spark_fits_factors(spark, implic
     model = fit_als(pairs, ALSConfig(rank=6, reg_param=0.1, alpha=2.0, max_iter=8), implicit)
     history = pairs.withColumnRenamed("confidence", "weight")
     gaps = relative_gaps(
-        model.userFactors, fold_in(item_matrix(model.itemFactors), history, Solver(implicit, 2.0, 0.1))
+        model.userFactors, fold_in(ItemMatrix.of(model.itemFactors), history, Solver(implicit, 2.0, 0.1))
     )
     assert len(gaps) == 60 and max(gaps.values()) < 1e-5, max(gaps.values())
 
@@ -50,7 +50,7 @@ def test_fold_in_by_hand(spark):
     # Explicit, no regularisation, items a=(1,0), b=(0,1): A = sum y y' = I and b = 2a + 1b, so a
     # user who rated a 2 and b 1 gets x = (2, 1). User 8's only pair was left out of the fit (null
     # weight) and user 9 rated only an item without factors: neither gets a row.
-    items = item_matrix(spark.createDataFrame([(0, [1.0, 0.0]), (1, [0.0, 1.0])], FACTORS))
+    items = ItemMatrix.of(spark.createDataFrame([(0, [1.0, 0.0]), (1, [0.0, 1.0])], FACTORS))
     history = spark.createDataFrame(
         [(7, 0, 2.0), (7, 1, 1.0), (8, 0, None), (9, 5, 3.0)], "user_idx int, item_idx int, weight float"
     )
@@ -86,7 +86,7 @@ def test_fresh_histories_weight_as_the_fit_did(spark, trained):
         ignore_nullable=True,
     )
     solver = Solver(True, model.config["chosen"]["alpha"], model.config["chosen"]["reg_param"])
-    folded = fold_in(item_matrix(model.als.itemFactors), fresh.select("user_idx", "item_idx", "weight"), solver)
+    folded = fold_in(ItemMatrix.of(model.als.itemFactors), fresh.select("user_idx", "item_idx", "weight"), solver)
     gaps = relative_gaps(model.als.userFactors.join(users.withColumnRenamed("user_idx", "id"), "id"), folded)
     assert max(gaps.values()) < 1e-5, max(gaps.values())
     fresh.unpersist()

@@ -40,42 +40,9 @@ from recsys_spark.items.cold import cold_factors, knn_factors, unit_rows
 from recsys_spark.recs.evaluation import per_user_metrics, summarize
 from recsys_spark.recs.model import fit_als
 from recsys_spark.recs.split import unit_hash
-from recsys_spark.recs.topn import top_n
+from recsys_spark.recs.topn import ItemMatrix, top_n
 
 SIMILAR_SCHEMA = "item_id string, rank int, similar_item_id string, score float, basis string"
-
-
-@dataclass
-class ItemMatrix:
-    """Item vectors on the driver: `ids` (item_idx) and one row of `vectors` per id."""
-
-    ids: np.ndarray
-    vectors: np.ndarray
-
-    @classmethod
-    def of(cls, df: DataFrame, id_col: str, vec_col: str) -> ItemMatrix:
-        return cls.from_pandas(df.select(id_col, vec_col).toPandas(), id_col, vec_col)  # grows with the catalogue
-
-    @classmethod
-    def from_pandas(cls, pdf: pd.DataFrame, id_col: str, vec_col: str) -> ItemMatrix:
-        ids = pdf[id_col].to_numpy(np.int64)
-        order = np.argsort(ids)
-        vectors = (
-            np.vstack(pdf[vec_col].to_numpy()).astype(np.float32)[order] if len(pdf) else np.zeros((0, 1), np.float32)
-        )
-        return cls(ids[order], vectors)
-
-    def take(self, ids: np.ndarray, dim: int | None = None) -> np.ndarray:
-        """Rows for `ids` (zeros for ids without a vector)."""
-        out = np.zeros((len(ids), dim or self.vectors.shape[1]), np.float32)
-        pos = np.searchsorted(self.ids, ids)
-        hit = (
-            (pos < self.ids.size) & (self.ids[np.minimum(pos, max(self.ids.size - 1, 0))] == ids)
-            if self.ids.size
-            else np.zeros(len(ids), bool)
-        )
-        out[hit] = self.vectors[pos[hit]]
-        return out
 
 
 @dataclass
@@ -119,7 +86,7 @@ def factor_frame(spark, ids: np.ndarray, vectors: np.ndarray) -> DataFrame:
 def rank_items(users: DataFrame, ids: np.ndarray, vectors: np.ndarray, relevant: DataFrame, k: int) -> dict[str, float]:
     """NDCG/precision/recall@k of ranking the items (`ids`, `vectors`) for `users` (id, features)
     by dot product, against `relevant` (user_idx, item_idx)."""
-    recs = top_n(users, factor_frame(users.sparkSession, ids, vectors), relevant.limit(0), k)
+    recs = top_n(users, ItemMatrix(ids, vectors), relevant.limit(0), k)
     m = summarize(per_user_metrics(recs, relevant, k), recs, len(ids), k)
     return {name: m[name] for name in (f"ndcg_at_{k}", f"precision_at_{k}", f"recall_at_{k}", "users_evaluated")}
 
@@ -185,7 +152,7 @@ def evaluate_new_items(
     warm_pairs, cold_pairs = holdout_items(pairs, cfg.holdout_fraction, cfg.seed)
     model = fit_als(warm_pairs, als, implicit=True)
     text = ItemMatrix.of(embeddings, "item_idx", "vector")
-    factors = ItemMatrix.of(model.itemFactors, "id", "features")
+    factors = ItemMatrix.of(model.itemFactors)
     cold = np.sort(cold_pairs.select("item_idx").distinct().toPandas()["item_idx"].to_numpy(np.int64))
     warm = factors.ids[np.isin(factors.ids, text.ids)]
     if not cold.size or not text.ids.size:
@@ -260,7 +227,7 @@ def recommend_new(
     )
     recs = top_n(
         users.select("id", "features"),
-        factor_frame(spark, np.arange(len(new_ids)), new_factors),
+        ItemMatrix(np.arange(len(new_ids)), new_factors),
         seen_new.select("user_idx", F.col("pos").alias("item_idx")),
         n,
     )
@@ -280,7 +247,7 @@ def similar_items(spark, ids: list[str], vectors: np.ndarray, of: np.ndarray, n:
     itself = spark.createDataFrame(
         pd.DataFrame({"user_idx": positions[of].astype(np.int32), "item_idx": positions[of].astype(np.int32)})
     )
-    recs = top_n(queries, factor_frame(spark, positions, unit), itself, n)
+    recs = top_n(queries, ItemMatrix(positions, unit), itself, n)
     names = spark.createDataFrame(pd.DataFrame({"idx": positions.astype(np.int32), "item_id": ids}))
     return (
         recs.join(F.broadcast(names.withColumnRenamed("idx", "user_idx")), "user_idx")

@@ -22,10 +22,11 @@ from recsys_spark.events.sources import read_side_table
 from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.tables import read_table, write_table
 from recsys_spark.infra.timing import Stopwatch
-from recsys_spark.items.new import ItemMatrix, choose_map, item_status, recommend_new, similar_items
+from recsys_spark.items.new import choose_map, item_status, recommend_new, similar_items
 from recsys_spark.items.texts import embed, item_texts
 from recsys_spark.mlops import tracking
 from recsys_spark.recs.model import load_model
+from recsys_spark.recs.topn import ItemMatrix
 from recsys_spark.results import ItemsResult
 
 log = logging.getLogger("recsys_spark")
@@ -86,7 +87,7 @@ def items(spark: SparkSession, cfg: Config, run_id: str | None = None) -> ItemsR
     )
     indexed = catalogue[catalogue["item_idx"].notna()]
     text = ItemMatrix.from_pandas(indexed, "item_idx", "vector")
-    factors = ItemMatrix.of(m.als.itemFactors, "id", "features")
+    factors = ItemMatrix.of(m.als.itemFactors)
     old = indexed.loc[~indexed["is_new"], "item_idx"].to_numpy(np.int64)
     warm = factors.ids[np.isin(factors.ids, old)]
     x_warm, y_warm = text.take(warm), factors.take(warm)

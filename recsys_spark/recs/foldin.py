@@ -28,7 +28,7 @@ from recsys_spark.recs.filters import Filters
 from recsys_spark.recs.interactions import build_id_map, build_interactions
 from recsys_spark.recs.kernels import Solver, fold_in_batch, solver_for
 from recsys_spark.recs.model import TrainedModel, seen_pairs
-from recsys_spark.recs.topn import ItemMatrix, explainer, item_matrix, named_lists, top_n
+from recsys_spark.recs.topn import ItemMatrix, explainer, named_lists, top_n
 
 FACTORS_SCHEMA = "id int, features array<float>"  # ALS's factor tables
 
@@ -41,7 +41,7 @@ def fold_in(items: ItemMatrix, history: DataFrame, solver: Solver) -> DataFrame:
     users reads the same matrix) is broadcast; histories stream through `mapInArrow` and are solved
     in stacked batches of similar length, as `because` is.
     """
-    bc = history.sparkSession.sparkContext.broadcast((*items, solver))
+    bc = history.sparkSession.sparkContext.broadcast((*items.columns(), solver))
     lists = (
         history.where(F.col("weight").isNotNull())
         .groupBy("user_idx")
@@ -121,7 +121,7 @@ def fresh_lists(
         source = EASE_FOLD_IN
     else:
         check_unconstrained(m.config)
-        items = item_matrix(m.als.itemFactors)  # collected once, for the fold-in and its top-N
+        items = ItemMatrix.of(m.als.itemFactors)  # collected once, for the fold-in and its top-N
         factors = fold_in(items, pairs, solver_for(m.config))
         lists = top_n(factors, items, pairs, n, explain=explain, mask=mask, rules=rules)
         source = ALS_FOLD_IN

@@ -13,9 +13,10 @@ The per-batch numpy work is in `kernels`, which the served model shares.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from pyspark.ml.recommendation import ALSModel
 from pyspark.sql import Column, DataFrame, Window
@@ -38,12 +39,43 @@ from recsys_spark.recs.kernels import (
 from recsys_spark.recs.model import Factors, TrainedModel
 
 
-class ItemMatrix(NamedTuple):
-    """An item-factor table on the driver (`item_matrix`): collected once, it can serve a fold-in
-    and the top-N after it (recs/foldin.py)."""
+@dataclass
+class ItemMatrix:
+    """Item vectors on the driver: `ids` (item_idx) and one row of `vectors` per id. Collected
+    once, one matrix serves a fold-in and the top-N after it (recs/foldin.py)."""
 
-    ids: np.ndarray  # int64 item ids
-    vt: np.ndarray  # float32 factors by column: rank x items
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(cls, df: DataFrame, id_col: str = "id", vec_col: str = "features") -> ItemMatrix:
+        """A table's vectors (default: a factor table, id and features); ids ascending, as `take` needs."""
+        return cls.from_pandas(df.select(id_col, vec_col).toPandas(), id_col, vec_col)  # grows with the catalogue
+
+    @classmethod
+    def from_pandas(cls, pdf: pd.DataFrame, id_col: str, vec_col: str) -> ItemMatrix:
+        ids = pdf[id_col].to_numpy(np.int64)
+        order = np.argsort(ids)
+        vectors = (
+            np.vstack(pdf[vec_col].to_numpy()).astype(np.float32)[order] if len(pdf) else np.zeros((0, 1), np.float32)
+        )
+        return cls(ids[order], vectors)
+
+    def take(self, ids: np.ndarray, dim: int | None = None) -> np.ndarray:
+        """Rows for `ids` (zeros for ids without a vector)."""
+        out = np.zeros((len(ids), dim or self.vectors.shape[1]), np.float32)
+        pos = np.searchsorted(self.ids, ids)
+        hit = (
+            (pos < self.ids.size) & (self.ids[np.minimum(pos, max(self.ids.size - 1, 0))] == ids)
+            if self.ids.size
+            else np.zeros(len(ids), bool)
+        )
+        out[hit] = self.vectors[pos[hit]]
+        return out
+
+    def columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids as int64, the vectors as float32 columns: dim x items), the layout the kernels score."""
+        return self.ids.astype(np.int64), np.ascontiguousarray(self.vectors.astype(np.float32).T)
 
 
 def top_n(
@@ -67,7 +99,7 @@ def top_n(
     stays the history `because` reads); `rules` block items and cap values for every user
     (recs/filters.py).
     """
-    ids, vt = item_factors if isinstance(item_factors, ItemMatrix) else item_matrix(item_factors)
+    ids, vt = (item_factors if isinstance(item_factors, ItemMatrix) else ItemMatrix.of(item_factors)).columns()
     spark = user_factors.sparkSession
     bc = spark.sparkContext.broadcast((ids, vt, explain, rules))
     rows = block or block_rows(ids.size)
@@ -92,16 +124,6 @@ def top_n(
 
     schema = TOPN_SCHEMA + (f", because {BECAUSE_TYPE}" if explain else "")
     return users.mapInArrow(score, schema)
-
-
-def item_matrix(item_factors: DataFrame) -> ItemMatrix:
-    """An item-factor table (id, features) collected to the driver: it grows with the catalogue,
-    not with users or events."""
-    items = item_factors.select("id", "features").toPandas()
-    ids = items["id"].to_numpy(dtype=np.int64)
-    if not len(items):
-        return ItemMatrix(ids, np.zeros((1, 0), np.float32))
-    return ItemMatrix(ids, np.ascontiguousarray(np.vstack(items["features"].to_numpy()).astype(np.float32).T))
 
 
 def popularity(interactions: DataFrame) -> DataFrame:
