@@ -35,6 +35,7 @@ from recsys_spark.infra.filesystem import path_exists
 from recsys_spark.infra.session import build_session
 from recsys_spark.infra.tables import read_table
 from recsys_spark.jobs.runner import JOBS
+from recsys_spark.recs.ease import Setting
 from recsys_spark.recs.evaluation import relevant_items
 from recsys_spark.recs.interactions import prepare_interactions
 from recsys_spark.recs.model import fit_als
@@ -119,7 +120,7 @@ def online_retail(args) -> dict:
         key = f"{m}_at_{k}"
         mine = f"{ease['ease_' + key]:>10.4f}" if ease else f"{'-':>10}"
         print(f"  {key:<16}{q[key]:>10.4f}{mine}{theirs[key]:>10.4f}{q['baseline_' + key]:>12.4f}{issue[m]:>17.4f}")
-    setting = f"λ {ease['ease_lambda']:g}, dropout {ease.get('ease_dropout', 0.0):g}" if ease else "not fitted"
+    setting = f"λ {Setting.of_model(ease).label}" if ease else "not fitted"
     print(f"  serves: {ours.family}; ALS chosen: {ours.chosen_params}; EASE: {setting}")
     print(
         f"  tuning {ours.steps['tune']:.1f} s = {ours.tuning_cost}x the final fit ({ours.steps['als_fit']:.1f} s); "
